@@ -1,0 +1,118 @@
+"""The one config loader: environment variables with embedded defaults.
+
+Every service describes its settings as a subclass of ``ServiceSettings`` and
+loads them with ``load_settings``. A missing or malformed value stops the
+process at start with a message naming the variable, instead of failing on the
+first request that needs it.
+
+Variables shared by all services: ``RECKON_SERVICE_TOKEN`` (required),
+``REDIS_URL`` (required), ``DATABASE_URL`` (default: a SQLite file per service
+in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
+``RECKON_LOG_LEVEL``. Per service, with its prefix (``ACCOUNTS_``):
+``*_LISTEN`` (host:port to bind), ``*_DATABASE_URL`` and ``*_DATABASE_SCHEMA``.
+Peers are dialled at ``<SERVICE>_ADDR``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS: dict[str, int] = {
+    "accounts": 50051,
+    "rating": 50052,
+    "charging": 50053,
+    "invoicing": 50054,
+    "payments": 50055,
+    "dunning": 50056,
+    "notifications": 50057,
+}
+
+
+class ConfigError(Exception):
+    """Configuration that a service cannot start with; the message names each variable."""
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port (port 0-65535), got {value!r}")
+    return host.strip("[]"), int(port_text)
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Subclasses set ``service_name`` and ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    service_name: ClassVar[str] = ""
+
+    service_token: SecretStr = Field(validation_alias="RECKON_SERVICE_TOKEN", min_length=16)
+    redis_url: str = Field(validation_alias="REDIS_URL")
+    shared_database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path("data"), validation_alias="RECKON_DATA_DIR")
+    log_level: str = Field(default="INFO", validation_alias="RECKON_LOG_LEVEL")
+
+    listen: str = "127.0.0.1:0"
+    database_url: str | None = None
+    database_schema: str | None = None
+    # Alembic upgrade at start: right for one process; turn off where a deploy job migrates.
+    migrate_on_start: bool = True
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:port/db, rediss:// or unix://")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @property
+    def effective_database_url(self) -> str:
+        """This service's database: its own URL, else the shared one, else a SQLite file."""
+        url = self.database_url or self.shared_database_url
+        if url:
+            return url
+        return f"sqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    @property
+    def effective_database_schema(self) -> str | None:
+        """On PostgreSQL each service keeps its tables in its own schema (default: its name)."""
+        if self.effective_database_url.startswith("sqlite"):
+            return None
+        return self.database_schema or self.service_name
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Load settings from the environment, turning validation errors into a ConfigError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            if name in cls.model_fields and cls.model_fields[name].validation_alias is None:
+                name = f"{prefix}{name}".upper()
+            message = "is required" if error["type"] == "missing" else error["msg"]
+            problems.append(f"{name}: {message}")
+        raise ConfigError(
+            f"{cls.service_name or 'service'} cannot start: " + "; ".join(problems)
+        ) from None

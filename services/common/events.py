@@ -1,0 +1,98 @@
+"""Domain events and the envelope they travel in.
+
+A domain event is a frozen dataclass naming a fact in the past tense
+(``AccountCreated``). Handlers hand events to their unit of work, which writes
+them to the outbox in the same transaction as the change. The envelope adds the
+event id (for idempotent consumers), the producing service and the W3C trace
+context, so the consumer's spans join the producer's trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, ClassVar
+
+from services.common.money import Money
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """Base of all events. Subclasses set ``event_type`` and ``aggregate_field``."""
+
+    event_type: ClassVar[str] = ""
+    # The field that identifies the aggregate; consumers use it for ordering and logs.
+    aggregate_field: ClassVar[str] = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return str(getattr(self, self.aggregate_field, "")) if self.aggregate_field else ""
+
+    def payload(self) -> dict[str, Any]:
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def to_jsonable(value: Any) -> Any:
+    """JSON-safe form that keeps money and decimals exact (as strings)."""
+    if isinstance(value, Money):
+        return {"amount": str(value.amount), "currency": value.currency}
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class EventEnvelope:
+    event_id: str
+    event_type: str
+    source: str
+    aggregate_id: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    trace_context: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "event_type": self.event_type,
+                "source": self.source,
+                "aggregate_id": self.aggregate_id,
+                "occurred_at": self.occurred_at.isoformat(),
+                "payload": self.payload,
+                "trace_context": self.trace_context,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> EventEnvelope:
+        raw = json.loads(text)
+        return cls(
+            event_id=raw["event_id"],
+            event_type=raw["event_type"],
+            source=raw["source"],
+            aggregate_id=raw.get("aggregate_id", ""),
+            occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+            payload=raw["payload"],
+            trace_context=raw.get("trace_context", {}),
+        )
+
+
+def stream_for(source_service: str) -> str:
+    """Each service publishes to one stream; consumers pick events by type."""
+    return f"reckon:events:{source_service}"

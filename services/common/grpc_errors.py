@@ -1,0 +1,99 @@
+"""The one error mapping: ``ReckonError`` <-> ``google.rpc.Status``.
+
+Servers never build statuses by hand: the error interceptor in ``grpc_server``
+calls ``to_rpc_status`` for every ``ReckonError`` a servicer lets escape.
+Clients read the rich details back with ``details_of``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common.errors import ErrorKind, FieldViolation, InvalidArgument, ReckonError
+
+_CODES: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: code_pb2.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    ErrorKind.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    ErrorKind.ABORTED: code_pb2.ABORTED,
+    ErrorKind.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    ErrorKind.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    ErrorKind.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    ErrorKind.INTERNAL: code_pb2.INTERNAL,
+}
+
+
+def to_rpc_status(error: ReckonError, *, domain: str) -> grpc.Status:
+    """A gRPC status carrying ``ErrorInfo`` (always) and ``BadRequest`` (for field errors)."""
+    status = status_pb2.Status(code=_CODES[error.kind], message=error.message)
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    )
+    status.details.append(info)
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+@dataclass
+class ErrorDetails:
+    """What a client learns from a failed call: code, reason and field violations."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    domain: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: list[FieldViolation] = field(default_factory=list)
+
+    @property
+    def fields(self) -> set[str]:
+        return {v.field for v in self.violations}
+
+
+def details_of(error: grpc.RpcError) -> ErrorDetails:
+    """Unpack the rich status of a failed call (works for sync and aio calls)."""
+    code = error.code()
+    result = ErrorDetails(code=code, message=error.details() or "")
+    status = _status_from_trailers(error)
+    if status is None:
+        return result
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            result.reason, result.domain = info.reason, info.domain
+            result.metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            result.violations = [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+    return result
+
+
+def _status_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:
+    trailers = error.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    return None

@@ -1,0 +1,175 @@
+"""Event consumers: Redis Streams consumer groups with at-least-once delivery.
+
+A message is acknowledged only after its handler returned, so a consumer that
+dies mid-handling leaves it pending; ``XAUTOCLAIM`` hands such messages to a live
+consumer of the group after ``claim_idle_ms``. Handlers make redelivery harmless
+by recording the event id in their own transaction (``UnitOfWork.mark_processed``).
+A message that keeps failing goes to a dead-letter stream after ``max_deliveries``
+attempts instead of blocking the group forever.
+
+Each handled event runs inside a ``reckon.event.consume`` span whose parent is
+the trace context carried in the envelope: the consumer joins the producer's trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from redis.exceptions import ResponseError
+
+from services.common.events import EventEnvelope
+from services.common.telemetry import meter, tracer
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[EventEnvelope], Awaitable[None]]
+DEAD_LETTER_STREAM = "reckon:events:dead-letter"
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        group: str,
+        streams: Sequence[str],
+        handler: EventHandler,
+        event_types: Collection[str] | None = None,
+        consumer_name: str | None = None,
+        batch_size: int = 100,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 10,
+    ) -> None:
+        self._redis = client
+        self.group = group
+        self._streams = list(streams)
+        self._handler = handler
+        self._event_types = set(event_types) if event_types is not None else None
+        self.consumer_name = consumer_name or f"{group}-{socket.gethostname()}-{os.getpid()}"
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._max_deliveries = max_deliveries
+        self._handled = meter().create_counter(
+            "reckon.events.consumed", unit="{event}", description="events handled by consumers"
+        )
+        self._failed = meter().create_counter(
+            "reckon.events.failed", unit="{event}", description="event handler failures"
+        )
+
+    async def ensure_groups(self) -> None:
+        for stream in self._streams:
+            try:
+                # From the stream's start: a new consumer group sees the history once.
+                await self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ensure_groups()
+        while not stop.is_set():
+            try:
+                await self.consume_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event consumer %s failed; retrying", self.group)
+                await asyncio.sleep(1)
+
+    async def consume_once(self, block_ms: int | None = None) -> int:
+        """Handle reclaimed and new messages once; returns how many were handled."""
+        count = 0
+        for stream in self._streams:
+            claimed: Any = await self._redis.xautoclaim(
+                stream,
+                self.group,
+                self.consumer_name,
+                min_idle_time=self._claim_idle_ms,
+                start_id="0-0",
+                count=self._batch_size,
+            )
+            for message_id, fields in claimed[1]:
+                if fields:  # entries trimmed from the stream come back empty
+                    await self._handle(stream, message_id, fields)
+                    count += 1
+        response: Any = await self._redis.xreadgroup(
+            self.group,
+            self.consumer_name,
+            dict.fromkeys(self._streams, ">"),
+            count=self._batch_size,
+            block=self._block_ms if block_ms is None else block_ms,
+        )
+        for stream, messages in response or []:
+            for message_id, fields in messages:
+                await self._handle(stream, message_id, fields)
+                count += 1
+        return count
+
+    async def _handle(self, stream: Any, message_id: Any, fields: dict[Any, Any]) -> None:
+        raw: Any = fields.get(b"envelope") or fields.get("envelope")
+        try:
+            envelope = EventEnvelope.from_json(raw)
+        except (TypeError, ValueError, KeyError):
+            log.error("malformed event %s on %s; dead-lettered", message_id, stream)
+            await self._dead_letter(stream, message_id, fields, "malformed envelope")
+            return
+        if self._event_types is not None and envelope.event_type not in self._event_types:
+            await self._redis.xack(stream, self.group, message_id)
+            return
+        with tracer().start_as_current_span(
+            f"reckon.event.consume {envelope.event_type}",
+            context=extract(envelope.trace_context),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.operation": "process",
+                "messaging.consumer.group.name": self.group,
+                "reckon.event.id": envelope.event_id,
+                "reckon.event.type": envelope.event_type,
+            },
+        ) as span:
+            try:
+                await self._handler(envelope)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                self._failed.add(1, {"group": self.group, "type": envelope.event_type})
+                log.exception("handler %s failed for %s", self.group, envelope.event_id)
+                await self._maybe_dead_letter(stream, message_id, fields, str(exc))
+                return
+        await self._redis.xack(stream, self.group, message_id)
+        self._handled.add(1, {"group": self.group, "type": envelope.event_type})
+
+    async def _maybe_dead_letter(
+        self, stream: Any, message_id: Any, fields: dict[Any, Any], reason: str
+    ) -> None:
+        pending: Any = await self._redis.xpending_range(
+            stream, self.group, min=message_id, max=message_id, count=1
+        )
+        if pending and pending[0]["times_delivered"] >= self._max_deliveries:
+            await self._dead_letter(stream, message_id, fields, reason)
+
+    async def _dead_letter(
+        self, stream: Any, message_id: Any, fields: dict[Any, Any], reason: str
+    ) -> None:
+        await self._redis.xadd(
+            DEAD_LETTER_STREAM,
+            {
+                **fields,
+                "stream": stream,
+                "group": self.group,
+                "message_id": message_id,
+                "reason": reason[:500],
+            },
+        )
+        await self._redis.xack(stream, self.group, message_id)

@@ -1,0 +1,126 @@
+"""OpenTelemetry set-up shared by every service.
+
+Configured by the standard variables: ``OTEL_SDK_DISABLED``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
+(``otlp``, ``console`` or ``none``) and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (OTLP/gRPC).
+Unlike the SDK's auto-configuration, the exporter defaults to ``none`` when no
+endpoint is set, so a service run on a laptop does not log export failures
+every few seconds. gRPC server and client spans come from the interceptors in
+``grpc_server``/``grpc_client``; Redis and SQLAlchemy are instrumented here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+log = logging.getLogger(__name__)
+
+INSTRUMENTATION_NAME = "reckon"
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
+
+    def shutdown(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+_current: Telemetry | None = None
+
+
+def _exporter_choice(kind: str) -> str:
+    explicit = os.environ.get(f"OTEL_{kind}_EXPORTER")
+    if explicit:
+        return explicit.strip().lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        f"OTEL_EXPORTER_OTLP_{kind}_ENDPOINT"
+    )
+    return "otlp" if endpoint else "none"
+
+
+def _span_exporter(choice: str) -> SpanExporter | None:
+    if choice == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if choice == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def _metric_reader(choice: str) -> MetricReader | None:
+    if choice == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return PeriodicExportingMetricReader(OTLPMetricExporter())
+    if choice == "console":
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+    return None
+
+
+def setup_telemetry(service_name: str) -> Telemetry:
+    """Install tracer and meter providers for this process (idempotent)."""
+    global _current
+    if _current is not None:
+        return _current
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        _current = Telemetry(None, None)
+        return _current
+    resource = Resource.create(
+        {SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or f"reckon-{service_name}"}
+    )
+    tracer_provider = TracerProvider(resource=resource)
+    span_exporter = _span_exporter(_exporter_choice("TRACES"))
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    trace.set_tracer_provider(tracer_provider)
+
+    reader = _metric_reader(_exporter_choice("METRICS"))
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader] if reader else [])
+    metrics.set_meter_provider(meter_provider)
+
+    RedisInstrumentor().instrument(tracer_provider=tracer_provider)
+    _current = Telemetry(tracer_provider, meter_provider)
+    return _current
+
+
+def instrument_engine(engine: Any) -> None:
+    """Trace SQL statements of one SQLAlchemy engine (called by ``db.make_engine``)."""
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine, tracer_provider=trace.get_tracer_provider(), enable_commenter=False
+    )
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(INSTRUMENTATION_NAME)
+
+
+def meter() -> metrics.Meter:
+    return metrics.get_meter(INSTRUMENTATION_NAME)
+
+
+def current_trace_id() -> str:
+    """The current trace id as 32 hex digits, or '' outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else ""
