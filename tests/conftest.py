@@ -43,6 +43,8 @@ async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Re
 
 @dataclass(frozen=True)
 class TestDatabase:
+    __test__ = False  # a fixture value, not a test class
+
     url: str
     schema: str | None
 

@@ -79,12 +79,18 @@ def make_engine(
         if schema:
             if not _SCHEMA_NAME.match(schema):
                 raise ValueError(f"invalid schema name {schema!r}")
-            with engine.begin() as connection:
-                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
+            # Registered before the first connection, so no pooled connection misses it.
             @event.listens_for(engine, "connect")
             def _search_path(dbapi_connection: Any, _: Any) -> None:
                 cursor = dbapi_connection.cursor()
+                cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+                if cursor.fetchone() is None:
+                    try:
+                        cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                        dbapi_connection.commit()
+                    except Exception:  # noqa: BLE001 - a concurrent connection created it
+                        dbapi_connection.rollback()
                 cursor.execute(f'SET search_path TO "{schema}"')
                 cursor.close()
                 dbapi_connection.commit()

@@ -1,0 +1,248 @@
+"""Outbox -> Redis Streams -> consumer groups: durable, idempotent, traced.
+
+Runs on SQLite and PostgreSQL against a real Redis server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.clock import ManualClock
+from services.common.db import KitTables, add_kit_tables, make_engine
+from services.common.events import DomainEvent, EventEnvelope, stream_for
+from services.common.outbox import OutboxRelay
+from services.common.sql_uow import SqlUnitOfWork
+from services.common.streams import DEAD_LETTER_STREAM, StreamConsumer
+from tests.conftest import TestDatabase
+
+metadata = MetaData()
+KIT = add_kit_tables(metadata)
+tallies = Table("tallies", metadata, Column("name", String(32), primary_key=True),
+                Column("count", Integer, nullable=False))
+
+
+@dataclass(frozen=True)
+class Counted(DomainEvent):
+    event_type = "Counted"
+    aggregate_field = "name"
+    name: str
+
+
+class TallyUnitOfWork(SqlUnitOfWork):
+    def bump(self, name: str) -> None:
+        self.session.execute(insert(tallies).values(name=f"{name}-{id(self)}", count=1))
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER = None  # tests own the global provider for this module
+    trace._TRACER_PROVIDER_SET_ONCE._done = False
+    trace.set_tracer_provider(provider)
+    yield exporter
+
+
+@pytest.fixture
+def engine(database: TestDatabase) -> Iterator[Engine]:
+    engine = make_engine(database.url, database.schema, instrument=False)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def unit_of_work(engine: Engine, clock: ManualClock, relay: OutboxRelay | None = None
+                 ) -> TallyUnitOfWork:
+    return TallyUnitOfWork(sessionmaker(engine, class_=Session), KIT, source="tally",
+                           clock=clock, after_commit=relay.notify if relay else None)
+
+
+def outbox_count(engine: Engine, *, relayed: bool | None = None) -> int:
+    query = select(func.count()).select_from(KIT.outbox)
+    if relayed is not None:
+        column = KIT.outbox.c.relayed_at
+        query = query.where(column.is_not(None) if relayed else column.is_(None))
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def test_events_are_written_only_with_the_commit(engine: Engine) -> None:
+    clock = ManualClock()
+    with unit_of_work(engine, clock) as uow:
+        uow.bump("a")
+        uow.publish(Counted("a"))
+        # no commit: leaving the block rolls back the change and its event together
+    assert outbox_count(engine) == 0
+    with unit_of_work(engine, clock) as uow:
+        uow.bump("a")
+        uow.publish(Counted("a"))
+        uow.commit()
+    assert outbox_count(engine, relayed=False) == 1
+
+
+async def test_relay_moves_each_event_to_the_stream_once(engine: Engine,
+                                                         redis_client: aioredis.Redis) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock, batch_size=3)
+    for name in "abcdefg":
+        with unit_of_work(engine, clock) as uow:
+            uow.publish(Counted(name))
+            uow.commit()
+    while await relay.relay_once():
+        pass
+    assert outbox_count(engine, relayed=False) == 0
+    entries = await redis_client.xrange(stream_for("tally"))
+    names = [EventEnvelope.from_json(f[b"envelope"]).payload["name"] for _, f in entries]
+    assert names == list("abcdefg")  # commit order preserved
+
+
+async def test_relay_crash_before_marking_redelivers_and_consumer_dedupes(
+        engine: Engine, redis_client: aioredis.Redis) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    with unit_of_work(engine, clock) as uow:
+        uow.publish(Counted("x"))
+        uow.commit()
+
+    # Simulate dying between XADD and marking the row relayed: XADD happens, mark fails.
+    async def crash(*_: Any) -> None:
+        raise ConnectionError("process died")
+
+    original = asyncio.to_thread
+    calls = 0
+
+    async def flaky_to_thread(func: Any, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second thread hop is _mark_relayed
+            await crash()
+        return await original(func, *args)
+
+    asyncio.to_thread = flaky_to_thread  # type: ignore[assignment]
+    try:
+        with pytest.raises(ConnectionError):
+            await relay.relay_once()
+    finally:
+        asyncio.to_thread = original
+    assert await relay.relay_once() == 1  # relayed again after the "restart"
+    assert await redis_client.xlen(stream_for("tally")) == 2  # at least once: a duplicate
+
+    handled: list[str] = []
+
+    async def handle(envelope: EventEnvelope) -> None:
+        def work() -> None:
+            with unit_of_work(engine, clock) as uow:
+                if uow.mark_processed("tally-counter", envelope.event_id):
+                    handled.append(envelope.payload["name"])
+                uow.commit()
+        await asyncio.to_thread(work)
+
+    consumer = StreamConsumer(redis_client, group="tally-counter",
+                              streams=[stream_for("tally")], handler=handle)
+    await consumer.ensure_groups()
+    assert await consumer.consume_once(block_ms=100) == 2
+    assert handled == ["x"]  # the duplicate was recognised by event id
+
+
+async def test_consumer_that_dies_mid_handling_leaves_the_event_for_another(
+        engine: Engine, redis_client: aioredis.Redis) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    with unit_of_work(engine, clock) as uow:
+        uow.publish(Counted("y"))
+        uow.commit()
+    await relay.relay_once()
+    stream = stream_for("tally")
+
+    async def dies(envelope: EventEnvelope) -> None:
+        raise RuntimeError("killed mid-handling")
+
+    seen: list[str] = []
+
+    async def survives(envelope: EventEnvelope) -> None:
+        seen.append(envelope.event_id)
+
+    first = StreamConsumer(redis_client, group="g", streams=[stream], handler=dies,
+                           consumer_name="first")
+    await first.ensure_groups()
+    await first.consume_once(block_ms=100)
+    assert seen == []
+    second = StreamConsumer(redis_client, group="g", streams=[stream], handler=survives,
+                            consumer_name="second", claim_idle_ms=0)
+    await second.consume_once(block_ms=100)
+    assert len(seen) == 1  # claimed from the dead consumer, handled, acknowledged
+    pending = await redis_client.xpending(stream, "g")
+    assert pending["pending"] == 0
+
+
+async def test_poison_event_goes_to_dead_letter_after_max_deliveries(
+        engine: Engine, redis_client: aioredis.Redis) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    with unit_of_work(engine, clock) as uow:
+        uow.publish(Counted("poison"))
+        uow.commit()
+    await relay.relay_once()
+
+    async def always_fails(envelope: EventEnvelope) -> None:
+        raise ValueError("cannot handle")
+
+    consumer = StreamConsumer(redis_client, group="g", streams=[stream_for("tally")],
+                              handler=always_fails, claim_idle_ms=0, max_deliveries=3)
+    await consumer.ensure_groups()
+    for _ in range(4):
+        await consumer.consume_once(block_ms=50)
+    assert await redis_client.xlen(DEAD_LETTER_STREAM) == 1
+    assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0
+
+
+async def test_consumer_span_joins_the_producer_trace(
+        engine: Engine, redis_client: aioredis.Redis, spans: InMemorySpanExporter) -> None:
+    spans.clear()
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request") as request_span:
+        with unit_of_work(engine, clock) as uow:
+            uow.publish(Counted("t"))
+            uow.commit()
+    await relay.relay_once()
+
+    async def handle(envelope: EventEnvelope) -> None:
+        with tracer.start_as_current_span("handler work"):
+            pass
+
+    consumer = StreamConsumer(redis_client, group="g", streams=[stream_for("tally")],
+                              handler=handle)
+    await consumer.ensure_groups()
+    await consumer.consume_once(block_ms=100)
+
+    trace_id = request_span.get_span_context().trace_id
+    finished: list[ReadableSpan] = list(spans.get_finished_spans())
+    in_trace = {s.name for s in finished if s.context and s.context.trace_id == trace_id}
+    assert {"request", "reckon.event.publish Counted", "reckon.event.relay Counted",
+            "reckon.event.consume Counted", "handler work"} <= in_trace
+    by_name = {s.name: s for s in finished}
+    consume = by_name["reckon.event.consume Counted"]
+    relay_span = by_name["reckon.event.relay Counted"]
+    publish = by_name["reckon.event.publish Counted"]
+    assert consume.parent is not None and relay_span.parent is not None
+    assert relay_span.parent.span_id == publish.context.span_id
+    assert consume.parent.span_id == publish.context.span_id
+
+
+def test_kit_tables_exist(engine: Engine) -> None:
+    assert isinstance(KIT, KitTables)
