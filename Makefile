@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup protos demo up test test-unit lint typecheck buf-lint bench clean
+.PHONY: setup protos demo up test test-unit lint typecheck buf bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,12 @@ demo: setup            ## set up, start the suite on embedded defaults, play the
 up: setup              ## run every service in the foreground (Ctrl-C stops them)
 	$(BIN)/reckon up
 
-test: setup            ## set up, make sure Redis/PostgreSQL are there, run every test
+test: setup            ## set up, make sure Redis/PostgreSQL are there, lint, run every test
 	bash tools/ensure_services.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	bash tools/buf.sh
 	$(BIN)/pytest -q
 
 test-unit: setup
@@ -39,8 +41,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-buf-lint:
-	bash tools/buf.sh lint
+buf:                   ## buf lint (STANDARD) and buf breaking against the previous protos
+	bash tools/buf.sh
+
+bench: setup           ## the gRPC echo baseline every service benchmark compares against
+	$(BIN)/python -m bench.grpc_baseline
 
 clean:
 	rm -rf $(VENV) reckon build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    text,
 )
 from sqlalchemy.engine import make_url
 

@@ -122,7 +122,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
                     return await behavior(request, context)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
 
             return guarded
@@ -134,7 +134,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for response in behavior(request, context):
                         yield response
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
 
             return guarded

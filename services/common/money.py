@@ -293,6 +293,10 @@ class Money:
             raise MoneyError(f"{self} is not a whole number of minor units; round it first")
         return int(scaled)
 
+    def __composite_values__(self) -> tuple[Decimal, str]:
+        """The column values an ORM stores (amount, currency): SQLAlchemy's composite hook."""
+        return (self.amount, self.currency)
+
     def is_zero(self) -> bool:
         return self.amount == 0
 

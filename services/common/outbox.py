@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import extract
 from sqlalchemy import Engine, Table, select, update
 
@@ -78,7 +79,10 @@ class OutboxRelay:
                 stopper.cancel()
 
     async def relay_once(self) -> int:
-        rows = await asyncio.to_thread(self._pending)
+        # Polling is bookkeeping: only the per-event relay spans belong in traces,
+        # otherwise every idle poll would start a trace of its own.
+        with suppress_instrumentation():
+            rows = await asyncio.to_thread(self._pending)
         if not rows:
             return 0
         pipe = self._redis.pipeline(transaction=False)
@@ -96,8 +100,9 @@ class OutboxRelay:
                 pipe.xadd(
                     row.stream, {"envelope": row.envelope}, maxlen=STREAM_MAXLEN, approximate=True
                 )
-        await pipe.execute()
-        await asyncio.to_thread(self._mark_relayed, [row.seq for row in rows])
+        with suppress_instrumentation():
+            await pipe.execute()
+            await asyncio.to_thread(self._mark_relayed, [row.seq for row in rows])
         self._relayed.add(len(rows))
         return len(rows)
 

@@ -13,9 +13,10 @@ from typing import Self
 
 from opentelemetry import trace
 from opentelemetry.propagate import inject
-from sqlalchemy import insert, select
+from sqlalchemy import Insert, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from services.common.clock import Clock
 from services.common.db import KitTables
@@ -65,9 +66,10 @@ class SqlUnitOfWork(UnitOfWork):
             self._write_outbox()
         try:
             self.session.commit()
-        except IntegrityError as exc:
+        except (IntegrityError, StaleDataError) as exc:
             self.session.rollback()
-            # A unique key taken by a concurrent transaction: the caller may retry.
+            # A unique key taken by a concurrent transaction, or a row whose version
+            # (``version_id_col``) moved on since it was read: the caller may retry.
             raise Aborted("a concurrent change conflicted with this one; retry") from exc
         if wrote_events and self._after_commit is not None:
             self._after_commit()
@@ -125,7 +127,7 @@ class SqlUnitOfWork(UnitOfWork):
     ) -> None:
         if not request_id:
             return
-        self.session.execute(
+        self._insert_or_abort(
             insert(self._kit.idempotency_keys).values(
                 scope=scope,
                 request_id=request_id,
@@ -144,10 +146,18 @@ class SqlUnitOfWork(UnitOfWork):
         ).first()
         if seen:
             return False
-        # A concurrent duplicate fails on the primary key at commit and is redelivered.
-        self.session.execute(
+        # A concurrent duplicate fails on the primary key (ABORTED) and is redelivered.
+        self._insert_or_abort(
             insert(table).values(
                 consumer=consumer, event_id=event_id, processed_at=self._clock.now()
             )
         )
         return True
+
+    def _insert_or_abort(self, statement: Insert) -> None:
+        # Core inserts run at once, not at commit: a key taken by a concurrent
+        # transaction fails here (after it committed), and must be ABORTED too.
+        try:
+            self.session.execute(statement)
+        except IntegrityError as exc:
+            raise Aborted("a concurrent request took the same key; retry") from exc

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import extract
 from redis.exceptions import ResponseError
 
@@ -90,25 +91,19 @@ class StreamConsumer:
         """Handle reclaimed and new messages once; returns how many were handled."""
         count = 0
         for stream in self._streams:
-            claimed: Any = await self._redis.xautoclaim(
-                stream,
-                self.group,
-                self.consumer_name,
-                min_idle_time=self._claim_idle_ms,
-                start_id="0-0",
-                count=self._batch_size,
-            )
+            with suppress_instrumentation():  # idle polls must not start traces
+                claimed: Any = await self._redis.xautoclaim(
+                    stream, self.group, self.consumer_name, min_idle_time=self._claim_idle_ms,
+                    start_id="0-0", count=self._batch_size)
             for message_id, fields in claimed[1]:
                 if fields:  # entries trimmed from the stream come back empty
                     await self._handle(stream, message_id, fields)
                     count += 1
-        response: Any = await self._redis.xreadgroup(
-            self.group,
-            self.consumer_name,
-            dict.fromkeys(self._streams, ">"),
-            count=self._batch_size,
-            block=self._block_ms if block_ms is None else block_ms,
-        )
+        with suppress_instrumentation():
+            response: Any = await self._redis.xreadgroup(
+                self.group, self.consumer_name, dict.fromkeys(self._streams, ">"),
+                count=self._batch_size,
+                block=self._block_ms if block_ms is None else block_ms)
         for stream, messages in response or []:
             for message_id, fields in messages:
                 await self._handle(stream, message_id, fields)
@@ -124,7 +119,8 @@ class StreamConsumer:
             await self._dead_letter(stream, message_id, fields, "malformed envelope")
             return
         if self._event_types is not None and envelope.event_type not in self._event_types:
-            await self._redis.xack(stream, self.group, message_id)
+            with suppress_instrumentation():  # not ours: no trace of it
+                await self._redis.xack(stream, self.group, message_id)
             return
         with tracer().start_as_current_span(
             f"reckon.event.consume {envelope.event_type}",
@@ -147,7 +143,7 @@ class StreamConsumer:
                 log.exception("handler %s failed for %s", self.group, envelope.event_id)
                 await self._maybe_dead_letter(stream, message_id, fields, str(exc))
                 return
-        await self._redis.xack(stream, self.group, message_id)
+            await self._redis.xack(stream, self.group, message_id)
         self._handled.add(1, {"group": self.group, "type": envelope.event_type})
 
     async def _maybe_dead_letter(

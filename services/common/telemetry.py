@@ -18,7 +18,8 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.instrumentation.sqlalchemy.version import __version__ as _sqlalchemy_version
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -32,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "reckon"
+_SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
 
 
 @dataclass
@@ -106,10 +108,20 @@ def setup_telemetry(service_name: str) -> Telemetry:
 
 
 def instrument_engine(engine: Any) -> None:
-    """Trace SQL statements of one SQLAlchemy engine (called by ``db.make_engine``)."""
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine, tracer_provider=trace.get_tracer_provider(), enable_commenter=False
+    """Trace SQL statements of one SQLAlchemy engine (called by ``db.make_engine``).
+
+    Every engine gets its own ``EngineTracer``: ``SQLAlchemyInstrumentor().instrument``
+    works once per process, so a second engine (tests, several services in one
+    process) would silently go untraced.
+    """
+    tracer = trace.get_tracer(_SQLALCHEMY_SCOPE, _sqlalchemy_version)
+    usage = metrics.get_meter(_SQLALCHEMY_SCOPE, _sqlalchemy_version).create_up_down_counter(
+        name="db.client.connections.usage",
+        unit="connections",
+        description="The number of connections that are currently in state described by "
+        "the state attribute.",
     )
+    EngineTracer(tracer, engine, usage, False)  # type: ignore[no-untyped-call]
 
 
 def tracer() -> trace.Tracer:

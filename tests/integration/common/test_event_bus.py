@@ -53,7 +53,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     trace._TRACER_PROVIDER = None  # tests own the global provider for this module
     trace._TRACER_PROVIDER_SET_ONCE._done = False
     trace.set_tracer_provider(provider)
-    yield exporter
+    return exporter
 
 
 @pytest.fixture
@@ -215,10 +215,10 @@ async def test_consumer_span_joins_the_producer_trace(
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
     tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("request") as request_span:
-        with unit_of_work(engine, clock) as uow:
-            uow.publish(Counted("t"))
-            uow.commit()
+    with tracer.start_as_current_span("request") as request_span, \
+            unit_of_work(engine, clock) as uow:
+        uow.publish(Counted("t"))
+        uow.commit()
     await relay.relay_once()
 
     async def handle(envelope: EventEnvelope) -> None:
@@ -239,7 +239,8 @@ async def test_consumer_span_joins_the_producer_trace(
     consume = by_name["reckon.event.consume Counted"]
     relay_span = by_name["reckon.event.relay Counted"]
     publish = by_name["reckon.event.publish Counted"]
-    assert consume.parent is not None and relay_span.parent is not None
+    assert consume.parent is not None
+    assert relay_span.parent is not None
     assert relay_span.parent.span_id == publish.context.span_id
     assert consume.parent.span_id == publish.context.span_id
 

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): runnable scripts and their shared machinery; results in RESULTS.md."""

@@ -1,0 +1,1 @@
+"""What every benchmark shares: process launchers, the echo server, load generators, CPU meters."""

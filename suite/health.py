@@ -1,0 +1,31 @@
+"""gRPC health checks (``grpc.health.v1``) of the suite's services, as a client sees them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class Health(StrEnum):
+    SERVING = "SERVING"
+    NOT_SERVING = "NOT_SERVING"
+    UNKNOWN = "UNKNOWN"
+    UNREACHABLE = "unreachable"
+
+
+def check_health(address: str, *, timeout: float = 2.0, service: str = "") -> Health:
+    """Ask the server at ``address``; a server that does not answer is UNREACHABLE."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return Health.UNREACHABLE
+    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+        return Health.SERVING
+    if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+        return Health.NOT_SERVING
+    return Health.UNKNOWN
