@@ -75,7 +75,12 @@ class SqlUnitOfWork(UnitOfWork):
             self._after_commit()
 
     def rollback(self) -> None:
-        self.session.rollback()
+        # End the transaction without expiring what this unit loaded: Session.rollback()
+        # expires every object, yet servicers read a handler's result after the unit
+        # ended (a read-only unit is "rolled back" too). close() discards the
+        # transaction all the same (the pool rolls the connection back) and keeps the
+        # loaded state of the now-detached objects.
+        self.session.close()
 
     def _write_outbox(self) -> None:
         now = self._clock.now()

@@ -1,0 +1,1 @@
+"""Adapters of the accounts service: SQL tables, mapping, repositories, unit of work."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the accounts service's tables (run by ``upgrade_to_head``)."""

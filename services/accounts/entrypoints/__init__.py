@@ -1,0 +1,1 @@
+"""Ways into the accounts service: gRPC servicer, event consumer, scheduler and ``main``."""
