@@ -9,8 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# compat mode: the project root goes on sys.path, so the generated `reckon` stubs import too
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP) protos
@@ -48,4 +47,5 @@ bench: setup           ## the gRPC echo baseline every service benchmark compare
 	$(BIN)/python -m bench.grpc_baseline
 
 clean:
-	rm -rf $(VENV) reckon build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find reckon -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +

@@ -1,6 +1,7 @@
 """Generate Python stubs (+ .pyi type stubs) from protos/ into the ``reckon`` package.
 
-The generated package is build output (git-ignored), made by ``make protos``;
+Everything below ``reckon/`` except its ``__init__.py`` is build output (git-ignored),
+made by ``make protos``;
 it is never edited by hand. Imports of google/type and google/rpc protos resolve
 against the .proto files that googleapis-common-protos ships.
 """
@@ -25,9 +26,11 @@ def main() -> int:
     if not sources:
         print("no .proto files under protos/", file=sys.stderr)
         return 1
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir()
+    # reckon/__init__.py is committed (so editable installs map the package); every
+    # subfolder is build output and is made anew.
+    for generated in OUT.iterdir():
+        if generated.is_dir():
+            shutil.rmtree(generated)
     bin_dir = Path(sys.executable).parent
     well_known = str(resources.files("grpc_tools") / "_proto")
     # site-packages root holding google/type/*.proto from googleapis-common-protos
@@ -48,7 +51,7 @@ def main() -> int:
     if protoc.main(args) != 0:
         print("protoc failed", file=sys.stderr)
         return 1
-    for folder in [OUT, *(p for p in OUT.rglob("*") if p.is_dir())]:
+    for folder in (p for p in OUT.rglob("*") if p.is_dir()):
         (folder / "__init__.py").touch()
     (OUT / "py.typed").touch()
     print(f"generated stubs for {len(sources)} proto files into {OUT.relative_to(ROOT)}/")

@@ -120,7 +120,7 @@ async def closed_loop(
             budget -= 1
             try:
                 await call()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed call is counted, not fatal
                 result._failed(exc)
                 continue
             samples.append(clock() - began)
@@ -150,7 +150,7 @@ async def open_loop(
         while (scheduled := await due.get()) is not None:
             try:
                 await call()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed call is counted, not fatal
                 result._failed(exc)
             else:
                 samples.append(clock() - scheduled)
@@ -242,7 +242,7 @@ async def stream_pipelined(
 
         try:
             await asyncio.gather(writer(), reader())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed call is counted, not fatal
             call.cancel()
             result._failed(exc)
 
