@@ -36,8 +36,14 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    def __init__(self, directory: Path, *, port: int | None = None, persist: bool = False,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        persist: bool = False,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.persist = persist
@@ -50,13 +56,29 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
-        persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist
-                       else ["--save", "", "--appendonly", "no"])
-        args = [find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"),
-                "--protected-mode", "yes", *persistence, *self.extra_args]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if self.persist
+            else ["--save", "", "--appendonly", "no"]
+        )
+        args = [
+            find_redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.directory / "redis.log"),
+            "--protected-mode",
+            "yes",
+            *persistence,
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -20,8 +20,9 @@ from sqlalchemy import create_engine, text
 
 from suite.redis_server import EmbeddedRedis
 
-POSTGRES_URL = os.environ.get("RECKON_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "RECKON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 TEST_TOKEN = "test-service-token-0123456789"
 _schemas = itertools.count()
 
@@ -95,11 +96,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDat
 
 
 @pytest.fixture
-def service_env(redis_server: EmbeddedRedis, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def service_env(
+    redis_server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """Environment a service needs to start, pointed at the test Redis and a temp data dir."""
-    env = {"RECKON_SERVICE_TOKEN": TEST_TOKEN, "REDIS_URL": redis_server.url,
-           "RECKON_DATA_DIR": str(tmp_path / "data"), "OTEL_SDK_DISABLED": "false"}
+    env = {
+        "RECKON_SERVICE_TOKEN": TEST_TOKEN,
+        "REDIS_URL": redis_server.url,
+        "RECKON_DATA_DIR": str(tmp_path / "data"),
+        "OTEL_SDK_DISABLED": "false",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

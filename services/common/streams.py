@@ -93,17 +93,25 @@ class StreamConsumer:
         for stream in self._streams:
             with suppress_instrumentation():  # idle polls must not start traces
                 claimed: Any = await self._redis.xautoclaim(
-                    stream, self.group, self.consumer_name, min_idle_time=self._claim_idle_ms,
-                    start_id="0-0", count=self._batch_size)
+                    stream,
+                    self.group,
+                    self.consumer_name,
+                    min_idle_time=self._claim_idle_ms,
+                    start_id="0-0",
+                    count=self._batch_size,
+                )
             for message_id, fields in claimed[1]:
                 if fields:  # entries trimmed from the stream come back empty
                     await self._handle(stream, message_id, fields)
                     count += 1
         with suppress_instrumentation():
             response: Any = await self._redis.xreadgroup(
-                self.group, self.consumer_name, dict.fromkeys(self._streams, ">"),
+                self.group,
+                self.consumer_name,
+                dict.fromkeys(self._streams, ">"),
                 count=self._batch_size,
-                block=self._block_ms if block_ms is None else block_ms)
+                block=self._block_ms if block_ms is None else block_ms,
+            )
         for stream, messages in response or []:
             for message_id, fields in messages:
                 await self._handle(stream, message_id, fields)

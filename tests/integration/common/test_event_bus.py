@@ -29,8 +29,12 @@ from tests.conftest import TestDatabase
 
 metadata = MetaData()
 KIT = add_kit_tables(metadata)
-tallies = Table("tallies", metadata, Column("name", String(32), primary_key=True),
-                Column("count", Integer, nullable=False))
+tallies = Table(
+    "tallies",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,16 @@ def engine(database: TestDatabase) -> Iterator[Engine]:
     engine.dispose()
 
 
-def unit_of_work(engine: Engine, clock: ManualClock, relay: OutboxRelay | None = None
-                 ) -> TallyUnitOfWork:
-    return TallyUnitOfWork(sessionmaker(engine, class_=Session), KIT, source="tally",
-                           clock=clock, after_commit=relay.notify if relay else None)
+def unit_of_work(
+    engine: Engine, clock: ManualClock, relay: OutboxRelay | None = None
+) -> TallyUnitOfWork:
+    return TallyUnitOfWork(
+        sessionmaker(engine, class_=Session),
+        KIT,
+        source="tally",
+        clock=clock,
+        after_commit=relay.notify if relay else None,
+    )
 
 
 def outbox_count(engine: Engine, *, relayed: bool | None = None) -> int:
@@ -93,8 +103,9 @@ def test_events_are_written_only_with_the_commit(engine: Engine) -> None:
     assert outbox_count(engine, relayed=False) == 1
 
 
-async def test_relay_moves_each_event_to_the_stream_once(engine: Engine,
-                                                         redis_client: aioredis.Redis) -> None:
+async def test_relay_moves_each_event_to_the_stream_once(
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock, batch_size=3)
     for name in "abcdefg":
@@ -110,7 +121,8 @@ async def test_relay_moves_each_event_to_the_stream_once(engine: Engine,
 
 
 async def test_relay_crash_before_marking_redelivers_and_consumer_dedupes(
-        engine: Engine, redis_client: aioredis.Redis) -> None:
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
     with unit_of_work(engine, clock) as uow:
@@ -148,17 +160,20 @@ async def test_relay_crash_before_marking_redelivers_and_consumer_dedupes(
                 if uow.mark_processed("tally-counter", envelope.event_id):
                     handled.append(envelope.payload["name"])
                 uow.commit()
+
         await asyncio.to_thread(work)
 
-    consumer = StreamConsumer(redis_client, group="tally-counter",
-                              streams=[stream_for("tally")], handler=handle)
+    consumer = StreamConsumer(
+        redis_client, group="tally-counter", streams=[stream_for("tally")], handler=handle
+    )
     await consumer.ensure_groups()
     assert await consumer.consume_once(block_ms=100) == 2
     assert handled == ["x"]  # the duplicate was recognised by event id
 
 
 async def test_consumer_that_dies_mid_handling_leaves_the_event_for_another(
-        engine: Engine, redis_client: aioredis.Redis) -> None:
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
     with unit_of_work(engine, clock) as uow:
@@ -175,13 +190,20 @@ async def test_consumer_that_dies_mid_handling_leaves_the_event_for_another(
     async def survives(envelope: EventEnvelope) -> None:
         seen.append(envelope.event_id)
 
-    first = StreamConsumer(redis_client, group="g", streams=[stream], handler=dies,
-                           consumer_name="first")
+    first = StreamConsumer(
+        redis_client, group="g", streams=[stream], handler=dies, consumer_name="first"
+    )
     await first.ensure_groups()
     await first.consume_once(block_ms=100)
     assert seen == []
-    second = StreamConsumer(redis_client, group="g", streams=[stream], handler=survives,
-                            consumer_name="second", claim_idle_ms=0)
+    second = StreamConsumer(
+        redis_client,
+        group="g",
+        streams=[stream],
+        handler=survives,
+        consumer_name="second",
+        claim_idle_ms=0,
+    )
     await second.consume_once(block_ms=100)
     assert len(seen) == 1  # claimed from the dead consumer, handled, acknowledged
     pending = await redis_client.xpending(stream, "g")
@@ -189,7 +211,8 @@ async def test_consumer_that_dies_mid_handling_leaves_the_event_for_another(
 
 
 async def test_poison_event_goes_to_dead_letter_after_max_deliveries(
-        engine: Engine, redis_client: aioredis.Redis) -> None:
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
     with unit_of_work(engine, clock) as uow:
@@ -200,8 +223,14 @@ async def test_poison_event_goes_to_dead_letter_after_max_deliveries(
     async def always_fails(envelope: EventEnvelope) -> None:
         raise ValueError("cannot handle")
 
-    consumer = StreamConsumer(redis_client, group="g", streams=[stream_for("tally")],
-                              handler=always_fails, claim_idle_ms=0, max_deliveries=3)
+    consumer = StreamConsumer(
+        redis_client,
+        group="g",
+        streams=[stream_for("tally")],
+        handler=always_fails,
+        claim_idle_ms=0,
+        max_deliveries=3,
+    )
     await consumer.ensure_groups()
     for _ in range(4):
         await consumer.consume_once(block_ms=50)
@@ -210,13 +239,16 @@ async def test_poison_event_goes_to_dead_letter_after_max_deliveries(
 
 
 async def test_consumer_span_joins_the_producer_trace(
-        engine: Engine, redis_client: aioredis.Redis, spans: InMemorySpanExporter) -> None:
+    engine: Engine, redis_client: aioredis.Redis, spans: InMemorySpanExporter
+) -> None:
     spans.clear()
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
     tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("request") as request_span, \
-            unit_of_work(engine, clock) as uow:
+    with (
+        tracer.start_as_current_span("request") as request_span,
+        unit_of_work(engine, clock) as uow,
+    ):
         uow.publish(Counted("t"))
         uow.commit()
     await relay.relay_once()
@@ -225,16 +257,22 @@ async def test_consumer_span_joins_the_producer_trace(
         with tracer.start_as_current_span("handler work"):
             pass
 
-    consumer = StreamConsumer(redis_client, group="g", streams=[stream_for("tally")],
-                              handler=handle)
+    consumer = StreamConsumer(
+        redis_client, group="g", streams=[stream_for("tally")], handler=handle
+    )
     await consumer.ensure_groups()
     await consumer.consume_once(block_ms=100)
 
     trace_id = request_span.get_span_context().trace_id
     finished: list[ReadableSpan] = list(spans.get_finished_spans())
     in_trace = {s.name for s in finished if s.context and s.context.trace_id == trace_id}
-    assert {"request", "reckon.event.publish Counted", "reckon.event.relay Counted",
-            "reckon.event.consume Counted", "handler work"} <= in_trace
+    assert {
+        "request",
+        "reckon.event.publish Counted",
+        "reckon.event.relay Counted",
+        "reckon.event.consume Counted",
+        "handler work",
+    } <= in_trace
     by_name = {s.name: s for s in finished}
     consume = by_name["reckon.event.consume Counted"]
     relay_span = by_name["reckon.event.relay Counted"]

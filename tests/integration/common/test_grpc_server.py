@@ -33,8 +33,9 @@ class ProbingEcho(echo_pb2_grpc.EchoServiceServicer):
             raise RuntimeError("unexpected")
         return echo_pb2.EchoResponse(payload=request.payload)
 
-    async def EchoStream(self, request_iterator: Any, context: Any
-                         ) -> AsyncIterator[echo_pb2.EchoStreamResponse]:
+    async def EchoStream(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[echo_pb2.EchoStreamResponse]:
         async for request in request_iterator:
             if request.payload == b"bad":
                 raise FailedPrecondition("stream refused", reason="STREAM_REFUSED")
@@ -44,9 +45,17 @@ class ProbingEcho(echo_pb2_grpc.EchoServiceServicer):
 @pytest.fixture
 async def echo_server() -> AsyncIterator[RunningServer]:
     running = await create_server(
-        service_name="echo", listen="127.0.0.1:0", service_token=TEST_TOKEN,
-        bindings=[ServiceBinding("reckon.echo.v1.EchoService",
-                                 echo_pb2_grpc.add_EchoServiceServicer_to_server, ProbingEcho())])
+        service_name="echo",
+        listen="127.0.0.1:0",
+        service_token=TEST_TOKEN,
+        bindings=[
+            ServiceBinding(
+                "reckon.echo.v1.EchoService",
+                echo_pb2_grpc.add_EchoServiceServicer_to_server,
+                ProbingEcho(),
+            )
+        ],
+    )
     yield running
     await running.server.stop(0)
 
@@ -54,13 +63,15 @@ async def echo_server() -> AsyncIterator[RunningServer]:
 async def test_authenticated_call_is_answered(echo_server: RunningServer) -> None:
     async with open_channel(f"127.0.0.1:{echo_server.port}", TEST_TOKEN) as channel:
         reply = await echo_pb2_grpc.EchoServiceStub(channel).Echo(
-            echo_pb2.EchoRequest(payload=b"hi"))
+            echo_pb2.EchoRequest(payload=b"hi")
+        )
     assert reply.payload == b"hi"
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-wrong-token"])
-async def test_call_without_valid_token_is_unauthenticated(echo_server: RunningServer,
-                                                           token: str | None) -> None:
+async def test_call_without_valid_token_is_unauthenticated(
+    echo_server: RunningServer, token: str | None
+) -> None:
     async with open_channel(f"127.0.0.1:{echo_server.port}", token) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -77,8 +88,7 @@ async def test_call_without_valid_token_is_unauthenticated(echo_server: RunningS
 async def test_field_violations_come_back_as_bad_request(echo_server: RunningServer) -> None:
     async with open_channel(f"127.0.0.1:{echo_server.port}", TEST_TOKEN) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await echo_pb2_grpc.EchoServiceStub(channel).Echo(
-                echo_pb2.EchoRequest(payload=b"bad"))
+            await echo_pb2_grpc.EchoServiceStub(channel).Echo(echo_pb2.EchoRequest(payload=b"bad"))
     details = details_of(failure.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.reason == "INVALID_ARGUMENT"
@@ -99,12 +109,10 @@ async def test_domain_error_maps_to_code_and_reason(echo_server: RunningServer) 
         assert details_of(stream_failure.value).reason == "STREAM_REFUSED"
 
 
-async def test_unexpected_exception_is_internal_with_trace_hint(echo_server: RunningServer
-                                                               ) -> None:
+async def test_unexpected_exception_is_internal_with_trace_hint(echo_server: RunningServer) -> None:
     async with open_channel(f"127.0.0.1:{echo_server.port}", TEST_TOKEN) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await echo_pb2_grpc.EchoServiceStub(channel).Echo(
-                echo_pb2.EchoRequest(payload=b"boom"))
+            await echo_pb2_grpc.EchoServiceStub(channel).Echo(echo_pb2.EchoRequest(payload=b"boom"))
     assert failure.value.code() == grpc.StatusCode.INTERNAL
     assert "unexpected" not in (failure.value.details() or "")  # no internals leak
 
@@ -112,11 +120,13 @@ async def test_unexpected_exception_is_internal_with_trace_hint(echo_server: Run
 async def test_health_and_reflection_need_no_token(echo_server: RunningServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_server.port}") as channel:
         health = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="reckon.echo.v1.EchoService"))
+            health_pb2.HealthCheckRequest(service="reckon.echo.v1.EchoService")
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         names = [s.name async for r in responses for s in r.list_services_response.service]
     assert "reckon.echo.v1.EchoService" in names
     assert "grpc.health.v1.Health" in names

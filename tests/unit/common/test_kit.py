@@ -31,8 +31,7 @@ def test_naive_datetimes_are_refused() -> None:
         ensure_utc(datetime(2026, 1, 1))
 
 
-def test_missing_and_malformed_settings_name_each_variable(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_missing_and_malformed_settings_name_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("RECKON_SERVICE_TOKEN", "REDIS_URL", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DEMO_LISTEN", "nowhere")
@@ -44,8 +43,9 @@ def test_missing_and_malformed_settings_name_each_variable(monkeypatch: pytest.M
     assert "DEMO_LISTEN" in message
 
 
-def test_defaults_use_a_sqlite_file_per_service(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: object) -> None:
+def test_defaults_use_a_sqlite_file_per_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
     monkeypatch.setenv("RECKON_SERVICE_TOKEN", "x" * 20)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("RECKON_DATA_DIR", str(tmp_path))

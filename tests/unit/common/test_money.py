@@ -44,22 +44,24 @@ def test_unknown_currency_is_refused() -> None:
         Money.of(1, "eur")
 
 
-@pytest.mark.parametrize(("currency", "places"), [("EUR", 2), ("JPY", 0), ("KWD", 3),
-                                                  ("BTC", 8)])
+@pytest.mark.parametrize(("currency", "places"), [("EUR", 2), ("JPY", 0), ("KWD", 3), ("BTC", 8)])
 def test_minor_unit_exponents(currency: str, places: int) -> None:
     assert currency_exponent(currency) == places
 
 
-@pytest.mark.parametrize(("amount", "rounding", "expected"), [
-    ("2.345", Rounding.HALF_EVEN, "2.34"),
-    ("2.355", Rounding.HALF_EVEN, "2.36"),
-    ("2.345", Rounding.HALF_UP, "2.35"),
-    ("2.341", Rounding.UP, "2.35"),
-    ("2.349", Rounding.DOWN, "2.34"),
-    ("-2.341", Rounding.UP, "-2.35"),
-    ("-2.341", Rounding.CEILING, "-2.34"),
-    ("-2.341", Rounding.FLOOR, "-2.35"),
-])
+@pytest.mark.parametrize(
+    ("amount", "rounding", "expected"),
+    [
+        ("2.345", Rounding.HALF_EVEN, "2.34"),
+        ("2.355", Rounding.HALF_EVEN, "2.36"),
+        ("2.345", Rounding.HALF_UP, "2.35"),
+        ("2.341", Rounding.UP, "2.35"),
+        ("2.349", Rounding.DOWN, "2.34"),
+        ("-2.341", Rounding.UP, "-2.35"),
+        ("-2.341", Rounding.CEILING, "-2.34"),
+        ("-2.341", Rounding.FLOOR, "-2.35"),
+    ],
+)
 def test_rounding_methods(amount: str, rounding: Rounding, expected: str) -> None:
     assert Money.of(amount, "EUR").rounded(rounding=rounding).amount == Decimal(expected)
 
@@ -81,20 +83,36 @@ def test_times_rounds_to_the_currency() -> None:
     assert Money.of("0.05", "EUR").times(Decimal("0.5")) == Money.of("0.02", "EUR")  # half even
 
 
-amounts = st.decimals(min_value=Decimal("-1000000"), max_value=Decimal("1000000"), places=2,
-                      allow_nan=False, allow_infinity=False)
+amounts = st.decimals(
+    min_value=Decimal("-1000000"),
+    max_value=Decimal("1000000"),
+    places=2,
+    allow_nan=False,
+    allow_infinity=False,
+)
 
 
-@given(amounts, st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=12)
-       .filter(lambda ratios: sum(ratios) > 0))
+@given(
+    amounts,
+    st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=12).filter(
+        lambda ratios: sum(ratios) > 0
+    ),
+)
 def test_allocation_never_loses_or_invents_a_cent(amount: Decimal, ratios: list[int]) -> None:
     parts = Money.of(amount, "EUR").allocate(ratios)
     assert sum((p for p in parts), Money.zero("EUR")) == Money.of(amount, "EUR")
     assert len(parts) == len(ratios)
 
 
-@given(st.decimals(min_value=Decimal("-9e15"), max_value=Decimal("9e15"), places=9,
-                   allow_nan=False, allow_infinity=False))
+@given(
+    st.decimals(
+        min_value=Decimal("-9e15"),
+        max_value=Decimal("9e15"),
+        places=9,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
 def test_wire_form_round_trips_exactly(amount: Decimal) -> None:
     money = Money.of(amount, "USD")
     violations = Violations()
@@ -107,7 +125,8 @@ def test_wire_form_rejects_mixed_signs_and_names_the_field() -> None:
     from google.type import money_pb2
 
     violations = Violations()
-    result = money_from_proto(money_pb2.Money(currency_code="EUR", units=1, nanos=-5),
-                              "credit_limit", violations)
+    result = money_from_proto(
+        money_pb2.Money(currency_code="EUR", units=1, nanos=-5), "credit_limit", violations
+    )
     assert result is None
     assert [v.field for v in violations.items] == ["credit_limit.nanos"]
