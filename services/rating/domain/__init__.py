@@ -1,0 +1,131 @@
+"""The pure rating domain: catalog, tariff engine, quotes and the catalog document.
+
+Nothing here touches gRPC, SQL or Redis; the service layer loads a ``Catalog``
+(from the database or a document), builds a ``RatingEngine`` and rates
+``UsageEvent``s into ``RatedCharge``s.
+"""
+
+from .catalog import (
+    Allowance,
+    Catalog,
+    PackageVersion,
+    PlanVersion,
+    PricePackage,
+    PricePlan,
+    Pricing,
+    Product,
+    UsageRate,
+    UsageUnit,
+    validate_catalog,
+)
+from .charge_models import (
+    Fee,
+    FeeTiming,
+    GraduatedTiers,
+    OneTimeFee,
+    Package,
+    Percentage,
+    PerUnit,
+    RecurringFee,
+    Tier,
+    UnitLine,
+    UsageModel,
+    VolumeTiers,
+)
+from .destinations import (
+    DestinationTable,
+    NumberingPlan,
+    load_destination_rows,
+    normalise_number,
+)
+from .discounts import Discount, DiscountKind, ReferralReward
+from .document import check_catalog, parse_catalog
+from .engine import (
+    AmountBasis,
+    BandSegment,
+    CostLimit,
+    DiscountLine,
+    RatedCharge,
+    RatingEngine,
+    UnitsForAmount,
+    UsageEvent,
+)
+from .errors import (
+    InvalidCatalog,
+    InvalidEvent,
+    InvalidNumber,
+    NoTariff,
+    PlanNotInForce,
+    UnknownDiscount,
+    UnknownFee,
+    UnknownPlan,
+    UnknownReward,
+    UnknownTaxRegion,
+    UnknownTimeZone,
+)
+from .tariffs import BandPrice, TimeTariff
+from .taxes import TaxLine, TaxRegion, TaxRule
+from .timebands import ANY_BAND, BandSchedule, HolidayCalendar, TimeBand
+
+__all__ = [
+    "ANY_BAND",
+    "Allowance",
+    "AmountBasis",
+    "BandPrice",
+    "BandSchedule",
+    "BandSegment",
+    "Catalog",
+    "CostLimit",
+    "DestinationTable",
+    "Discount",
+    "DiscountKind",
+    "DiscountLine",
+    "Fee",
+    "FeeTiming",
+    "GraduatedTiers",
+    "HolidayCalendar",
+    "InvalidCatalog",
+    "InvalidEvent",
+    "InvalidNumber",
+    "NoTariff",
+    "NumberingPlan",
+    "OneTimeFee",
+    "Package",
+    "PackageVersion",
+    "PerUnit",
+    "Percentage",
+    "PlanNotInForce",
+    "PlanVersion",
+    "PricePackage",
+    "PricePlan",
+    "Pricing",
+    "Product",
+    "RatedCharge",
+    "RatingEngine",
+    "RecurringFee",
+    "ReferralReward",
+    "TaxLine",
+    "TaxRegion",
+    "TaxRule",
+    "Tier",
+    "TimeBand",
+    "TimeTariff",
+    "UnitLine",
+    "UnitsForAmount",
+    "UnknownDiscount",
+    "UnknownFee",
+    "UnknownPlan",
+    "UnknownReward",
+    "UnknownTaxRegion",
+    "UnknownTimeZone",
+    "UsageEvent",
+    "UsageModel",
+    "UsageRate",
+    "UsageUnit",
+    "VolumeTiers",
+    "check_catalog",
+    "load_destination_rows",
+    "normalise_number",
+    "parse_catalog",
+    "validate_catalog",
+]

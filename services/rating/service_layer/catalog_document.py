@@ -1,0 +1,120 @@
+"""Catalog documents as operators write them (YAML or JSON), with line numbers for errors.
+
+The domain's ``parse_catalog`` reads a plain mapping and names each problem by a
+path into it (``plans[0].versions[1].rates[2].first_increment``). This module
+loads the text so that path can be turned back into the line of the file an
+operator must fix: the YAML node tree is walked once, recording the line of every
+path. Floats are kept as their text (``0.10`` stays "0.10"), because the domain
+refuses inexact binary floats and a catalog must price exactly what was written.
+JSON is read by the same loader (JSON is YAML), so JSON documents get lines too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from services.common.errors import FieldViolation
+
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+
+
+class _ExactLoader(yaml.SafeLoader):
+    """SafeLoader that leaves floats as text so no price passes through binary floats."""
+
+
+def _float_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    value = loader.construct_scalar(node)  # type: ignore[arg-type]
+    return str(value)
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _float_as_text)
+
+
+@dataclass
+class LoadedDocument:
+    """A parsed document and the line where each path of it starts."""
+
+    content: Any
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, path: str) -> int | None:
+        """Line of ``path``, or of its nearest ancestor present in the document."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            if cut <= 0:
+                break
+            path = path[:cut]
+        head = path.split("[", 1)[0]
+        return self.lines.get(head)
+
+
+class DocumentSyntaxError(ValueError):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def load_document(text: str) -> LoadedDocument:
+    """Parse YAML (or JSON) text into plain data plus a path -> line index."""
+    try:
+        node = yaml.compose(text, Loader=_ExactLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise DocumentSyntaxError(line, f"not valid YAML/JSON: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise DocumentSyntaxError(None, f"not valid YAML/JSON: {exc}") from None
+    if node is None:
+        return LoadedDocument({}, {})
+    loader = _ExactLoader("")
+    try:
+        content = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise DocumentSyntaxError(
+            mark.line + 1 if mark is not None else None, f"cannot read value: {exc.problem}"
+        ) from None
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    _index(node, "", lines)
+    return LoadedDocument(content, lines)
+
+
+def _index(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    if path:
+        lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            lines[child] = key_node.start_mark.line + 1
+            _index(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index(item, f"{path}[{index}]", lines)
+
+
+def with_lines(
+    violations: list[FieldViolation], document: LoadedDocument, *, prefix: str = "document"
+) -> list[FieldViolation]:
+    """Violations whose field is ``document.<path>`` and whose text starts with the line."""
+    located = []
+    for violation in violations:
+        line = document.line_of(violation.field)
+        where = f"line {line}: " if line is not None else ""
+        located.append(
+            FieldViolation(f"{prefix}.{violation.field}", f"{where}{violation.description}")
+        )
+    return located
+
+
+def as_mapping(content: Any) -> Mapping[str, object] | None:
+    return content if isinstance(content, Mapping) else None

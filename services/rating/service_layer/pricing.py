@@ -1,0 +1,366 @@
+"""Rating one piece of usage for an account: from the account view to an explained charge.
+
+The service layer's side of the tariff engine: it finds the account in rating's
+local view, the plan the account was subscribed to at the event time, builds the
+engine's ``UsageEvent`` and turns the engine's ``RatedCharge`` into the
+*breakdown*: a JSON-ready dict stored with each rated record and translated to
+the ``Charge`` message, so an invoice line can be explained long after the
+catalog changed.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, Protocol
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.rating.domain.catalog import Allowance
+from services.rating.domain.destinations import normalise_number
+from services.rating.domain.engine import RatedCharge, UsageEvent
+from services.rating.domain.errors import InvalidNumber
+from services.rating.service_layer.cycles import (
+    CycleCounters,
+    allowance_counter,
+    cycle_start,
+    usage_counter,
+)
+from services.rating.service_layer.model import KnownAccount
+from services.rating.service_layer.tariffs import Tariff
+
+
+class UnknownAccount(NotFound):
+    default_reason = "UNKNOWN_ACCOUNT"
+
+
+class NoPlan(FailedPrecondition):
+    default_reason = "NO_PLAN"
+
+
+class UnitMismatch(InvalidArgument):
+    def __init__(self, field_name: str, description: str) -> None:
+        super().__init__(
+            InvalidArgument.field(field_name, description).violations, reason="UNIT_MISMATCH"
+        )
+
+
+class Usage(Protocol):
+    """What rating needs of a piece of usage (a parsed file record or a request)."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def event_time(self) -> datetime: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def amount(self) -> Decimal | None: ...
+
+
+@dataclass(slots=True)
+class UsageInput:
+    """One piece of usage as the service layer receives it (from a file or a request)."""
+
+    record_id: str
+    account_id: str
+    service: str
+    destination: str
+    event_time: datetime
+    quantity: int
+    unit: str = ""
+    amount: Decimal | None = None
+
+
+class Subscriber:
+    """An account as rating reads it: plain attributes and its plans by start time.
+
+    Built once from the stored ``KnownAccount`` and then read per record, so the hot
+    path never goes through ORM attribute instrumentation or re-sorts assignments.
+    """
+
+    __slots__ = (
+        "_plans",
+        "_starts",
+        "account_id",
+        "bill_cycle_day",
+        "customer_id",
+        "group",
+        "tax_region",
+        "time_zone",
+    )
+
+    def __init__(self, account: KnownAccount) -> None:
+        self.account_id = account.account_id
+        self.customer_id = account.customer_id
+        self.group = account.group_code
+        self.time_zone = account.time_zone or "UTC"
+        self.tax_region = account.tax_region
+        self.bill_cycle_day = account.bill_cycle_day or 1
+        ordered = sorted(account.assignments, key=lambda a: a.effective_from)
+        self._starts = [a.effective_from for a in ordered]
+        self._plans = [a.plan_code for a in ordered]
+
+    def plan_at(self, instant: datetime) -> str | None:
+        index = bisect_right(self._starts, instant) - 1
+        if index < 0:
+            return None
+        return self._plans[index] or None  # an empty code records a cancelled subscription
+
+    def cycle_of(self, instant: datetime) -> str:
+        """The bill cycle (its first day, ISO) that ``instant`` falls in."""
+        return cycle_start(instant, self.time_zone, self.bill_cycle_day).isoformat()
+
+
+def subscriber(account: KnownAccount | None) -> Subscriber | None:
+    return Subscriber(account) if account is not None else None
+
+
+def plan_for(account: Subscriber | None, account_id: str, at: datetime) -> tuple[Subscriber, str]:
+    if account is None:
+        raise UnknownAccount(f"account {account_id[:64]!r} is not known to rating")
+    plan = account.plan_at(at)
+    if plan is None:
+        raise NoPlan(f"account {account.account_id} has no plan subscribed at {at.isoformat()}")
+    return account, plan
+
+
+def engine_event(usage: Usage, account: Subscriber, plan_code: str) -> UsageEvent:
+    return UsageEvent(
+        record_id=usage.record_id,
+        account_id=account.account_id,
+        plan_code=plan_code,
+        service=usage.service,
+        start=usage.event_time,
+        quantity=usage.quantity,
+        destination=usage.destination,
+        customer_id=account.customer_id,
+        group=account.group,
+        time_zone=account.time_zone,
+        tax_region=account.tax_region,
+        amount=usage.amount,
+    )
+
+
+def check_unit(tariff: Tariff, usage: Usage) -> str:
+    """The product's unit; ``UnitMismatch`` when the usage names another."""
+    unit = tariff.units.get(usage.service)
+    name = unit.value if unit is not None else ""
+    if usage.unit and name and usage.unit != name:
+        raise UnitMismatch(
+            "quantity.unit", f"{usage.service} is counted in {name}, not {usage.unit}"
+        )
+    return name
+
+
+def rate_usage(
+    tariff: Tariff,
+    account: Subscriber | None,
+    usage: Usage,
+    counters: CycleCounters | None = None,
+) -> tuple[RatedCharge, Subscriber, str]:
+    """Price ``usage`` for its account with the tariff; raises the reason when it cannot.
+
+    With ``counters`` (loaded for the account's cycle), included allowances are
+    drawn and packages and tiers see the cycle's earlier usage; the counters are
+    advanced by what this event drew and used.
+    """
+    known, plan = plan_for(account, usage.account_id, usage.event_time)
+    check_unit(tariff, usage)
+    event = engine_event(usage, known, plan)
+    if counters is None or not tariff.needs_counters:
+        return tariff.engine.rate(event), known, plan
+    cycle = known.cycle_of(usage.event_time)
+    usage_key = (known.account_id, cycle, usage_counter(usage.service))
+    if tariff.cumulative:
+        event.usage_to_date = counters.get(usage_key)
+    allowance_key = None
+    candidates = tariff.allowances_at(plan, usage.event_time, usage.service)
+    if candidates:
+        chosen: Allowance | None = candidates[0]
+        if any(a.destinations for a in candidates):
+            # Which allowance applies depends on the destination the rate matched:
+            # price once without allowance to learn it (the engine picks the same way).
+            probe = tariff.engine.rate(event)
+            chosen = next(
+                (a for a in candidates if a.covers(usage.service, probe.destination)), None
+            )
+        if chosen is not None:
+            allowance_key = (known.account_id, cycle, allowance_counter(chosen.code))
+            event.allowance_remaining = max(chosen.units - counters.get(allowance_key), 0)
+    charge = tariff.engine.rate(event)
+    if allowance_key is not None:
+        counters.add(allowance_key, charge.allowance_units)
+    if tariff.cumulative:
+        counters.add(usage_key, charge.charged_units)
+    return charge, known, plan
+
+
+_NO_DESTINATION: Final = ""
+# One encoder for every stored breakdown: compact, no circularity check (plain data).
+_encode: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_NANOS_PER_UNIT: Final = Decimal(10) ** 9
+
+
+def normalised(tariff: Tariff, destination: str) -> str:
+    if not destination:
+        return _NO_DESTINATION
+    try:
+        return normalise_number(destination, tariff.catalog.numbering)
+    except InvalidNumber:
+        return _NO_DESTINATION
+
+
+def breakdown(charge: RatedCharge, account: Subscriber) -> dict[str, Any]:
+    """How a charge came about, as stored with each rated record (JSON-ready).
+
+    Only what the record's columns do not already say (plan, version, revision,
+    quantity, amounts, currency are columns), and only steps that happened: a key
+    is absent when its value is empty or zero, which keeps a million stored
+    breakdowns small. ``explanation`` adds the context for an answer on the wire.
+    """
+    explained: dict[str, Any] = {
+        "rate": charge.rate_id,
+        "charged": charge.charged_units,
+        "usage": str(charge.usage_amount),
+        "time_zone": account.time_zone,
+        "tax_region": account.tax_region,
+    }
+    if charge.package_code is not None:
+        explained["package"] = charge.package_code
+        explained["package_version"] = charge.package_version
+    if charge.destination is not None:
+        explained["destination"] = charge.destination
+    if charge.matched_prefix is not None:
+        explained["prefix"] = charge.matched_prefix
+    if charge.allowance_units:
+        explained["allowance"] = charge.allowance_units
+    if charge.connection_fee:
+        explained["connection_fee"] = str(charge.connection_fee)
+    if charge.segments:
+        explained["segments"] = [
+            [
+                s.band,
+                s.offset,
+                s.seconds,
+                str(s.first_increment),
+                s.increments,
+                s.increment_seconds,
+                str(s.increment_price),
+                str(s.amount),
+            ]
+            for s in charge.segments
+        ]
+    if charge.unit_lines:
+        explained["lines"] = [
+            [line.description, line.units, str(line.price), str(line.amount)]
+            for line in charge.unit_lines
+        ]
+    if charge.rounding_adjustment:
+        explained["rounding_adjustment"] = str(charge.rounding_adjustment)
+    if charge.cost_limit is not None:
+        explained["cost_limit"] = charge.cost_limit.value
+        explained["limit_adjustment"] = str(charge.limit_adjustment)
+    if charge.discounts:
+        explained["discounts"] = [
+            [d.code, d.kind.value, str(d.value), str(d.amount)] for d in charge.discounts
+        ]
+    if charge.taxes:
+        explained["taxes"] = [
+            [t.code, t.name, str(t.percent), t.inclusive, str(t.amount)] for t in charge.taxes
+        ]
+    return explained
+
+
+def explanation(
+    charge: RatedCharge, tariff: Tariff, account: Subscriber, destination: str, unit: str
+) -> dict[str, Any]:
+    """The full explanation of an answer: the breakdown plus the record's context."""
+    return {
+        **breakdown(charge, account),
+        "revision": tariff.revision,
+        "plan": charge.plan_code,
+        "plan_version": charge.plan_version,
+        "service": charge.service,
+        "currency": charge.currency,
+        "number": normalised(tariff, destination),
+        "unit": unit,
+        "quantity": charge.quantity,
+        "net": str(charge.net),
+        "tax": str(charge.tax),
+        "gross": str(charge.gross),
+    }
+
+
+def stored_rating(
+    usage: Usage,
+    charge: RatedCharge,
+    tariff: Tariff,
+    account: Subscriber,
+    plan: str,
+    *,
+    file_id: str | None,
+    line: int | None,
+    rated_at: datetime,
+    rerate_id: str | None = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The stored row (``RATED_COLUMNS`` order) and the ``UsageRated`` item of one rating."""
+    unit = tariff.units[usage.service].value
+    currency = charge.currency
+    gross_amount, net_amount = charge.gross, charge.net
+    gross = int(gross_amount * _NANOS_PER_UNIT)
+    net = int(net_amount * _NANOS_PER_UNIT)
+    destination = usage.destination[:64]
+    explained = breakdown(charge, account)
+    if usage.amount is not None:
+        # Kept so a re-rating can price a percentage of the same amount again.
+        explained["base_amount"] = str(usage.amount)
+    row = (
+        usage.record_id,
+        usage.account_id,
+        usage.service,
+        destination,
+        usage.event_time,
+        usage.quantity,
+        unit,
+        currency,
+        charge.allowance_units,
+        charge.charged_units,
+        gross,
+        net,
+        gross - net,
+        plan,
+        charge.plan_version,
+        tariff.revision,
+        file_id,
+        line,
+        _encode(explained),
+        rated_at,
+        True,
+        rerate_id,
+    )
+    item = {
+        "record_id": usage.record_id,
+        "account_id": usage.account_id,
+        "service": usage.service,
+        "quantity": usage.quantity,
+        "unit": unit,
+        "amount": {"amount": str(gross_amount), "currency": currency},
+        "net": {"amount": str(net_amount), "currency": currency},
+        "tax": {"amount": str(charge.tax), "currency": currency},
+        "event_time": usage.event_time.isoformat(),
+        "plan_code": plan,
+        "plan_version": charge.plan_version,
+        "destination": destination,
+    }
+    return row, item
