@@ -8,16 +8,26 @@ the demo grows with the suite. Steps share what they created through ``Story.fac
 The whole story runs under one root span, so every call, SQL statement, event
 publication and event consumption it causes lands in a single trace, which is
 printed as a tree at the end (from the embedded trace receiver's ``traces.jsonl``).
+
+Rating's part (issue 3): the sample catalog (``samples/catalog.yaml``) is applied
+first, so accounts, which asks rating about plan codes, sells ``conference-pro``;
+after the account story, the sample conference call's CDRs
+(``samples/cdr/conference-legs.csv``) are imported as the demo account's usage,
+and the rated lines and the reject are shown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +37,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.money import Money
-from services.common.proto_convert import money_to_proto, timestamp_from_proto
+from services.common.proto_convert import (
+    money_to_proto,
+    timestamp_from_proto,
+    timestamp_to_proto,
+)
 from services.common.telemetry import current_trace_id, setup_telemetry, tracer
 from suite.state import SuiteState
 from suite.trace_receiver import ReceivedSpan, read_spans
@@ -43,6 +58,17 @@ CALL_TIMEOUT_SECONDS = 10.0
 # Longer than the services' OTEL_BSP_SCHEDULE_DELAY (200 ms): one export round.
 SETTLE_SECONDS = 0.4
 DEMO_SERVICE = "reckon-demo"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+SAMPLE_CATALOG = SAMPLES_DIR / "catalog.yaml"
+SAMPLE_CDRS = SAMPLES_DIR / "cdr" / "conference-legs.csv"
+# The demo's plan: it must be a plan of the sample catalog.
+PLAN_CODE = "conference-pro"
+# Rating learns accounts from accounts' events; this is how long the story waits for it.
+ACCOUNT_VIEW_WAIT_SECONDS = 15.0
+
+
+class StoryError(RuntimeError):
+    """A step cannot go on for a reason other than a refused call (e.g. a missing sample)."""
 
 
 @dataclass
@@ -62,6 +88,11 @@ class Story:
     def accounts(self) -> Any:
         """The accounts service (an ``AccountsServiceAsyncStub``)."""
         return accounts_pb2_grpc.AccountsServiceStub(self.channels["accounts"])
+
+    @property
+    def rating(self) -> Any:
+        """The rating service (a ``RatingServiceAsyncStub``)."""
+        return rating_pb2_grpc.RatingServiceStub(self.channels["rating"])
 
 
 StepAction = Callable[[Story], Awaitable[RenderableType]]
@@ -143,9 +174,11 @@ async def open_account(story: Story) -> RenderableType:
                 customer_id=customer.customer_id,
                 display_name="Conference calls",
                 currency_code="EUR",
-                time_zone="Europe/London",
+                # The conference bridge is in the Netherlands: the sample catalog's time
+                # bands are Dutch office hours and its one tax region is NL.
+                time_zone="Europe/Amsterdam",
                 bill_cycle_day=1,
-                tax_region="GB",
+                tax_region="NL",
                 payment_terms_days=14,
                 payment_mode=accounts_pb2.PAYMENT_MODE_POSTPAID,
                 credit_limit=money_to_proto(credit_limit),
@@ -166,7 +199,7 @@ async def subscribe(story: Story) -> RenderableType:
     reply = await story.accounts.CreateSubscription(
         accounts_pb2.CreateSubscriptionRequest(
             subscription=accounts_pb2.Subscription(
-                account_id=account.account_id, plan_code="conference-pro"
+                account_id=account.account_id, plan_code=PLAN_CODE
             ),
             request_id=request_id(),
         ),
@@ -175,8 +208,30 @@ async def subscribe(story: Story) -> RenderableType:
     story.facts["subscription"] = reply.subscription
     period = timestamp_from_proto(reply.subscription.current_period_end_time)
     return (
-        f"{reply.subscription.subscription_id} on plan conference-pro, "
+        f"{reply.subscription.subscription_id} on plan {PLAN_CODE}, "
         f"current cycle ends {period:%Y-%m-%d}"
+    )
+
+
+async def subscribe_to_unknown_plan(story: Story) -> RenderableType:
+    account = story.fact("account")
+    try:
+        reply = await story.accounts.CreateSubscription(
+            accounts_pb2.CreateSubscriptionRequest(
+                subscription=accounts_pb2.Subscription(
+                    account_id=account.account_id, plan_code="conference-platinum"
+                ),
+                request_id=request_id(),
+            ),
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        return f"[yellow]refused[/] as it should be: {refusal(error)}"
+    return (
+        f"[bold red]accepted[/] ({reply.subscription.subscription_id}): "
+        "conference-platinum is not a plan of the catalog"
     )
 
 
@@ -199,7 +254,7 @@ async def subscribe_while_suspended(story: Story) -> RenderableType:
         reply = await story.accounts.CreateSubscription(
             accounts_pb2.CreateSubscriptionRequest(
                 subscription=accounts_pb2.Subscription(
-                    account_id=account.account_id, plan_code="conference-recording"
+                    account_id=account.account_id, plan_code=PLAN_CODE
                 ),
                 request_id=request_id(),
             ),
@@ -264,16 +319,261 @@ async def referral_credited(story: Story) -> RenderableType:
     return outcome if count >= 1 else f"[bold red]{outcome}[/] (the consumer has not run)"
 
 
+# --- the story: rating (issue 3) ---------------------------------------------------------
+
+
+def _sample(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoryError(f"cannot read the sample {path}: {exc.strerror or exc}") from None
+
+
+async def apply_catalog(story: Story) -> RenderableType:
+    reply = await story.rating.ApplyCatalog(
+        rating_pb2.ApplyCatalogRequest(
+            document=_sample(SAMPLE_CATALOG),
+            format=rating_pb2.CATALOG_FORMAT_YAML,
+            source_name=SAMPLE_CATALOG.name,
+            request_id=request_id(),
+        ),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    plans = ", ".join(f"{p.code} ({p.currency})" for p in reply.plans)
+    revision = (
+        f"catalog revision {reply.revision}"
+        if reply.changed
+        else f"already catalog revision {reply.revision}"
+    )
+    return f"{SAMPLE_CATALOG.name}: {revision}; plans {plans}; {reply.prefix_count} prefixes"
+
+
+def demo_usage_file(sample: str, *, account_id: str, start: datetime, end: datetime) -> bytes:
+    """The sample CDRs rewritten as the demo account's usage.
+
+    Every record gets the account and a record id of its own (``<id>-<account tail>``:
+    rating de-duplicates record ids across files, so a second demo must not repeat the
+    first's). Event times keep the sample's order and relative spacing, squeezed into
+    ``[start, end]``: after the subscription started (rating rates an event with the
+    plan in force at its time) and not after now (later events would be refused as
+    future). The time bands that apply are those of the moment the demo runs, in the
+    account's time zone; durations, destinations and services are the sample's.
+    """
+    reader = csv.DictReader(io.StringIO(sample))
+    if reader.fieldnames is None or not {"record_id", "account_id", "event_time"} <= set(
+        reader.fieldnames
+    ):
+        raise StoryError("the sample CDR file lacks record_id, account_id or event_time")
+    rows = list(reader)
+    times = [datetime.fromisoformat(row["event_time"]) for row in rows]
+    first, last = min(times, default=start), max(times, default=start)
+    # Whole milliseconds: start rounded up and end rounded down keep every time inside.
+    start = start.replace(microsecond=start.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+    end = max(start, end.replace(microsecond=end.microsecond // 1000 * 1000))
+    tag = account_id[-6:]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=reader.fieldnames, lineterminator="\n")
+    writer.writeheader()
+    for row, at in zip(rows, times, strict=True):
+        share = (at - first) / (last - first) if last > first else 0.0
+        moment = start + (end - start) * share
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        writer.writerow(
+            {
+                **row,
+                "record_id": f"{row['record_id']}-{tag}",
+                "account_id": account_id,
+                "event_time": max(start, moment).isoformat(timespec="milliseconds"),
+            }
+        )
+    return out.getvalue().encode("utf-8")
+
+
+async def rating_knows_account(story: Story) -> RenderableType:
+    """Rating builds its view of accounts from accounts' events; a quote proves it is there."""
+    account = story.fact("account")
+    subscription = story.fact("subscription")
+    since = timestamp_from_proto(subscription.start_time) + timedelta(milliseconds=1)
+    started = time.monotonic()
+    while True:
+        try:
+            reply = await story.rating.Quote(
+                rating_pb2.QuoteRequest(
+                    account_id=account.account_id,
+                    service="voice",
+                    destination="+31 20 555 0101",
+                    event_time=timestamp_to_proto(since),
+                    quantity=rating_pb2.Quantity(value=60, unit=rating_pb2.QUANTITY_UNIT_SECOND),
+                ),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+            break
+        except grpc.aio.AioRpcError as error:
+            if details_of(error).reason not in ("UNKNOWN_ACCOUNT", "NO_PLAN"):
+                raise
+            if time.monotonic() - started > ACCOUNT_VIEW_WAIT_SECONDS:
+                details = details_of(error)
+                raise StoryError(
+                    f"rating did not learn account {account.account_id} and its plan within "
+                    f"{ACCOUNT_VIEW_WAIT_SECONDS:.0f}s ({details.reason}: {details.message})"
+                ) from None
+            await asyncio.sleep(0.2)
+    waited = (time.monotonic() - started) * 1000
+    charge = reply.charge
+    return (
+        f"{account.account_id} on {charge.plan_code} v{charge.plan_version} after "
+        f"{waited:.0f} ms; a minute to {escape(charge.destination.name)} now costs "
+        f"{money_text(charge.gross)} {charge.gross.currency_code} "
+        f"(band {_bands(charge)}, {charge.time_zone}, tax region {charge.tax_region})"
+    )
+
+
+async def import_usage(story: Story) -> RenderableType:
+    account = story.fact("account")
+    subscription = story.fact("subscription")
+    data = demo_usage_file(
+        _sample(SAMPLE_CDRS),
+        account_id=account.account_id,
+        start=timestamp_from_proto(subscription.start_time),
+        end=datetime.now(UTC),
+    )
+    reply = await story.rating.ImportUsage(
+        iter(
+            [
+                rating_pb2.ImportUsageRequest(
+                    request_id=request_id(),
+                    file_name=SAMPLE_CDRS.name,
+                    options=rating_pb2.UsageFileOptions(
+                        format=rating_pb2.USAGE_FILE_FORMAT_CSV, preset="reckon"
+                    ),
+                    chunk=data,
+                )
+            ]
+        ),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    imported = reply.file
+    story.facts["usage_file"] = imported
+    status = rating_pb2.ImportStatus.Name(imported.status).removeprefix("IMPORT_STATUS_")
+    totals = ", ".join(f"{money_text(t)} {t.currency_code}" for t in imported.rated_totals)
+    reasons = ", ".join(f"{c.reason} {c.count}" for c in imported.rejects_by_reason)
+    colour = "green" if imported.status == rating_pb2.IMPORT_STATUS_COMPLETED else "bold red"
+    return (
+        f"{imported.file_name} ({imported.file_id}): [{colour}]{status}[/]; "
+        f"records {imported.records}, rated {imported.rated}, rejected {imported.rejected}"
+        + (f" ({reasons})" if reasons else "")
+        + f", skipped {imported.skipped}; rated total {totals or '-'} gross"
+    )
+
+
+def money_text(money: Any) -> str:
+    """An exact amount, at least to the cent: ``6.41``, ``0.0035``."""
+    amount = (Decimal(money.units) + Decimal(money.nanos).scaleb(-9)).normalize()
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        amount = amount.quantize(Decimal("0.01"))
+    return f"{amount:f}"
+
+
+def _bands(charge: Any) -> str:
+    bands: list[str] = []
+    for segment in charge.segments:
+        if segment.band not in bands:
+            bands.append(segment.band)
+    return "+".join(bands) or "-"
+
+
+def _duration(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes}:{rest:02d}"
+
+
+async def rated_lines(story: Story) -> RenderableType:
+    imported = story.fact("usage_file")
+    reply = await story.rating.ListRatedUsage(
+        rating_pb2.ListRatedUsageRequest(file_id=imported.file_id, page_size=100),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    currencies = sorted({r.amount.currency_code for r in reply.rated_usage})
+    table = Table(
+        box=None,
+        padding=(0, 1),
+        show_edge=False,
+        caption=f"amounts in {', '.join(currencies)}" if currencies else None,
+        caption_justify="left",
+    )
+    table.add_column("record", no_wrap=True)
+    table.add_column("destination", no_wrap=True)
+    table.add_column("band", no_wrap=True)
+    table.add_column("duration", justify="right")
+    for column in ("net", "tax", "gross"):
+        table.add_column(column, justify="right")
+    for rated in reply.rated_usage:
+        charge = rated.charge
+        table.add_row(
+            rated.record_id,
+            # The matched destination (the number is in the CDR); services without
+            # destinations (recording) show the service.
+            escape(charge.destination.name or rated.service),
+            _bands(charge),
+            _duration(rated.quantity.value)
+            if rated.quantity.unit == rating_pb2.QUANTITY_UNIT_SECOND
+            else str(rated.quantity.value),
+            money_text(rated.net),
+            money_text(rated.tax),
+            money_text(rated.amount),
+        )
+    return table
+
+
+async def rejected_records(story: Story) -> RenderableType:
+    imported = story.fact("usage_file")
+    reply = await story.rating.ListRejects(
+        rating_pb2.ListRejectsRequest(file_id=imported.file_id, page_size=100),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    if not reply.rejects:
+        return "no rejects"
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    for column in ("line", "record", "reason"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("why")
+    for reject in reply.rejects:
+        table.add_row(
+            str(reject.line),
+            reject.record_id,
+            f"[yellow]{reject.reason}[/]",
+            escape(reject.message),
+        )
+    return table
+
+
 STORY: list[StoryStep] = [
+    StoryStep("Load the sample catalog into rating", ("rating",), apply_catalog),
     StoryStep("Create the referring customer", ("accounts",), create_referrer),
     StoryStep("Create a customer referred by the first", ("accounts",), create_customer),
     StoryStep("Open a postpaid EUR billing account", ("accounts",), open_account),
-    StoryStep("Subscribe to plan conference-pro", ("accounts",), subscribe),
+    StoryStep(f"Subscribe to plan {PLAN_CODE}", ("accounts",), subscribe),
+    StoryStep(
+        "Try a plan the catalog does not have", ("accounts", "rating"), subscribe_to_unknown_plan
+    ),
     StoryStep("Suspend the account (dunning)", ("accounts",), suspend),
     StoryStep("Try to subscribe while suspended", ("accounts",), subscribe_while_suspended),
     StoryStep("Restore the account (paid)", ("accounts",), restore),
     StoryStep("Account state history", ("accounts",), state_history),
     StoryStep("Referral credited by the event consumer", ("accounts",), referral_credited),
+    StoryStep(
+        "Rating learns the account and its plan from accounts' events",
+        ("accounts", "rating"),
+        rating_knows_account,
+    ),
+    StoryStep(
+        "Import the conference call's CDRs (one leg has a problem)",
+        ("accounts", "rating"),
+        import_usage,
+    ),
+    StoryStep("Rated lines", ("accounts", "rating"), rated_lines),
+    StoryStep("The rejected record and its reason", ("accounts", "rating"), rejected_records),
 ]
 
 
@@ -334,6 +634,10 @@ async def play_story(
                 with tracer().start_as_current_span(f"reckon.demo step {step.title}"):
                     try:
                         outcome = await step.act(story)
+                    except StoryError as error:
+                        result.failed = escape(f"{step.title}: {error}")
+                        console.print(f"    [bold red]failed[/] {result.failed}")
+                        break
                     except grpc.aio.AioRpcError as error:
                         result.failed = f"{step.title}: {refusal(error)}"
                         details = details_of(error)

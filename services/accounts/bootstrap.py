@@ -3,10 +3,11 @@
 ``start`` builds everything from settings and starts it: the SQL engine
 (migrated when ``migrate_on_start``), the unit-of-work factory (its commits wake
 the outbox relay), the Redis client, the outbox relay, the referral consumer,
-the scheduler of due subscription changes, and the gRPC server hosting the
-servicer. Tests start the whole service in-process on port 0 with
-``running_service`` (optionally with their own clock or plan catalog);
-``run`` serves until SIGINT/SIGTERM for ``python -m services.accounts``.
+the scheduler of due subscription changes, the plan catalog (rating's, when
+``RATING_ADDR`` is set) and the gRPC server hosting the servicer. Tests start
+the whole service in-process on port 0 with ``running_service`` (optionally
+with their own clock or plan catalog); ``run`` serves until SIGINT/SIGTERM for
+``python -m services.accounts``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reckon.accounts.v1 import accounts_pb2_grpc
 from services.accounts.adapters.orm import kit
+from services.accounts.adapters.rating_catalog import RatingPlanCatalog
 from services.accounts.adapters.unit_of_work import SqlAccountsUnitOfWork, session_factory
 from services.accounts.config import AccountsSettings
 from services.accounts.entrypoints.event_consumers import referrals_consumer
@@ -60,6 +62,12 @@ class AccountsApp:
     referrals: StreamConsumer
     scheduler: DueChangesScheduler
     servicer: AccountsServicer
+    # The rating-backed catalog this app opened (and closes); None when given or unchecked.
+    rating_catalog: RatingPlanCatalog | None = None
+
+    def close_clients(self) -> None:
+        if self.rating_catalog is not None:
+            self.rating_catalog.close()
 
 
 @dataclass
@@ -99,6 +107,7 @@ class RunningAccounts:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.redis.aclose()
+        self.app.close_clients()
         await asyncio.to_thread(self.app.engine.dispose)
 
 
@@ -108,6 +117,24 @@ def open_database(settings: AccountsSettings) -> tuple[Engine, sessionmaker[Sess
     if settings.migrate_on_start:
         upgrade_to_head(engine, MIGRATIONS)
     return engine, session_factory(engine)
+
+
+def plan_catalog(settings: AccountsSettings, clock: Clock) -> PlanCatalog:
+    """Rating's catalog when ``RATING_ADDR`` is set, else one that checks the shape only."""
+    if settings.rating_addr is None:
+        log.warning(
+            "RATING_ADDR is not set: plan codes are not checked against a catalog; "
+            "any well-formed code is accepted"
+        )
+        return WellFormedPlanCatalog()
+    log.info("plan codes are checked against the rating service at %s", settings.rating_addr)
+    return RatingPlanCatalog.connect(
+        settings.rating_addr,
+        settings.service_token.get_secret_value(),
+        clock=clock,
+        timeout_seconds=settings.plan_catalog_timeout_seconds,
+        cache_seconds=settings.plan_catalog_cache_seconds,
+    )
 
 
 async def build(
@@ -120,6 +147,10 @@ async def build(
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
     relay = OutboxRelay(engine, kit.outbox, client, clock)
+    owned: RatingPlanCatalog | None = None
+    if catalog is None:
+        catalog = plan_catalog(settings, clock)
+        owned = catalog if isinstance(catalog, RatingPlanCatalog) else None
 
     def uow_factory() -> AccountsUnitOfWork:
         return SqlAccountsUnitOfWork(sessions, clock=clock, after_commit=relay.notify)
@@ -139,8 +170,8 @@ async def build(
             interval_seconds=settings.due_changes_interval_seconds,
             batch_size=settings.due_changes_batch_size,
         ),
-        # Until rating's catalog is wired in here, every well-formed plan code is accepted.
-        servicer=AccountsServicer(uow_factory, catalog or WellFormedPlanCatalog()),
+        servicer=AccountsServicer(uow_factory, catalog),
+        rating_catalog=owned,
     )
 
 
@@ -168,6 +199,7 @@ async def start(
         )
     except BaseException:
         await app.redis.aclose()
+        app.close_clients()
         app.engine.dispose()
         raise
     service = RunningAccounts(app=app, server=server)

@@ -261,10 +261,20 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(state: SuiteState
     assert result.returncode == 0, output
     assert "Using the suite running from" in output
     assert "Story complete" in output
-    assert "refused" in output  # subscribing while suspended
+    assert "not running yet" not in output  # every step's services run in the suite
+    assert "ACCOUNT_NOT_ACTIVE" in output  # subscribing while suspended is refused
+    # Accounts asks rating: a plan missing from the applied catalog is refused.
+    assert "INVALID_ARGUMENT UNKNOWN_PLAN: subscription.plan_code" in output
+    # The sample conference call: five legs rated, the Tokyo leg rejected with its reason.
+    assert "records 6, rated 5, rejected 1 (NO_TARIFF 1)" in output
+    assert "conf-0042-leg2-" in output
+    assert "NO_TARIFF" in output
     trace_line = output.strip().splitlines()[-1]
     assert trace_line.startswith("trace id ")
+    # One trace: the accounts story, accounts asking rating, rating's import.
     assert "reckon.event.consume CustomerCreated" in output
+    assert "/reckon.rating.v1.RatingService/GetPlan" in output
+    assert "/reckon.rating.v1.RatingService/ImportUsage" in output
 
 
 def _port_open(url: str) -> bool:

@@ -59,7 +59,7 @@ from services.accounts.service_layer.commands import (
 )
 from services.accounts.service_layer.plan_catalog import PlanCatalog
 from services.accounts.service_layer.unit_of_work import AccountsUnitOfWork
-from services.common.errors import Aborted, InvalidArgument, NotFound
+from services.common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from services.common.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ def create_subscription(
         if replayed is not None:
             return _subscription_view(uow, replayed)
         if not catalog.has_plan(cmd.plan_code):
-            raise InvalidArgument.field("subscription.plan_code", "is not a plan of the catalog")
+            raise _unknown_plan("subscription.plan_code")
         account = _account(uow, cmd.account_id)
         now = uow.clock.now()
         subscription, created = Subscription.start(
@@ -281,6 +281,12 @@ def create_subscription(
         _remember(uow, cmd, subscription.subscription_id)
         uow.commit()
     return SubscriptionView(subscription, subscription.current_period(account, now))
+
+
+def _unknown_plan(field: str) -> InvalidArgument:
+    return InvalidArgument(
+        FieldViolation(field, "is not a plan on sale in the catalog"), reason="UNKNOWN_PLAN"
+    )
 
 
 def get_subscription(query: GetSubscription, uow: AccountsUnitOfWork) -> SubscriptionView:
@@ -325,7 +331,7 @@ def change_plan(
         if replayed is not None:
             return _subscription_view(uow, replayed)
         if not catalog.has_plan(cmd.plan_code):
-            raise InvalidArgument.field("plan_code", "is not a plan of the catalog")
+            raise _unknown_plan("plan_code")
         subscription, account, now = _for_change(uow, cmd.subscription_id)
         uow.publish(subscription.change_plan(account, cmd.plan_code, cmd.timing, now))
         return _finish_change(uow, cmd, subscription, account, now)
@@ -337,7 +343,10 @@ def add_add_on(cmd: AddAddOn, uow: AccountsUnitOfWork, *, catalog: PlanCatalog) 
         if replayed is not None:
             return _subscription_view(uow, replayed)
         if not catalog.has_add_on(cmd.add_on_code):
-            raise InvalidArgument.field("add_on_code", "is not an add-on of the catalog")
+            raise InvalidArgument(
+                FieldViolation("add_on_code", "is not an add-on of the catalog"),
+                reason="UNKNOWN_ADD_ON",
+            )
         subscription, account, now = _for_change(uow, cmd.subscription_id)
         uow.publish(subscription.add_add_on(account, cmd.add_on_code, cmd.quantity, now))
         return _finish_change(uow, cmd, subscription, account, now)

@@ -1,15 +1,14 @@
 """The port through which accounts asks whether a plan or add-on code exists.
 
-The product catalog belongs to the rating service (RAT-1). Until accounts is
-wired to it, ``WellFormedPlanCatalog`` accepts every code of the right shape.
-When rating's catalog API is available, an adapter implementing ``PlanCatalog``
-with a rating client goes into ``bootstrap`` instead, and subscriptions to
-unknown plans are refused (INVALID_ARGUMENT on the plan/add-on code field)
-without any change to the handlers.
+The product catalog belongs to the rating service (RAT-1). ``bootstrap`` wires
+``adapters.rating_catalog.RatingPlanCatalog`` (rating's ``GetPlan`` over a
+blocking channel, positive answers cached briefly) when ``RATING_ADDR`` is set,
+and subscriptions to unknown plans are refused (INVALID_ARGUMENT on the plan
+code field, reason ``UNKNOWN_PLAN``). Without rating, ``WellFormedPlanCatalog``
+accepts every code of the right shape, and a warning at start says so.
 
-The port is synchronous because handlers run in worker threads; a gRPC adapter
-would use a synchronous channel (or hop onto the server's loop) and should
-cache answers briefly, since catalogs change rarely.
+The port is synchronous because handlers run in worker threads. An adapter that
+cannot get an answer raises (``Unavailable``) rather than returning True.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class PlanCatalog(Protocol):
 
 
 class WellFormedPlanCatalog:
-    """Accepts every well-formed code: the stand-in until rating's catalog is wired in."""
+    """Accepts every well-formed code: the catalog of an accounts service without rating."""
 
     def has_plan(self, plan_code: str) -> bool:
         return PLAN_CODE.match(plan_code) is not None

@@ -50,13 +50,15 @@ class TallyUnitOfWork(SqlUnitOfWork):
 
 
 @pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans() -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        # Nothing installed yet in this process: install an SDK provider. Otherwise
+        # (another test set telemetry up) the exporter joins the existing one.
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace._TRACER_PROVIDER = None  # tests own the global provider for this module
-    trace._TRACER_PROVIDER_SET_ONCE._done = False
-    trace.set_tracer_provider(provider)
     return exporter
 
 
@@ -116,7 +118,11 @@ async def test_relay_moves_each_event_to_the_stream_once(
         pass
     assert outbox_count(engine, relayed=False) == 0
     entries = await redis_client.xrange(stream_for("tally"))
-    names = [EventEnvelope.from_json(f[b"envelope"]).payload["name"] for _, f in entries]
+    names = [
+        EventEnvelope.from_json(fields[b"envelope"]).payload["name"]
+        for _, fields in entries or []
+        if fields
+    ]
     assert names == list("abcdefg")  # commit order preserved
 
 

@@ -356,6 +356,7 @@ def test_the_catalog_port_refuses_unknown_codes(uow: FakeUnitOfWork, db: FakeDat
             catalog=catalog,
         )
     assert unknown_plan.value.violations[0].field == "subscription.plan_code"
+    assert unknown_plan.value.reason == "UNKNOWN_PLAN"
     with pytest.raises(InvalidArgument) as unknown_change:
         handlers.change_plan(
             cmd.ChangePlan(
@@ -367,6 +368,7 @@ def test_the_catalog_port_refuses_unknown_codes(uow: FakeUnitOfWork, db: FakeDat
             catalog=catalog,
         )
     assert unknown_change.value.violations[0].field == "plan_code"
+    assert unknown_change.value.reason == "UNKNOWN_PLAN"
     with pytest.raises(InvalidArgument) as unknown_add_on:
         handlers.add_add_on(
             cmd.AddAddOn(subscription_id=view.subscription.subscription_id, add_on_code="tv"),
@@ -374,6 +376,7 @@ def test_the_catalog_port_refuses_unknown_codes(uow: FakeUnitOfWork, db: FakeDat
             catalog=catalog,
         )
     assert unknown_add_on.value.violations[0].field == "add_on_code"
+    assert unknown_add_on.value.reason == "UNKNOWN_ADD_ON"
     assert len(db.events) == events_before
 
 
