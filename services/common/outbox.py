@@ -48,6 +48,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
+        # One relay pass at a time per process: two concurrent passes would read the
+        # same unrelayed rows and XADD them twice.
+        self._passing = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relayed = meter().create_counter(
             "reckon.events.relayed", unit="{event}", description="events moved to streams"
@@ -79,6 +82,10 @@ class OutboxRelay:
                 stopper.cancel()
 
     async def relay_once(self) -> int:
+        async with self._passing:
+            return await self._relay_pass()
+
+    async def _relay_pass(self) -> int:
         # Polling is bookkeeping: only the per-event relay spans belong in traces,
         # otherwise every idle poll would start a trace of its own.
         with suppress_instrumentation():
