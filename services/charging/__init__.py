@@ -1,0 +1,1 @@
+"""Charging: real-time balances, reservations in Redis Lua, credit-control sessions (issue 4)."""

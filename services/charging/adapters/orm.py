@@ -1,0 +1,196 @@
+"""Charging's tables (SQLAlchemy Core) on SQLite and PostgreSQL.
+
+Amounts are stored as the same scaled integers the Lua scripts use
+(``domain.units``), with the unit key beside them (``m:EUR``, ``t``, ``v``,
+``u:sms``): exact on both databases and cheap to sum. The ledger is written in
+bulk by the group-commit writer with ``INSERT ... ON CONFLICT DO NOTHING`` on the
+entry id, which is why the tables are Core tables read through repositories
+rather than mapped classes: an idempotent bulk insert is the whole point.
+
+- ``charging_accounts``: policy per account (version orders concurrent changes);
+- ``account_states``: the state heard from the accounts service (ordered by event time);
+- ``buckets``: bucket metadata (balances are sums of the ledger);
+- ``ledger_entries``: every committed debit and credit (CHG-9);
+- ``cc_sessions``: the last answered request of sessions that had ledger effects,
+  so idempotency survives a Redis loss;
+- ``vouchers`` / ``voucher_batches``; ``service_definitions`` (rating groups);
+- the kit's ``outbox``, ``processed_events`` and ``idempotency_keys``.
+
+The Alembic revisions in ``adapters/migrations`` create exactly these tables; a
+test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from services.common.db import add_kit_tables
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, also on SQLite (which stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: instants must carry a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        instant: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _big_id() -> BigInteger:
+    # SQLite only autoincrements INTEGER PRIMARY KEY.
+    return BigInteger().with_variant(Integer, "sqlite")  # type: ignore[return-value]
+
+
+metadata = MetaData()
+kit = add_kit_tables(metadata)
+
+accounts = Table(
+    "charging_accounts",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("credit_limit", BigInteger, nullable=False),
+    Column("low_balance", BigInteger, nullable=True),
+    Column("final_unit_action", String(16), nullable=False),
+    Column("redirect_address", String(512), nullable=False),
+    Column("restriction_filter_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+account_states = Table(
+    "account_states",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("state_version", BigInteger, nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+buckets = Table(
+    "buckets",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("bucket_id", String(80), primary_key=True),
+    Column("unit", String(72), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("valid_from", UtcDateTime, nullable=True),
+    Column("valid_until", UtcDateTime, nullable=True),
+    Column("services", Text, nullable=False),
+    Column("rating_groups", Text, nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("main", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expiring_notified_at", UtcDateTime, nullable=True),
+    Column("expired_notified_at", UtcDateTime, nullable=True),
+)
+Index("ix_buckets_valid_until", buckets.c.valid_until)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("seq", _big_id(), primary_key=True, autoincrement=True),
+    Column("entry_id", String(64), nullable=False, unique=True),
+    Column("account_id", String(64), nullable=False),
+    Column("bucket_id", String(80), nullable=False),
+    Column("direction", String(1), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("unit", String(72), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("session_id", String(256), nullable=False),
+    Column("request_number", BigInteger, nullable=False),
+    Column("rating_group", BigInteger, nullable=False),
+    Column("reference", String(256), nullable=False),
+    Column("reason", String(512), nullable=False),
+    Column("request_key", String(200), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index("ix_ledger_account_seq", ledger_entries.c.account_id, ledger_entries.c.seq)
+Index("ix_ledger_account_bucket", ledger_entries.c.account_id, ledger_entries.c.bucket_id)
+Index("ix_ledger_account_reference", ledger_entries.c.account_id, ledger_entries.c.reference)
+Index("ix_ledger_request_key", ledger_entries.c.account_id, ledger_entries.c.request_key)
+
+cc_sessions = Table(
+    "cc_sessions",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("session_id", String(256), primary_key=True),
+    Column("last_request_number", BigInteger, nullable=False),
+    Column("state", String(1), nullable=False),
+    Column("request_type", String(1), nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+Index("ix_cc_sessions_recent", cc_sessions.c.account_id, cc_sessions.c.updated_at)
+
+voucher_batches = Table(
+    "voucher_batches",
+    metadata,
+    Column("batch_id", String(40), primary_key=True),
+    Column("label", String(256), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("unit", String(72), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("expire_time", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+vouchers = Table(
+    "vouchers",
+    metadata,
+    Column("voucher_id", String(48), primary_key=True),
+    Column("batch_id", String(40), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("unit", String(72), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("expire_time", UtcDateTime, nullable=False),
+    Column("redeemed_by", String(64), nullable=True),
+    Column("redeem_request", String(128), nullable=True),
+    Column("redeemed_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index("ix_vouchers_redeemed", vouchers.c.redeemed_at)
+
+service_definitions = Table(
+    "service_definitions",
+    metadata,
+    Column("rating_group", BigInteger, primary_key=True, autoincrement=False),
+    Column("service", String(128), nullable=False),
+    Column("unit_kind", String(16), nullable=False),
+    Column("unit_name", String(64), nullable=False),
+    Column("charging", String(16), nullable=False),
+    Column("default_quota", BigInteger, nullable=False),
+    Column("validity_seconds", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

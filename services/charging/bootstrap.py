@@ -1,0 +1,253 @@
+"""The one composition root of charging: real adapters wired into the use cases.
+
+``bootstrap`` builds everything from settings (or from what a test passes in:
+a clock, a pricing, a Redis client, an engine) and ``ChargingApp.start`` loads
+the Lua scripts and the rating groups. Background work (sweeper, backstop scan,
+maintenance, outbox relay, event consumers) is returned by ``background`` so the
+process decides where it runs: with several worker processes only the first
+runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.charging.adapters import orm
+from services.charging.adapters.redis_store import RedisBalanceStore, RedisClient
+from services.charging.adapters.repositories import SqlChargingUnitOfWork
+from services.charging.adapters.sql_ledger import SqlLedgerWriter
+from services.charging.config import ChargingSettings
+from services.charging.service_layer.catalog import ServiceCatalog
+from services.charging.service_layer.consumers import (
+    ACCOUNT_EVENTS,
+    STATE_CONSUMER,
+    USAGE_CONSUMER,
+    USAGE_EVENTS,
+    AccountStateConsumer,
+    UsageConsumer,
+)
+from services.charging.service_layer.handlers import ChargingHandlers, Options
+from services.charging.service_layer.ports import Pricing
+from services.charging.service_layer.pricing import InMemoryPricing, tariffs_from_json
+from services.charging.service_layer.rebuild import AccountLoader
+from services.charging.service_layer.supervision import Maintenance, Sweeper, every
+from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
+from services.common.clock import Clock, SystemClock
+from services.common.db import is_sqlite, make_engine
+from services.common.events import stream_for
+from services.common.migrations import upgrade_to_head
+from services.common.outbox import OutboxRelay
+from services.common.streams import StreamConsumer
+
+MIGRATIONS = "services.charging.adapters.migrations"
+
+
+def connect_redis(settings: ChargingSettings) -> RedisClient:
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url)
+    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+@dataclass
+class ChargingApp:
+    settings: ChargingSettings
+    clock: Clock
+    engine: Engine
+    redis: RedisClient
+    store: RedisBalanceStore
+    writer: SqlLedgerWriter
+    pricing: Pricing
+    catalog: ServiceCatalog
+    loader: AccountLoader
+    handlers: ChargingHandlers
+    sweeper: Sweeper
+    maintenance: Maintenance
+    relay: OutboxRelay
+    usage: UsageConsumer
+    states: AccountStateConsumer
+    owns_redis: bool = True
+    owns_engine: bool = True
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stop: asyncio.Event | None = None
+
+    def uow(self) -> ChargingUnitOfWork:
+        return self.handlers.uow_factory()
+
+    async def start(self) -> None:
+        await self.store.load()
+        await self.catalog.reload()
+
+    def background(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        s = self.settings
+        # The kit's relay and consumers take a redis.asyncio client; a cluster client
+        # serves the same single-key stream commands.
+        client = cast(aioredis.Redis, self.redis)
+        usage = StreamConsumer(
+            client,
+            group=USAGE_CONSUMER,
+            streams=[stream_for("rating")],
+            handler=self.usage.handle,
+            event_types=USAGE_EVENTS,
+        )
+        states = StreamConsumer(
+            client,
+            group=STATE_CONSUMER,
+            streams=[stream_for("accounts")],
+            handler=self.states.handle,
+            event_types=ACCOUNT_EVENTS,
+        )
+        return [
+            every(s.sweep_interval_seconds, stop, self.sweeper.sweep_once, "sweep"),
+            every(s.backstop_interval_seconds, stop, self.sweeper.backstop_once, "backstop"),
+            every(s.maintenance_interval_seconds, stop, self.maintenance.run_once, "maintenance"),
+            self.relay.run(stop),
+            usage.run(stop),
+            states.run(stop),
+        ]
+
+    def start_background(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._tasks = [asyncio.ensure_future(c) for c in self.background(stop)]
+
+    async def close(self) -> None:
+        # Loops end when asked (stop); cancelling is the fallback, as redis-py may
+        # swallow a cancellation raised inside its I/O.
+        if self._stop is not None:
+            self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+        self._tasks = []
+        await self.writer.close()
+        await self.store.aclose()
+        if self.owns_redis:
+            await self.redis.aclose()
+        if self.owns_engine:
+            self.engine.dispose()
+
+
+def bootstrap(
+    settings: ChargingSettings,
+    *,
+    clock: Clock | None = None,
+    pricing: Pricing | None = None,
+    redis_client: RedisClient | None = None,
+    engine: Engine | None = None,
+    migrate: bool | None = None,
+) -> ChargingApp:
+    clock = clock or SystemClock()
+    owns_engine = engine is None
+    if engine is None:
+        engine = make_engine(
+            settings.effective_database_url, settings.effective_database_schema, pool_size=20
+        )
+    if settings.migrate_on_start if migrate is None else migrate:
+        upgrade_to_head(engine, MIGRATIONS)
+    owns_redis = redis_client is None
+    redis = redis_client if redis_client is not None else connect_redis(settings)
+    store = RedisBalanceStore(redis, shards=settings.index_shards)
+    relay = OutboxRelay(engine, orm.kit.outbox, cast(aioredis.Redis, redis), clock)
+    session_factory = sessionmaker(engine, class_=Session, expire_on_commit=False)
+
+    def uow_factory() -> ChargingUnitOfWork:
+        return SqlChargingUnitOfWork(
+            session_factory, orm.kit, source="charging", clock=clock, after_commit=relay.notify
+        )
+
+    writer = SqlLedgerWriter(
+        engine,
+        store,
+        clock,
+        stale_after=settings.ledger_stale_seconds,
+        transaction_timeout_ms=settings.ledger_timeout_ms,
+        # Inline commits on SQLite only without sibling workers: another process holding
+        # the file's write lock would stall the event loop (busy_timeout).
+        inline=is_sqlite(engine) and settings.workers == 1,
+        after_commit=relay.notify,
+    )
+    if pricing is None:
+        raw = json.loads(settings.tariffs) if settings.tariffs.strip() else {}
+        pricing = InMemoryPricing(tariffs_from_json(raw))
+    catalog = ServiceCatalog(uow_factory)
+    loader = AccountLoader(
+        store,
+        uow_factory,
+        clock,
+        fence_ms=settings.rebuild_fence_ms,
+        window_s=settings.idempotency_window_seconds,
+    )
+    options = Options(
+        validity_seconds=settings.validity_seconds,
+        grace_seconds=settings.grace_seconds,
+        default_quota_time=settings.default_quota_time_seconds,
+        default_quota_volume=settings.default_quota_volume_bytes,
+        default_quota_units=settings.default_quota_units,
+        window_seconds=settings.idempotency_window_seconds,
+        journal_drain_ms=settings.journal_drain_ms,
+        voucher_key=settings.voucher_key,
+    )
+    handlers = ChargingHandlers(
+        store=store,
+        writer=writer,
+        pricing=pricing,
+        uow_factory=uow_factory,
+        catalog=catalog,
+        loader=loader,
+        clock=clock,
+        options=options,
+    )
+    sweeper = Sweeper(
+        store,
+        writer,
+        clock,
+        window_s=settings.idempotency_window_seconds,
+        journal_drain_ms=settings.journal_drain_ms,
+        lease_ms=settings.sweep_lease_ms,
+        batch=settings.sweep_batch,
+    )
+    maintenance = Maintenance(
+        handlers,
+        uow_factory,
+        catalog,
+        clock,
+        warning=timedelta(hours=settings.bucket_expiry_warning_hours),
+    )
+    usage = UsageConsumer(
+        handlers,
+        store,
+        uow_factory,
+        clock,
+        window_s=settings.idempotency_window_seconds,
+        journal_drain_ms=settings.journal_drain_ms,
+    )
+    states = AccountStateConsumer(store, loader, uow_factory, clock, handlers)
+    return ChargingApp(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        redis=redis,
+        store=store,
+        writer=writer,
+        pricing=pricing,
+        catalog=catalog,
+        loader=loader,
+        handlers=handlers,
+        sweeper=sweeper,
+        maintenance=maintenance,
+        relay=relay,
+        usage=usage,
+        states=states,
+        owns_redis=owns_redis,
+        owns_engine=owns_engine,
+    )

@@ -1,0 +1,70 @@
+"""Settings of the charging service: ``CHARGING_*`` variables plus the shared ones.
+
+``CHARGING_LISTEN`` (default ``127.0.0.1:50053``), ``CHARGING_DATABASE_URL`` /
+``CHARGING_DATABASE_SCHEMA``, ``CHARGING_WORKERS`` (server processes sharing the
+port with SO_REUSEPORT; background work runs in the first), ``CHARGING_REDIS_CLUSTER``
+(``REDIS_URL`` names one node of a Redis Cluster), grant validity and grace,
+default quotas, the idempotency window, the sweeper's cadence and index shards,
+the rebuild fence and the ledger writer's bounds, bucket-expiry warnings, the
+voucher secret (default: derived from the service token) and
+``CHARGING_TARIFFS``: a JSON object of in-memory tariffs used when no rating
+service is wired in, e.g. ``{"voice": {"price": "0.10", "currency": "EUR",
+"per_units": 60, "increment": 60}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import DEFAULT_PORTS, ServiceSettings
+
+
+class ChargingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CHARGING_", extra="ignore", populate_by_name=True)
+    service_name: ClassVar[str] = "charging"
+
+    listen: str = f"127.0.0.1:{DEFAULT_PORTS['charging']}"
+    workers: int = Field(default=1, ge=1, le=64)
+    redis_cluster: bool = False
+
+    validity_seconds: int = Field(default=300, ge=1, le=86_400)
+    grace_seconds: int = Field(default=30, ge=0, le=3_600)
+    default_quota_time_seconds: int = Field(default=60, ge=1)
+    default_quota_volume_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    default_quota_units: int = Field(default=1, ge=1)
+    idempotency_window_seconds: int = Field(default=86_400, ge=60)
+
+    sweep_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    sweep_lease_ms: int = Field(default=30_000, ge=100)
+    sweep_batch: int = Field(default=200, ge=1, le=10_000)
+    index_shards: int = Field(default=16, ge=1, le=1024)
+    journal_drain_ms: int = Field(default=30_000, ge=100)
+    backstop_interval_seconds: float = Field(default=300.0, gt=0)
+
+    rebuild_fence_ms: int = Field(default=5_000, ge=0)
+    ledger_stale_seconds: float = Field(default=1.5, gt=0)
+    ledger_timeout_ms: int = Field(default=2_000, ge=100)
+
+    bucket_expiry_warning_hours: int = Field(default=72, ge=0)
+    maintenance_interval_seconds: float = Field(default=30.0, gt=0)
+
+    voucher_secret: SecretStr | None = None
+    tariffs: str = ""
+
+    @field_validator("tariffs")
+    @classmethod
+    def _tariffs_json(cls, value: str) -> str:
+        if value.strip():
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict):
+                raise ValueError("expected a JSON object of service -> tariff")
+        return value
+
+    @property
+    def voucher_key(self) -> bytes:
+        secret = self.voucher_secret or self.service_token
+        return b"reckon-charging-vouchers:" + secret.get_secret_value().encode()

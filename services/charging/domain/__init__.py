@@ -1,0 +1,1 @@
+"""The charging model: pure rules, no gRPC, SQL or Redis."""

@@ -1,0 +1,1 @@
+"""gRPC entrypoints of charging."""

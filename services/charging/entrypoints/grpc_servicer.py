@@ -1,0 +1,399 @@
+"""The ``reckon.charging.v1.ChargingService`` servicer: proto in, handler call, proto out.
+
+Nothing here decides anything: requests are validated and translated
+(``converters``), handed to ``ChargingHandlers``, and answers translated back.
+Errors are ``ReckonError`` raised by either; the kit's interceptor maps them to
+rich statuses. The streaming RPC handles each message concurrently (up to
+``max_in_flight`` per stream), so one stream keeps many Redis scripts in the same
+pipeline, and answers each as it completes, errors included, without ending the
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.rpc import status_pb2
+
+from reckon.charging.v1 import charging_pb2 as pb
+from reckon.charging.v1 import charging_pb2_grpc
+from services.charging.domain.units import Quantity, Unit, UnitKind
+from services.charging.domain.vouchers import is_well_formed
+from services.charging.entrypoints import converters as cv
+from services.charging.service_layer.commands import (
+    Adjust,
+    CreateBucket,
+    CreateVoucherBatch,
+    DefineService,
+    RedeemVoucher,
+    SetPolicy,
+    TopUp,
+)
+from services.charging.service_layer.handlers import ChargingHandlers
+from services.common.errors import InvalidArgument, ReckonError, Violations
+from services.common.grpc_errors import to_rpc_status
+from services.common.grpc_server import ServiceBinding
+from services.common.proto_convert import (
+    decode_page_token,
+    encode_page_token,
+    page_size_from_proto,
+    timestamp_from_proto,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "reckon.charging.v1.ChargingService"
+DOMAIN = "reckon.charging"
+
+
+def error_status(error: ReckonError) -> status_pb2.Status:
+    """The google.rpc.Status of an error (as the unary path would send it)."""
+    grpc_status = to_rpc_status(error, domain=DOMAIN)
+    for key, value in grpc_status.trailing_metadata:
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=grpc_status.code.value[0], message=grpc_status.details)
+
+
+class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
+    def __init__(self, handlers: ChargingHandlers, *, max_in_flight: int = 1024) -> None:
+        self._handlers = handlers
+        self._max_in_flight = max_in_flight
+
+    # -- policy and services ---------------------------------------------------------------
+    async def SetAccountPolicy(
+        self, request: pb.SetAccountPolicyRequest, context: Any
+    ) -> pb.SetAccountPolicyResponse:
+        v = Violations()
+        policy = cv.policy_from_proto(request.policy, v)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        assert policy is not None
+        view = await self._handlers.set_policy(SetPolicy(policy, rid))
+        return pb.SetAccountPolicyResponse(policy=cv.policy_to_proto(view))
+
+    async def GetAccountPolicy(
+        self, request: pb.GetAccountPolicyRequest, context: Any
+    ) -> pb.GetAccountPolicyResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        v.raise_if_any()
+        view = await self._handlers.get_policy(request.account_id)
+        return pb.GetAccountPolicyResponse(policy=cv.policy_to_proto(view))
+
+    async def DefineService(
+        self, request: pb.DefineServiceRequest, context: Any
+    ) -> pb.DefineServiceResponse:
+        v = Violations()
+        definition = cv.service_from_proto(request.service, v)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        assert definition is not None
+        stored = await self._handlers.define_service(DefineService(definition, rid))
+        return pb.DefineServiceResponse(service=cv.service_to_proto(stored))
+
+    async def ListServices(
+        self, request: pb.ListServicesRequest, context: Any
+    ) -> pb.ListServicesResponse:
+        v = Violations()
+        size = page_size_from_proto(request.page_size, v)
+        cursor = decode_page_token(request.page_token, v)
+        v.raise_if_any()
+        after = int(cursor.get("rg", "0")) if cursor else 0
+        services = [s for s in await self._handlers.list_services() if s.rating_group > after]
+        page = services[:size]
+        token = ""
+        if len(services) > size:
+            token = encode_page_token({"rg": str(page[-1].rating_group)})
+        return pb.ListServicesResponse(
+            services=[cv.service_to_proto(s) for s in page], next_page_token=token
+        )
+
+    # -- buckets and credits -----------------------------------------------------------------
+    async def CreateBucket(
+        self, request: pb.CreateBucketRequest, context: Any
+    ) -> pb.CreateBucketResponse:
+        v = Violations()
+        b = request.bucket
+        with v.nested("bucket") as bv:
+            cv.account_id(b.account_id, "account_id", bv)
+            kind = cv.UNIT_KINDS.get(b.unit_kind)
+            if kind is None:
+                bv.add("unit_kind", "is required")
+            cv.text(b.label, "label", bv, limit=256)
+            for i, service in enumerate(b.services):
+                if not cv.SERVICE_NAME.match(service):
+                    bv.add(f"services[{i}]", "is not a service name")
+            for i, group in enumerate(b.rating_groups):
+                if group < 1:
+                    bv.add(f"rating_groups[{i}]", "must be 1 or more")
+            if not -1_000_000 <= b.priority <= 1_000_000:
+                bv.add("priority", "must be between -1000000 and 1000000")
+        valid_from = cv.instant_or_none(b, "valid_from")
+        valid_until = cv.instant_or_none(b, "valid_until")
+        if valid_from and valid_until and valid_until <= valid_from:
+            v.add("bucket.valid_until", "must be after valid_from")
+        initial = None
+        if request.HasField("initial_amount"):
+            initial = cv.quantity_from_proto(request.initial_amount, "initial_amount", v)
+        rid = cv.request_id(request.request_id, v)
+        unit = None
+        if kind is not None:
+            unit = self._bucket_unit(kind, b, initial, v)
+        v.raise_if_any()
+        assert unit is not None
+        line = await self._handlers.create_bucket(
+            CreateBucket(
+                account_id=b.account_id,
+                unit=unit,
+                initial=initial.amount if initial else 0,
+                priority=b.priority or 100,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                services=frozenset(b.services),
+                rating_groups=frozenset(b.rating_groups),
+                label=b.label,
+                request_id=rid,
+            )
+        )
+        return pb.CreateBucketResponse(balance=cv.balance_to_proto(line))
+
+    @staticmethod
+    def _bucket_unit(
+        kind: UnitKind, b: pb.Bucket, initial: Quantity | None, v: Violations
+    ) -> Unit | None:
+        try:
+            if kind is UnitKind.MONEY:
+                unit = Unit(kind, b.currency_code)
+            elif kind is UnitKind.SERVICE_UNITS:
+                name = b.unit_name or "unit"
+                if not cv.UNIT_NAME.match(name):
+                    v.add("bucket.unit_name", "must be 1-32 lower-case letters, digits or _")
+                    return None
+                unit = Unit(kind, name)
+            else:
+                unit = Unit(kind)
+        except ValueError:
+            v.add("bucket.currency_code", "must be an ISO 4217 (or supported crypto) code")
+            return None
+        if initial is not None and initial.unit != unit:
+            v.add("initial_amount", f"must be in the bucket's unit ({unit.key})")
+            return None
+        return unit
+
+    async def TopUp(self, request: pb.TopUpRequest, context: Any) -> pb.TopUpResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        amount = cv.quantity_from_proto(request.amount, "amount", v)
+        if amount is not None and amount.amount <= 0:
+            v.add("amount", "must be positive")
+        cv.bucket_id(
+            request.bucket_id,
+            "bucket_id",
+            v,
+            required=amount is not None and not amount.unit.is_money,
+        )
+        cv.text(request.reference, "reference", v, limit=256)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        assert amount is not None
+        credited = await self._handlers.top_up(
+            TopUp(request.account_id, amount, request.bucket_id, request.reference, rid)
+        )
+        response = pb.TopUpResponse(balance=cv.balance_to_proto(credited.balance))
+        if credited.entry is not None:
+            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
+        return response
+
+    async def Adjust(self, request: pb.AdjustRequest, context: Any) -> pb.AdjustResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        cv.bucket_id(request.bucket_id, "bucket_id", v, required=True)
+        delta = cv.quantity_from_proto(request.delta, "delta", v, signed=True)
+        if delta is not None and delta.amount == 0:
+            v.add("delta", "must not be zero")
+        cv.text(request.reason, "reason", v, required=True)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        assert delta is not None
+        credited = await self._handlers.adjust(
+            Adjust(request.account_id, request.bucket_id, delta, request.reason, rid)
+        )
+        response = pb.AdjustResponse(balance=cv.balance_to_proto(credited.balance))
+        if credited.entry is not None:
+            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
+        return response
+
+    async def CreateVoucherBatch(
+        self, request: pb.CreateVoucherBatchRequest, context: Any
+    ) -> pb.CreateVoucherBatchResponse:
+        v = Violations()
+        if not 1 <= request.count <= 10_000:
+            v.add("count", "must be between 1 and 10000")
+        value = cv.quantity_from_proto(request.value, "value", v)
+        if value is not None and value.amount <= 0:
+            v.add("value", "must be positive")
+        if not request.HasField("expire_time"):
+            v.add("expire_time", "is required")
+        elif timestamp_from_proto(request.expire_time) <= self._handlers.clock.now():
+            v.add("expire_time", "must be in the future")
+        cv.text(request.label, "label", v, limit=256)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        assert value is not None
+        batch = await self._handlers.create_voucher_batch(
+            CreateVoucherBatch(
+                request.count, value, timestamp_from_proto(request.expire_time), request.label, rid
+            )
+        )
+        response = pb.CreateVoucherBatchResponse(batch_id=batch.batch_id, codes=batch.codes)
+        response.expire_time.FromDatetime(batch.expire_time)
+        return response
+
+    async def RedeemVoucher(
+        self, request: pb.RedeemVoucherRequest, context: Any
+    ) -> pb.RedeemVoucherResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        if not request.code:
+            v.add("code", "is required")
+        elif not is_well_formed(request.code):
+            v.add("code", "is not a voucher code (16 letters and digits)")
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        credited = await self._handlers.redeem_voucher(
+            RedeemVoucher(request.account_id, request.code, rid)
+        )
+        response = pb.RedeemVoucherResponse(balance=cv.balance_to_proto(credited.balance))
+        if credited.entry is not None:
+            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
+        return response
+
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: Any
+    ) -> pb.GetBalanceResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        v.raise_if_any()
+        balance = await self._handlers.balance(request.account_id)
+        return pb.GetBalanceResponse(
+            account_id=balance.account_id,
+            buckets=[cv.balance_to_proto(line) for line in balance.lines],
+            state=cv.STATES_OUT[balance.state],
+            billing_mode=cv.MODES_OUT[balance.policy.mode],
+        )
+
+    async def ListLedgerEntries(
+        self, request: pb.ListLedgerEntriesRequest, context: Any
+    ) -> pb.ListLedgerEntriesResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        cv.bucket_id(request.bucket_id, "bucket_id", v, required=False)
+        size = page_size_from_proto(request.page_size, v)
+        cursor = decode_page_token(request.page_token, v)
+        after = 0
+        if cursor is not None:
+            if cursor.get("account") != request.account_id or not cursor.get("seq", "").isdigit():
+                v.add("page_token", "belongs to another listing")
+            else:
+                after = int(cursor["seq"])
+        v.raise_if_any()
+        entries = await self._handlers.ledger_page(
+            request.account_id, request.bucket_id or None, after, size + 1
+        )
+        token = ""
+        if len(entries) > size:
+            entries = entries[:size]
+            token = encode_page_token({"account": request.account_id, "seq": str(entries[-1].seq)})
+        return pb.ListLedgerEntriesResponse(
+            entries=[cv.entry_to_proto(e) for e in entries], next_page_token=token
+        )
+
+    # -- credit control --------------------------------------------------------------------------
+    async def _credit_control(self, request: pb.CreditControlRequest) -> pb.CreditControlResponse:
+        v = Violations()
+        command = cv.cc_request_from_proto(request, v)
+        v.raise_if_any()
+        assert command is not None
+        return cv.cc_answer_to_proto(await self._handlers.credit_control(command))
+
+    async def CreditControl(
+        self, request: pb.CreditControlRequest, context: Any
+    ) -> pb.CreditControlResponse:
+        return await self._credit_control(request)
+
+    async def StreamCreditControl(
+        self, request_iterator: AsyncIterator[pb.StreamCreditControlRequest], context: Any
+    ) -> AsyncIterator[pb.StreamCreditControlResponse]:
+        answers: asyncio.Queue[pb.StreamCreditControlResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self._max_in_flight)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def answer(message: pb.StreamCreditControlRequest) -> None:
+            request = message.request
+            try:
+                if not message.HasField("request"):
+                    raise InvalidArgument.field("request", "is required")
+                response = pb.StreamCreditControlResponse(
+                    session_id=request.session_id,
+                    request_number=request.request_number,
+                    response=await self._credit_control(request),
+                )
+            except ReckonError as error:
+                response = _stream_error_of(request, error)
+            except Exception:
+                log.exception("credit control on the stream failed")
+                response = _stream_error_of(request, ReckonError("internal error"))
+            finally:
+                slots.release()
+            answers.put_nowait(response)
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.ensure_future(answer(message))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.gather(*list(pending), return_exceptions=True)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                item = await answers.get()
+                if item is None:
+                    break
+                yield item
+            await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+
+def _stream_error_of(
+    request: pb.CreditControlRequest, error: ReckonError
+) -> pb.StreamCreditControlResponse:
+    return pb.StreamCreditControlResponse(
+        session_id=request.session_id,
+        request_number=request.request_number,
+        error=error_status(error),
+    )
+
+
+def binding(handlers: ChargingHandlers) -> ServiceBinding:
+    return ServiceBinding(
+        SERVICE_NAME,
+        charging_pb2_grpc.add_ChargingServiceServicer_to_server,
+        ChargingServicer(handlers),
+    )
+
+
+__all__ = ["ChargingServicer", "binding", "error_status"]

@@ -1,0 +1,1 @@
+"""Use cases of charging: handlers, ports, unit of work, supervision."""

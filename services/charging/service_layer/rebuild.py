@@ -1,0 +1,149 @@
+"""Rebuilding an account's live state from SQL after Redis lost it (CHG-9).
+
+Every script answers NOACCOUNT when the account hash is missing. The caller then
+asks ``AccountLoader.ensure_loaded``: an account SQL does not know is NOT_FOUND;
+one it knows is restored from a snapshot: policy and state, bucket metadata,
+balance per bucket = credits - debits of the ledger, nothing reserved (open
+reservations are gone; their sessions reserve again on their next request), and
+the last answered request of recent sessions with ledger effects (so a retry is
+answered, not charged again). A fresh epoch keeps new journal entry ids unique.
+
+The snapshot is read only after the fence (``restore.lua``): requests whose
+scripts ran on the lost Redis may still be committing, and their entries must be
+in the snapshot or never reach SQL. Concurrent callers in one process share one
+rebuild; across processes the restore script admits the first and answers
+EXISTS to the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from services.charging.domain.wallet import bucket_meta
+from services.charging.service_layer.ports import BalanceStore, Snapshot
+from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
+from services.common.clock import Clock
+from services.common.errors import NotFound, Unavailable
+from services.common.ids import new_id
+from services.common.telemetry import meter
+
+log = logging.getLogger(__name__)
+
+
+def account_not_found(account_id: str) -> NotFound:
+    return NotFound(
+        f"account {account_id!r} is not known to charging (set its policy first)",
+        reason="ACCOUNT_NOT_FOUND",
+        metadata={"account_id": account_id},
+    )
+
+
+class AccountLoader:
+    def __init__(
+        self,
+        store: BalanceStore,
+        uow_factory: Callable[[], ChargingUnitOfWork],
+        clock: Clock,
+        *,
+        fence_ms: int,
+        window_s: int,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._fence_ms = fence_ms
+        self._window_s = window_s
+        self._max_wait_s = max_wait_s
+        self._running: dict[str, asyncio.Future[None]] = {}
+        self.rebuilt = 0  # accounts this process restored after a loss
+        self._rebuilt = meter().create_counter(
+            "reckon.charging.accounts.rebuilt",
+            unit="{account}",
+            description="accounts restored from the SQL ledger",
+        )
+
+    def snapshot(self, account_id: str) -> Snapshot | None:
+        since = self._clock.now() - timedelta(seconds=self._window_s)
+        with self._uow_factory() as uow:
+            record = uow.accounts.get(account_id)
+            if record is None:
+                return None
+            buckets = uow.buckets.for_account(account_id)
+            balances = uow.ledger.balances(account_id)
+            sessions = uow.ledger.recent_sessions(account_id, since)
+        policy = record.policy
+        t80, _ = policy.credit_thresholds
+        account = {
+            "mode": policy.mode.value,
+            "cur": policy.currency,
+            "st": record.state.value,
+            "stv": str(record.state_version),
+            "lim": str(policy.credit_limit),
+            "low": "" if policy.low_balance is None else str(policy.low_balance),
+            "t80": str(t80),
+            "fua": policy.final_unit_action.value,
+            "fur": policy.redirect_address,
+            "fuf": policy.restriction_filter_id,
+            "pver": str(record.version),
+        }
+        rows = [
+            {"id": b.bucket_id, "meta": bucket_meta(b), "a": str(balances.get(b.bucket_id, 0))}
+            for b in buckets
+        ]
+        return Snapshot(account=account, buckets=rows, sessions=sessions)
+
+    async def ensure_loaded(self, account_id: str, *, fresh: bool = False) -> None:
+        """Make the account exist in the live store, or raise NotFound(ACCOUNT_NOT_FOUND)."""
+        running = self._running.get(account_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running[account_id] = future
+        try:
+            await self._load(account_id, fresh)
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._running[account_id]
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: waiters re-raise it themselves
+
+    async def _load(self, account_id: str, fresh: bool) -> None:
+        waited = 0.0
+        while True:
+            snap_ms = await self._store.server_time_ms()
+            snapshot = await asyncio.to_thread(self.snapshot, account_id)
+            if snapshot is None:
+                raise account_not_found(account_id)
+            status, wait_ms = await self._store.restore(
+                account_id,
+                snapshot,
+                fresh=fresh,
+                fence_ms=self._fence_ms,
+                snap_ms=snap_ms,
+                epoch=new_id("ep")[3:],
+                window_s=self._window_s,
+            )
+            if status in ("OK", "EXISTS"):
+                if status == "OK" and not fresh:
+                    self.rebuilt += 1
+                    self._rebuilt.add(1)
+                    log.warning("account %s rebuilt from the ledger", account_id)
+                return
+            delay = max(wait_ms, 10) / 1000
+            waited += delay
+            if waited > self._max_wait_s:
+                raise Unavailable(
+                    f"account {account_id} is being rebuilt; retry", reason="REBUILDING"
+                )
+            await asyncio.sleep(delay)
+
+
+__all__ = ["AccountLoader", "account_not_found"]

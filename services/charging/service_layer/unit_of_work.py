@@ -1,0 +1,113 @@
+"""The unit of work of charging's SQL-first use cases, and the repositories it offers.
+
+Balances change through the live store and the group-commit ledger writer; what
+is written to SQL first goes through this unit of work: creating an account,
+account states heard from the accounts service, voucher batches and
+redemptions, rating-group definitions, and every read of the ledger (listing,
+rebuild snapshots, idempotency look-ups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.charging.domain.accounts import AccountPolicy, AccountState, StateChange
+from services.charging.domain.buckets import Bucket
+from services.charging.domain.ledger import LedgerEntry
+from services.charging.domain.services import ServiceDefinition
+from services.charging.domain.units import Quantity
+from services.charging.domain.vouchers import Voucher
+from services.common.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    policy: AccountPolicy
+    version: int
+    updated_at: datetime
+    state: AccountState = AccountState.ACTIVE
+    state_version: int = 0
+
+
+class AccountRepository(Protocol):
+    def get(self, account_id: str) -> AccountRecord | None: ...
+
+    def add(self, policy: AccountPolicy, now: datetime) -> None: ...
+
+    def state(self, account_id: str) -> tuple[AccountState, int] | None: ...
+
+    def record_state(self, change: StateChange, now: datetime) -> bool:
+        """Store a state if newer than the stored one; True when stored."""
+        ...
+
+
+class BucketRepository(Protocol):
+    def for_account(self, account_id: str) -> list[Bucket]: ...
+
+    def get(self, account_id: str, bucket_id: str) -> Bucket | None: ...
+
+    def expiring(self, now: datetime, until: datetime, limit: int) -> list[Bucket]:
+        """Buckets ending in (now, until] not yet announced."""
+        ...
+
+    def expired(self, now: datetime, limit: int) -> list[Bucket]:
+        """Buckets ended by now not yet announced."""
+        ...
+
+    def mark_announced(self, bucket: Bucket, *, expired: bool, now: datetime) -> None: ...
+
+
+class LedgerRepository(Protocol):
+    def page(
+        self, account_id: str, bucket_id: str | None, after_seq: int, limit: int
+    ) -> list[LedgerEntry]: ...
+
+    def get(self, entry_id: str) -> LedgerEntry | None: ...
+
+    def balances(self, account_id: str) -> dict[str, int]:
+        """Credits minus debits per bucket."""
+        ...
+
+    def references_present(self, account_id: str, references: list[str]) -> set[str]: ...
+
+    def by_reference(self, account_id: str, reference: str) -> LedgerEntry | None: ...
+
+    def recent_sessions(self, account_id: str, since: datetime) -> list[dict[str, Any]]: ...
+
+
+class VoucherRepository(Protocol):
+    def add_batch(
+        self,
+        batch_id: str,
+        label: str,
+        value: Quantity,
+        expire_time: datetime,
+        hashes: list[tuple[str, str]],
+        now: datetime,
+    ) -> None: ...
+
+    def batch(self, batch_id: str) -> tuple[int, datetime] | None: ...
+
+    def find(self, code_hash: str) -> Voucher | None: ...
+
+    def redeem(self, voucher_id: str, account_id: str, request_id: str, now: datetime) -> bool:
+        """Mark redeemed if nobody has; True when this call redeemed it."""
+        ...
+
+    def redeemed_without_credit(self, before: datetime, limit: int) -> list[Voucher]: ...
+
+
+class ServiceRepository(Protocol):
+    def all(self) -> list[ServiceDefinition]: ...
+
+    def put(self, definition: ServiceDefinition, now: datetime) -> None: ...
+
+
+class ChargingUnitOfWork(UnitOfWork):
+    accounts: AccountRepository
+    buckets: BucketRepository
+    ledger: LedgerRepository
+    vouchers: VoucherRepository
+    services: ServiceRepository

@@ -1,0 +1,148 @@
+"""Redis loses everything mid-run: balances are rebuilt from the ledger (CHG-9)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.charging.bootstrap import ChargingApp
+from services.charging.domain.credit_control import CreditControlRequest, RequestType, ResultCode
+from services.charging.domain.units import TIME, scaled_money
+from services.common.clock import ManualClock
+from services.common.errors import Unavailable
+from suite.redis_server import EmbeddedRedis
+from tests.conftest import TestDatabase
+from tests.integration.charging.support import (
+    START,
+    VOICE,
+    add_bucket,
+    ccr,
+    charging_app,
+    drain,
+    ledger_totals,
+    live_totals,
+    new_account,
+    rg,
+    seconds,
+    send,
+)
+
+INITIAL, UPDATE, TERMINATE = RequestType.INITIAL, RequestType.UPDATE, RequestType.TERMINATE
+# The fence must outlast any commit of an entry read from the lost Redis: stale bound
+# plus transaction timeout (see sql_ledger.py).
+FENCED = {"rebuild_fence_ms": 800, "ledger_stale_seconds": 0.2, "ledger_timeout_ms": 500}
+
+
+@pytest.fixture
+async def two_processes(
+    database: TestDatabase, redis_server: EmbeddedRedis
+) -> AsyncIterator[list[ChargingApp]]:
+    clock = ManualClock(START)
+    async with AsyncExitStack() as stack:
+        apps = []
+        for _ in range(2):
+            client = aioredis.Redis.from_url(redis_server.url)
+            stack.push_async_callback(client.aclose)
+            apps.append(
+                await stack.enter_async_context(
+                    charging_app(database, client, redis_server.url, clock=clock, **FENCED)
+                )
+            )
+        await apps[0].redis.flushdb()
+        await apps[0].store.load()
+        yield apps
+
+
+async def answered(app: ChargingApp, request: CreditControlRequest):  # type: ignore[no-untyped-def]
+    """A client that retries the same request until it gets an answer."""
+    for _ in range(200):
+        try:
+            return await send(app, request)
+        except Unavailable:
+            await asyncio.sleep(0.02)
+    raise AssertionError("never answered")
+
+
+async def test_redis_flushed_mid_run_is_rebuilt_from_the_ledger_with_nothing_lost(
+    two_processes: list[ChargingApp],
+) -> None:
+    apps = two_processes
+    accounts = [f"f{i}" for i in range(8)]
+    minutes: dict[str, str] = {}
+    for account in accounts:
+        await new_account(apps[0], account, balance="50.00")
+        minutes[account] = await add_bucket(apps[0], account, TIME, 600, priority=1)
+    rng = random.Random(7)
+    charged_money: dict[str, int] = defaultdict(int)
+    charged_units: dict[str, int] = defaultdict(int)
+    flushed = asyncio.Event()
+    halfway = asyncio.Event()
+    progress = 0
+
+    async def session(index: int) -> None:
+        nonlocal progress
+        account = accounts[index % len(accounts)]
+        name = f"fs{index}"
+        steps = [ccr(name, INITIAL, 0, account, rg(VOICE, seconds(60)))]
+        for number in range(1, 5):
+            steps.append(
+                ccr(
+                    name,
+                    UPDATE,
+                    number,
+                    account,
+                    rg(VOICE, seconds(60), seconds(rng.randint(1, 60))),
+                )
+            )
+        steps.append(ccr(name, TERMINATE, 5, account, rg(VOICE, used=seconds(rng.randint(0, 60)))))
+        for step in steps:
+            app = apps[rng.randrange(2)]
+            first = await answered(app, step)
+            assert first.result in (ResultCode.SUCCESS, ResultCode.UNKNOWN_SESSION_ID)
+            group = first.rating_groups[0] if first.rating_groups else None
+            if group is not None:
+                if group.cost is not None:
+                    charged_money[account] += scaled_money(group.cost)
+                if group.charged_units is not None:
+                    charged_units[account] += group.charged_units.amount
+            if rng.random() < 0.3:
+                # The answer was "lost": the client asks again, maybe after the flush.
+                again = await answered(apps[rng.randrange(2)], step)
+                assert again == first
+            progress += 1
+            if progress >= 120:
+                halfway.set()
+            await asyncio.sleep(rng.random() / 100)
+
+    async def flusher() -> None:
+        await halfway.wait()
+        await apps[0].redis.flushall()  # Redis loses everything, scripts included
+        flushed.set()
+
+    await asyncio.gather(flusher(), *(session(i) for i in range(48)))
+    assert flushed.is_set()
+    assert sum(app.loader.rebuilt for app in apps) >= len(accounts)  # every account rebuilt
+
+    for account in accounts:
+        await drain(apps[0], account)
+        ledger = ledger_totals(apps[0], account)
+        live = await live_totals(apps[0], account)
+        # Rebuilt balances equal the ledger: credits - debits = available + reserved.
+        assert {b: a + r for b, (a, r) in live.items()} == {b: ledger.get(b, 0) for b in live}, (
+            account
+        )
+        # Nothing lost, nothing twice: the ledger's debits are exactly what was answered.
+        assert (
+            ledger["main-EUR"]
+            == scaled_money(
+                __import__("services.common.money", fromlist=["Money"]).Money.of("50.00", "EUR")
+            )
+            - charged_money[account]
+        ), account
+        assert ledger.get(minutes[account], 0) == 600 - charged_units[account], account
