@@ -32,7 +32,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import composite, registry, relationship
 
-from services.accounts.adapters.sqltypes import ExactDecimal, UtcDateTime
 from services.accounts.domain.model import (
     Account,
     AccountState,
@@ -45,6 +44,7 @@ from services.accounts.domain.model import (
 )
 from services.common.db import add_kit_tables
 from services.common.money import Money
+from services.common.sqltypes import ExactDecimal, UtcDateTime
 
 # Deterministic constraint names, so migrations can name what they create and alter.
 NAMING_CONVENTION = {

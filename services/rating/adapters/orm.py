@@ -12,15 +12,10 @@ compares the two.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
-    Dialect,
     Index,
     Integer,
     MetaData,
@@ -30,9 +25,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import registry
-from sqlalchemy.types import TypeDecorator
 
 from services.common.db import add_kit_tables
+from services.common.sqltypes import UtcDateTime
 from services.rating.service_layer.model import (
     CatalogRevision,
     ImportFile,
@@ -42,27 +37,6 @@ from services.rating.service_layer.model import (
     Reject,
     RerateRun,
 )
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out, also on SQLite (which stores them naive)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: instants must carry a time zone")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _big_id() -> BigInteger:

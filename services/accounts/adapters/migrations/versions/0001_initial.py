@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from services.accounts.adapters.sqltypes import ExactDecimal, UtcDateTime
+from services.common.sqltypes import ExactDecimal, UtcDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

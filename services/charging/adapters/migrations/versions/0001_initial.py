@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from services.charging.adapters.orm import UtcDateTime
+from services.common.sqltypes import UtcDateTime
 
 revision: str = "0001"
 down_revision: str | None = None
