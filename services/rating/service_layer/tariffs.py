@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from services.common.errors import FailedPrecondition
 from services.rating.domain.catalog import Allowance, Catalog, UsageUnit
@@ -78,10 +79,15 @@ class Tariff:
     def catalog(self) -> Catalog:
         return self.engine.catalog
 
-    @property
+    @cached_property
     def needs_counters(self) -> bool:
         """Whether rating depends on earlier usage of the bill cycle at all."""
         return self.cumulative or bool(self.allowance_windows)
+
+    @cached_property
+    def unit_names(self) -> dict[str, str]:
+        """Product code -> unit word: an enum's ``.value`` is slow on a per-record path."""
+        return {code: unit.value for code, unit in self.units.items()}
 
     def allowances_at(self, plan: str, instant: datetime, service: str) -> tuple[Allowance, ...]:
         """The allowances for ``service`` of the plan version in force at ``instant``."""

@@ -541,13 +541,18 @@ class UsageFileReader:
 
     def _record(self, number: int, text: str, values: Mapping[str, str]) -> ParsedLine:
         raw = text[:MAX_RAW_CHARS]
-        record_id = values.get("record_id", "").strip()
-        account_id = values.get("account_id", "").strip()
-        missing = [name for name in REQUIRED_FIELDS if not values.get(name, "").strip()]
-        service = values.get("service", "").strip() or self._default_service
-        if not service:
-            missing.append("service")
-        if missing:
+        get = values.get
+        record_id = get("record_id", "").strip()
+        account_id = get("account_id", "").strip()
+        service = get("service", "").strip() or self._default_service
+        quantity_text = get("quantity", "").strip()
+        if (
+            not (record_id and account_id and service and quantity_text)
+            or not get("event_time", "").strip()
+        ):
+            missing = [name for name in REQUIRED_FIELDS if not get(name, "").strip()]
+            if not service:
+                missing.append("service")
             return LineProblem(
                 number,
                 raw,
@@ -575,7 +580,6 @@ class UsageFileReader:
                 record_id,
                 account_id,
             )
-        quantity_text = values["quantity"].strip()
         try:
             quantity = int(quantity_text)
         except ValueError:
