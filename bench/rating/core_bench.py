@@ -38,10 +38,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.rating import data
+from bench.rating.data import _minute_price
 from services.rating.domain import (
     Catalog,
     RatingEngine,
@@ -54,63 +55,6 @@ from services.rating.domain import (
 GOAL_PER_CORE = 50_000
 ZONES = ("Europe/Amsterdam", "Europe/London", "America/New_York", "Asia/Tokyo", "UTC")
 MONTH_START = datetime(2026, 3, 1, tzinfo=UTC)
-# Country calling codes: two two-digit groups and the three-digit zones, as in E.164.
-TWO_DIGIT = (
-    "20",
-    "27",
-    "30",
-    "31",
-    "32",
-    "33",
-    "34",
-    "36",
-    "39",
-    "40",
-    "41",
-    "43",
-    "44",
-    "45",
-    "46",
-    "47",
-    "48",
-    "49",
-    "51",
-    "52",
-    "53",
-    "54",
-    "55",
-    "56",
-    "57",
-    "58",
-    "60",
-    "61",
-    "62",
-    "63",
-    "64",
-    "65",
-    "66",
-    "81",
-    "82",
-    "84",
-    "86",
-    "90",
-    "91",
-    "92",
-    "93",
-    "94",
-    "95",
-    "98",
-)
-THREE_DIGIT_RANGES = (
-    (211, 299),
-    (350, 389),
-    (420, 429),
-    (500, 509),
-    (590, 599),
-    (670, 692),
-    (850, 889),
-    (960, 998),
-)
 
 
 @dataclass
@@ -133,33 +77,9 @@ class Timing:
     wall: float  # events per wall second
 
 
-def country_codes() -> list[str]:
-    codes = ["1", "7", *TWO_DIGIT]
-    for low, high in THREE_DIGIT_RANGES:
-        codes += [str(c) for c in range(low, high + 1) if str(c)[:2] not in TWO_DIGIT]
-    return codes
-
-
 def prefix_rows(count: int, rng: random.Random) -> list[list[str]]:
-    """``count`` unique (prefix, destination) rows: fixed and mobile ranges per country."""
-    codes = country_codes()
-    seen: set[str] = set()
-    rows: list[list[str]] = [["prefix", "destination"]]
-    while len(rows) <= count:
-        code = rng.choice(codes)
-        area = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 5)))
-        prefix = code + area
-        if prefix in seen or len(prefix) > 10:
-            continue
-        seen.add(prefix)
-        kind = "Mobile" if area[0] in "67" else "Fixed"
-        rows.append([prefix, f"{code} {kind} {area[0]}"])
-    return rows
-
-
-def _minute_price(rng: random.Random) -> str:
-    # Multiples of 0.0006 a minute are exact per 1 s, 6 s, 30 s and 60 s increment.
-    return str(Decimal(rng.randint(10, 1000)) * Decimal("0.0006"))
+    """The import benchmark's prefix table, as CSV rows with a header."""
+    return [["prefix", "destination"], *map(list, data.prefix_rows(count, rng))]
 
 
 def catalog_document(destinations: Sequence[str], rng: random.Random) -> dict[str, Any]:
