@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.charging.adapters import orm
+from services.charging.adapters.rating_pricing import RatingPricing
 from services.charging.adapters.redis_store import RedisBalanceStore, RedisClient
 from services.charging.adapters.repositories import SqlChargingUnitOfWork
 from services.charging.adapters.sql_ledger import SqlLedgerWriter
@@ -51,6 +53,8 @@ from services.common.streams import StreamConsumer
 
 MIGRATIONS = "services.charging.adapters.migrations"
 
+log = logging.getLogger(__name__)
+
 
 def connect_redis(settings: ChargingSettings) -> RedisClient:
     if settings.redis_cluster:
@@ -76,6 +80,7 @@ class ChargingApp:
     usage: UsageConsumer
     states: AccountStateConsumer
     owns_redis: bool = True
+    owns_pricing: bool = False
     owns_engine: bool = True
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event | None = None
@@ -131,6 +136,8 @@ class ChargingApp:
         self._tasks = []
         await self.writer.close()
         await self.store.aclose()
+        if self.owns_pricing and isinstance(self.pricing, RatingPricing):
+            await self.pricing.close()
         if self.owns_redis:
             await self.redis.aclose()
         if self.owns_engine:
@@ -176,9 +183,9 @@ def bootstrap(
         inline=is_sqlite(engine) and settings.workers == 1,
         after_commit=relay.notify,
     )
+    owns_pricing = pricing is None
     if pricing is None:
-        raw = json.loads(settings.tariffs) if settings.tariffs.strip() else {}
-        pricing = InMemoryPricing(tariffs_from_json(raw))
+        pricing = default_pricing(settings)
     catalog = ServiceCatalog(uow_factory)
     loader = AccountLoader(
         store,
@@ -250,4 +257,22 @@ def bootstrap(
         states=states,
         owns_redis=owns_redis,
         owns_engine=owns_engine,
+        owns_pricing=owns_pricing,
+    )
+
+
+def default_pricing(settings: ChargingSettings) -> Pricing:
+    """Rating's prices when ``RATING_ADDR`` is set, else the in-memory tariffs."""
+    if settings.rating_addr is None:
+        log.warning(
+            "RATING_ADDR is not set: money-priced services use the in-memory tariffs "
+            "(CHARGING_TARIFFS), not the rating service's catalog"
+        )
+        raw = json.loads(settings.tariffs) if settings.tariffs.strip() else {}
+        return InMemoryPricing(tariffs_from_json(raw))
+    log.info("money-priced services are priced by the rating service at %s", settings.rating_addr)
+    return RatingPricing.connect(
+        settings.rating_addr,
+        settings.service_token.get_secret_value(),
+        timeout_seconds=settings.rating_timeout_seconds,
     )

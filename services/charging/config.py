@@ -10,6 +10,10 @@ voucher secret (default: derived from the service token) and
 ``CHARGING_TARIFFS``: a JSON object of in-memory tariffs used when no rating
 service is wired in, e.g. ``{"voice": {"price": "0.10", "currency": "EUR",
 "per_units": 60, "increment": 60}}``.
+Peer: ``RATING_ADDR`` (host:port of the rating service). When set, money-priced
+services are priced by rating's ``Quote``/``UnitsForAmount`` (RAT-8), each call
+bounded by ``CHARGING_RATING_TIMEOUT_SECONDS``; unset, the in-memory tariffs are
+used and a warning says so at start.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.config import DEFAULT_PORTS, ServiceSettings
+from services.common.config import DEFAULT_PORTS, ServiceSettings, parse_host_port
 
 
 class ChargingSettings(ServiceSettings):
@@ -54,6 +58,18 @@ class ChargingSettings(ServiceSettings):
 
     voucher_secret: SecretStr | None = None
     tariffs: str = ""
+    # The rating service that prices money-priced services (unset: CHARGING_TARIFFS).
+    rating_addr: str | None = Field(default=None, validation_alias="RATING_ADDR")
+    rating_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("rating_addr")
+    @classmethod
+    def _rating_addr(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None:
+            parse_host_port(value)
+        return value
 
     @field_validator("tariffs")
     @classmethod

@@ -275,6 +275,14 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(state: SuiteState
     assert "reckon.event.consume CustomerCreated" in output
     assert "/reckon.rating.v1.RatingService/GetPlan" in output
     assert "/reckon.rating.v1.RatingService/ImportUsage" in output
+    # The prepaid call: charging priced it through rating and the last grant was cut.
+    assert "1.00 EUR into main-EUR" in output
+    assert "call cut by the final-unit indication (TERMINATE)" in output
+    assert "/reckon.charging.v1.ChargingService/CreditControl" in output
+    assert "/reckon.rating.v1.RatingService/Quote" in output
+    assert "/reckon.rating.v1.RatingService/UnitsForAmount" in output
+    assert "TOP_UP" in output  # the ledger
+    assert "USAGE" in output
 
 
 def _port_open(url: str) -> bool:
