@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     DateTime,
     Engine,
     Index,
-    Integer,
     MetaData,
     String,
     Table,
@@ -34,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from services.common.sqltypes import big_serial
 from services.common.telemetry import instrument_engine
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -112,7 +111,7 @@ def add_kit_tables(metadata: MetaData) -> KitTables:
         metadata,
         Column(
             "seq",
-            BigInteger().with_variant(Integer, "sqlite"),
+            big_serial(),
             primary_key=True,
             autoincrement=True,
         ),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric, String
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
@@ -66,3 +66,9 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if "." in text:
             text = text.rstrip("0").rstrip(".")
         return Decimal(text)
+
+
+def big_serial() -> BigInteger:
+    """A 64-bit auto-incrementing key: BIGINT on PostgreSQL, INTEGER on SQLite, which
+    only autoincrements an INTEGER PRIMARY KEY."""
+    return BigInteger().with_variant(Integer, "sqlite")  # type: ignore[return-value]

@@ -35,13 +35,7 @@ from sqlalchemy import (
 )
 
 from services.common.db import add_kit_tables
-from services.common.sqltypes import UtcDateTime
-
-
-def _big_id() -> BigInteger:
-    # SQLite only autoincrements INTEGER PRIMARY KEY.
-    return BigInteger().with_variant(Integer, "sqlite")  # type: ignore[return-value]
-
+from services.common.sqltypes import UtcDateTime, big_serial
 
 metadata = MetaData()
 kit = add_kit_tables(metadata)
@@ -94,7 +88,7 @@ Index("ix_buckets_valid_until", buckets.c.valid_until)
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("seq", _big_id(), primary_key=True, autoincrement=True),
+    Column("seq", big_serial(), primary_key=True, autoincrement=True),
     Column("entry_id", String(64), nullable=False, unique=True),
     Column("account_id", String(64), nullable=False),
     Column("bucket_id", String(80), nullable=False),

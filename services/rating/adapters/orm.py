@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import registry
 
 from services.common.db import add_kit_tables
-from services.common.sqltypes import UtcDateTime
+from services.common.sqltypes import UtcDateTime, big_serial
 from services.rating.service_layer.model import (
     CatalogRevision,
     ImportFile,
@@ -37,12 +37,6 @@ from services.rating.service_layer.model import (
     Reject,
     RerateRun,
 )
-
-
-def _big_id() -> BigInteger:
-    # SQLite only autoincrements INTEGER PRIMARY KEY.
-    return BigInteger().with_variant(Integer, "sqlite")  # type: ignore[return-value]
-
 
 metadata = MetaData()
 kit = add_kit_tables(metadata)
@@ -97,7 +91,7 @@ known_accounts = Table(
 plan_assignments = Table(
     "plan_assignments",
     metadata,
-    Column("id", _big_id(), primary_key=True, autoincrement=True),
+    Column("id", big_serial(), primary_key=True, autoincrement=True),
     Column("account_id", String(64), nullable=False),
     Column("plan_code", String(100), nullable=False),
     Column("effective_from", UtcDateTime, nullable=False),
@@ -135,7 +129,7 @@ import_files = Table(
 rated_usage = Table(
     "rated_usage",
     metadata,
-    Column("id", _big_id(), primary_key=True, autoincrement=True),
+    Column("id", big_serial(), primary_key=True, autoincrement=True),
     Column("record_id", String(128), nullable=False),
     Column("account_id", String(64), nullable=False),
     Column("service", String(64), nullable=False),
@@ -184,7 +178,7 @@ usage_counters = Table(
 rejects = Table(
     "rejects",
     metadata,
-    Column("reject_id", _big_id(), primary_key=True, autoincrement=True),
+    Column("reject_id", big_serial(), primary_key=True, autoincrement=True),
     Column("file_id", String(40), nullable=False),
     Column("line", BigInteger, nullable=False),
     Column("record_id", String(128), nullable=False),
