@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Final
 
 from services.common.errors import FieldViolation
-from services.rating.domain import Catalog, DestinationTable, load_destination_rows, parse_catalog
+from services.rating.domain import Catalog, DestinationTable, load_destination_rows
 from services.rating.domain.errors import InvalidCatalog
 from services.rating.service_layer.catalog_document import (
-    MAX_DOCUMENT_BYTES,
     DocumentSyntaxError,
     LoadedDocument,
-    as_mapping,
     load_document,
+    read_catalog,
+)
+from services.rating.service_layer.catalog_document import (
+    looks_like_json as looks_like_json,
 )
 
 DOCUMENT_FIELD: Final = "document"
@@ -69,47 +71,26 @@ class CheckResult:
         return not self.problems
 
 
-def looks_like_json(text: str, name: str = "") -> bool:
-    return name.lower().endswith(".json") or text.lstrip().startswith(("{", "["))
-
-
 def index_document(text: str, *, json_document: bool = False) -> LoadedDocument:
-    """The parsed document and its path -> line map; ``DocumentSyntaxError`` if unreadable.
-
-    JSON allows tabs as whitespace where YAML does not; a tab outside a JSON string is
-    only whitespace and one inside a string is invalid JSON anyway, so replacing tabs by
-    spaces keeps both the meaning and the line numbers.
-    """
-    return load_document(text.replace("\t", " ") if json_document else text)
+    """The parsed document and its path -> line map; ``DocumentSyntaxError`` if unreadable."""
+    return load_document(text, json_document=json_document)
 
 
 def check_document(
     text: str, *, json_document: bool = False, destinations: DestinationTable | None = None
 ) -> CheckResult:
-    """Every problem of a catalog document, each with its line, or the catalog it describes."""
-    if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
-        limit = MAX_DOCUMENT_BYTES // (1024 * 1024)
-        return CheckResult([DocumentProblem("", None, f"is larger than {limit} MiB")], None)
-    try:
-        loaded = index_document(text, json_document=json_document)
-    except DocumentSyntaxError as exc:
-        return CheckResult([DocumentProblem("", exc.line, exc.message)], None)
-    document = as_mapping(loaded.content)
-    if document is None:
-        return CheckResult(
-            [DocumentProblem("", 1, "a catalog is a mapping (plans:, products: ...)")], None
-        )
-    try:
-        catalog = parse_catalog(document, destinations=destinations)
-    except InvalidCatalog as error:
-        return CheckResult(
-            [
-                DocumentProblem(v.field, loaded.line_of(v.field), v.description)
-                for v in error.violations
-            ],
-            None,
-        )
-    return CheckResult([], catalog)
+    """Every problem of a catalog document, each with its line, or the catalog it describes.
+
+    The service's own reading (``read_catalog``), so a document passes here exactly
+    when ``ApplyCatalog`` accepts it (against the same prefixes) and the problems match.
+    """
+    reading = read_catalog(
+        text,
+        destinations=destinations,
+        json_document=json_document,
+    )
+    problems = [DocumentProblem(p.path, p.line, p.description) for p in reading.problems]
+    return CheckResult(problems, reading.catalog)
 
 
 def locate(

@@ -22,16 +22,9 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import new_id
 from services.rating.domain.catalog import Catalog
 from services.rating.domain.destinations import DestinationTable, load_destination_rows
-from services.rating.domain.document import parse_catalog
 from services.rating.domain.engine import RatingEngine
 from services.rating.domain.errors import InvalidCatalog
-from services.rating.service_layer.catalog_document import (
-    MAX_DOCUMENT_BYTES,
-    DocumentSyntaxError,
-    as_mapping,
-    load_document,
-    with_lines,
-)
+from services.rating.service_layer.catalog_document import as_violations, read_catalog
 from services.rating.service_layer.events import CatalogApplied
 from services.rating.service_layer.model import CatalogRevision, PrefixSet
 from services.rating.service_layer.tariffs import Tariff, TariffCache
@@ -48,31 +41,18 @@ class CatalogOutcome:
     prefix_count: int
 
 
-def _document_catalog(text: str, destinations: DestinationTable) -> Catalog:
-    """Parse and validate a document; problems name ``document.<path>`` and the line."""
-    if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
-        raise InvalidArgument.field(
-            "document", f"is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB"
-        )
-    try:
-        loaded = load_document(text)
-    except DocumentSyntaxError as exc:
-        where = f"line {exc.line}: " if exc.line is not None else ""
-        raise InvalidArgument(
-            FieldViolation("document", f"{where}{exc.message}"), reason="INVALID_CATALOG"
-        ) from None
-    document = as_mapping(loaded.content)
-    if document is None:
-        raise InvalidArgument(
-            FieldViolation("document", "line 1: a catalog is a mapping (plans:, products: ...)"),
-            reason="INVALID_CATALOG",
-        )
-    try:
-        return parse_catalog(document, destinations=destinations)
-    except InvalidCatalog as error:
-        raise InvalidArgument(
-            with_lines(error.violations, loaded), reason="INVALID_CATALOG"
-        ) from None
+def _document_catalog(
+    text: str, destinations: DestinationTable, *, document_format: str = "yaml"
+) -> Catalog:
+    """Parse and validate a document; problems name ``document.<path>`` and the line.
+
+    The same reading as ``reckon catalog check`` (``read_catalog``), so both accept
+    the same documents and report the same problems.
+    """
+    reading = read_catalog(text, destinations=destinations, json_document=document_format == "json")
+    if reading.catalog is None:
+        raise InvalidArgument(as_violations(reading.problems), reason="INVALID_CATALOG")
+    return reading.catalog
 
 
 def _checksum(document: str, prefix_set_id: str | None) -> str:
@@ -132,7 +112,7 @@ def apply_catalog(
         current = uow.catalog.current()
         prefix_set_id = current.prefix_set_id if current is not None else None
         destinations = _prefix_table(uow, prefix_set_id)
-    catalog = _document_catalog(document, destinations)
+    catalog = _document_catalog(document, destinations, document_format=document_format)
     if validate_only:
         number = current.revision if current is not None and current.revision else 0
         return CatalogOutcome(number, False, catalog, len(catalog.destinations))
@@ -151,7 +131,9 @@ def apply_catalog(
             return CatalogOutcome(latest.revision, False, catalog, len(catalog.destinations))
         if latest is not None and latest.prefix_set_id != prefix_set_id:
             # Prefixes changed while we validated: validate against the new table.
-            catalog = _document_catalog(document, _prefix_table(uow, latest.prefix_set_id))
+            catalog = _document_catalog(
+                document, _prefix_table(uow, latest.prefix_set_id), document_format=document_format
+            )
             prefix_set_id = latest.prefix_set_id
         number, tariff = _install(
             uow,
@@ -220,7 +202,7 @@ def import_destinations(
         document = current.document if current is not None else "{}"
         document_format = current.document_format if current is not None else "yaml"
         # The catalog in force must still hold with the new prefixes (rates name destinations).
-        catalog = _document_catalog(document, table)
+        catalog = _document_catalog(document, table, document_format=document_format)
         set_id = new_id("pfx")
         uow.catalog.add_prefix_set(
             PrefixSet(

@@ -7,6 +7,10 @@ operator must fix: the YAML node tree is walked once, recording the line of ever
 path. Floats are kept as their text (``0.10`` stays "0.10"), because the domain
 refuses inexact binary floats and a catalog must price exactly what was written.
 JSON is read by the same loader (JSON is YAML), so JSON documents get lines too.
+
+``read_catalog`` is the one path from text to a validated catalog: ``ApplyCatalog``
+and the offline ``reckon catalog check`` both call it, so they accept the same
+documents and report the same problems (line and field).
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from typing import Any
 import yaml
 
 from services.common.errors import FieldViolation
+from services.rating.domain.catalog import Catalog
+from services.rating.domain.destinations import DestinationTable
+from services.rating.domain.document import parse_catalog
+from services.rating.domain.errors import InvalidCatalog
 
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 
@@ -61,8 +69,47 @@ class DocumentSyntaxError(ValueError):
         self.message = message
 
 
-def load_document(text: str) -> LoadedDocument:
-    """Parse YAML (or JSON) text into plain data plus a path -> line index."""
+def looks_like_json(text: str, name: str = "") -> bool:
+    """A JSON document: named ``*.json`` or starting like one (``{`` or ``[``)."""
+    return name.lower().endswith(".json") or text.lstrip("\ufeff \t\r\n").startswith(("{", "["))
+
+
+def _tabs_outside_strings_to_spaces(text: str) -> str:
+    """JSON allows tabs as whitespace between tokens, YAML (which reads our JSON) does not.
+
+    A tab between tokens becomes a space (same meaning, same line numbers); a tab
+    inside a quoted string is left alone, so a string never changes (JSON forbids raw
+    tabs in strings anyway, and the YAML reader then reports it as before).
+    """
+    if "\t" not in text:
+        return text
+    out = []
+    quote = ""
+    escaped = False
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "\t":
+            char = " "
+        out.append(char)
+    return "".join(out)
+
+
+def load_document(text: str, *, json_document: bool = False) -> LoadedDocument:
+    """Parse YAML (or JSON) text into plain data plus a path -> line index.
+
+    JSON is recognised by ``json_document`` (the declared format) or by its text, so
+    a JSON document reads the same whatever format its sender declared.
+    """
+    if json_document or looks_like_json(text):
+        text = _tabs_outside_strings_to_spaces(text)
     try:
         node = yaml.compose(text, Loader=_ExactLoader)
     except yaml.MarkedYAMLError as exc:
@@ -118,3 +165,59 @@ def with_lines(
 
 def as_mapping(content: Any) -> Mapping[str, object] | None:
     return content if isinstance(content, Mapping) else None
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    """One problem of a catalog document: the field path ("" for the whole document),
+    the line of the text it is on (when known) and what is wrong."""
+
+    path: str
+    line: int | None
+    description: str
+
+
+@dataclass(frozen=True)
+class CatalogReading:
+    catalog: Catalog | None  # set when the document is valid
+    problems: list[CatalogProblem]
+    document: LoadedDocument | None = None
+
+
+def read_catalog(
+    text: str, *, destinations: DestinationTable | None = None, json_document: bool = False
+) -> CatalogReading:
+    """Size check, load, validate: every problem of a catalog text with its line."""
+    if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
+        limit = MAX_DOCUMENT_BYTES // (1024 * 1024)
+        return CatalogReading(None, [CatalogProblem("", None, f"is larger than {limit} MiB")])
+    try:
+        loaded = load_document(text, json_document=json_document)
+    except DocumentSyntaxError as exc:
+        return CatalogReading(None, [CatalogProblem("", exc.line, exc.message)])
+    document = as_mapping(loaded.content)
+    if document is None:
+        problem = CatalogProblem("", 1, "a catalog is a mapping (plans:, products: ...)")
+        return CatalogReading(None, [problem], loaded)
+    try:
+        catalog = parse_catalog(document, destinations=destinations)
+    except InvalidCatalog as error:
+        problems = [
+            CatalogProblem(v.field, loaded.line_of(v.field), v.description)
+            for v in error.violations
+        ]
+        return CatalogReading(None, problems, loaded)
+    return CatalogReading(catalog, [], loaded)
+
+
+def as_violations(
+    problems: list[CatalogProblem], *, prefix: str = "document"
+) -> list[FieldViolation]:
+    """Problems as the service reports them: field ``document.<path>``, text ``line N: ...``."""
+    return [
+        FieldViolation(
+            f"{prefix}.{p.path}" if p.path else prefix,
+            f"line {p.line}: {p.description}" if p.line is not None else p.description,
+        )
+        for p in problems
+    ]

@@ -103,7 +103,7 @@ class Tariff:
 
 def compile_revision(revision: CatalogRevision, destinations: DestinationTable) -> Tariff:
     """Build the engine for a stored revision (its document was valid when applied)."""
-    loaded = load_document(revision.document)
+    loaded = load_document(revision.document, json_document=revision.document_format == "json")
     document = as_mapping(loaded.content) or {}
     catalog = parse_catalog(document, destinations=destinations)
     assert revision.revision is not None

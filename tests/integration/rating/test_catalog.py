@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.grpc_errors import details_of
+from suite.catalog_check import check_document, locate
 from tests.integration.rating.conftest import SAMPLES, apply_sample_catalog
 
 BROKEN = """\
@@ -147,3 +150,59 @@ async def test_catalog_request_with_bad_fields_names_them(
             rating_pb2.ApplyCatalogRequest(document="", request_id="x" * 200, format=unknown_format)
         )
     assert details_of(failure.value).fields == {"document", "request_id", "format"}
+
+
+def _tab_json(document: Any) -> str:
+    """A JSON document the way many editors write it: indented with tabs."""
+    return json.dumps(document, indent="\t")
+
+
+@pytest.mark.parametrize(
+    "declared", [rating_pb2.CATALOG_FORMAT_JSON, rating_pb2.CATALOG_FORMAT_YAML]
+)
+async def test_tab_indented_json_catalog_is_applied_like_the_offline_check_accepts_it(
+    stub: rating_pb2_grpc.RatingServiceStub, declared: Any
+) -> None:
+    # The sample catalog, re-written as tab-indented JSON (values kept as text: exact).
+    document = _tab_json(yaml.load((SAMPLES / "catalog.yaml").read_text(), _TextFloats))
+    assert "\n\t\t" in document
+    assert check_document(document, json_document=True).valid
+    reply = await stub.ApplyCatalog(
+        rating_pb2.ApplyCatalogRequest(document=document, format=declared, source_name="c.json")
+    )
+    assert reply.changed
+    assert [p.code for p in reply.plans] == ["conference-pro"]
+
+
+async def test_tab_indented_json_problems_are_the_same_online_and_offline(
+    stub: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    broken = yaml.load(BROKEN, _TextFloats)
+    document = _tab_json(broken)
+    offline = check_document(document, json_document=True).problems
+    assert offline, "the document is broken"
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ApplyCatalog(
+            rating_pb2.ApplyCatalogRequest(
+                document=document, format=rating_pb2.CATALOG_FORMAT_JSON, validate_only=True
+            )
+        )
+    online = locate(details_of(failure.value).violations, None)
+    assert [(p.path, p.line, p.description) for p in online] == [
+        (p.path, p.line, p.description) for p in offline
+    ]
+    # The line is the one of the JSON text, e.g. the wrong "nxt" price key.
+    nxt = next(p for p in offline if p.path.endswith("prices.*.nxt"))
+    assert document.splitlines()[nxt.line - 1].strip().startswith('"nxt"')
+
+
+class _TextFloats(yaml.SafeLoader):
+    """Reads the YAML samples keeping decimals and dates as text, to write them as JSON."""
+
+
+_TextFloats.add_constructor(
+    "tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node)
+)
+_TextFloats.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+)
