@@ -193,6 +193,7 @@ async def test_tab_indented_json_problems_are_the_same_online_and_offline(
     ]
     # The line is the one of the JSON text, e.g. the wrong "nxt" price key.
     nxt = next(p for p in offline if p.path.endswith("prices.*.nxt"))
+    assert nxt.line is not None
     assert document.splitlines()[nxt.line - 1].strip().startswith('"nxt"')
 
 
@@ -200,9 +201,10 @@ class _TextFloats(yaml.SafeLoader):
     """Reads the YAML samples keeping decimals and dates as text, to write them as JSON."""
 
 
-_TextFloats.add_constructor(
-    "tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node)
-)
-_TextFloats.add_constructor(
-    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
-)
+def _as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+_TextFloats.add_constructor("tag:yaml.org,2002:float", _as_text)
+_TextFloats.add_constructor("tag:yaml.org,2002:timestamp", _as_text)
