@@ -16,7 +16,7 @@ import psycopg
 from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
@@ -57,6 +57,8 @@ from services.rating.service_layer.unit_of_work import (
 
 # IN lists are cut in chunks well under SQLite's and PostgreSQL's parameter limits.
 _CHUNK = 2000
+# The counter row per account that units drawing from its counters lock first.
+LOCK_COUNTER: Final = "lock"
 
 
 def _is_postgres(session: Session) -> bool:
@@ -497,6 +499,33 @@ class SqlCounterRepository(CounterRepository):
                 for (a, c, n), units in sorted(increments.items())
             ],
         )
+
+    def lock(self, account_ids: Collection[str]) -> None:
+        """One lock row per account (``cycle_start`` "", counter "lock"), upserted.
+
+        The upsert locks the row whether it is new or not (PostgreSQL: a row lock
+        until commit; SQLite: the write lock of the database, taken by this first
+        write of the transaction, before the counters are read). Rows are locked in
+        account order, so two units never wait for each other in a circle.
+        """
+        if not account_ids:
+            return
+        dialect = self.session.get_bind().dialect.name
+        upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = upsert(usage_counters)
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "cycle_start", "counter"],
+            set_={"units": usage_counters.c.units},
+        )
+        rows = [
+            {"account_id": a, "cycle_start": "", "counter": LOCK_COUNTER, "units": 0}
+            for a in sorted(set(account_ids))
+        ]
+        try:
+            for start in range(0, len(rows), _CHUNK):
+                self.session.execute(statement, rows[start : start + _CHUNK])
+        except (OperationalError, psycopg.errors.OperationalError) as exc:
+            raise Aborted("counters locked by a concurrent transaction; retry") from exc
 
 
 class SqlRerateRepository(RerateRepository):

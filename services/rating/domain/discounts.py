@@ -2,10 +2,11 @@
 
 A ``Discount`` takes a percentage or a fixed amount off a rated charge. It can
 be limited in time (a validity window) and in count (``max_uses``: "the first
-3 calls at half price"). The engine does not keep counters: the caller passes
-how many uses are left, and a count-limited discount without that input is not
-applied (rating never gives money away on a guess). Each applied discount is
-reported so the caller can count the use.
+3 calls at half price"), per account for its whole life or per bill cycle
+(``uses_per``). The engine does not keep counters: the caller passes how many
+uses are left, and a count-limited discount without that input is not applied
+(rating never gives money away on a guess). Each applied discount is reported
+so the caller can count the use: one use per rated event it took money off.
 
 Discounts are applied per rated event, in order (plan, then package, then
 promotions the event names), each on what the previous ones left. A
@@ -37,6 +38,13 @@ class DiscountKind(StrEnum):
     AMOUNT = "amount"
 
 
+class UsesPer(StrEnum):
+    """What ``max_uses`` counts over: the account's whole life, or each bill cycle."""
+
+    ACCOUNT = "account"
+    CYCLE = "cycle"
+
+
 # A plain reference: enum member lookup through the metaclass is slow on the rating path.
 _PERCENT: Final = DiscountKind.PERCENT
 
@@ -54,6 +62,7 @@ class Discount:
     valid_to: datetime | None = None
     max_uses: int | None = None
     rounding: Rounding = Rounding.HALF_UP
+    uses_per: UsesPer = UsesPer.ACCOUNT
     _ratio: tuple[int, int] = field(init=False, repr=False, compare=False)
     _value_nanos: int = field(init=False, repr=False, compare=False)
     _window: tuple[int, int] = field(init=False, repr=False, compare=False)
@@ -100,4 +109,4 @@ class ReferralReward:
         return start <= instant < end
 
 
-__all__ = ["Discount", "DiscountKind", "ReferralReward"]
+__all__ = ["Discount", "DiscountKind", "ReferralReward", "UsesPer"]

@@ -27,7 +27,8 @@ Shape (every list may be empty or absent)::
       - code: NL
         rounding: half_up
         taxes: [{code: VAT, name: BTW, percent: "21", inclusive: false, services: [voice]}]
-    discounts: [{code: WELCOME, kind: percent, value: "10", max_uses: 3, valid_to: ...}]
+    discounts: [{code: WELCOME, kind: percent, value: "10", max_uses: 3, uses_per: account,
+                 valid_to: ...}]
     referral_rewards: [{code: REFER, points: 500, unit: points}]
     plans:
       - code: conf-basic
@@ -113,7 +114,7 @@ from .destinations import (
     name_problem,
     prefix_problem,
 )
-from .discounts import Discount, DiscountKind, ReferralReward
+from .discounts import Discount, DiscountKind, ReferralReward, UsesPer
 from .errors import InvalidCatalog
 from .tariffs import BandPrice, TimeTariff
 from .taxes import TaxRegion, TaxRule
@@ -656,6 +657,7 @@ class _Reader:
                     "valid_from",
                     "valid_to",
                     "max_uses",
+                    "uses_per",
                     "rounding",
                 }
             ),
@@ -672,11 +674,23 @@ class _Reader:
         services = frozenset(self.texts(obj, "services", path))
         valid_from, valid_to = self.window(obj, path)
         max_uses = self.integer(obj, "max_uses", path, minimum=1, required=False)
+        uses_per = self.choice(obj, "uses_per", path, UsesPer, UsesPer.ACCOUNT)
+        if "uses_per" in obj and max_uses is None:
+            self.problem(_at(path, "uses_per"), "counts uses of max_uses, which is not set")
         rounding = self.rounding(obj, path, Rounding.HALF_UP)
         if not code or kind is None or amount is None:
             return None
         return Discount(
-            code, kind, amount, name, services, valid_from, valid_to, max_uses, rounding
+            code,
+            kind,
+            amount,
+            name,
+            services,
+            valid_from,
+            valid_to,
+            max_uses,
+            rounding,
+            uses_per or UsesPer.ACCOUNT,
         )
 
     def reward(self, value: object, path: str) -> ReferralReward | None:

@@ -10,11 +10,14 @@ records (``usage_counters``, incremented, never overwritten).
 
 A bill cycle starts on the account's bill cycle day (the last day of shorter
 months) at midnight in the account's time zone. Counters are keyed
-``allowance:<code>`` and ``usage:<service>``.
+``allowance:<code>``, ``usage:<service>`` and ``discount:<code>`` (uses of a
+count-limited discount); a discount counted over the account's whole life keeps
+its counter under the cycle ``LIFETIME`` ("").
 
-Concurrent imports for the same account and cycle may both draw on what they
-saw when they started (the increments themselves are never lost); imports of one
-source are sequential in practice, and a re-rating of the period puts it right.
+Whoever draws (imports, re-processing, re-rating) first locks the accounts'
+counters (``CounterRepository.lock``) and reads them inside the same transaction
+that stores the draws, so two concurrent imports for one account never draw the
+same allowance or discount use (ADR 0014). Questions (quotes) read without a lock.
 """
 
 from __future__ import annotations
@@ -44,12 +47,20 @@ def cycle_start(instant: datetime, time_zone: str, bill_cycle_day: int) -> date:
     return date(year, month, min(day, calendar.monthrange(year, month)[1]))
 
 
+# The "cycle" of counters that span the account's whole life (lifetime discount uses).
+LIFETIME = ""
+
+
 def allowance_counter(code: str) -> str:
     return f"allowance:{code}"
 
 
 def usage_counter(service: str) -> str:
     return f"usage:{service}"
+
+
+def discount_counter(code: str) -> str:
+    return f"discount:{code}"
 
 
 class CycleCounters:

@@ -56,6 +56,7 @@ from services.rating.service_layer.model import (
 )
 from services.rating.service_layer.pricing import (
     Subscriber,
+    counter_cycles,
     rate_usage,
     stored_rating,
     subscriber,
@@ -93,6 +94,8 @@ _READ_BUFFER: Final = 4 * 1024 * 1024
 # reading 100 entries at a time hold tens of MB, not hundreds.
 EVENT_RECORDS: Final = 1000
 _GROSS: Final = RATED_COLUMNS.index("amount_nanos")
+# Tries of a batch whose accounts' counters are locked (conflicts are rare and brief).
+_LOCKED_ATTEMPTS: Final = 5
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ class UsageImporter:
     ) -> ImportResult:
         """Rate batch N+1 while batch N is written: the database works on one core while
         Python rates on the other. At most one batch is in flight, so memory stays flat."""
+        if tariff.needs_counters:
+            return self._run_locked(import_file, stream, options, tariff, progress)
         file_id = import_file.file_id
         reader = UsageFileReader(
             stream,
@@ -319,21 +324,21 @@ class UsageImporter:
         accounts: dict[str, Subscriber | None],
         in_flight_ids: set[str],
         counters: CycleCounters,
+        locked_in: RatingUnitOfWork | None = None,
     ) -> _RatedBatch:
-        """Check and rate one batch; reads the account view and rated ids, writes nothing."""
+        """Check and rate one batch; reads the account view and rated ids, writes nothing.
+
+        With ``locked_in``, the batch's accounts are locked in that unit before their
+        counters are read, and the caller stores the batch in the same unit."""
         now = self._clock.now()
         latest = now + self.limits.future_tolerance
         batch = _RatedBatch(lines)
         records = [item for item in lines if isinstance(item, UsageRecord)]
-        unknown = {r.account_id for r in records if r.account_id not in accounts}
-        with self._uow_factory() as uow:
-            if unknown:
-                found = uow.accounts.get_many(unknown)
-                for account_id in unknown:
-                    accounts[account_id] = subscriber(found.get(account_id))
-            existing = uow.usage.existing_record_ids({r.record_id for r in records})
-            if tariff.needs_counters:
-                counters.load(uow, _cycles(records, accounts))
+        if locked_in is not None:
+            existing = self._look_up(locked_in, records, tariff, accounts, counters, lock=True)
+        else:
+            with self._uow_factory() as uow:
+                existing = self._look_up(uow, records, tariff, accounts, counters, lock=False)
         # Records of the batch still being written count as rated already.
         existing |= in_flight_ids
         seen = batch.record_ids
@@ -406,6 +411,102 @@ class UsageImporter:
         batch.increments = counters.take_increments()
         return batch
 
+    def _look_up(
+        self,
+        uow: RatingUnitOfWork,
+        records: list[UsageRecord],
+        tariff: Tariff,
+        accounts: dict[str, Subscriber | None],
+        counters: CycleCounters,
+        *,
+        lock: bool,
+    ) -> set[str]:
+        """Accounts of the batch into ``accounts``, counters loaded; the rated ids."""
+        unknown = {r.account_id for r in records if r.account_id not in accounts}
+        if unknown:
+            found = uow.accounts.get_many(unknown)
+            for account_id in unknown:
+                accounts[account_id] = subscriber(found.get(account_id))
+        if lock:
+            uow.counters.lock({r.account_id for r in records if accounts.get(r.account_id)})
+        existing = uow.usage.existing_record_ids({r.record_id for r in records})
+        if tariff.needs_counters:
+            counters.load(uow, _cycles(records, accounts, tariff))
+        return existing
+
+    def _run_locked(
+        self,
+        import_file: ImportFile,
+        stream: BinaryIO,
+        options: ImportOptions,
+        tariff: Tariff,
+        progress: Progress | None,
+    ) -> ImportResult:
+        """Import with a catalog whose prices depend on earlier usage of the cycle
+        (allowances, packages, tiers, count-limited discounts).
+
+        Each batch is rated and stored in one transaction that first locks its
+        accounts' counters and reads them fresh, so a concurrent import for the same
+        account waits and then draws only what is left (ADR 0014). Rating and writing
+        do not overlap here: the next batch must see what this one drew."""
+        file_id = import_file.file_id
+        reader = UsageFileReader(
+            stream,
+            options,
+            max_line_bytes=self.limits.max_line_bytes,
+            max_field_chars=self.limits.max_field_chars,
+            start_after_line=import_file.committed_line,
+        )
+        accounts: dict[str, Subscriber | None] = {}
+        header_saved = import_file.header is not None
+        try:
+            for lines in _batches(iter(reader), self.limits.batch_size):
+                if not header_saved and reader.header_text is not None:
+                    self._save_header(file_id, reader.header_text)
+                    header_saved = True
+                if len(accounts) > _ACCOUNT_CACHE_LIMIT:
+                    accounts.clear()
+                batch = self._rate_and_store(file_id, lines, tariff, accounts)
+                if batch.rows:
+                    self._metrics.rated.add(len(batch.rows))
+                for reason, count in batch.reasons.items():
+                    self._metrics.rejects.add(count, {"reason": reason})
+                if progress is not None:
+                    progress(reader.bytes_read, reader.lines_read)
+        except LayoutError as exc:
+            return self._finish(file_id, failure=str(exc))
+        if not header_saved and reader.header_text is not None:
+            self._save_header(file_id, reader.header_text)
+        if progress is not None:
+            progress(reader.bytes_read, reader.lines_read)
+        return self._finish(file_id, failure=None)
+
+    def _rate_and_store(
+        self,
+        file_id: str,
+        lines: list[ParsedLine],
+        tariff: Tariff,
+        accounts: dict[str, Subscriber | None],
+    ) -> _RatedBatch:
+        """One batch rated against locked, freshly read counters and stored with them."""
+        for attempt in range(1, _LOCKED_ATTEMPTS + 1):
+            counters = CycleCounters()  # never cached: another import may have drawn
+            try:
+                with self._uow_factory() as uow:
+                    batch = self._rate_batch(
+                        file_id, lines, tariff, accounts, set(), counters, locked_in=uow
+                    )
+                    self._store_batch(uow, file_id, batch, tariff.revision)
+                    uow.commit()
+                return batch
+            except Aborted:
+                # A record id a concurrent import stored first, or the database gave up
+                # waiting for a lock: rate the batch again against what is committed now.
+                if attempt == _LOCKED_ATTEMPTS:
+                    raise
+                log.warning("batch of %s conflicted with a concurrent import; retrying", file_id)
+        raise AssertionError("unreachable")
+
     def _settle(
         self,
         file_id: str,
@@ -434,24 +535,28 @@ class UsageImporter:
 
     def _commit_batch(self, file_id: str, batch: _RatedBatch, revision: int) -> None:
         with self._uow_factory() as uow:
-            uow.usage.add_rated(batch.rows)
-            uow.rejects.add_many(batch.rejects)
-            uow.counters.increment(batch.increments)
-            stored = uow.imports.get(file_id)
-            assert stored is not None
-            stored.add_outcome(
-                records=batch.records,
-                rated=len(batch.rows),
-                skipped=batch.skipped,
-                rejects=batch.reasons,
-                totals={c: Decimal(n) / _NANOS for c, n in batch.totals.items()},
-                committed_line=batch.last_line,
-            )
-            for start in range(0, len(batch.items), EVENT_RECORDS):
-                uow.publish(
-                    UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS])
-                )
+            self._store_batch(uow, file_id, batch, revision)
             uow.commit()
+
+    @staticmethod
+    def _store_batch(
+        uow: RatingUnitOfWork, file_id: str, batch: _RatedBatch, revision: int
+    ) -> None:
+        uow.usage.add_rated(batch.rows)
+        uow.rejects.add_many(batch.rejects)
+        uow.counters.increment(batch.increments)
+        stored = uow.imports.get(file_id)
+        assert stored is not None
+        stored.add_outcome(
+            records=batch.records,
+            rated=len(batch.rows),
+            skipped=batch.skipped,
+            rejects=batch.reasons,
+            totals={c: Decimal(n) / _NANOS for c, n in batch.totals.items()},
+            committed_line=batch.last_line,
+        )
+        for start in range(0, len(batch.items), EVENT_RECORDS):
+            uow.publish(UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS]))
 
     def _finish(self, file_id: str, failure: str | None) -> ImportResult:
         with self._uow_factory() as uow:
@@ -524,14 +629,14 @@ def _percent(part: int, whole: int) -> str:
 
 
 def _cycles(
-    records: list[UsageRecord], accounts: dict[str, Subscriber | None]
+    records: list[UsageRecord], accounts: dict[str, Subscriber | None], tariff: Tariff
 ) -> set[tuple[str, str]]:
-    """(account, bill cycle) of every record whose account is known."""
-    cycles = set()
+    """The counter groups (account, bill cycle) of every record whose account is known."""
+    cycles: set[tuple[str, str]] = set()
     for record in records:
         account = accounts.get(record.account_id)
         if account is not None:
-            cycles.add((record.account_id, account.cycle_of(record.event_time)))
+            cycles |= counter_cycles(tariff, account, record.event_time)
     return cycles
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring_ascii
@@ -21,16 +21,20 @@ from typing import Any, Final, Protocol
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.rating.domain.catalog import Allowance
 from services.rating.domain.destinations import normalise_number
+from services.rating.domain.discounts import Discount, UsesPer
 from services.rating.domain.engine import RatedCharge, UsageEvent
 from services.rating.domain.errors import InvalidNumber
 from services.rating.service_layer.cycles import (
+    LIFETIME,
     CycleCounters,
     allowance_counter,
     cycle_start,
+    discount_counter,
     usage_counter,
 )
 from services.rating.service_layer.model import KnownAccount
 from services.rating.service_layer.tariffs import Tariff
+from services.rating.service_layer.unit_of_work import CounterKey
 
 
 class UnknownAccount(NotFound):
@@ -171,39 +175,93 @@ def rate_usage(
 ) -> tuple[RatedCharge, Subscriber, str]:
     """Price ``usage`` for its account with the tariff; raises the reason when it cannot.
 
-    With ``counters`` (loaded for the account's cycle), included allowances are
-    drawn and packages and tiers see the cycle's earlier usage; the counters are
-    advanced by what this event drew and used.
+    With ``counters`` (loaded for the account's cycle, see ``counter_cycles``),
+    included allowances are drawn, packages and tiers see the cycle's earlier usage
+    and count-limited discounts the uses left; the counters are advanced by what
+    this event drew, used and took a discount use of.
     """
     known, plan = plan_for(account, usage.account_id, usage.event_time)
     check_unit(tariff, usage)
     event = engine_event(usage, known, plan)
     if counters is None or not tariff.needs_counters:
         return tariff.engine.rate(event), known, plan
+    position = place_in_cycle(tariff, known, plan, usage, event, counters)
+    charge = tariff.engine.rate(event)
+    position.advance(counters, charge)
+    return charge, known, plan
+
+
+@dataclass(slots=True)
+class CyclePosition:
+    """The counters one event was priced against, to advance by what it drew."""
+
+    usage_key: CounterKey | None = None
+    allowance_key: CounterKey | None = None
+    discount_keys: dict[str, CounterKey] | None = None
+
+    def advance(self, counters: CycleCounters, charge: RatedCharge) -> None:
+        if self.allowance_key is not None:
+            counters.add(self.allowance_key, charge.allowance_units)
+        if self.usage_key is not None:
+            counters.add(self.usage_key, charge.charged_units)
+        if self.discount_keys:
+            for line in charge.discounts:
+                if line.counted:
+                    counters.add(self.discount_keys[line.code], 1)
+
+
+def discount_key(account_id: str, cycle: str, discount: Discount) -> CounterKey:
+    """Where the uses of a count-limited discount are counted for an account."""
+    counted_over = cycle if discount.uses_per is UsesPer.CYCLE else LIFETIME
+    return (account_id, counted_over, discount_counter(discount.code))
+
+
+def counter_cycles(tariff: Tariff, account: Subscriber, instant: datetime) -> set[tuple[str, str]]:
+    """The (account, cycle) counter groups rating an event of ``account`` at ``instant`` reads."""
+    wanted = {(account.account_id, account.cycle_of(instant))}
+    if tariff.counted_discounts:
+        wanted.add((account.account_id, LIFETIME))
+    return wanted
+
+
+def place_in_cycle(
+    tariff: Tariff,
+    known: Subscriber,
+    plan: str,
+    usage: Usage,
+    event: UsageEvent,
+    counters: CycleCounters,
+) -> CyclePosition:
+    """Set the event's position in the bill cycle from the counters: allowance left,
+    usage to date (tiers, packages), uses left of count-limited discounts."""
+    position = CyclePosition()
     cycle = known.cycle_of(usage.event_time)
-    usage_key = (known.account_id, cycle, usage_counter(usage.service))
     if tariff.cumulative:
-        event.usage_to_date = counters.get(usage_key)
-    allowance_key = None
+        position.usage_key = (known.account_id, cycle, usage_counter(usage.service))
+        event.usage_to_date = counters.get(position.usage_key)
     candidates = tariff.allowances_at(plan, usage.event_time, usage.service)
     if candidates:
         chosen: Allowance | None = candidates[0]
         if any(a.destinations for a in candidates):
             # Which allowance applies depends on the destination the rate matched:
-            # price once without allowance to learn it (the engine picks the same way).
-            probe = tariff.engine.rate(event)
+            # price nothing once to learn it (the engine picks the same way).
+            probe = tariff.engine.rate(replace(event, quantity=0))
             chosen = next(
                 (a for a in candidates if a.covers(usage.service, probe.destination)), None
             )
         if chosen is not None:
-            allowance_key = (known.account_id, cycle, allowance_counter(chosen.code))
-            event.allowance_remaining = max(chosen.units - counters.get(allowance_key), 0)
-    charge = tariff.engine.rate(event)
-    if allowance_key is not None:
-        counters.add(allowance_key, charge.allowance_units)
-    if tariff.cumulative:
-        counters.add(usage_key, charge.charged_units)
-    return charge, known, plan
+            position.allowance_key = (known.account_id, cycle, allowance_counter(chosen.code))
+            event.allowance_remaining = max(chosen.units - counters.get(position.allowance_key), 0)
+    if tariff.counted_discounts:
+        keys: dict[str, CounterKey] = {}
+        uses: dict[str, int] = {}
+        for code, discount in tariff.counted_discounts.items():
+            key = keys[code] = discount_key(known.account_id, cycle, discount)
+            assert discount.max_uses is not None
+            uses[code] = max(discount.max_uses - counters.get(key), 0)
+        position.discount_keys = keys
+        event.discount_uses = uses
+    return position
 
 
 _NO_DESTINATION: Final = ""

@@ -2,6 +2,13 @@
 
 Charging asks these in real time, so they read the account view once per call
 (one query for a whole batch) and price against the compiled tariff in memory.
+
+A question is priced where the account stands in its bill cycle, exactly as
+rating the same usage now would charge it: the included allowance left, the
+tier or package position reached by the cycle's usage so far and the uses left
+of count-limited discounts are read from the stored counters (without a lock:
+nothing is drawn). Events of one batch see each other's draws, in order, as in
+an import; nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -13,12 +20,15 @@ from typing import Any
 
 from services.common.errors import ReckonError
 from services.rating.domain.engine import AmountBasis, RatedCharge
+from services.rating.service_layer.cycles import CycleCounters
 from services.rating.service_layer.pricing import (
     Subscriber,
     UsageInput,
     check_unit,
+    counter_cycles,
     engine_event,
     explanation,
+    place_in_cycle,
     plan_for,
     rate_usage,
     subscriber,
@@ -53,15 +63,23 @@ def _explain(
     return PricedUsage(charge, explained, unit)
 
 
-def _account(uow_factory: UowFactory, account_id: str) -> Subscriber | None:
+def _account(
+    uow_factory: UowFactory, tariff: Tariff, usage: UsageInput
+) -> tuple[Subscriber | None, CycleCounters | None]:
+    """The account and, when the tariff needs them, its counters at the usage's time."""
     with uow_factory() as uow:
-        return subscriber(uow.accounts.get(account_id))
+        account = subscriber(uow.accounts.get(usage.account_id))
+        if account is None or not tariff.needs_counters:
+            return account, None
+        counters = CycleCounters()
+        counters.load(uow, counter_cycles(tariff, account, usage.event_time))
+        return account, counters
 
 
 def rate_event(uow_factory: UowFactory, tariffs: TariffCache, usage: UsageInput) -> PricedUsage:
     tariff = tariffs.current()
-    account = _account(uow_factory, usage.account_id)
-    charge, known, _ = rate_usage(tariff, account, usage)
+    account, counters = _account(uow_factory, tariff, usage)
+    charge, known, _ = rate_usage(tariff, account, usage, counters)
     return _explain(tariff, known, usage, charge)
 
 
@@ -69,12 +87,23 @@ def rate_events(
     uow_factory: UowFactory, tariffs: TariffCache, batch: Sequence[UsageInput]
 ) -> list[PricedUsage | PricingFailure]:
     tariff = tariffs.current()
+    counters = CycleCounters()
     with uow_factory() as uow:
         accounts = uow.accounts.get_many({usage.account_id for usage in batch})
+        subscribers = {code: subscriber(found) for code, found in accounts.items()}
+        if tariff.needs_counters:
+            cycles: set[tuple[str, str]] = set()
+            for usage in batch:
+                known = subscribers.get(usage.account_id)
+                if known is not None:
+                    cycles |= counter_cycles(tariff, known, usage.event_time)
+            counters.load(uow, cycles)
     results: list[PricedUsage | PricingFailure] = []
     for usage in batch:
         try:
-            charge, known, _ = rate_usage(tariff, subscriber(accounts.get(usage.account_id)), usage)
+            charge, known, _ = rate_usage(
+                tariff, subscribers.get(usage.account_id), usage, counters
+            )
         except ReckonError as exc:
             field = getattr(exc, "violations", None)
             results.append(PricingFailure(exc.reason, exc.message, field[0].field if field else ""))
@@ -92,11 +121,12 @@ def units_for_amount(
 ) -> tuple[int, PricedUsage]:
     """The most units (up to ``usage.quantity``) whose gross price is within ``amount``."""
     tariff = tariffs.current()
-    account, plan = plan_for(
-        _account(uow_factory, usage.account_id), usage.account_id, usage.event_time
-    )
+    stored, counters = _account(uow_factory, tariff, usage)
+    account, plan = plan_for(stored, usage.account_id, usage.event_time)
     check_unit(tariff, usage)
     event = engine_event(usage, account, plan)
+    if counters is not None:
+        place_in_cycle(tariff, account, plan, usage, event, counters)
     plan_currency = tariff.catalog.plan(plan)
     if plan_currency is not None and plan_currency.currency != currency:
         from services.common.errors import InvalidArgument

@@ -21,7 +21,12 @@ from services.rating.service_layer.cycles import CycleCounters
 from services.rating.service_layer.events import UsageRated
 from services.rating.service_layer.imports import ImportLimits, RatingMetrics
 from services.rating.service_layer.model import ImportFile, RejectStatus
-from services.rating.service_layer.pricing import rate_usage, stored_rating, subscriber
+from services.rating.service_layer.pricing import (
+    counter_cycles,
+    rate_usage,
+    stored_rating,
+    subscriber,
+)
 from services.rating.service_layer.tariffs import TariffCache
 from services.rating.service_layer.unit_of_work import (
     RatedTuple,
@@ -93,14 +98,13 @@ def reprocess_rejects(
             subscribers = {key: subscriber(value) for key, value in accounts.items()}
             counters = CycleCounters()
             if tariff.needs_counters:
-                counters.load(
-                    uow,
-                    {
-                        (r.account_id, known.cycle_of(r.event_time))
-                        for r in records
-                        if (known := subscribers.get(r.account_id)) is not None
-                    },
-                )
+                # Drawn under the accounts' lock, as an import draws (ADR 0014).
+                uow.counters.lock({r.account_id for r in records if subscribers.get(r.account_id)})
+                cycles: set[tuple[str, str]] = set()
+                for r in records:
+                    if (known := subscribers.get(r.account_id)) is not None:
+                        cycles |= counter_cycles(tariff, known, r.event_time)
+                counters.load(uow, cycles)
             rows: list[RatedTuple] = []
             items: list[dict[str, Any]] = []
             for reject, item in parsed:

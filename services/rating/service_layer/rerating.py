@@ -24,6 +24,7 @@ from services.common.clock import Clock
 from services.common.errors import InvalidArgument, ReckonError
 from services.common.ids import new_id
 from services.rating.service_layer.cycles import (
+    LIFETIME,
     CycleCounters,
     allowance_counter,
     usage_counter,
@@ -33,6 +34,7 @@ from services.rating.service_layer.model import RerateRun
 from services.rating.service_layer.pricing import (
     Subscriber,
     UsageInput,
+    discount_key,
     rate_usage,
     stored_rating,
     subscriber,
@@ -95,11 +97,16 @@ def rerate(
             if earlier is not None:
                 return earlier
         account = subscriber(uow.accounts.get(account_id))
+        if account is not None:
+            # Released and drawn again under the account's lock, as imports draw (ADR 0014).
+            uow.counters.lock([account_id])
         stored_rows = _current_rows(uow, account_id, start, end, rerate_id)
         records = len(stored_rows)
         counters = CycleCounters()
         if account is not None:
-            counters.load(uow, {(account_id, account.cycle_of(r.event_time)) for r in stored_rows})
+            # The cycles of the period and the account's lifetime counters (discount uses).
+            cycles = {(account_id, account.cycle_of(r.event_time)) for r in stored_rows}
+            counters.load(uow, cycles | {(account_id, LIFETIME)})
             for stored in stored_rows:
                 _release(tariffs, account, stored, counters)
         superseded: list[int] = []
@@ -252,6 +259,12 @@ def _release(
     if rated_with.cumulative:
         key = (account.account_id, cycle, usage_counter(stored.service))
         counters.add(key, sign * stored.charged_units)
+    if rated_with.counted_discounts and '"discounts"' in stored.breakdown:
+        # One use of each count-limited discount the old rating took money off.
+        for line in json.loads(stored.breakdown).get("discounts", ()):
+            discount = rated_with.counted_discounts.get(line[0])
+            if discount is not None:
+                counters.add(discount_key(account.account_id, cycle, discount), sign)
 
 
 def _base_amount(stored_breakdown: str) -> Decimal | None:

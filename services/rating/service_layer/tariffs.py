@@ -24,6 +24,7 @@ from services.common.errors import FailedPrecondition
 from services.rating.domain.catalog import Allowance, Catalog, UsageUnit
 from services.rating.domain.charge_models import GraduatedTiers, Package, VolumeTiers
 from services.rating.domain.destinations import DestinationTable
+from services.rating.domain.discounts import Discount
 from services.rating.domain.document import parse_catalog
 from services.rating.domain.engine import RatingEngine
 from services.rating.domain.timebands import epoch_seconds
@@ -52,6 +53,8 @@ class Tariff:
     )
     # Some rate prices on the cycle total (package, tiers): usage to date matters.
     cumulative: bool = False
+    # Discounts limited in count, by code: their uses are counted per account (or cycle).
+    counted_discounts: dict[str, Discount] = field(default_factory=dict)
 
     @classmethod
     def of(cls, revision: int, engine: RatingEngine) -> Tariff:
@@ -73,6 +76,7 @@ class Tariff:
             {product.code: product.unit for product in catalog.products},
             {code: found for code, found in windows.items() if found},
             any(isinstance(rate.pricing, _CUMULATIVE_MODELS) for rate in rates),
+            {d.code: d for d in catalog.discounts if d.max_uses is not None},
         )
 
     @property
@@ -82,7 +86,7 @@ class Tariff:
     @cached_property
     def needs_counters(self) -> bool:
         """Whether rating depends on earlier usage of the bill cycle at all."""
-        return self.cumulative or bool(self.allowance_windows)
+        return self.cumulative or bool(self.allowance_windows) or bool(self.counted_discounts)
 
     @cached_property
     def unit_names(self) -> dict[str, str]:

@@ -215,6 +215,15 @@ class CounterRepository(abc.ABC):
     def increment(self, increments: dict[CounterKey, int]) -> None:
         """Add to counters (created at zero when new); never overwrites."""
 
+    @abc.abstractmethod
+    def lock(self, account_ids: Collection[str]) -> None:
+        """Hold the counters of these accounts until this unit ends.
+
+        Called first in a unit that reads counters and stores draws from them: a
+        concurrent unit locking one of the accounts waits until this one committed,
+        then reads what it drew. ``Aborted`` if the database gave up (deadlock).
+        """
+
 
 class RatingUnitOfWork(UnitOfWork):
     catalog: CatalogRepository

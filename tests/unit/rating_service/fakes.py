@@ -230,6 +230,9 @@ class _Counters(CounterRepository):
         for key, units in increments.items():
             self.store.counters[key] = self.store.counters.get(key, 0) + units
 
+    def lock(self, account_ids: Collection[str]) -> None:
+        """One thread at a time in the unit tests: nothing to wait for."""
+
 
 class FakeUnitOfWork(RatingUnitOfWork):
     """Changes apply at once (no isolation); ``commit`` records the published events."""
