@@ -10,6 +10,8 @@ import pytest
 from services.common.money import Rounding
 from services.rating.domain import DiscountKind, TaxRule, UnknownDiscount, UnknownReward
 from services.rating.domain.amounts import from_nanos, to_nanos
+from services.rating.domain.discounts import UsesPer
+from services.rating.domain.errors import InvalidCatalog
 from services.rating.domain.taxes import apply_taxes
 
 from .support import MONDAY_MORNING, call, engine_for, flat_voice_rate, local, voice_rate
@@ -86,6 +88,23 @@ def test_count_limited_promotion_needs_remaining_uses() -> None:
     charge = call(engine, MONDAY_MORNING, 60, discount_uses={"FIRST3": 1}, **held)
     assert charge.net == D("0.00")
     assert charge.discounts[0].counted  # the caller records the use
+
+
+def test_uses_are_counted_per_account_unless_the_catalog_says_per_cycle() -> None:
+    per_cycle = {"code": "SMS2", "kind": "percent", "value": "100", "max_uses": 2}
+    engine = _engine([{**per_cycle, "uses_per": "cycle"}, {**per_cycle, "code": "LIFE"}], [])
+    assert [d.uses_per for d in engine.catalog.discounts] == [UsesPer.CYCLE, UsesPer.ACCOUNT]
+
+
+def test_uses_per_must_be_known_and_needs_max_uses() -> None:
+    wrong = {"code": "X", "kind": "percent", "value": "10", "max_uses": 2, "uses_per": "week"}
+    pointless = {"code": "Y", "kind": "percent", "value": "10", "uses_per": "cycle"}
+    with pytest.raises(InvalidCatalog) as failure:
+        _engine([wrong, pointless], [])
+    assert {v.field: v.description for v in failure.value.violations} == {
+        "discounts[0].uses_per": "must be one of account, cycle",
+        "discounts[1].uses_per": "counts uses of max_uses, which is not set",
+    }
 
 
 def test_discount_limited_to_a_service_skips_others() -> None:
