@@ -1,0 +1,235 @@
+"""An independent check: a catalog and CDRs written for this test only, costs by hand.
+
+Catalog (GBP, amounts to the penny, half-up unless said): numbering of the UK
+(0 national, 00 international). Bands in the account's zone (Europe/London):
+``day`` Mon-Fri 08:00-19:00, ``weekend`` Sat-Sun and the 4 May 2026 bank holiday,
+``evening`` otherwise. UK clocks go forward on Sunday 29 March 2026 (01:00 UTC):
+GMT (UTC+0) before, BST (UTC+1) after.
+
+* uk-fixed: 0.10 to connect, 60/30: first minute day 0.12 / evening 0.06 /
+  weekend 0.02, each further 30 s day 0.05 / evening 0.03 / weekend 0.01. The
+  first increment is priced in the band the call starts in.
+* uk-mobile: per second (1/1) at 0.30 / 0.15 / 0.06 a minute, min 0.08, max 2.00.
+* fr: 30/6, 0.09 for the first 30 s, 0.013 per further 6 s, rounded up.
+* sms 0.04 each; data graduated per started MB (10^6 bytes): MB 1-100 at 0.01,
+  beyond at 0.004.
+* Tax region GB: VAT 20 % exclusive. GB-INC: VAT 20 % inclusive plus a 5 % levy
+  exclusive on the net.
+
+| id   | what                                         | by hand                                   | net  | tax  | gross |
+|------|----------------------------------------------|-------------------------------------------|------|------|-------|
+| c1   | UK fixed, Tue 10:00, 60 s                    | 0.12 + 0.10                               | 0.22 | 0.04 | 0.26  |
+| c2   | same, 61 s                                   | 0.12 + 1 x 0.05 + 0.10                    | 0.27 | 0.05 | 0.32  |
+| c3   | same, 90 s                                   | 0.12 + 1 x 0.05 + 0.10                    | 0.27 | 0.05 | 0.32  |
+| c4   | same, 91 s                                   | 0.12 + 2 x 0.05 + 0.10                    | 0.32 | 0.06 | 0.38  |
+| c5   | Fri 27 Mar 18:59:30 GMT, 150 s (day->eve)    | 0.12 + (120-30)/30 x 0.03 + 0.10          | 0.31 | 0.06 | 0.37  |
+| c6   | Mon 30 Mar 07:59 BST (06:59Z), 120 s         | eve 0.06 first min, day 2 x 0.05, + 0.10  | 0.26 | 0.05 | 0.31  |
+| c7   | Mon 4 May 10:00 BST (holiday), 60 s          | weekend 0.02 + 0.10                       | 0.12 | 0.02 | 0.14  |
+| m1   | UK mobile, Sat 12:00, 20 s                   | 20 x 0.001 = 0.02 -> min 0.08             | 0.08 | 0.02 | 0.10  |
+| m2   | UK mobile, Tue 11:00, 3600 s                 | 3600 x 0.005 = 18.00 -> max 2.00          | 2.00 | 0.40 | 2.40  |
+| m3   | UK mobile, Tue 20:00 (evening), 77 s         | 77 x 0.0025 = 0.1925 -> 0.19              | 0.19 | 0.04 | 0.23  |
+| f1   | France, 30 s                                 | 0.09                                      | 0.09 | 0.02 | 0.11  |
+| f2   | France, 31 s                                 | 0.09 + 0.013 = 0.103 -> up 0.11           | 0.11 | 0.02 | 0.13  |
+| s1   | SMS                                          | 0.04                                      | 0.04 | 0.01 | 0.05  |
+| d1   | data 150,000,000 B                           | 100 x 0.01 + 50 x 0.004                   | 1.20 | 0.24 | 1.44  |
+| d2   | data 2,500,001 B later in the cycle          | 153 MB - 150 MB = 3 x 0.004 = 0.012 -> .01| 0.01 | 0.00 | 0.01  |
+| i1   | GB-INC account, UK fixed Tue 10:00, 60 s     | 0.22 incl. VAT 0.22/6 = 0.0367 -> 0.04;   | 0.18 | 0.05 | 0.23  |
+|      |                                              | net 0.18; levy 5 % = 0.009 -> 0.01        |      |      |       |
+"""
+
+from __future__ import annotations
+
+import codecs
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from google.type import money_pb2
+
+from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
+from services.common.clock import ManualClock
+from services.rating.entrypoints.main import RunningRating
+from tests.integration.rating.conftest import add_account, upload
+
+CATALOG = """\
+numbering: {country_code: "44", international_prefix: "00", national_prefix: "0"}
+products:
+  - {code: voice, unit: second}
+  - {code: sms, unit: event}
+  - {code: data, unit: byte}
+destinations:
+  - {name: UK, prefixes: ["44"]}
+  - {name: UK Mobile, prefixes: ["447"]}
+  - {name: FR, prefixes: ["33"]}
+calendars:
+  - code: uk
+    holidays: [{date: 2026-05-04, band: weekend}]
+time_bands:
+  - code: uk-week
+    default_band: evening
+    calendar: uk
+    bands:
+      - {name: weekend, days: [sat, sun], from: "00:00", to: "00:00"}
+      - {name: day, days: [mon, tue, wed, thu, fri], from: "08:00", to: "19:00"}
+tax_regions:
+  - code: GB
+    taxes: [{code: VAT, name: VAT 20%, percent: "20"}]
+  - code: GB-INC
+    taxes:
+      - {code: VAT, name: VAT 20% included, percent: "20", inclusive: true}
+      - {code: LEVY, name: Levy 5%, percent: "5"}
+plans:
+  - code: indie
+    currency: GBP
+    versions:
+      - version: 1
+        valid_from: 2026-01-01T00:00:00Z
+        time_bands: uk-week
+        rates:
+          - id: uk-fixed
+            service: voice
+            destination: UK
+            connection_fee: "0.10"
+            first_increment: 60
+            next_increment: 30
+            prices:
+              day: {first: "0.12", next: "0.05"}
+              evening: {first: "0.06", next: "0.03"}
+              weekend: {first: "0.02", next: "0.01"}
+          - id: uk-mobile
+            service: voice
+            destination: UK Mobile
+            first_increment: 1
+            next_increment: 1
+            per_minute: {day: "0.30", evening: "0.15", weekend: "0.06"}
+            min_cost: "0.08"
+            max_cost: "2.00"
+          - id: fr
+            service: voice
+            destination: FR
+            first_increment: 30
+            next_increment: 6
+            prices: {"*": {first: "0.09", next: "0.013"}}
+            rounding: up
+          - {id: sms, service: sms, model: {kind: per_unit, price: "0.04"}}
+          - id: data
+            service: data
+            model:
+              kind: graduated
+              unit_size: 1000000
+              tiers: [{up_to: 100, unit_price: "0.01"}, {unit_price: "0.004"}]
+"""
+
+HEADER = "record_id,account_id,service,destination,event_time,quantity\n"
+CDRS = """\
+c1,acc_lon,voice,020 7946 0000,2026-03-03T10:00:00Z,60
+c2,acc_lon,voice,020 7946 0001,2026-03-03T10:05:00Z,61
+c3,acc_lon,voice,020 7946 0002,2026-03-03T10:10:00Z,90
+c4,acc_lon,voice,+44 20 7946 0003,2026-03-03T10:15:00Z,91
+c5,acc_lon,voice,02079460004,2026-03-27T18:59:30Z,150
+c6,acc_lon,voice,02079460005,2026-03-30T06:59:00Z,120
+c7,acc_lon,voice,02079460006,2026-05-04T09:00:00Z,60
+m1,acc_lon,voice,07700 900123,2026-03-07T12:00:00Z,20
+m2,acc_lon,voice,07700 900124,2026-03-03T11:00:00Z,3600
+m3,acc_lon,voice,07700 900125,2026-03-03T20:00:00Z,77
+f1,acc_lon,voice,0033 1 42 86 82 00,2026-03-03T10:00:00Z,30
+f2,acc_lon,voice,+33142868201,2026-03-03T10:01:00Z,31
+s1,acc_lon,sms,07700900126,2026-03-03T10:02:00Z,1
+d1,acc_lon,data,,2026-03-04T10:00:00Z,150000000
+d2,acc_lon,data,,2026-03-05T10:00:00Z,2500001
+i1,acc_inc,voice,020 7946 0007,2026-03-03T10:00:00Z,60
+"""
+
+BY_HAND = {  # record: (net, tax, gross)
+    "c1": ("0.22", "0.04", "0.26"),
+    "c2": ("0.27", "0.05", "0.32"),
+    "c3": ("0.27", "0.05", "0.32"),
+    "c4": ("0.32", "0.06", "0.38"),
+    "c5": ("0.31", "0.06", "0.37"),
+    "c6": ("0.26", "0.05", "0.31"),
+    "c7": ("0.12", "0.02", "0.14"),
+    "m1": ("0.08", "0.02", "0.10"),
+    "m2": ("2.00", "0.40", "2.40"),
+    "m3": ("0.19", "0.04", "0.23"),
+    "f1": ("0.09", "0.02", "0.11"),
+    "f2": ("0.11", "0.02", "0.13"),
+    "s1": ("0.04", "0.01", "0.05"),
+    "d1": ("1.20", "0.24", "1.44"),
+    "d2": ("0.01", "0.00", "0.01"),
+    "i1": ("0.18", "0.05", "0.23"),
+}
+
+
+def text(value: money_pb2.Money) -> str:
+    return str((Decimal(value.units) + Decimal(value.nanos) / 10**9).quantize(Decimal("0.01")))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 5, 20, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def checked(
+    rating: RunningRating, stub: rating_pb2_grpc.RatingServiceStub
+) -> rating_pb2_grpc.RatingServiceStub:
+    await stub.ApplyCatalog(rating_pb2.ApplyCatalogRequest(document=CATALOG))
+    add_account(rating, "acc_lon", plan="indie", time_zone="Europe/London", tax_region="GB")
+    add_account(rating, "acc_inc", plan="indie", time_zone="Europe/London", tax_region="GB-INC")
+    return stub
+
+
+async def rated(stub: rating_pb2_grpc.RatingServiceStub) -> dict[str, tuple[str, str, str]]:
+    reply = await stub.ListRatedUsage(rating_pb2.ListRatedUsageRequest(page_size=1000))
+    return {
+        u.record_id: (text(u.net), text(u.tax), text(u.amount))
+        for u in reply.rated_usage
+    }
+
+
+async def test_costs_computed_by_hand_match_the_import(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    imported = await upload(checked, "check.csv", (HEADER + CDRS).encode(), chunk=1024)
+    assert (imported.rated, imported.rejected) == (len(BY_HAND), 0), imported
+    assert await rated(checked) == BY_HAND
+    [total] = imported.rated_totals
+    assert text(total) == str(sum(Decimal(g) for _, _, g in BY_HAND.values()))
+
+
+async def test_band_split_and_dst_are_explained_in_the_breakdown(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    await upload(checked, "check.csv", (HEADER + CDRS).encode(), chunk=1024)
+    reply = await checked.ListRatedUsage(rating_pb2.ListRatedUsageRequest(page_size=1000))
+    charges = {u.record_id: u.charge for u in reply.rated_usage}
+    assert [(s.band, s.seconds, s.increments) for s in charges["c5"].segments] == [
+        ("day", 30, 0),
+        ("evening", 120, 3),
+    ]
+    # 07:59 BST: one minute of evening, then the day band from 08:00 BST (07:00Z).
+    assert [(s.band, s.seconds, s.increments) for s in charges["c6"].segments] == [
+        ("evening", 60, 0),
+        ("day", 60, 2),
+    ]
+    assert charges["c6"].segments[1].start_time.ToDatetime(tzinfo=UTC) == datetime(
+        2026, 3, 30, 7, 0, tzinfo=UTC
+    )
+    assert [s.band for s in charges["c7"].segments] == ["weekend"]
+    assert charges["m1"].cost_limit == rating_pb2.COST_LIMIT_MINIMUM
+    assert charges["m2"].cost_limit == rating_pb2.COST_LIMIT_MAXIMUM
+    assert text(charges["c1"].connection_fee) == "0.10"
+    assert [(t.code, t.inclusive, text(t.amount)) for t in charges["i1"].taxes] == [
+        ("VAT", True, "0.04"),
+        ("LEVY", False, "0.01"),
+    ]
+
+
+async def test_the_same_cdrs_in_other_encodings_and_line_ends_rate_the_same(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    # A UTF-8 BOM and Windows line ends are what spreadsheet exports write.
+    exported = codecs.BOM_UTF8 + (HEADER + CDRS).replace("\n", "\r\n").encode()
+    imported = await upload(checked, "export.csv", exported, chunk=1000)
+    assert (imported.rated, imported.rejected) == (len(BY_HAND), 0)
+    assert await rated(checked) == BY_HAND
