@@ -16,25 +16,27 @@ GMT (UTC+0) before, BST (UTC+1) after.
 * Tax region GB: VAT 20 % exclusive. GB-INC: VAT 20 % inclusive plus a 5 % levy
   exclusive on the net.
 
-| id   | what                                         | by hand                                   | net  | tax  | gross |
-|------|----------------------------------------------|-------------------------------------------|------|------|-------|
-| c1   | UK fixed, Tue 10:00, 60 s                    | 0.12 + 0.10                               | 0.22 | 0.04 | 0.26  |
-| c2   | same, 61 s                                   | 0.12 + 1 x 0.05 + 0.10                    | 0.27 | 0.05 | 0.32  |
-| c3   | same, 90 s                                   | 0.12 + 1 x 0.05 + 0.10                    | 0.27 | 0.05 | 0.32  |
-| c4   | same, 91 s                                   | 0.12 + 2 x 0.05 + 0.10                    | 0.32 | 0.06 | 0.38  |
-| c5   | Fri 27 Mar 18:59:30 GMT, 150 s (day->eve)    | 0.12 + (120-30)/30 x 0.03 + 0.10          | 0.31 | 0.06 | 0.37  |
-| c6   | Mon 30 Mar 07:59 BST (06:59Z), 120 s         | eve 0.06 first min, day 2 x 0.05, + 0.10  | 0.26 | 0.05 | 0.31  |
-| c7   | Mon 4 May 10:00 BST (holiday), 60 s          | weekend 0.02 + 0.10                       | 0.12 | 0.02 | 0.14  |
-| m1   | UK mobile, Sat 12:00, 20 s                   | 20 x 0.001 = 0.02 -> min 0.08             | 0.08 | 0.02 | 0.10  |
-| m2   | UK mobile, Tue 11:00, 3600 s                 | 3600 x 0.005 = 18.00 -> max 2.00          | 2.00 | 0.40 | 2.40  |
-| m3   | UK mobile, Tue 20:00 (evening), 77 s         | 77 x 0.0025 = 0.1925 -> 0.19              | 0.19 | 0.04 | 0.23  |
-| f1   | France, 30 s                                 | 0.09                                      | 0.09 | 0.02 | 0.11  |
-| f2   | France, 31 s                                 | 0.09 + 0.013 = 0.103 -> up 0.11           | 0.11 | 0.02 | 0.13  |
-| s1   | SMS                                          | 0.04                                      | 0.04 | 0.01 | 0.05  |
-| d1   | data 150,000,000 B                           | 100 x 0.01 + 50 x 0.004                   | 1.20 | 0.24 | 1.44  |
-| d2   | data 2,500,001 B later in the cycle          | 153 MB - 150 MB = 3 x 0.004 = 0.012 -> .01| 0.01 | 0.00 | 0.01  |
-| i1   | GB-INC account, UK fixed Tue 10:00, 60 s     | 0.22 incl. VAT 0.22/6 = 0.0367 -> 0.04;   | 0.18 | 0.05 | 0.23  |
-|      |                                              | net 0.18; levy 5 % = 0.009 -> 0.01        |      |      |       |
+| id   | what                           | by hand                         | net  | tax  | gross |
+|------|--------------------------------|---------------------------------|------|------|-------|
+| c1   | UK fixed, Tue 10:00, 60 s      | 0.12 + 0.10                     | 0.22 | 0.04 | 0.26  |
+| c2   | same, 61 s                     | 0.12 + 1 x 0.05 + 0.10          | 0.27 | 0.05 | 0.32  |
+| c3   | same, 90 s                     | 0.12 + 1 x 0.05 + 0.10          | 0.27 | 0.05 | 0.32  |
+| c4   | same, 91 s                     | 0.12 + 2 x 0.05 + 0.10          | 0.32 | 0.06 | 0.38  |
+| c5   | Fri 27/3 18:59:30 GMT, 150 s   | day 0.12, eve 3 x 0.03, + 0.10  | 0.31 | 0.06 | 0.37  |
+| c6   | Mon 30/3 07:59 BST, 120 s      | eve 0.06, day 2 x 0.05, + 0.10  | 0.26 | 0.05 | 0.31  |
+| c7   | Mon 4/5 10:00 (holiday), 60 s  | weekend 0.02 + 0.10             | 0.12 | 0.02 | 0.14  |
+| m1   | mobile, Sat 12:00, 20 s        | 20 x 0.001 -> min 0.08          | 0.08 | 0.02 | 0.10  |
+| m2   | mobile, Tue 11:00, 3600 s      | 3600 x 0.005 -> max 2.00        | 2.00 | 0.40 | 2.40  |
+| m3   | mobile, Tue 20:00, 77 s        | 77 x 0.0025 = 0.1925            | 0.19 | 0.04 | 0.23  |
+| f1   | France, 30 s                   | 0.09                            | 0.09 | 0.02 | 0.11  |
+| f2   | France, 31 s                   | 0.103, up -> 0.11               | 0.11 | 0.02 | 0.13  |
+| s1   | SMS                            | 0.04                            | 0.04 | 0.01 | 0.05  |
+| d1   | data 150,000,000 B             | 100 x 0.01 + 50 x 0.004         | 1.20 | 0.24 | 1.44  |
+| d2   | data 2,500,001 B after d1      | (153-150) x 0.004               | 0.01 | 0.00 | 0.01  |
+| i1   | GB-INC, UK fixed, 60 s         | see below                       | 0.18 | 0.05 | 0.23  |
+
+i1: 0.22 includes VAT 0.22 x 20/120 = 0.0367 -> 0.04, so the net is 0.18; the
+levy is 5 % of 0.18 = 0.009 -> 0.01; gross 0.22 + 0.01 = 0.23, tax 0.04 + 0.01.
 """
 
 from __future__ import annotations
@@ -181,10 +183,7 @@ async def checked(
 
 async def rated(stub: rating_pb2_grpc.RatingServiceStub) -> dict[str, tuple[str, str, str]]:
     reply = await stub.ListRatedUsage(rating_pb2.ListRatedUsageRequest(page_size=1000))
-    return {
-        u.record_id: (text(u.net), text(u.tax), text(u.amount))
-        for u in reply.rated_usage
-    }
+    return {u.record_id: (text(u.net), text(u.tax), text(u.amount)) for u in reply.rated_usage}
 
 
 async def test_costs_computed_by_hand_match_the_import(
