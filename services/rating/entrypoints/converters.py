@@ -55,6 +55,23 @@ _COST_LIMITS: Final = {
 }
 
 
+# Event times rating can place in a time band and a bill cycle (the engine's range).
+_EARLIEST_EVENT = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST_EVENT = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _event_time(value: Any, now: datetime, violations: Violations) -> datetime:
+    try:
+        moment: datetime = timestamp_from_proto(value)
+    except (ValueError, OverflowError):
+        violations.add("event_time", "is not a valid timestamp")
+        return now
+    if not _EARLIEST_EVENT <= moment < _LATEST_EVENT:
+        violations.add("event_time", "must be in the years 1900-2199")
+        return now
+    return moment
+
+
 def _money(amount: str | Decimal, currency: str) -> money_pb2.Money:
     return money_to_proto(Money(Decimal(amount), currency))
 
@@ -82,10 +99,7 @@ def usage_from_proto(
         violations.add("destination", f"must be at most {MAX_DESTINATION} characters")
     event_time = now
     if event.HasField("event_time"):
-        try:
-            event_time = timestamp_from_proto(event.event_time)
-        except (ValueError, OverflowError):
-            violations.add("event_time", "is not a valid timestamp")
+        event_time = _event_time(event.event_time, now, violations)
     else:
         violations.add("event_time", "is required")
     unit = ""
@@ -133,10 +147,7 @@ def quote_usage(
         violations.add("destination", f"must be at most {MAX_DESTINATION} characters")
     event_time = now
     if request.HasField("event_time"):
-        try:
-            event_time = timestamp_from_proto(request.event_time)
-        except (ValueError, OverflowError):
-            violations.add("event_time", "is not a valid timestamp")
+        event_time = _event_time(request.event_time, now, violations)
     return UsageInput(
         "",
         request.account_id,

@@ -23,7 +23,7 @@ from services.rating.domain.catalog import Allowance
 from services.rating.domain.destinations import normalise_number
 from services.rating.domain.discounts import Discount, UsesPer
 from services.rating.domain.engine import RatedCharge, UsageEvent
-from services.rating.domain.errors import InvalidNumber
+from services.rating.domain.errors import InvalidEvent, InvalidNumber
 from services.rating.service_layer.cycles import (
     LIFETIME,
     CycleCounters,
@@ -124,7 +124,13 @@ class Subscriber:
 
     def cycle_of(self, instant: datetime) -> str:
         """The bill cycle (its first day, ISO) that ``instant`` falls in."""
-        return cycle_start(instant, self.time_zone, self.bill_cycle_day).isoformat()
+        try:
+            return cycle_start(instant, self.time_zone, self.bill_cycle_day).isoformat()
+        except (OverflowError, ValueError):
+            # Year 9999 moved into the account's zone leaves the calendar.
+            raise InvalidEvent(
+                "event_time", f"{instant.isoformat()} has no bill cycle (outside 1900-2199)"
+            ) from None
 
 
 def subscriber(account: KnownAccount | None) -> Subscriber | None:
@@ -217,8 +223,14 @@ def discount_key(account_id: str, cycle: str, discount: Discount) -> CounterKey:
 
 
 def counter_cycles(tariff: Tariff, account: Subscriber, instant: datetime) -> set[tuple[str, str]]:
-    """The (account, cycle) counter groups rating an event of ``account`` at ``instant`` reads."""
-    wanted = {(account.account_id, account.cycle_of(instant))}
+    """The (account, cycle) counter groups rating an event of ``account`` at ``instant`` reads.
+
+    None for an instant no cycle can hold (far outside the years rating accepts): the
+    event's own rating then rejects it with the reason, not the whole batch."""
+    try:
+        wanted = {(account.account_id, account.cycle_of(instant))}
+    except InvalidEvent:
+        return set()
     if tariff.counted_discounts:
         wanted.add((account.account_id, LIFETIME))
     return wanted

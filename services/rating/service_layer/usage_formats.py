@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -339,16 +340,14 @@ class UsageFileReader:
                 self.lines_read = number
                 if too_long:
                     raise LayoutError(f"line {number}: header longer than {self._max_line} bytes")
-                try:
-                    text = data.decode("utf-8-sig")
-                except UnicodeDecodeError as exc:
-                    raise LayoutError(
-                        f"line {number}: header is not UTF-8 ({exc.reason})"
-                    ) from None
+                text = _header_text(number, data)
                 if not text.strip():
                     continue
                 self.header_text = text
-                names = [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+                try:
+                    names = [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+                except csv.Error as exc:
+                    raise LayoutError(f"line {number}: header is not valid CSV: {exc}") from None
                 break
             else:
                 return
@@ -576,11 +575,16 @@ class UsageFileReader:
                 number,
                 raw,
                 RejectReason.INVALID_VALUE,
-                f"event_time {values['event_time'][:40]!r} is not a date and time",
+                f"event_time {values['event_time'][:40]!r} is not a date and time "
+                "in the years 1900-2199",
                 record_id,
                 account_id,
             )
         try:
+            # int() alone would also take "1_000" and non-ASCII digits ("٣"): a switch
+            # never writes those, so they are a broken record, not a quantity.
+            if not _WHOLE_NUMBER.match(quantity_text):
+                raise ValueError(quantity_text)
             quantity = int(quantity_text)
         except ValueError:
             return LineProblem(
@@ -630,6 +634,30 @@ class UsageFileReader:
         )
 
 
+_UTF16_32_MARKS: Final = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def _header_text(number: int, data: bytes) -> str:
+    """The header line as text, or a ``LayoutError`` that says what the file really is."""
+    if number == 1 and data.startswith(_UTF16_32_MARKS):
+        raise LayoutError(
+            "line 1: the file is UTF-16 or UTF-32 (byte order mark); usage files must be UTF-8"
+        )
+    if b"\x00" in data:
+        raise LayoutError(
+            f"line {number}: header contains NUL bytes (a UTF-16 file?); usage files must be UTF-8"
+        )
+    if b"\r" in data:
+        raise LayoutError(
+            f"line {number}: header contains a carriage return inside the line (lines ending "
+            "in CR alone?); lines must end in LF or CRLF"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LayoutError(f"line {number}: header is not UTF-8 ({exc.reason})") from None
+
+
 def _clean(value: object, limit: int) -> str:
     """An identifier from a bad JSON line, safe to store (no NUL), cut to its column."""
     return str(value).replace("\x00", "\\x00")[:limit]
@@ -640,24 +668,32 @@ def _at(values: list[str], index: int | None, limit: int) -> str:
     return values[index][:limit] if index is not None and index < len(values) else ""
 
 
+_EARLIEST_EVENT: Final = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST_EVENT: Final = datetime(2200, 1, 1, tzinfo=UTC)
+_WHOLE_NUMBER: Final = re.compile(r"[+-]?[0-9]+\Z")
+
+
 def parse_instant(text: str, zone: tzinfo = UTC) -> datetime | None:
     """An aware instant from ISO 8601 (with or without offset; naive means ``zone``)
     or from epoch seconds; None when the text is neither."""
     text = text.strip()
     if not text:
         return None
-    if text.isdigit():
-        try:
-            return datetime.fromtimestamp(int(text), UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        if text.isascii() and text.isdigit():
+            moment = datetime.fromtimestamp(int(text), UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+            if moment.tzinfo is not UTC:
+                moment = moment.astimezone(UTC)
+    except (OverflowError, OSError, ValueError):
+        # Year 1 or 9999 shifted across midnight by an offset leaves datetime's range.
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC) if moment.tzinfo is not UTC else moment
+    # Only instants every step can place in a time zone and a bill cycle: the years
+    # 9999 or 0001 of a hostile file would overflow there (and cannot be real usage).
+    return moment if _EARLIEST_EVENT <= moment < _LATEST_EVENT else None
 
 
 def parse_stored_record(

@@ -37,6 +37,10 @@ GMT (UTC+0) before, BST (UTC+1) after.
 
 i1: 0.22 includes VAT 0.22 x 20/120 = 0.0367 -> 0.04, so the net is 0.18; the
 levy is 5 % of 0.18 = 0.009 -> 0.01; gross 0.22 + 0.01 = 0.23, tax 0.04 + 0.01.
+
+The second half: broken and hostile files found while checking. Each gives a clear
+reject or file failure with its reason and line, never an internal error or a
+silent drop.
 """
 
 from __future__ import annotations
@@ -45,11 +49,14 @@ import codecs
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.clock import ManualClock
+from services.common.grpc_errors import details_of
 from services.rating.entrypoints.main import RunningRating
 from tests.integration.rating.conftest import add_account, upload
 
@@ -232,3 +239,128 @@ async def test_the_same_cdrs_in_other_encodings_and_line_ends_rate_the_same(
     imported = await upload(checked, "export.csv", exported, chunk=1000)
     assert (imported.rated, imported.rejected) == (len(BY_HAND), 0)
     assert await rated(checked) == BY_HAND
+
+
+# -- broken and hostile files --------------------------------------------------------
+
+LINE = "{id},acc_lon,voice,02079460000,{when},{quantity}\n"
+
+
+def rows(*cells: tuple[str, str, str]) -> bytes:
+    body = "".join(LINE.format(id=i, when=w, quantity=q) for i, w, q in cells)
+    return (HEADER + body).encode()
+
+
+async def outcome(
+    stub: rating_pb2_grpc.RatingServiceStub, name: str, data: bytes
+) -> tuple[rating_pb2.ImportFile, dict[int, tuple[str, str]]]:
+    imported = await upload(stub, name, data, chunk=4096)
+    listed = await stub.ListRejects(
+        rating_pb2.ListRejectsRequest(file_id=imported.file_id, page_size=100)
+    )
+    return imported, {r.line: (r.reason, r.message) for r in listed.rejects}
+
+
+async def test_absurd_event_times_are_rejected_per_line(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    # Year 9999 used to overflow when placed in the account's bill cycle: the whole
+    # import ended in an internal error.
+    imported, rejects = await outcome(
+        checked,
+        "times.csv",
+        rows(
+            ("t1", "9999-12-31T23:59:59Z", "60"),
+            ("t2", "0001-01-01T00:00:00Z", "60"),
+            ("t3", "2026-02-30T10:00:00Z", "60"),
+            ("t4", "NaN", "60"),
+            ("t5", "1772532000", "60"),  # epoch seconds: 2026-03-03 10:00Z, rated
+            ("t6", "2026-03-03T10:00:00+14:00", "60"),  # 2 March 20:00Z, evening
+        ),
+    )
+    assert (imported.records, imported.rated, imported.rejected) == (6, 2, 4)
+    assert {line: reason for line, (reason, _) in rejects.items()} == {
+        2: "INVALID_VALUE",
+        3: "INVALID_VALUE",
+        4: "INVALID_VALUE",
+        5: "INVALID_VALUE",
+    }
+    assert "1900-2199" in rejects[2][1]
+
+
+async def test_quantities_a_switch_never_writes_are_rejected(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    # int() alone took "1_000" as 1000 seconds and "٣" (Arabic-Indic three) as 3.
+    when = "2026-03-03T10:00:00Z"
+    imported, rejects = await outcome(
+        checked,
+        "quantities.csv",
+        rows(("q1", when, "1_000"), ("q2", when, "٣"), ("q3", when, "1e3"), ("q4", when, "+60")),
+    )
+    assert (imported.rated, imported.rejected) == (1, 3)
+    assert {line: reason for line, (reason, _) in rejects.items()} == {
+        2: "INVALID_VALUE",
+        3: "INVALID_VALUE",
+        4: "INVALID_VALUE",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (codecs.BOM_UTF16_LE + (HEADER + CDRS).encode("utf-16-le"), "UTF-16 or UTF-32"),
+        ((HEADER + CDRS).encode("utf-16-be"), "NUL bytes (a UTF-16 file?)"),
+        # Lines ending in CR alone used to crash the CSV header parser.
+        ((HEADER + CDRS).replace("\n", "\r").encode(), "carriage return"),
+    ],
+    ids=["utf16-bom", "utf16-no-bom", "cr-line-ends"],
+)
+async def test_files_in_another_encoding_or_line_ending_fail_loudly_saying_why(
+    checked: rating_pb2_grpc.RatingServiceStub, data: bytes, said: str
+) -> None:
+    imported, rejects = await outcome(checked, "export.csv", data)
+    assert imported.status == rating_pb2.IMPORT_STATUS_FAILED
+    assert imported.failed_loudly
+    assert imported.failure_message.startswith("line 1: ")
+    assert said in imported.failure_message
+    assert (imported.records, imported.rated, rejects) == (0, 0, {})
+
+
+async def test_latin1_and_nul_lines_are_rejected_with_the_bytes_escaped(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    data = (
+        rows(("ok", "2026-03-03T10:00:00Z", "60"))
+        + "l1,acc_lon,voice,02079460000,2026-03-03T10:00:00Z,60,Zoë\n".encode("latin-1")
+        + b"n1,acc_lon,voice,020\x0079460000,2026-03-03T10:00:00Z,60\n"
+    )
+    imported, rejects = await outcome(checked, "mixed.csv", data)
+    assert (imported.rated, imported.rejected) == (1, 2)
+    assert {line: reason for line, (reason, _) in rejects.items()} == {
+        3: "ENCODING",
+        4: "ENCODING",
+    }
+    assert rejects[4][1] == "contains NUL bytes"
+
+
+async def test_a_quote_for_the_year_9999_is_a_bad_argument_not_a_crash(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await checked.Quote(
+            rating_pb2.QuoteRequest(
+                account_id="acc_lon",
+                service="data",
+                event_time=_stamp(datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+                quantity=rating_pb2.Quantity(value=1, unit=rating_pb2.QUANTITY_UNIT_BYTE),
+            )
+        )
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(failure.value).fields == {"event_time"}
+
+
+def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(value)
+    return result
