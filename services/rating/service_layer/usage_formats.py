@@ -473,7 +473,8 @@ class UsageFileReader:
                 )
                 continue
             try:
-                text = data.decode("utf-8")
+                # A byte order mark opens the files some Windows tools write.
+                text = data.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 yield LineProblem(
                     number,
@@ -486,6 +487,15 @@ class UsageFileReader:
                 continue
             try:
                 document = loads(text)
+            except RecursionError:
+                # "[[[[..." within the line limit exhausts the parser's stack.
+                yield LineProblem(
+                    number,
+                    text[:MAX_RAW_CHARS],
+                    RejectReason.MALFORMED_LINE,
+                    "not valid JSON: nested too deeply",
+                )
+                continue
             except ValueError as exc:
                 yield LineProblem(
                     number,

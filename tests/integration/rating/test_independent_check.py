@@ -364,3 +364,37 @@ def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(value)
     return result
+
+
+async def test_hostile_json_lines_are_rejected_per_line(
+    checked: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    def record(record_id: str, quantity: str) -> str:
+        return (
+            f'{{"record_id":"{record_id}","account_id":"acc_lon","service":"voice",'
+            f'"destination":"02079460000","event_time":"2026-03-03T10:00:00Z",'
+            f'"quantity":{quantity}}}'
+        )
+
+    lines = [
+        "\ufeff" + record("j1", "60"),  # a BOM before the first line: rated
+        "[" * 8000 + "]" * 8000,  # within the line limit; crashed the parser's stack
+        record("j2", "60.5"),
+        record("j3", "true"),
+        record("j4", "-5"),
+        "[1, 2, 3]",
+    ]
+    options = rating_pb2.UsageFileOptions(format=rating_pb2.USAGE_FILE_FORMAT_JSONL)
+    imported = await upload(checked, "x.jsonl", ("\n".join(lines) + "\n").encode(), options)
+    listed = await checked.ListRejects(
+        rating_pb2.ListRejectsRequest(file_id=imported.file_id, page_size=100)
+    )
+    assert (imported.records, imported.rated, imported.rejected) == (6, 1, 5)
+    assert {r.line: (r.reason, r.message) for r in listed.rejects} == {
+        2: ("MALFORMED_LINE", "not valid JSON: nested too deeply"),
+        3: ("INVALID_VALUE", "quantity '60.5' is not a whole number"),
+        4: ("INVALID_VALUE", "quantity must be a string or a number"),
+        5: ("NEGATIVE_QUANTITY", "quantity -5 is negative"),
+        6: ("MALFORMED_LINE", "a JSON line must be an object"),
+    }
+    assert (await rated(checked))["j1"] == BY_HAND["c1"]
