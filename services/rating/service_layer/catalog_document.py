@@ -28,6 +28,9 @@ from services.rating.domain.document import parse_catalog
 from services.rating.domain.errors import InvalidCatalog
 
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+# Values (scalars, lists, mappings) once aliases are expanded: far above what 8 MiB of
+# catalog without aliases holds, far below what an alias bomb expands to.
+MAX_DOCUMENT_VALUES = 5_000_000
 
 
 class _ExactLoader(yaml.SafeLoader):
@@ -111,6 +114,14 @@ def load_document(text: str, *, json_document: bool = False) -> LoadedDocument:
     if json_document or looks_like_json(text):
         text = _tabs_outside_strings_to_spaces(text)
     try:
+        return _load(text)
+    except RecursionError:
+        # "[[[[..." thousands deep exhausts the parser's stack: refuse, do not crash.
+        raise DocumentSyntaxError(None, "not valid YAML/JSON: nested too deeply") from None
+
+
+def _load(text: str) -> LoadedDocument:
+    try:
         node = yaml.compose(text, Loader=_ExactLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -120,6 +131,12 @@ def load_document(text: str, *, json_document: bool = False) -> LoadedDocument:
         raise DocumentSyntaxError(None, f"not valid YAML/JSON: {exc}") from None
     if node is None:
         return LoadedDocument({}, {})
+    if _expanded_size(node, {}) > MAX_DOCUMENT_VALUES:
+        # Aliases of aliases ("billion laughs") expand to more values than any
+        # catalog has; walking them would hang the service.
+        raise DocumentSyntaxError(
+            None, f"expands to more than {MAX_DOCUMENT_VALUES:,} values (YAML aliases?)"
+        )
     loader = _ExactLoader("")
     try:
         content = loader.construct_document(node)
@@ -131,22 +148,42 @@ def load_document(text: str, *, json_document: bool = False) -> LoadedDocument:
     finally:
         loader.dispose()
     lines: dict[str, int] = {}
-    _index(node, "", lines)
+    _index(node, "", lines, set())
     return LoadedDocument(content, lines)
 
 
-def _index(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values the document holds once every alias is expanded (an alias is
+    the very node of its anchor, so each node is sized once)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            size += _expanded_size(key_node, sizes) + _expanded_size(value_node, sizes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            size += _expanded_size(item, sizes)
+    sizes[id(node)] = size
+    return size
+
+
+def _index(node: yaml.Node, path: str, lines: dict[str, int], seen: set[int]) -> None:
     if path:
         lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen:
+        return  # an alias: paths inside it take the line of the alias (nearest ancestor)
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = f"{path}.{key}" if path else key
             lines[child] = key_node.start_mark.line + 1
-            _index(value_node, child, lines)
+            _index(value_node, child, lines, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index(item, f"{path}[{index}]", lines)
+            _index(item, f"{path}[{index}]", lines, seen)
 
 
 def with_lines(

@@ -8,6 +8,7 @@ from services.common.errors import FieldViolation
 from services.rating.service_layer.catalog_document import (
     DocumentSyntaxError,
     load_document,
+    read_catalog,
     with_lines,
 )
 
@@ -47,3 +48,36 @@ def test_syntax_errors_carry_the_line() -> None:
     with pytest.raises(DocumentSyntaxError) as failure:
         load_document("plans:\n  - code: [x\n")
     assert failure.value.line == 3
+
+
+def test_an_alias_bomb_is_refused_at_once_instead_of_hanging() -> None:
+    # Nine levels of nine aliases: 387 million values once expanded. Indexing the
+    # lines of every path of it used to run for ever (ApplyCatalog and the check).
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):
+        aliases = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{aliases}]")
+    reading = read_catalog("\n".join(lines) + "\n")
+    assert reading.catalog is None
+    [problem] = reading.problems
+    assert "expands to more than" in problem.description
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000])
+def test_a_document_nested_thousands_deep_is_a_syntax_problem(text: str) -> None:
+    reading = read_catalog(text)
+    assert [(p.path, p.line, p.description) for p in reading.problems] == [
+        ("", None, "not valid YAML/JSON: nested too deeply")
+    ]
+
+
+def test_aliases_within_reason_still_work_and_keep_their_lines() -> None:
+    loaded = load_document("x: &price {first: '0.10'}\ny: *price\n")
+    assert loaded.content["y"] == {"first": "0.10"}
+    assert (loaded.line_of("y.first"), loaded.line_of("x.first")) == (2, 1)
+
+
+def test_tabs_in_json_strings_are_kept_and_between_tokens_become_spaces() -> None:
+    loaded = load_document('{\n\t"name":\t"a\\tb"\n}\n', json_document=True)
+    assert loaded.content == {"name": "a\tb"}
+    assert loaded.line_of("name") == 2
