@@ -320,6 +320,12 @@ class SqlUsageRepository(UsageRepository):
         except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             # A record id a concurrent import stored first (the partial unique index).
             raise Aborted("a concurrent import rated one of these records; retry") from exc
+        except (OperationalError, psycopg.errors.DeadlockDetected) as exc:
+            if not isinstance(getattr(exc, "orig", exc), psycopg.errors.DeadlockDetected):
+                raise
+            # Two imports each waiting for a record id the other holds (each also holding
+            # its accounts' counter locks); the database broke the tie by failing this one.
+            raise Aborted("a concurrent import held these records; retry") from exc
 
     def _add_rated(self, rows: Sequence[RatedTuple]) -> None:
         if _is_postgres(self.session):

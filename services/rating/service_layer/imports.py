@@ -14,7 +14,10 @@ The pipeline, for one file:
    tariff in force at its time, then store rated rows (COPY on PostgreSQL),
    rejects with reason, file and line, the file's counters and one ``UsageRated``
    event for the batch, all in the same commit. A crash loses at most the batch
-   in flight, which the resumed import rates again.
+   in flight, which the resumed import rates again. With a catalog whose prices
+   depend on earlier usage of the bill cycle (allowances, tiers, count-limited
+   discounts), each batch is rated and stored in one transaction that first locks
+   its accounts' counters (``_run_locked``, ADR 0014).
 4. **Finish**: the file fails loudly (status ``failed``) when more than the
    threshold percentage of its records were rejected; events ``UsageImported``,
    ``UsageRejected`` (alert, when any reject) and ``UsageImportFailed`` (alert)
