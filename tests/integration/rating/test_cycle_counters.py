@@ -339,3 +339,19 @@ async def test_counts_survive_a_restart(
             assert (await gross_by_record(fresh))["b-0"] == "0.12"
     finally:
         await again.stop(0)
+
+
+async def test_reprocessed_rejects_draw_the_uses_left(
+    rating: RunningRating, ready: rating_pb2_grpc.RatingServiceStub
+) -> None:
+    # Two calls of an account rating does not know yet are rejected ...
+    late = await upload(ready, "late.csv", HEADER + calls("late", "acc_late", 2))
+    assert late.rejected == 2
+    add_account(rating, "acc_late", plan="counted")
+    # ... meanwhile two calls of the same account arrive and use two of the three uses.
+    await upload(ready, "now.csv", HEADER + calls("now", "acc_late", 2, day=3))
+    fixed = await ready.ReprocessRejects(rating_pb2.ReprocessRejectsRequest(file_id=late.file_id))
+    assert fixed.rated == 2
+    costs = await gross_by_record(ready)
+    # The last use goes to the first reprocessed call, the other pays in full.
+    assert costs == {"now-0": "0.06", "now-1": "0.06", "late-0": "0.06", "late-1": "0.12"}
