@@ -66,6 +66,8 @@ products:
   - {code: voice, unit: second}
   - {code: sms, unit: event}
   - {code: data, unit: byte}
+  - {code: api, unit: event}
+  - {code: pay, unit: unit}
 destinations:
   - {name: UK, prefixes: ["44"]}
   - {name: UK Mobile, prefixes: ["447"]}
@@ -127,6 +129,36 @@ plans:
               kind: graduated
               unit_size: 1000000
               tiers: [{up_to: 100, unit_price: "0.01"}, {unit_price: "0.004"}]
+  - code: mixed
+    currency: GBP
+    versions:
+      - version: 1
+        valid_from: 2026-01-01T00:00:00Z
+        rates:
+          - {id: sms-pack, service: sms, model: {kind: package, size: 100, price: "5.00"}}
+          - id: api
+            service: api
+            model:
+              kind: volume
+              tiers:
+                - {up_to: 10, unit_price: "1.00"}
+                - {up_to: 100, unit_price: "0.50"}
+                - {unit_price: "0.25"}
+          - {id: pay, service: pay, model: {kind: percentage, percent: "2.9", fixed_fee: "0.30"}}
+packages:
+  - code: vip
+    plan: indie
+    customer: cus_vip
+    versions:
+      - version: 1
+        valid_from: 2026-01-01T00:00:00Z
+        rates:
+          - id: vip-uk
+            service: voice
+            destination: UK
+            first_increment: 60
+            next_increment: 60
+            prices: {"*": {first: "0.05", next: "0.05"}}
 """
 
 HEADER = "record_id,account_id,service,destination,event_time,quantity\n"
@@ -398,3 +430,63 @@ async def test_hostile_json_lines_are_rejected_per_line(
         6: ("MALFORMED_LINE", "a JSON line must be an object"),
     }
     assert (await rated(checked))["j1"] == BY_HAND["c1"]
+
+
+MORE_HEADER = "record_id,account_id,service,destination,event_time,quantity,unit,amount\n"
+MORE_CDRS = """\
+x1,acc_mix,sms,,2026-03-03T10:00:00Z,30,,
+x2,acc_mix,sms,,2026-03-04T10:00:00Z,60,,
+x3,acc_mix,sms,,2026-03-05T10:00:00Z,20,,
+a1,acc_mix,api,,2026-03-03T10:00:00Z,8,,
+a2,acc_mix,api,,2026-03-04T10:00:00Z,5,,
+p1,acc_mix,pay,,2026-03-03T10:00:00Z,1,,100.00
+v1,acc_vip,voice,020 7946 0100,2026-03-03T10:00:00Z,61,,
+v2,acc_vip,voice,07700 900200,2026-03-03T10:00:00Z,100,,
+h1,acc_lon,voice,020 7946 0101,2026-05-04T22:59:30Z,60,,
+"""
+# Worked by hand (GB: VAT 20 % exclusive):
+# x1-x3: packages of 100 SMS for 5.00 on the cycle total: 30 starts package 1 (5.00),
+#   90 is still inside it (0.00), 110 starts package 2 (5.00). VAT 1.00, gross 6.00.
+# a1-a2: volume tiers on the cycle total: 8 calls at 1.00 = 8.00; 13 calls put the
+#   whole cycle at 0.50 = 6.50, so a2 is 6.50 - 8.00 = -1.50 (a credit); VAT -0.30.
+# p1: 2.9 % of 100.00 + 0.30 = 3.20; VAT 0.64; gross 3.84.
+# v1: customer cus_vip's package: UK 60/60 at 0.05, no connection fee: 61 s = 2 x 0.05.
+# v2: the package has no mobile rate; the plan's longer prefix (447) wins: 100 x 0.005.
+# h1: 23:59:30 BST on the 4 May holiday (weekend band) into Tuesday 00:00 (evening):
+#   the first minute at the starting band's 0.02 covers both parts, + 0.10.
+MORE_BY_HAND = {
+    "x1": ("5.00", "1.00", "6.00"),
+    "x2": ("0.00", "0.00", "0.00"),
+    "x3": ("5.00", "1.00", "6.00"),
+    "a1": ("8.00", "1.60", "9.60"),
+    "a2": ("-1.50", "-0.30", "-1.80"),
+    "p1": ("3.20", "0.64", "3.84"),
+    "v1": ("0.10", "0.02", "0.12"),
+    "v2": ("0.50", "0.10", "0.60"),
+    "h1": ("0.12", "0.02", "0.14"),
+}
+
+
+async def test_packages_volume_tiers_percentage_and_customer_package_by_hand(
+    rating: RunningRating, checked: rating_pb2_grpc.RatingServiceStub
+) -> None:
+    add_account(rating, "acc_mix", plan="mixed", time_zone="Europe/London", tax_region="GB")
+    add_account(
+        rating,
+        "acc_vip",
+        plan="indie",
+        time_zone="Europe/London",
+        tax_region="GB",
+        customer_id="cus_vip",
+    )
+    imported = await upload(checked, "more.csv", (MORE_HEADER + MORE_CDRS).encode(), chunk=1024)
+    assert (imported.rated, imported.rejected) == (len(MORE_BY_HAND), 0), imported
+    assert await rated(checked) == MORE_BY_HAND
+    reply = await checked.ListRatedUsage(rating_pb2.ListRatedUsageRequest(page_size=100))
+    h1 = next(u.charge for u in reply.rated_usage if u.record_id == "h1")
+    assert [(s.band, s.seconds, s.increments) for s in h1.segments] == [
+        ("weekend", 30, 0),
+        ("evening", 30, 0),
+    ]
+    v1 = next(u.charge for u in reply.rated_usage if u.record_id == "v1")
+    assert (v1.price_package, v1.rate_id) == ("vip", "vip-uk")
