@@ -225,7 +225,7 @@ def discount_key(account_id: str, cycle: str, discount: Discount) -> CounterKey:
 def counter_cycles(tariff: Tariff, account: Subscriber, instant: datetime) -> set[tuple[str, str]]:
     """The (account, cycle) counter groups rating an event of ``account`` at ``instant`` reads.
 
-    None for an instant no cycle can hold (far outside the years rating accepts): the
+    Empty for an instant no cycle can hold (far outside the years rating accepts): the
     event's own rating then rejects it with the reason, not the whole batch."""
     try:
         wanted = {(account.account_id, account.cycle_of(instant))}
