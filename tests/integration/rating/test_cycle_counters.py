@@ -355,3 +355,26 @@ async def test_reprocessed_rejects_draw_the_uses_left(
     costs = await gross_by_record(ready)
     # The last use goes to the first reprocessed call, the other pays in full.
     assert costs == {"now-0": "0.06", "now-1": "0.06", "late-0": "0.06", "late-1": "0.12"}
+
+
+async def test_a_batch_of_questions_sees_its_own_draws_and_stores_nothing(
+    ready: rating_pb2_grpc.RatingServiceStub,
+) -> None:
+    await upload(ready, "a.csv", HEADER + calls("a", "acc_counted", 1))  # one use gone
+    events = [
+        rating_pb2.UsageEvent(
+            record_id=f"q{n}",
+            account_id="acc_counted",
+            service="voice",
+            destination="0205550000",
+            event_time=stamp(datetime(2026, 3, 20, 10, n, tzinfo=UTC)),
+            quantity=rating_pb2.Quantity(value=60, unit=rating_pb2.QUANTITY_UNIT_SECOND),
+        )
+        for n in range(3)
+    ]
+    # Two uses left: the first two events of the batch get them, the third does not.
+    reply = await ready.RateEvents(rating_pb2.RateEventsRequest(events=events))
+    assert [money(r.charge.gross) for r in reply.results] == ["0.06", "0.06", "0.12"]
+    # A question draws nothing: the same batch gets the same answer again.
+    again = await ready.RateEvents(rating_pb2.RateEventsRequest(events=events))
+    assert [money(r.charge.gross) for r in again.results] == ["0.06", "0.06", "0.12"]
