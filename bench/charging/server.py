@@ -1,9 +1,10 @@
 """The charging server for benchmarks, in a process of its own.
 
 The same composition as ``python -m services.charging`` (``bootstrap`` + the kit's
-``create_server``, background tasks included), configured by the environment the
-benchmark passes, announcing ``{"port": N, "pid": P}`` on stdout when ready (see
-``bench.common.processes``). Telemetry follows ``OTEL_*`` like the service's.
+``create_server``, background tasks included, the same garbage-collector tuning),
+configured by the environment the benchmark passes, announcing
+``{"port": N, "pid": P}`` on stdout when ready (see ``bench.common.processes``).
+Telemetry follows ``OTEL_*`` like the service's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bench.common.processes import announce
 from services.charging.bootstrap import bootstrap
 from services.charging.config import ChargingSettings
 from services.charging.entrypoints.grpc_servicer import binding
+from services.charging.entrypoints.main import tune_gc
 from services.common.config import load_settings
 from services.common.grpc_server import create_server, serve
 from services.common.telemetry import setup_telemetry
@@ -28,6 +30,7 @@ async def _serve() -> None:
     settings = load_settings(ChargingSettings)
     app = bootstrap(settings)
     await app.start()
+    tune_gc()
     running = await create_server(
         service_name="charging",
         listen=settings.listen,
