@@ -153,6 +153,13 @@ class BalanceStore(Protocol):
 
     async def read_account(self, account_id: str) -> AccountView | None: ...
 
+    async def session_fields(
+        self, account_id: str, session_id: str, names: Sequence[str]
+    ) -> dict[str, str]:
+        """The named fields a session has ('cum': its priced position; 'g:<rating group>':
+        its reservation); empty when the store has no such session."""
+        ...
+
     def scan_accounts_with_work(self) -> AsyncIterator[str]: ...
 
     @property
