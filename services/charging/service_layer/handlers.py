@@ -1,7 +1,8 @@
 """Charging's use cases: credit control, events, balances, top-ups, vouchers (CHG-1..11).
 
 The hot path (``credit_control``) is: look the rating groups up, ask pricing for
-the money-priced ones, run **one** Lua script that applies the whole request
+the money-priced ones (cumulatively: from the session's priced position, read
+first, ADR 0011), run **one** Lua script that applies the whole request
 atomically (with the session's idempotency), commit the journal entries it
 produced to the SQL ledger (group commit), and only then answer. The same shape
 serves events, top-ups, adjustments and voucher credits. Whatever the live store
