@@ -442,16 +442,12 @@ class ChargingHandlers:
         quantities: list[int],
         at: datetime,
     ) -> dict[int, Money]:
-        """Rating's price of each quantity (asked concurrently when there are several)."""
-
-        def ask(units: int) -> Awaitable[Money]:
-            return self.pricing.price(
-                request.account_id, service.service, rg.destination, units, at
-            )
-
-        if len(quantities) == 1:
-            return {quantities[0]: await ask(quantities[0])}
-        answers = await asyncio.gather(*(ask(units) for units in quantities))
+        """The price of each quantity (rating is asked concurrently when there are several)."""
+        if not quantities:
+            return {}
+        answers = await self.pricing.prices(
+            request.account_id, service.service, rg.destination, quantities, at
+        )
         return dict(zip(quantities, answers, strict=True))
 
     def _scaled_price(self, price: Money, field: str) -> tuple[int, str]:

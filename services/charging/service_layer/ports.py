@@ -43,6 +43,17 @@ class Pricing(Protocol):
         """How many units ``amount`` buys at most; raises NotPriced."""
         ...
 
+    async def prices(
+        self,
+        account_id: str,
+        service: str,
+        destination: str,
+        quantities: Sequence[int],
+        at: datetime,
+    ) -> list[Money]:
+        """``price`` of each quantity (a remote implementation asks concurrently)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
