@@ -30,7 +30,9 @@ undoes a newer change), then to the live store, where the scripts refuse usage
 in real time (CHG-11). ``AccountSuspended`` / ``AccountReactivated`` /
 ``AccountClosed`` / ``AccountBarred`` are understood too. ``AccountCreated`` and
 ``AccountUpdated`` set the account's billing mode, currency and credit limit
-(``payment_mode``, ``currency_code``, ``credit_limit``) and state.
+(``payment_mode``, ``currency_code``, ``credit_limit``) and state, in the order
+they happened (``create_time`` / ``update_time``, kept as the account's
+``facts_version``): an older one arriving late is skipped.
 """
 
 from __future__ import annotations
@@ -481,6 +483,34 @@ class AccountStateConsumer:
         facts = policy_of(envelope.payload)
         if self._handlers is None or not account_id or facts is None:
             return
+        # Applied in the order the facts changed, not the order they arrive: an older
+        # AccountUpdated (redelivered, or overtaken) never overwrites a newer one.
+        version = to_ms(_instant(envelope.payload, envelope))
+
+        def applied_version() -> int | None:
+            with self._uow_factory() as uow:
+                return uow.accounts.facts_version(account_id)
+
+        applied = await asyncio.to_thread(applied_version)
+        if applied is not None and applied > version:
+            log.info(
+                "%s %s for %s is older than the facts applied; skipped",
+                envelope.event_type,
+                envelope.event_id,
+                account_id,
+            )
+            return
+        await self._set_policy(account_id, facts)
+
+        def record_version() -> None:
+            with self._uow_factory() as uow:
+                uow.accounts.record_facts_version(account_id, version)
+                uow.commit()
+
+        await asyncio.to_thread(record_version)
+
+    async def _set_policy(self, account_id: str, facts: tuple[BillingMode, str, int]) -> None:
+        assert self._handlers is not None
         mode, currency, limit = facts
         try:
             current = (await self._handlers.get_policy(account_id)).policy
