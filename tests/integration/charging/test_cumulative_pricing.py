@@ -304,3 +304,21 @@ async def test_minutes_from_a_bucket_are_not_priced_and_money_pays_the_fee_once(
     end = await send(app, ccr("cum-7", TERMINATE, 3, ACCOUNT, rg(used=40)))
     assert cost(end) == Quantity.of_money(eur("0.21"))
     assert ledger_totals(app, ACCOUNT)["main-EUR"] == micro("4.53")
+
+
+async def test_units_inside_an_increment_already_paid_still_count_for_the_call(
+    app: ChargingApp,
+) -> None:
+    # 40 s cost 0.26 and pay up to 42 s (2 x 6 s after the first 30). The 2 s granted next
+    # cost nothing more, but the call's total still grows: 49 s = 0.05 + 0.15 + 4 x 0.03.
+    await new_account(app, ACCOUNT, balance="5.00")
+    await send(app, ccr("cum-8", INITIAL, 0, ACCOUNT, rg(60)))
+    inside = await send(app, ccr("cum-8", UPDATE, 1, ACCOUNT, rg(2, 40)))
+    assert cost(inside) == Quantity.of_money(eur("0.26"))
+    assert inside.rating_groups[0].granted == seconds(2)
+    assert await live_totals(app, ACCOUNT) == {"main-EUR": (micro("4.74"), 0)}
+    await send(app, ccr("cum-8", UPDATE, 2, ACCOUNT, rg(6, 2)))
+    await send(app, ccr("cum-8", UPDATE, 3, ACCOUNT, rg(6, 6)))
+    await send(app, ccr("cum-8", TERMINATE, 4, ACCOUNT, rg(used=1)))
+    assert await app.pricing.price(ACCOUNT, "voice", NL, 49, START) == eur("0.32")
+    assert ledger_totals(app, ACCOUNT) == {"main-EUR": micro("4.68")}

@@ -122,12 +122,12 @@ local function stale(hints)
 end
 local start_hints = {}
 do
-  local bad = (cum.t0 ~= req.t0)
+  local bad = false
   for _, r in ipairs(req.rgs) do
     local pos = cum.g[I(r.g)]
     local n = pos and pos.n or 0
     start_hints[I(r.g)] = { n = n }
-    if r.cb and r.cb ~= n then
+    if r.cb and (r.cb ~= n or cum.t0 ~= req.t0) then
       bad = true
     end
   end
@@ -226,7 +226,7 @@ local function reserve(r, ans)
   end
   local ulist = draw_list(acct, buckets, r.u, r.svc, r.g, now)
   local mlist = {}
-  if r.p > 0 and r.mc ~= '' then
+  if (r.p > 0 or (r.cb and r.p == 0)) and r.mc ~= '' then
     mlist = draw_list(acct, buckets, 'm:' .. r.mc, r.svc, r.g, now)
   end
   -- RFC 4006: the grant that exhausts the credit is the final one. What is left after it
@@ -239,6 +239,16 @@ local function reserve(r, ans)
       ans.fin = 1
     end
     return { k = 'u', al = alloc }
+  end
+  if r.p == 0 and r.cb and r.mc ~= '' then
+    -- Units the session already paid for (inside a charged increment): nothing to hold,
+    -- but a money reservation all the same, so their use moves the priced position.
+    ans.rc, ans.k, ans.gu, ans.rq = 'OK', 'm', r.w, 0
+    ans.gb, ans.pg = r.gb or 0, r.pg or 0
+    if (r.pn or 0) > 0 and total_headroom(acct, mlist) < r.pn then
+      ans.fin = 1
+    end
+    return { k = 'm', al = {}, cur = r.mc }
   end
   if r.p == 0 then
     ans.rc, ans.k, ans.gu = 'OK', 'f', r.w
