@@ -74,16 +74,22 @@ products: [{code: voice, unit: second}]
 destinations: [{name: NL, prefixes: ["31"]}]
 tax_regions:
   - {code: NL, name: NL, rounding: half_up, taxes: []}
+time_bands:
+  - code: evenings
+    default_band: day
+    bands:
+      - {name: evening, days: [mon, tue, wed, thu, fri, sat, sun], from: "14:00", to: "00:00"}
 plans:
   - code: cumulative
     currency: EUR
     versions:
       - version: 1
         valid_from: 2026-01-01T00:00:00Z
+        time_bands: evenings
         rates:
           - {id: nl, service: voice, destination: NL, connection_fee: "0.05",
              first_increment: 30, next_increment: 6,
-             prices: {"*": {first: "0.15", next: "0.03"}}}
+             prices: {evening: {first: "0.30", next: "0.06"}, "*": {first: "0.15", next: "0.03"}}}
 """
 NL = "31201234567"
 ACCOUNT = "acc-cum"
@@ -322,3 +328,17 @@ async def test_units_inside_an_increment_already_paid_still_count_for_the_call(
     await send(app, ccr("cum-8", TERMINATE, 4, ACCOUNT, rg(used=1)))
     assert await app.pricing.price(ACCOUNT, "voice", NL, 49, START) == eur("0.32")
     assert ledger_totals(app, ACCOUNT) == {"main-EUR": micro("4.68")}
+
+
+async def test_a_call_is_priced_at_the_time_it_started(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    # START is 13:00 in Amsterdam (day rates); evening rates (double) begin at 14:00.
+    await new_account(app, ACCOUNT, balance="5.00")
+    await send(app, ccr("cum-9", INITIAL, 0, ACCOUNT, rg(60)))
+    clock.advance(timedelta(hours=2))
+    assert await app.pricing.price(ACCOUNT, "voice", NL, 60, clock.now()) == eur("0.65")
+    end = await send(app, ccr("cum-9", TERMINATE, 1, ACCOUNT, rg(used=60)))
+    # 60 s at the day rates the call started in: 0.05 + 0.15 + 5 x 0.03.
+    assert cost(end) == Quantity.of_money(eur("0.35"))
+    assert ledger_totals(app, ACCOUNT) == {"main-EUR": micro("4.65")}

@@ -79,7 +79,7 @@ local function cum_text()
   end
   return cjson.encode({ t0 = I(cum.t0), g = g })
 end
-local cum_before = sess.cum or ''
+local moved = false -- a position moved: the answer (with cum) goes to SQL
 
 local function position(g)
   local pos = cum.g[I(g)]
@@ -153,6 +153,7 @@ local function money_due(r, x)
   local due = math.max(r.c - pos.m, 0)
   pos.n = pos.n + x
   pos.m = pos.m + due
+  moved = true
   return due
 end
 
@@ -304,10 +305,12 @@ for _, r in ipairs(req.rgs) do
   elseif not allowed(acct, r.fr) then
     ans.rc = 'DENIED'
   else
-    if r.gb and r.w > 0 and r.gb ~= position(r.g).n then
+    local pos = cum.g[I(r.g)]
+    local n = pos and pos.n or 0
+    if r.gb and r.w > 0 and r.gb ~= n then
       -- The grant was priced from the wrong position (the report went to unit buckets, not
       -- money): nothing was written yet; the caller prices again from the right one.
-      start_hints[I(r.g)].gb = position(r.g).n
+      start_hints[I(r.g)].gb = n
       return stale(start_hints)
     end
     local new = reserve(r, ans)
@@ -342,7 +345,6 @@ for _, a in ipairs(answers) do
   }
 end
 local cum_now = cum_text()
-local cum_changed = next(cum.g) ~= nil and cum_now ~= cum_before
 local answer = cjson.encode({
   now = now, st = new_state, rgs = out_rgs, fua = acct.fua, fur = acct.fur, fuf = acct.fuf,
   cum = next(cum.g) ~= nil and cjson.decode(cum_now) or nil,
@@ -353,7 +355,7 @@ for _, ev in ipairs(threshold_events(acct, before, after)) do
   ev.k = 'E'
   records[#records + 1] = ev
 end
-if #MOVES > 0 or cum_changed then
+if #MOVES > 0 or moved then
   -- With effects in the ledger (or a new priced position), the session's answer goes to SQL
   -- too: a rebuilt Redis still answers a retry of this request without charging it again,
   -- and later reports of the session are priced from the position it carries.
@@ -366,7 +368,15 @@ for _, rec in ipairs(records) do
 end
 
 local fields = { 'st', new_state, 'rn', I(req.rn), 'ans', answer, 'ent', cjson.encode(ids) }
-if next(cum.g) ~= nil then
+local priced = false
+for _, r in ipairs(req.rgs) do
+  if r.cb then
+    priced = true
+  end
+end
+-- The session's start (t0) is kept from its first priced request on, so the whole call is
+-- priced at the time it started (SQL learns it with the first position).
+if priced or next(cum.g) ~= nil then
   fields[#fields + 1] = 'cum'
   fields[#fields + 1] = cum_now
 end
