@@ -568,10 +568,12 @@ async def rejected_records(story: Story) -> RenderableType:
 VOICE_RATING_GROUP = 100
 CALL_DESTINATION = "+31 20 555 0101"
 CALL_TOP_UP = Money.of("1.00", "EUR")
-# Seconds asked for at every Initial/Update: ten minutes, more than what is left of
-# 1.00 EUR after a grant or two in any time band, so the last grant is a partial one
-# carrying the final-unit indication. The story gives up after CALL_MAX_UPDATES.
-CALL_QUOTA_SECONDS = 600
+# Seconds asked for at every Initial/Update: two minutes, so 1.00 EUR lasts a few
+# Updates in any time band; the grant that exhausts it (cut short, or leaving less
+# than the next minute costs) carries the final-unit indication. Charging prices the
+# session as one call: the connection fee is in the first Update's debit only. The
+# story gives up after CALL_MAX_UPDATES.
+CALL_QUOTA_SECONDS = 120
 CALL_MAX_UPDATES = 20
 # Charging learns accounts from accounts' events; this is how long the story waits for it.
 CHARGING_VIEW_WAIT_SECONDS = 15.0
@@ -727,7 +729,11 @@ async def prepaid_call(story: Story) -> RenderableType:
     for column in ("#", "request", "used", "granted", "cost", "result", "final unit"):
         table.add_column(column, justify="right" if column in ("#", "used", "cost") else "left")
 
+    charged = Decimal(0)
+    started = datetime.now(UTC)
+
     async def send(kind: charging_pb2.RequestType.ValueType, number: int, group: Any) -> Any:
+        nonlocal charged
         reply = await story.charging.CreditControl(
             charging_pb2.CreditControlRequest(
                 session_id=session_id,
@@ -739,6 +745,8 @@ async def prepaid_call(story: Story) -> RenderableType:
             timeout=CALL_TIMEOUT_SECONDS,
         )
         answer = reply.multiple_services[0] if reply.multiple_services else None
+        if answer is not None and answer.cost.currency_code:
+            charged += Decimal(money_text(answer.cost))
         result = charging_pb2.ResultCode.Name(reply.result_code).removeprefix("RESULT_CODE_")
         fui = "-"
         if answer is not None and answer.HasField("final_unit_indication"):
@@ -777,14 +785,40 @@ async def prepaid_call(story: Story) -> RenderableType:
     last = answer.granted_units.time_seconds if answer is not None else 0
     await send(charging_pb2.REQUEST_TYPE_TERMINATE, number + 1, _group(used=last))
     seconds += last
+    whole = await _whole_call_price(story, account.account_id, seconds, started)
+    priced = (
+        f"    charged {charged:f} EUR in {number + 1} reports; rating's price of the whole "
+        f"{seconds} s call (connection fee once): {whole}"
+    )
     if not cut:
-        return Group(table, f"    call ended after {seconds} s: the credit left bought nothing")
+        return Group(
+            table, f"    call ended after {seconds} s: the credit left bought nothing", priced
+        )
     action = charging_pb2.FinalUnitAction.Name(answer.final_unit_indication.action)
     return Group(
         table,
         f"    call cut by the final-unit indication "
         f"({action.removeprefix('FINAL_UNIT_ACTION_')}) after {_duration(seconds)}",
+        priced,
     )
+
+
+async def _whole_call_price(story: Story, account_id: str, seconds: int, at: datetime) -> str:
+    """Rating's quote for the call as one call, to set beside what charging debited."""
+    if seconds <= 0:
+        return "0.00 EUR"
+    reply = await story.rating.Quote(
+        rating_pb2.QuoteRequest(
+            account_id=account_id,
+            service="voice",
+            destination=CALL_DESTINATION,
+            event_time=timestamp_to_proto(at),
+            quantity=rating_pb2.Quantity(value=seconds, unit=rating_pb2.QUANTITY_UNIT_SECOND),
+        ),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    gross = reply.charge.gross
+    return f"{money_text(gross)} {gross.currency_code}"
 
 
 async def call_ledger(story: Story) -> RenderableType:

@@ -54,6 +54,8 @@ accounts = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # ms of the newest AccountCreated/AccountUpdated applied (older ones are skipped).
+    Column("facts_version", BigInteger, nullable=False, server_default="0"),
 )
 
 account_states = Table(

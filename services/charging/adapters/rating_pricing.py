@@ -15,7 +15,9 @@ the caller, nothing written): never a free grant.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -96,6 +98,23 @@ class RatingPricing:
         except grpc.RpcError as error:
             raise self._refusal("Quote", account_id, service, error) from None
         return _money(reply.charge.gross, service)
+
+    async def prices(
+        self,
+        account_id: str,
+        service: str,
+        destination: str,
+        quantities: Sequence[int],
+        at: datetime,
+    ) -> list[Money]:
+        """One ``Quote`` per quantity, concurrently (cumulative pricing asks a few)."""
+        if len(quantities) == 1:
+            return [await self.price(account_id, service, destination, quantities[0], at)]
+        return list(
+            await asyncio.gather(
+                *(self.price(account_id, service, destination, q, at) for q in quantities)
+            )
+        )
 
     async def units_for(
         self, account_id: str, service: str, destination: str, amount: Money, at: datetime

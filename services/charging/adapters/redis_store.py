@@ -148,6 +148,13 @@ class ScriptPipeline:
         while not self._connections.empty():
             await self._connections.get_nowait().disconnect()
 
+    async def command(self, *command: str) -> Any:
+        """Run a plain command in the next pipeline and return its reply."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((None, command, (), future))
+        self._schedule()
+        return await future
+
     def send(self, *command: str) -> None:
         """Queue a command nobody waits for (errors are logged). It rides along with
         the next pipeline of scripts, or goes on its own after ``_DEFERRED_S``."""
@@ -471,6 +478,18 @@ class RedisBalanceStore:
     async def read_session(self, account_id: str, session_id: str) -> dict[str, str]:
         raw = await self.client.hgetall(f"{prefix(account_id)}s:{session_id}")
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def session_fields(
+        self, account_id: str, session_id: str, names: Sequence[str]
+    ) -> dict[str, str]:
+        """Some fields of a session (those it has), read in the scripts' pipeline."""
+        key = f"{prefix(account_id)}s:{session_id}"
+        values = await self._pipeline.command("HMGET", key, *names)
+        return {
+            name: _text(value)
+            for name, value in zip(names, values, strict=True)
+            if value is not None
+        }
 
     async def scan_accounts_with_work(self) -> AsyncIterator[str]:
         """Accounts holding reservations or journal entries (the sweeper's backstop)."""

@@ -133,6 +133,21 @@ class SqlAccountRepository:
         ).first()
         return (AccountState(row.state), int(row.state_version)) if row else None
 
+    def facts_version(self, account_id: str) -> int | None:
+        a = orm.accounts
+        row = self._session.execute(
+            select(a.c.facts_version).where(a.c.account_id == account_id)
+        ).first()
+        return int(row.facts_version) if row else None
+
+    def record_facts_version(self, account_id: str, version: int) -> None:
+        a = orm.accounts
+        self._session.execute(
+            update(a)
+            .where(a.c.account_id == account_id, a.c.facts_version < version)
+            .values(facts_version=version)
+        )
+
     def record_state(self, change: StateChange, now: datetime) -> bool:
         s = orm.account_states
         current = self.state(change.account_id)

@@ -72,6 +72,10 @@ class RatingGroupCharge:
     used: int = 0
     cost_of_used: int | None = None
     rating_failed: bool = False
+    # What the unit after a money grant costs, and the first money unit after unit buckets:
+    # a grant after which less than that is left is the final one (RFC 4006).
+    price_of_next: int = 0
+    price_of_first: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +268,9 @@ class Wallet:
         money = self._money_list(charge, at) if price is not None and price > 0 else []
         if self.total_headroom(units) > 0:
             taken, allocations = self.hold(units, charge.wanted)
-            final = self.total_headroom(units) == 0 and self.total_headroom(money) == 0
+            final = self.total_headroom(units) == 0 and self.total_headroom(money) < max(
+                charge.price_of_first, 1
+            )
             return Reservation("u", allocations), Grant("OK", "u", taken, taken, final)
         if price == 0:
             return Reservation("f"), Grant("OK", "f", charge.wanted)
@@ -275,7 +281,7 @@ class Wallet:
             reservation = Reservation("m", allocations, charge.price_currency)
             if taken < price:
                 return reservation, Grant("OK", "m", -1, taken, True)
-            final = self.total_headroom(money) == 0
+            final = self.total_headroom(money) < max(charge.price_of_next, 1)
             return reservation, Grant("OK", "m", charge.wanted, taken, final)
         return None, Grant("RATING" if charge.rating_failed else "NOCREDIT")
 

@@ -13,6 +13,16 @@ redelivered event skips records whose ledger entry exists (``usage:<record_id>``
 and Redis remembers recent ones; the event id is marked processed in the same
 transaction as the entries.
 
+**UsageRerated** (same stream): rating re-rated an account's usage in a period
+(``rerate_id``, ``account_id``, ``corrections``: ``record_id`` with ``old`` and ``new``
+amounts). Charging applies, per currency, the sum of ``new - old`` over the records
+it charged (a ``usage:<record_id>`` ledger entry; or rated at zero, which it had
+nothing to charge for) as one ledger entry referenced ``rerate:<rerate_id>:<currency>``:
+a debit when the price went up, a credit back when it went down, on the same money
+buckets offline usage uses (so postpaid unbilled usage moves with it), thresholds
+re-evaluated. Each re-rating is applied once: its reference is checked in the
+ledger and Redis remembers it, and the event id is marked processed with the entries.
+
 **AccountStateChanged** (stream ``reckon:events:accounts``): ``account_id``,
 ``to_state`` (ACTIVE, SUSPENDED, BARRED, CLOSED), ``reason`` and ``change_time``.
 Written to SQL first (ordered by ``change_time``, so a late redelivery never
@@ -20,7 +30,9 @@ undoes a newer change), then to the live store, where the scripts refuse usage
 in real time (CHG-11). ``AccountSuspended`` / ``AccountReactivated`` /
 ``AccountClosed`` / ``AccountBarred`` are understood too. ``AccountCreated`` and
 ``AccountUpdated`` set the account's billing mode, currency and credit limit
-(``payment_mode``, ``currency_code``, ``credit_limit``) and state.
+(``payment_mode``, ``currency_code``, ``credit_limit``) and state, in the order
+they happened (``create_time`` / ``update_time``, kept as the account's
+``facts_version``): an older one arriving late is skipped.
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ log = logging.getLogger(__name__)
 
 USAGE_CONSUMER: Final = "charging-usage"
 STATE_CONSUMER: Final = "charging-account-states"
-USAGE_EVENTS: Final = frozenset({"UsageRated"})
+USAGE_EVENTS: Final = frozenset({"UsageRated", "UsageRerated"})
 STATE_EVENTS: Final = frozenset(
     {
         "AccountStateChanged",
@@ -111,6 +123,19 @@ class OfflineUsage:
             return None
 
 
+def correction_of(raw: Mapping[str, Any]) -> tuple[str, Money, Money] | None:
+    """(record id, old amount, new amount) of a ``UsageRerated`` correction."""
+    try:
+        old, new = raw["old"], raw["new"]
+        return (
+            str(raw["record_id"]),
+            Money.of(str(old["amount"]), str(old["currency"])),
+            Money.of(str(new["amount"]), str(new["currency"])),
+        )
+    except (KeyError, TypeError, ValueError, InvalidOperation, MoneyError):
+        return None
+
+
 def usage_records(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     records = payload.get("records")
     if isinstance(records, list):
@@ -139,6 +164,9 @@ class UsageConsumer:
     async def handle(self, envelope: EventEnvelope) -> None:
         if envelope.event_type not in USAGE_EVENTS:
             return
+        if envelope.event_type == "UsageRerated":
+            await self._rerated(envelope)
+            return
         usages: list[OfflineUsage] = []
         for raw in usage_records(envelope.payload):
             usage = OfflineUsage.parse(raw)
@@ -157,6 +185,11 @@ class UsageConsumer:
         touches: dict[str, int] = {}
         for account_id, batch in by_account.items():
             await self._charge_account(account_id, batch, entries, touches)
+        await self._commit(envelope, entries, touches)
+
+    async def _commit(
+        self, envelope: EventEnvelope, entries: list[JournalEntry], touches: dict[str, int]
+    ) -> None:
         inbox = SqlOnly(
             "inbox",
             {
@@ -168,6 +201,120 @@ class UsageConsumer:
         await self._handlers.writer.commit(entries, [inbox])
         for account_id, due in touches.items():
             await self._store.touch(account_id, due)
+
+    async def _rerated(self, envelope: EventEnvelope) -> None:
+        payload = envelope.payload
+        account_id = str(payload.get("account_id") or envelope.aggregate_id or "")
+        rerate_id = str(payload.get("rerate_id") or "")
+        corrections = [c for c in payload.get("corrections") or [] if isinstance(c, Mapping)]
+        entries: list[JournalEntry] = []
+        touches: dict[str, int] = {}
+        if not account_id or not rerate_id:
+            log.error("UsageRerated %s names no account or re-rating", envelope.event_id)
+        else:
+            await self._apply_rerating(account_id, rerate_id, corrections, entries, touches)
+        await self._commit(envelope, entries, touches)
+
+    async def _apply_rerating(
+        self,
+        account_id: str,
+        rerate_id: str,
+        corrections: list[Mapping[str, Any]],
+        entries: list[JournalEntry],
+        touches: dict[str, int],
+    ) -> None:
+        parsed = [(c, correction_of(c)) for c in corrections]
+        for raw, found in parsed:
+            if found is None:
+                log.error(
+                    "UsageRerated %s has a correction charging cannot read: %r", rerate_id, raw
+                )
+        readable = [found for _, found in parsed if found is not None]
+        references = [f"usage:{record_id}" for record_id, _, _ in readable]
+
+        def charged() -> set[str]:
+            with self._uow_factory() as uow:
+                return uow.ledger.references_present(account_id, references)
+
+        done = await asyncio.to_thread(charged)
+        # Only what charging charged is corrected: a record it never debited (no bucket,
+        # unknown account then) is not debited by its correction either.
+        deltas: dict[str, int] = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
+        for record_id, old, new in readable:
+            if f"usage:{record_id}" not in done and not old.is_zero():
+                log.warning(
+                    "re-rating %s: record %s was not charged by charging; not corrected",
+                    rerate_id,
+                    record_id,
+                )
+                continue
+            try:
+                new_amount, old_amount = scaled_money(new), scaled_money(old)
+            except MoneyError:
+                log.error(
+                    "re-rating %s: record %s is finer than charging keeps money; not corrected",
+                    rerate_id,
+                    record_id,
+                )
+                continue
+            deltas[new.currency] += new_amount
+            deltas[old.currency] -= old_amount
+            counts[new.currency] += 1
+        changes = {currency: delta for currency, delta in sorted(deltas.items()) if delta}
+        applied = await asyncio.to_thread(
+            lambda: self._references_present(
+                account_id, [f"rerate:{rerate_id}:{currency}" for currency in changes]
+            )
+        )
+        for currency, delta in changes.items():
+            reference = f"rerate:{rerate_id}:{currency}"
+            if reference in applied:
+                continue
+            if abs(delta) > MAX_QUANTITY:
+                log.error("re-rating %s: %s %s out of range", rerate_id, delta, currency)
+                continue
+            payload = {
+                "a": "OFFLINE",
+                "acct": account_id,
+                "now": to_ms(self._clock.now()),
+                "win": self._window_s,
+                "jd": self._drain_ms,
+                "off": {
+                    "q": str(delta),
+                    "cur": currency,
+                    "svc": "",
+                    "ref": reference,
+                    "why": f"re-rating {rerate_id}: {counts[currency]} records",
+                },
+            }
+            try:
+                result = await self._handlers._run(
+                    account_id,
+                    lambda p=payload, key=f"q:rerate:{rerate_id}:{currency}": (  # type: ignore[misc]
+                        self._store.event(account_id, key, p)
+                    ),
+                )
+            except NotFound:
+                log.warning("re-rating %s: account %s unknown to charging", rerate_id, account_id)
+                return
+            if result.status in ("NOBUCKET", "TOOBIG"):
+                log.error(
+                    "re-rating %s: account %s cannot take %s %s (%s); not applied",
+                    rerate_id,
+                    account_id,
+                    delta,
+                    currency,
+                    result.status,
+                )
+                continue
+            entries.extend(result.entries)
+            if result.touch_ms:
+                touches[account_id] = min(touches.get(account_id, result.touch_ms), result.touch_ms)
+
+    def _references_present(self, account_id: str, references: list[str]) -> set[str]:
+        with self._uow_factory() as uow:
+            return uow.ledger.references_present(account_id, references)
 
     async def _charge_account(
         self,
@@ -336,6 +483,34 @@ class AccountStateConsumer:
         facts = policy_of(envelope.payload)
         if self._handlers is None or not account_id or facts is None:
             return
+        # Applied in the order the facts changed, not the order they arrive: an older
+        # AccountUpdated (redelivered, or overtaken) never overwrites a newer one.
+        version = to_ms(_instant(envelope.payload, envelope))
+
+        def applied_version() -> int | None:
+            with self._uow_factory() as uow:
+                return uow.accounts.facts_version(account_id)
+
+        applied = await asyncio.to_thread(applied_version)
+        if applied is not None and applied > version:
+            log.info(
+                "%s %s for %s is older than the facts applied; skipped",
+                envelope.event_type,
+                envelope.event_id,
+                account_id,
+            )
+            return
+        await self._set_policy(account_id, facts)
+
+        def record_version() -> None:
+            with self._uow_factory() as uow:
+                uow.accounts.record_facts_version(account_id, version)
+                uow.commit()
+
+        await asyncio.to_thread(record_version)
+
+    async def _set_policy(self, account_id: str, facts: tuple[BillingMode, str, int]) -> None:
+        assert self._handlers is not None
         mode, currency, limit = facts
         try:
             current = (await self._handlers.get_policy(account_id)).policy

@@ -1,7 +1,8 @@
 """Charging's use cases: credit control, events, balances, top-ups, vouchers (CHG-1..11).
 
 The hot path (``credit_control``) is: look the rating groups up, ask pricing for
-the money-priced ones, run **one** Lua script that applies the whole request
+the money-priced ones (cumulatively: from the session's priced position, read
+first, ADR 0011), run **one** Lua script that applies the whole request
 atomically (with the session's idempotency), commit the journal entries it
 produced to the SQL ledger (group commit), and only then answer. The same shape
 serves events, top-ups, adjustments and voucher credits. Whatever the live store
@@ -11,10 +12,12 @@ lost (NOACCOUNT) is rebuilt from SQL first (``rebuild``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from services.charging.domain.accounts import (
@@ -113,6 +116,34 @@ class Options:
     voucher_key: bytes = b"reckon-charging-vouchers"
 
 
+# Attempts at pricing a request when its session's position moved meanwhile.
+_STALE_ATTEMPTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """A session's priced position in one rating group (cumulative pricing, ADR 0011)."""
+
+    used: int = 0  # units charged in money so far in the session
+    grant_base: int | None = None  # the position a grant starts from, when the script said
+    kind: str = ""  # the class of the open reservation (u units, m money, f free)
+
+
+def _cumulative(service: ServiceDefinition) -> bool:
+    return service.is_rated and not service.is_free
+
+
+def _positions_of(cum: dict[str, Any], now_ms: int) -> tuple[int, dict[int, _Position]]:
+    """(start ms, positions) from a session's 'cum' JSON or a STALE answer."""
+    positions = {
+        int(group): _Position(
+            int(raw.get("n", "0")), int(raw["gb"]) if raw.get("gb") is not None else None
+        )
+        for group, raw in (cum.get("g") or {}).items()
+    }
+    return int(cum.get("t0") or now_ms), positions
+
+
 @dataclass(frozen=True, slots=True)
 class _Group:
     """A rating group of a request with its definition and the quoted prices."""
@@ -192,50 +223,100 @@ class ChargingHandlers:
         now = self.clock.now()
         if request.request_type is RequestType.EVENT:
             return await self._event(request, now)
-        groups = await self._groups(request, now)
-        validity = max((self._validity(g.service) for g in groups), default=0)
+        resolved = await self._resolve(request)
+        validity = max((self._validity(service) for _, _, service, _ in resolved), default=0)
         validity = validity or self.options.validity_seconds
         now_ms = to_ms(now)
-        payload = {
-            "t": request.request_type.value,
-            "sid": request.session_id,
-            "rn": request.request_number,
-            "acct": request.account_id,
-            "now": now_ms,
-            "sweep": now_ms + (validity + self.options.grace_seconds) * 1000,
-            "win": self.options.window_seconds,
-            "jd": self.options.journal_drain_ms,
-            "rgs": [g.payload for g in groups],
-        }
-        result = await self._run(
-            request.account_id,
-            lambda: self.store.credit_control(request.account_id, request.session_id, payload),
-        )
+        # Cumulative pricing (ADR 0011): usage of a session is priced as one call, from the
+        # session's position per rating group, at the session's start.
+        start_ms, positions = now_ms, dict[int, _Position]()
+        priced = any(_cumulative(service) for _, _, service, _ in resolved)
+        if priced and request.request_type is not RequestType.INITIAL:
+            start_ms, positions = await self._positions(request, now_ms)
+        for _ in range(_STALE_ATTEMPTS):
+            groups = await self._groups(request, resolved, from_ms(start_ms), positions)
+            payload = {
+                "t": request.request_type.value,
+                "sid": request.session_id,
+                "rn": request.request_number,
+                "acct": request.account_id,
+                "now": now_ms,
+                "t0": start_ms,
+                "sweep": now_ms + (validity + self.options.grace_seconds) * 1000,
+                "win": self.options.window_seconds,
+                "jd": self.options.journal_drain_ms,
+                "rgs": [g.payload for g in groups],
+            }
+            result = await self._run(
+                request.account_id,
+                partial(self.store.credit_control, request.account_id, request.session_id, payload),
+            )
+            if result.status != "STALE":
+                break
+            # Priced from another position than the session's (a concurrent request of the
+            # session, a rebuilt Redis, usage that went to unit buckets): price again.
+            start_ms, hinted = _positions_of(result.answer, now_ms)
+            positions = {
+                group: replace(found, kind=positions.get(group, found).kind)
+                for group, found in hinted.items()
+            }
+        else:
+            raise Unavailable(
+                f"session {request.session_id} changed while it was being priced; retry"
+            )
         await self._durable(request.account_id, result)
         return await self._answer(request, groups, result)
 
-    async def _groups(self, request: CreditControlRequest, now: datetime) -> list[_Group]:
-        groups = []
+    async def _positions(
+        self, request: CreditControlRequest, now_ms: int
+    ) -> tuple[int, dict[int, _Position]]:
+        """The session's start and priced position per rating group (none yet: now, zero)."""
+        names = ["cum", *(f"g:{rg.rating_group}" for rg in request.rating_groups)]
+        session = await self.store.session_fields(request.account_id, request.session_id, names)
+        start_ms, positions = _positions_of(
+            json.loads(session["cum"]) if session.get("cum") else {}, now_ms
+        )
+        for rg in request.rating_groups:
+            held = session.get(f"g:{rg.rating_group}")
+            position = positions.get(rg.rating_group, _Position())
+            kind = str(json.loads(held).get("k", "")) if held else ""
+            positions[rg.rating_group] = _Position(position.used, None, kind)
+        return start_ms, positions
+
+    async def _resolve(
+        self, request: CreditControlRequest
+    ) -> list[tuple[int, RatingGroupRequest, ServiceDefinition, Unit | None]]:
+        resolved = []
         for index, rg in enumerate(request.rating_groups):
             field = f"multiple_services[{index}]"
             service = await self.catalog.require(rg.rating_group, f"{field}.rating_group")
             unit = self._unit_of(service, rg, field, request.request_type)
-            groups.append((index, rg, service, unit))
-        if len(groups) == 1:  # the common case: no tasks to create
-            index, rg, service, unit = groups[0]
-            quotes = [
-                await self._quote(request, rg, service, unit, now, f"multiple_services[{index}]")
-            ]
+            resolved.append((index, rg, service, unit))
+        return resolved
+
+    async def _groups(
+        self,
+        request: CreditControlRequest,
+        resolved: list[tuple[int, RatingGroupRequest, ServiceDefinition, Unit | None]],
+        at: datetime,
+        positions: dict[int, _Position] | None = None,
+    ) -> list[_Group]:
+        positions = positions or {}
+
+        def quote(
+            index: int, rg: RatingGroupRequest, service: ServiceDefinition, unit: Unit | None
+        ) -> Awaitable[dict[str, Any]]:
+            position = positions.get(rg.rating_group, _Position())
+            field = f"multiple_services[{index}]"
+            return self._quote(request, rg, service, unit, at, field, position)
+
+        if len(resolved) == 1:  # the common case: no tasks to create
+            quotes = [await quote(*resolved[0])]
         else:
-            quotes = await asyncio.gather(
-                *(
-                    self._quote(request, rg, service, unit, now, f"multiple_services[{index}]")
-                    for index, rg, service, unit in groups
-                )
-            )
+            quotes = await asyncio.gather(*(quote(*group) for group in resolved))
         return [
             _Group(index, rg, service, unit, payload)
-            for (index, rg, service, unit), payload in zip(groups, quotes, strict=True)
+            for (index, rg, service, unit), payload in zip(resolved, quotes, strict=True)
         ]
 
     def _unit_of(
@@ -280,8 +361,9 @@ class ChargingHandlers:
         rg: RatingGroupRequest,
         service: ServiceDefinition,
         unit: Unit | None,
-        now: datetime,
+        at: datetime,
         field: str,
+        position: _Position,
     ) -> dict[str, Any]:
         wanted = -1
         if request.request_type is not RequestType.TERMINATE:
@@ -302,22 +384,71 @@ class ChargingHandlers:
             "c": -1,
             "rf": 0,
         }
-        if not service.is_rated or service.is_free:
+        if not _cumulative(service):
             return payload
+        session = request.request_type is not RequestType.EVENT
+        # Positions are units charged in money so far: a report is priced as the call's total
+        # so far (the script debits that minus what was already debited), a grant as what the
+        # units after the report add. Events are a call of their own (position 0).
+        n = position.used if session else 0
+        base = n
+        if session and position.grant_base is not None:
+            base = position.grant_base
+        elif used > 0 and position.kind not in ("u", "f"):
+            base = n + used  # the report is charged in money (checked by the script)
+        needed: set[int] = set()
+        if used > 0:
+            needed.add(n + used)
+        if wanted > 0:
+            needed |= {base, base + wanted}
+            if session:
+                needed |= {base + wanted + 1, base + 1}
+        needed.discard(0)
         try:
-            if wanted > 0:
-                price = await self.pricing.price(
-                    request.account_id, service.service, rg.destination, wanted, now
-                )
-                payload["p"], payload["mc"] = self._scaled_price(price, f"{field}.requested_units")
-            if used > 0:
-                cost = await self.pricing.price(
-                    request.account_id, service.service, rg.destination, used, now
-                )
-                payload["c"], payload["mc"] = self._scaled_price(cost, f"{field}.used_units")
+            prices = await self._prices(request, service, rg, sorted(needed), at)
         except NotPriced:
             payload["p"], payload["c"], payload["mc"], payload["rf"] = -1, -1, "", 1
+            return payload
+        currency = next((money.currency for money in prices.values()), "")
+
+        def scaled(units: int, name: str) -> int:
+            if units == 0:
+                return 0
+            amount, _ = self._scaled_price(prices[units], f"{field}.{name}")
+            return amount
+
+        payload["mc"] = currency
+        if used > 0:
+            payload["c"] = scaled(n + used, "used_units")
+        if wanted > 0:
+            payload["p"] = scaled(base + wanted, "requested_units") - scaled(
+                base, "requested_units"
+            )
+        if session:
+            payload["cb"], payload["gb"] = n, base
+            if wanted > 0:
+                payload["pg"] = scaled(base, "requested_units")
+                payload["pn"] = scaled(base + wanted + 1, "requested_units") - scaled(
+                    base + wanted, "requested_units"
+                )
+                payload["p1"] = scaled(base + 1, "requested_units") - payload["pg"]
         return payload
+
+    async def _prices(
+        self,
+        request: CreditControlRequest,
+        service: ServiceDefinition,
+        rg: RatingGroupRequest,
+        quantities: list[int],
+        at: datetime,
+    ) -> dict[int, Money]:
+        """The price of each quantity (rating is asked concurrently when there are several)."""
+        if not quantities:
+            return {}
+        answers = await self.pricing.prices(
+            request.account_id, service.service, rg.destination, quantities, at
+        )
+        return dict(zip(quantities, answers, strict=True))
 
     def _scaled_price(self, price: Money, field: str) -> tuple[int, str]:
         amount = scaled_money(price)
@@ -343,7 +474,9 @@ class ChargingHandlers:
                 ResultCode.UNKNOWN_SESSION_ID,
             )
         answer = result.answer
-        at = from_ms(int(answer.get("now", to_ms(self.clock.now()))))
+        cum = answer.get("cum") or {}
+        # Partial grants are priced when and from where the script priced them (replays too).
+        at = from_ms(int(cum.get("t0") or answer.get("now") or to_ms(self.clock.now())))
         by_group = {g.request.rating_group: g for g in groups}
         fui = FinalUnitIndication(
             FinalUnitAction(answer.get("fua") or "terminate"),
@@ -375,15 +508,18 @@ class ChargingHandlers:
         code = _RESULTS.get(str(raw["rc"]), ResultCode.RATING_FAILED)
         granted_units = int(raw.get("gu", "0"))
         if granted_units == -1:
-            # Money was short: grant what the held money buys at the price in force then.
-            held = unscaled_money(int(raw["rq"]), str(group.payload["mc"]))
+            # Money was short: grant the units the held money buys after the session's
+            # position (the call's total those units make, minus what was used before them,
+            # so the connection fee and first increment are not counted again).
+            base, base_price = int(raw.get("gb", "0")), int(raw.get("pg", "0"))
+            held = unscaled_money(base_price + int(raw["rq"]), str(group.payload["mc"]))
             try:
-                granted_units = await self.pricing.units_for(
+                total = await self.pricing.units_for(
                     request.account_id, group.service.service, group.request.destination, held, at
                 )
             except NotPriced:
-                granted_units = 0
-            granted_units = min(granted_units, max(group.payload["w"], 0))
+                total = 0
+            granted_units = min(max(total - base, 0), max(group.payload["w"], 0))
             if granted_units <= 0:
                 code = ResultCode.CREDIT_LIMIT_REACHED
         unit = group.unit
@@ -403,7 +539,7 @@ class ChargingHandlers:
 
     # -- events (RFC 4006 section 6) -----------------------------------------------------------
     async def _event(self, request: CreditControlRequest, now: datetime) -> CreditControlAnswer:
-        groups = await self._groups(request, now)
+        groups = await self._groups(request, await self._resolve(request), now)
         if request.action is RequestedAction.PRICE_ENQUIRY:
             await self._require_account(request.account_id)
             return self._price_answer(request, groups)

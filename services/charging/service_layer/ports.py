@@ -43,6 +43,17 @@ class Pricing(Protocol):
         """How many units ``amount`` buys at most; raises NotPriced."""
         ...
 
+    async def prices(
+        self,
+        account_id: str,
+        service: str,
+        destination: str,
+        quantities: Sequence[int],
+        at: datetime,
+    ) -> list[Money]:
+        """``price`` of each quantity (a remote implementation asks concurrently)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
@@ -152,6 +163,13 @@ class BalanceStore(Protocol):
     async def ack(self, entries: Sequence[JournalEntry]) -> None: ...
 
     async def read_account(self, account_id: str) -> AccountView | None: ...
+
+    async def session_fields(
+        self, account_id: str, session_id: str, names: Sequence[str]
+    ) -> dict[str, str]:
+        """The named fields a session has ('cum': its priced position; 'g:<rating group>':
+        its reservation); empty when the store has no such session."""
+        ...
 
     def scan_accounts_with_work(self) -> AsyncIterator[str]: ...
 

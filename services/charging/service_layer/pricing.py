@@ -10,7 +10,7 @@ Used by tests and by ``CHARGING_TARIFFS`` when no rating service is wired in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,6 +84,17 @@ class InMemoryPricing:
         self, account_id: str, service: str, destination: str, amount: Money, at: datetime
     ) -> int:
         return self._tariff(service).units_for(amount)
+
+    async def prices(
+        self,
+        account_id: str,
+        service: str,
+        destination: str,
+        quantities: Sequence[int],
+        at: datetime,
+    ) -> list[Money]:
+        tariff = self._tariff(service)
+        return [tariff.price_of(units) for units in quantities]
 
 
 __all__ = ["InMemoryPricing", "Tariff", "tariffs_from_json"]

@@ -42,6 +42,14 @@ class AccountRepository(Protocol):
         """Store a state if newer than the stored one; True when stored."""
         ...
 
+    def facts_version(self, account_id: str) -> int | None:
+        """The version of the newest accounts event applied to the policy (None: no account)."""
+        ...
+
+    def record_facts_version(self, account_id: str, version: int) -> None:
+        """Raise the applied facts version (never lowers it)."""
+        ...
+
 
 class BucketRepository(Protocol):
     def for_account(self, account_id: str) -> list[Bucket]: ...

@@ -365,3 +365,34 @@ async def test_accounts_events_set_the_policy_and_state(
     }
     await app.states.handle(envelope("AccountUpdated", updated, clock, "acc-3"))
     assert (await app.handlers.get_policy("from-accounts")).policy.mode is BillingMode.PREPAID
+
+
+async def test_an_older_account_update_never_overwrites_a_newer_one(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    start = clock.now()
+
+    def facts(limit: str, at_minutes: int, **extra: object) -> dict[str, object]:
+        return {
+            "account_id": "ordered",
+            "customer_id": "cus-2",
+            "currency_code": "EUR",
+            "payment_mode": "POSTPAID",
+            "credit_limit": {"amount": limit, "currency": "EUR"},
+            "state": "ACTIVE",
+            **extra,
+            "update_time": (start + timedelta(minutes=at_minutes)).isoformat(),
+        }
+
+    created = {**facts("50.00", 0), "create_time": start.isoformat()}
+    created.pop("update_time")
+    await app.states.handle(envelope("AccountCreated", created, clock, "ord-0"))
+    # The limit was raised to 60 at minute 1 and to 80 at minute 2; the events arrive
+    # in the other order (the first was redelivered after the second).
+    await app.states.handle(envelope("AccountUpdated", facts("80.00", 2), clock, "ord-2"))
+    await app.states.handle(envelope("AccountUpdated", facts("60.00", 1), clock, "ord-1"))
+    view = await app.handlers.get_policy("ordered")
+    assert view.policy.credit_limit == money("80.00").amount
+    # A newer one still applies.
+    await app.states.handle(envelope("AccountUpdated", facts("90.00", 3), clock, "ord-3"))
+    assert (await app.handlers.get_policy("ordered")).policy.credit_limit == money("90.00").amount

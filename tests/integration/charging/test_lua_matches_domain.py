@@ -46,6 +46,8 @@ step = st.tuples(
     st.integers(0, 400),  # cost of used
     st.integers(0, 200),  # wanted
     st.integers(0, 400),  # price of wanted
+    st.integers(0, 100),  # price of the unit after the grant
+    st.integers(0, 100),  # price of the first money unit
 )
 
 
@@ -95,7 +97,9 @@ def build(mode: BillingMode, limit: int, main: int, specs: list[Any]) -> tuple[W
     return wallet, snapshot
 
 
-def payload(kind: str, number: int, used: int, cost: int, want: int, price: int) -> dict[str, Any]:
+def payload(
+    kind: str, number: int, used: int, cost: int, want: int, price: int, nxt: int, first: int
+) -> dict[str, Any]:
     return {
         "t": kind,
         "sid": "s",
@@ -117,12 +121,16 @@ def payload(kind: str, number: int, used: int, cost: int, want: int, price: int)
                 "x": used,
                 "c": cost,
                 "rf": 0,
+                "pn": nxt,
+                "p1": first,
             }
         ],
     }
 
 
-def charge(used: int, cost: int, want: int, price: int) -> RatingGroupCharge:
+def charge(
+    used: int, cost: int, want: int, price: int, nxt: int = 0, first: int = 0
+) -> RatingGroupCharge:
     return RatingGroupCharge(
         1,
         "voice",
@@ -132,6 +140,8 @@ def charge(used: int, cost: int, want: int, price: int) -> RatingGroupCharge:
         price_currency="EUR",
         used=used,
         cost_of_used=cost,
+        price_of_next=nxt,
+        price_of_first=first,
     )
 
 
@@ -180,15 +190,15 @@ async def test_lua_and_wallet_agree(
     want, price = first
     reservation: Reservation | None
     grant: Grant | None
-    reservation, grant = wallet.reserve(charge(0, -1, want, price), NOW)
-    await compare(await lua(payload("I", 0, -1, -1, want, price)), grant)
-    for number, (kind, used, cost, want, price) in enumerate(steps, start=1):
+    reservation, grant = wallet.reserve(charge(0, -1, want, price, want // 7, price // 3), NOW)
+    await compare(await lua(payload("I", 0, -1, -1, want, price, want // 7, price // 3)), grant)
+    for number, (kind, used, cost, want, price, nxt, one) in enumerate(steps, start=1):
         wallet.settle(charge(used, cost, want, price), reservation, NOW)
         grant = None
         if kind == "U":
-            reservation, grant = wallet.reserve(charge(used, cost, want, price), NOW)
+            reservation, grant = wallet.reserve(charge(used, cost, want, price, nxt, one), NOW)
         else:
             reservation = None
-        await compare(await lua(payload(kind, number, used, cost, want, price)), grant)
+        await compare(await lua(payload(kind, number, used, cost, want, price, nxt, one)), grant)
         if kind == "T":
             break

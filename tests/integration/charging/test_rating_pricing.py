@@ -137,7 +137,8 @@ async def test_a_voice_call_is_priced_by_rating(app: ChargingApp) -> None:
     assert update.rating_groups[0].cost == eur("0.12")
     end = await send(app, ccr("r1", TERMINATE, 2, "acc-r1", rg(VOICE, used=seconds(75), dest=NL)))
     assert end.result is ResultCode.SUCCESS
-    # 75 s: two started minutes, 0.20 + 0.04 VAT; the whole call 0.36, as rating quotes each report.
+    # The call's 135 s are three started minutes, 0.36 with VAT (rating's price of the whole
+    # call); 0.12 was debited for the first 60 s, so this report debits 0.24.
     assert end.rating_groups[0].cost == eur("0.24")
     assert await live_totals(app, "acc-r1") == {"main-EUR": (640_000, 0)}
     assert ledger_totals(app, "acc-r1") == {"main-EUR": 640_000}

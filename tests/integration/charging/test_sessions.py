@@ -76,10 +76,12 @@ async def test_last_grant_carries_the_final_unit_indication(app: ChargingApp) ->
     answer = await send(app, ccr("s4", INITIAL, 0, "acc-4", rg(VOICE, seconds(120))))
     group = answer.rating_groups[0]
     assert group.granted == seconds(120)
-    assert group.final_unit is None
+    # The 0.05 left after this grant's 0.20 buys no started minute: this grant is the last
+    # (RFC 4006: the grant that exhausts the credit carries the final-unit indication).
+    assert group.final_unit is not None
     answer = await send(app, ccr("s4", UPDATE, 1, "acc-4", rg(VOICE, seconds(120), seconds(120))))
     group = answer.rating_groups[0]
-    # 0.05 left buys no started minute: nothing granted, credit limit reached.
+    # A network that asks again anyway: nothing granted, credit limit reached.
     assert group.result is ResultCode.CREDIT_LIMIT_REACHED
     assert group.granted is None
 

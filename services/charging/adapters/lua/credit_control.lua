@@ -14,15 +14,32 @@
 --   sweep  ms at which the reservations made now are swept (validity + grace)
 --   win    seconds a session without reservations is remembered (idempotency window)
 --   jd     ms after which the reconciler drains journal entries a crash left behind
+--   t0     ms the session's usage is priced at (its start; kept in the session's position)
 --   rgs    list of rating groups, each:
 --     g   rating group    svc  service name    u  unit key of the service ('t', 'u:sms', 'm:EUR')
 --     fr  1 when free     w  units wanted (-1: none)
---     p   price of w in money (scaled; -1: not priced)      mc  price currency ('' if none)
---     x   units used (-1: none)   c  price of x (scaled; -1: not priced)
---     rf  1 when rating could not price the service
+--     mc  price currency ('' if none)          rf  1 when rating could not price the service
+--     x   units used (-1: none)
+--   and, for services priced by rating, prices of the session's cumulative position (the
+--   units of this rating group charged in money so far, ``n``, see below):
+--     cb  the n the prices were computed from (absent: not priced cumulatively)
+--     c   price of n + x, the whole money-charged usage including this report (-1: none)
+--     gb  the n a grant is priced from (n, or n + x when x is charged in money)
+--     pg  price of gb           p  price of gb + w minus pg (what the grant costs; -1: none)
+--     pn  price of gb + w + 1 minus price of gb + w (the unit after the grant)
+--     p1  price of gb + 1 minus pg (the first money-charged unit, after unit buckets)
 -- Returns {status, answer JSON, touch ms ('0': none), journal entry JSON...} where status is
 --   OK | REPLAY (the stored answer of the same request number) | NOACCOUNT |
---   OOO (older number, or INITIAL on an existing session) | CLOSED (session terminated).
+--   OOO (older number, or INITIAL on an existing session) | CLOSED (session terminated) |
+--   STALE (the prices were computed from another position than the session's: answer
+--   {t0, g={[rating group]={n, gb}}}; nothing changed, the caller prices again).
+--
+-- Cumulative pricing. Rating prices a call as a whole (connection fee and first increment
+-- once per call), so each report is not priced on its own: the session keeps, per rating
+-- group, ``n`` (units charged in money so far) and ``m`` (money debited for them so far),
+-- in the session field 'cum' ({t0, g={['<rg>']={n, m}}}) and in every answer (so SQL keeps
+-- it for a rebuild). A report of x units charged in money debits price(n + x) - m; units
+-- drawn from unit buckets are not priced and leave n as it is.
 -- Answer: {now, st, fua, fur, fuf (the account's final-unit action), rgs=[{g, rc (OK|DENIED|NOCREDIT|RATING|UNKNOWN), k (u|m|f|''), gu (units
 --   granted, '-1': money partial, the caller converts rq), rq, fin (0|1), cu (units charged),
 --   cm (money charged), cc (currency of cm), un (uncharged)}]}; numbers as decimal strings.
@@ -45,6 +62,33 @@ for i = 1, #flat, 2 do
   end
 end
 local st, last = sess.st, num(sess.rn)
+-- Amounts travel as decimal strings (cjson prints numbers with 14 significant digits).
+req.t0 = req.t0 or now
+local cum = { t0 = req.t0, g = {} }
+if sess.cum then
+  local saved = cjson.decode(sess.cum)
+  cum.t0 = tonumber(saved.t0)
+  for g, pos in pairs(saved.g or {}) do
+    cum.g[g] = { n = tonumber(pos.n), m = tonumber(pos.m) }
+  end
+end
+local function cum_text()
+  local g = {}
+  for key, pos in pairs(cum.g) do
+    g[key] = { n = I(pos.n), m = I(pos.m) }
+  end
+  return cjson.encode({ t0 = I(cum.t0), g = g })
+end
+local moved = false -- a position moved: the answer (with cum) goes to SQL
+
+local function position(g)
+  local pos = cum.g[I(g)]
+  if not pos then
+    pos = { n = 0, m = 0 }
+    cum.g[I(g)] = pos
+  end
+  return pos
+end
 
 if st then
   if req.rn == last then
@@ -67,9 +111,51 @@ if st then
   end
 end
 
+-- Prices computed from another position (a concurrent request, a rebuilt session) are
+-- refused before anything changes.
+local function stale(hints)
+  local out = {}
+  for key, h in pairs(hints) do
+    out[key] = { n = I(h.n), gb = h.gb and I(h.gb) or nil }
+  end
+  return { 'STALE', cjson.encode({ t0 = I(cum.t0), g = out }), '0' }
+end
+local start_hints = {}
+do
+  local bad = false
+  for _, r in ipairs(req.rgs) do
+    local pos = cum.g[I(r.g)]
+    local n = pos and pos.n or 0
+    start_hints[I(r.g)] = { n = n }
+    if r.cb and (r.cb ~= n or cum.t0 ~= req.t0) then
+      bad = true
+    end
+  end
+  if bad then
+    return stale(start_hints)
+  end
+end
+
 local late = (st == 'X')
 local buckets, by_id = load_buckets(KEYS[2], KEYS[3])
 local before = money_total(acct, buckets)
+
+-- The money x more units charged in money cost: the price of the whole money-charged usage
+-- so far minus what was already debited for it (never negative), moving the position on.
+local function money_due(r, x)
+  if not r.cb then
+    return math.max(r.c, 0) -- not priced cumulatively (no rating position)
+  end
+  if x <= 0 then
+    return 0
+  end
+  local pos = position(r.g)
+  local due = math.max(r.c - pos.m, 0)
+  pos.n = pos.n + x
+  pos.m = pos.m + due
+  moved = true
+  return due
+end
 
 local function settle_used(r, res)
   -- Debit the used units and release whatever the old reservation still holds.
@@ -99,7 +185,7 @@ local function settle_used(r, res)
     ans.un = charge(acct, ulist, need, r.g, 'USAGE', true, force_on)
     ans.cu = x - ans.un
   elseif res and res.k == 'm' and (r.c >= 0 or x == 0) then
-    local cost = math.max(r.c, 0)
+    local cost = money_due(r, x)
     local need = consume(by_id, res.al, cost, r.g, 'USAGE')
     local mlist = draw_list(acct, buckets, 'm:' .. res.cur, r.svc, r.g, now)
     local force_on = nil
@@ -119,8 +205,9 @@ local function settle_used(r, res)
         ans.cu = x - ans.un
       else
         local mlist = draw_list(acct, buckets, 'm:' .. r.mc, r.svc, r.g, now)
-        ans.un = charge(acct, mlist, r.c, r.g, 'USAGE', true, nil)
-        ans.cm = r.c - ans.un
+        local cost = money_due(r, x)
+        ans.un = charge(acct, mlist, cost, r.g, 'USAGE', true, nil)
+        ans.cm = cost - ans.un
         ans.cc = r.mc
       end
     end
@@ -140,16 +227,29 @@ local function reserve(r, ans)
   end
   local ulist = draw_list(acct, buckets, r.u, r.svc, r.g, now)
   local mlist = {}
-  if r.p > 0 and r.mc ~= '' then
+  if (r.p > 0 or (r.cb and r.p == 0)) and r.mc ~= '' then
     mlist = draw_list(acct, buckets, 'm:' .. r.mc, r.svc, r.g, now)
   end
+  -- RFC 4006: the grant that exhausts the credit is the final one. What is left after it
+  -- must buy the next unit (p1: the first money-charged unit; pn: the unit after a money
+  -- grant), else the grant carries the final-unit indication.
   if total_headroom(acct, ulist) > 0 then
     local taken, alloc = hold(acct, ulist, r.w)
     ans.rc, ans.k, ans.gu, ans.rq = 'OK', 'u', taken, taken
-    if total_headroom(acct, ulist) == 0 and total_headroom(acct, mlist) == 0 then
+    if total_headroom(acct, ulist) == 0 and total_headroom(acct, mlist) < math.max(r.p1 or 0, 1) then
       ans.fin = 1
     end
     return { k = 'u', al = alloc }
+  end
+  if r.p == 0 and r.cb and r.mc ~= '' then
+    -- Units the session already paid for (inside a charged increment): nothing to hold,
+    -- but a money reservation all the same, so their use moves the priced position.
+    ans.rc, ans.k, ans.gu, ans.rq = 'OK', 'm', r.w, 0
+    ans.gb, ans.pg = r.gb or 0, r.pg or 0
+    if (r.pn or 0) > 0 and total_headroom(acct, mlist) < r.pn then
+      ans.fin = 1
+    end
+    return { k = 'm', al = {}, cur = r.mc }
   end
   if r.p == 0 then
     ans.rc, ans.k, ans.gu = 'OK', 'f', r.w
@@ -162,12 +262,14 @@ local function reserve(r, ans)
       return nil
     end
     ans.rc, ans.k, ans.rq = 'OK', 'm', taken
+    -- The position the grant was priced from: the caller sizes a partial grant from it.
+    ans.gb, ans.pg = r.gb or 0, r.pg or 0
     if taken < r.p then
       ans.gu = -1
       ans.fin = 1
     else
       ans.gu = r.w
-      if total_headroom(acct, mlist) == 0 then
+      if total_headroom(acct, mlist) < math.max(r.pn or 0, 1) then
         ans.fin = 1
       end
     end
@@ -203,6 +305,14 @@ for _, r in ipairs(req.rgs) do
   elseif not allowed(acct, r.fr) then
     ans.rc = 'DENIED'
   else
+    local pos = cum.g[I(r.g)]
+    local n = pos and pos.n or 0
+    if r.gb and r.w > 0 and r.gb ~= n then
+      -- The grant was priced from the wrong position (the report went to unit buckets, not
+      -- money): nothing was written yet; the caller prices again from the right one.
+      start_hints[I(r.g)].gb = n
+      return stale(start_hints)
+    end
     local new = reserve(r, ans)
     if new then
       held[r.g] = new
@@ -231,10 +341,13 @@ for _, a in ipairs(answers) do
   out_rgs[#out_rgs + 1] = {
     g = a.g, rc = a.rc, k = a.k, gu = I(a.gu), rq = I(a.rq), fin = a.fin,
     cu = I(a.cu), cm = I(a.cm), cc = a.cc, un = I(a.un),
+    gb = a.gb and I(a.gb) or nil, pg = a.pg and I(a.pg) or nil,
   }
 end
+local cum_now = cum_text()
 local answer = cjson.encode({
   now = now, st = new_state, rgs = out_rgs, fua = acct.fua, fur = acct.fur, fuf = acct.fuf,
+  cum = next(cum.g) ~= nil and cjson.decode(cum_now) or nil,
 })
 
 local records = move_records({ s = req.sid, n = req.rn })
@@ -242,9 +355,10 @@ for _, ev in ipairs(threshold_events(acct, before, after)) do
   ev.k = 'E'
   records[#records + 1] = ev
 end
-if #MOVES > 0 then
-  -- With effects in the ledger, the session's answer goes to SQL too: a rebuilt Redis
-  -- still answers a retry of this request without charging it again.
+if #MOVES > 0 or moved then
+  -- With effects in the ledger (or a new priced position), the session's answer goes to SQL
+  -- too: a rebuilt Redis still answers a retry of this request without charging it again,
+  -- and later reports of the session are priced from the position it carries.
   records[#records + 1] = { k = 'C', s = req.sid, n = req.rn, st = new_state, t = req.t, ans = answer }
 end
 local entries = journal(acct, KEYS[6], records, now)
@@ -254,6 +368,18 @@ for _, rec in ipairs(records) do
 end
 
 local fields = { 'st', new_state, 'rn', I(req.rn), 'ans', answer, 'ent', cjson.encode(ids) }
+local priced = false
+for _, r in ipairs(req.rgs) do
+  if r.cb then
+    priced = true
+  end
+end
+-- The session's start (t0) is kept from its first priced request on, so the whole call is
+-- priced at the time it started (SQL learns it with the first position).
+if priced or next(cum.g) ~= nil then
+  fields[#fields + 1] = 'cum'
+  fields[#fields + 1] = cum_now
+end
 local any_held = false
 for g, res in pairs(held) do
   fields[#fields + 1] = 'g:' .. I(g)

@@ -13,10 +13,12 @@
 --   acct, now, win (s), jd (ms) as in credit_control.lua
 --   sid, rn    EVENT requests: the session and request number
 --   rgs        EVENT requests: rating groups as in credit_control.lua (w, p, mc, fr, rf, u, svc, g)
---   off        OFFLINE: {q amount (scaled, decimal string), cur, svc, ref}
+--   off        OFFLINE: {q amount (scaled, decimal string; negative: a credit back, e.g. a
+--              re-rating that lowered the price), cur, svc, ref, why (optional reason)}
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with every
 --   entry still in the journal) |
---   NOACCOUNT | OOO | NOBUCKET (offline usage in a currency the account holds no bucket of).
+--   NOACCOUNT | OOO | NOBUCKET (offline usage in a currency the account holds no bucket of) |
+--   TOOBIG (a credit back would take the bucket past the largest balance).
 -- Answer: {now, rgs=[{g, rc, k, gu, cu, cm, cc}]} (amounts as decimal strings); direct debit
 -- and balance check are all or nothing per rating group.
 
@@ -71,9 +73,18 @@ if req.a == 'OFFLINE' then
   if #list == 0 and not force_on then
     return { 'NOBUCKET', '{}', '0' }
   end
-  -- The usage already happened: it is debited even below the floor (a prepaid debt).
-  local un = charge(acct, list, amount, 0, 'OFFLINE_USAGE', true, force_on)
-  answers[1] = { g = 0, rc = 'OK', k = 'm', gu = '0', cu = '0', cm = I(amount - un), cc = off.cur, un = I(un) }
+  if amount < 0 then
+    -- A correction in the customer's favour goes back where usage is debited from.
+    local target = force_on or list[1]
+    if not credit(target, -amount, 0, 'OFFLINE_USAGE') then
+      return { 'TOOBIG', '{}', '0' }
+    end
+    answers[1] = { g = 0, rc = 'OK', k = 'm', gu = '0', cu = '0', cm = I(amount), cc = off.cur, un = '0' }
+  else
+    -- The usage already happened: it is debited even below the floor (a prepaid debt).
+    local un = charge(acct, list, amount, 0, 'OFFLINE_USAGE', true, force_on)
+    answers[1] = { g = 0, rc = 'OK', k = 'm', gu = '0', cu = '0', cm = I(amount - un), cc = off.cur, un = I(un) }
+  end
 else
   for _, r in ipairs(req.rgs) do
     local ans = { g = r.g, rc = 'OK', k = '', gu = 0, cu = 0, cm = 0, cc = r.mc }
@@ -139,7 +150,7 @@ local answer = cjson.encode({ now = now, rgs = answers })
 
 local extra = {}
 if req.a == 'OFFLINE' then
-  extra = { r = req.off.ref }
+  extra = { r = req.off.ref, why = req.off.why }
 else
   extra = { s = req.sid, n = req.rn }
 end

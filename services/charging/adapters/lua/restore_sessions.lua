@@ -17,6 +17,11 @@ for _, s in ipairs(req.sessions) do
   local known = tonumber(redis.call('HGET', key, 'rn') or '')
   if not known or known < s.rn then
     redis.call('HSET', key, 'st', s.st, 'rn', string.format('%d', s.rn), 'ans', s.ans, 'ent', '[]')
+    -- The session's priced position (cumulative pricing) travels in its last answer.
+    local ok, answer = pcall(cjson.decode, s.ans)
+    if ok and type(answer) == 'table' and type(answer.cum) == 'table' then
+      redis.call('HSET', key, 'cum', cjson.encode(answer.cum))
+    end
     redis.call('EXPIRE', key, string.format('%d', req.win))
   end
 end
