@@ -535,6 +535,13 @@ async def check_books(
     return {"usage_entries": usage_entries, "charged_requests": len(charged)}
 
 
+def outcomes(seen: Observed) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for answers in seen.answers.values():
+        counts[pb.ResultCode.Name(answers[0].result_code)] += 1
+    return dict(counts)
+
+
 async def wait_until_nothing_reserved(
     stub: charging_pb2_grpc.ChargingServiceStub, accounts: list[str], limit: float
 ) -> float:
@@ -813,5 +820,5 @@ async def test_hammer_with_redis_flushed_and_killed(
         f"sessions {seen.sessions} (vanished {seen.vanished}), requests {seen.requests}, "
         f"copies sent {seen.copies} ({seen.concurrent_copies} concurrent), "
         f"errors while Redis was away {dict(seen.errors)}, streams {[p.streams for p in streams]}; "
-        f"{'; '.join(chaos)}; {figures}"
+        f"{'; '.join(chaos)}; {figures}; answers {outcomes(seen)}"
     )
