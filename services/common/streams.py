@@ -83,6 +83,17 @@ class StreamConsumer:
                 await self.consume_once()
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.exception("event consumer %s failed; retrying", self.group)
+                    await asyncio.sleep(1)
+                    continue
+                # Redis lost the group (flushed, or restarted without its data): without
+                # it every read fails forever and no event is handled again. Recreated
+                # from the stream's start, so events published since the loss are seen;
+                # handlers are idempotent by event id, so none counts twice.
+                log.warning("event consumer %s: group lost in Redis; recreating", self.group)
+                await self.ensure_groups()
             except Exception:
                 log.exception("event consumer %s failed; retrying", self.group)
                 await asyncio.sleep(1)

@@ -38,7 +38,9 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.charging.service_layer.ports import (
     AccountView,
@@ -48,6 +50,7 @@ from services.charging.service_layer.ports import (
     Snapshot,
     SweepResult,
 )
+from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +298,10 @@ def _result(account_id: str, raw: list[Any]) -> ScriptResult:
     )
 
 
+class BalanceStoreUnavailable(Unavailable):
+    default_reason = "BALANCE_STORE_UNAVAILABLE"
+
+
 class RedisBalanceStore:
     """``BalanceStore`` on Redis; works with ``redis.asyncio.Redis`` and ``RedisCluster``."""
 
@@ -320,7 +327,13 @@ class RedisBalanceStore:
         return [f"ch:{{sweep:{shard}}}:due", f"ch:{{sweep:{shard}}}:ver"]
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        return await self._pipeline.call(self.scripts[name], keys, args)
+        try:
+            return await self._pipeline.call(self.scripts[name], keys, args)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis restarting (refused, reset, LOADING its data) is no fault of the
+            # request: UNAVAILABLE tells the caller to retry with the same request
+            # number, which the stored answer makes safe even if the script ran.
+            raise BalanceStoreUnavailable(f"balance store unreachable ({exc}); retry") from exc
 
     async def load(self) -> None:
         """Register every script (on every primary of a cluster) before the first call."""

@@ -291,3 +291,35 @@ async def test_consumer_span_joins_the_producer_trace(
 
 def test_kit_tables_exist(engine: Engine) -> None:
     assert isinstance(KIT, KitTables)
+
+
+async def test_running_consumer_recreates_its_group_after_redis_was_flushed(
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    seen: list[str] = []
+    handled = asyncio.Event()
+
+    async def handle(envelope: EventEnvelope) -> None:
+        seen.append(envelope.payload["name"])
+        handled.set()
+
+    consumer = StreamConsumer(
+        redis_client, group="g", streams=[stream_for("tally")], handler=handle, block_ms=100
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        await asyncio.sleep(0.3)
+        await redis_client.flushall()  # the group is gone with the stream
+        with unit_of_work(engine, clock) as uow:
+            uow.publish(Counted("after-flush"))
+            uow.commit()
+        await relay.relay_once()
+        await asyncio.wait_for(handled.wait(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+    assert seen == ["after-flush"]
+    assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0
