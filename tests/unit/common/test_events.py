@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from services.common.events import EventEnvelope
 
 
-def _envelope(payload: dict[str, object], context: dict[str, str]) -> EventEnvelope:
+def _envelope(payload: dict[str, Any], context: dict[str, str]) -> EventEnvelope:
     return EventEnvelope(
         "evt-1", "UsageRated", "rating", "imp-1", datetime(2026, 3, 1, tzinfo=UTC), payload, context
     )
