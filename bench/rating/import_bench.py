@@ -94,14 +94,17 @@ class _GcTimer:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.collections = [0, 0, 0]
+        self.by_generation = [0.0, 0.0, 0.0]
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._started
+            took = time.perf_counter() - self._started
+            self.seconds += took
             self.collections[info["generation"]] += 1
+            self.by_generation[info["generation"]] += took
 
 
 def prepare(app: RatingApp, folder: Path, prefixes: int, accounts: int) -> list[str]:
@@ -271,6 +274,7 @@ def end_to_end(app: RatingApp, path: Path, name: str) -> dict[str, Any]:
         # Time in the cyclic garbage collector (all threads), part of the CPU above.
         "gc_us_per_cdr": round(collector.seconds / max(result.file.records, 1) * 1e6, 1),
         "gc_collections": collector.collections,
+        "gc_s_by_generation": [round(t, 3) for t in collector.by_generation],
         "events_relayed": relayed["count"],
         "considered": considered,
     }
@@ -365,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  Python CPU per CDR     {e2e['cpu_us_per_cdr']:>12} us (importer, both threads)")
     print(
         f"  of which GC            {e2e['gc_us_per_cdr']:>12} us "
-        f"(collections per generation {e2e['gc_collections']})"
+        f"(collections per generation {e2e['gc_collections']}, "
+        f"seconds {e2e['gc_s_by_generation']})"
     )
     print(
         f"peak RSS                 {report['rss_after_small_mib']:>10} MiB after "
