@@ -299,7 +299,7 @@ def _json(value: Any) -> str:
 # charges (a tariff charges a few tens of thousands of distinct amounts), so on a
 # file these turn per-record encoding into dict hits. Identity, not equality: equal
 # Decimals can print differently (1.0 and 1.00).
-_MEMO_LIMIT: Final = 1 << 16
+_MEMO_LIMIT: Final = 8192
 _TAX_JSON: Final[dict[int, tuple[TaxLine, str]]] = {}
 _AMOUNTS: Final[dict[int, tuple[Decimal, str, int, dict[str, str]]]] = {}
 
