@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -85,6 +86,25 @@ def _event(event_type: str, payload: dict[str, Any]) -> EventEnvelope:
         datetime(2026, 1, 1, tzinfo=UTC),
         payload,
     )
+
+
+class _GcTimer:
+    """A ``gc.callbacks`` hook adding up the time spent in collections, per generation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self.by_generation = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._started
+            self.seconds += took
+            self.collections[info["generation"]] += 1
+            self.by_generation[info["generation"]] += took
 
 
 def prepare(app: RatingApp, folder: Path, prefixes: int, accounts: int) -> list[str]:
@@ -228,6 +248,8 @@ def end_to_end(app: RatingApp, path: Path, name: str) -> dict[str, Any]:
         asyncio.run(loop())
 
     worker = threading.Thread(target=relay, daemon=True)
+    collector = _GcTimer()
+    gc.callbacks.append(collector)
     cpu = _cpu()
     began = time.perf_counter()
     worker.start()
@@ -236,6 +258,7 @@ def end_to_end(app: RatingApp, path: Path, name: str) -> dict[str, Any]:
     stop.set()
     worker.join()
     total = time.perf_counter() - began
+    gc.callbacks.remove(collector)
     considered = result.file.rated + result.file.rejected
     return {
         "records": result.file.records,
@@ -248,6 +271,10 @@ def end_to_end(app: RatingApp, path: Path, name: str) -> dict[str, Any]:
         "cpu_s": round(_cpu() - cpu, 2),
         # CPU of this process (both threads) per record: independent of a busy machine.
         "cpu_us_per_cdr": round((_cpu() - cpu) / max(result.file.records, 1) * 1e6, 1),
+        # Time in the cyclic garbage collector (all threads), part of the CPU above.
+        "gc_us_per_cdr": round(collector.seconds / max(result.file.records, 1) * 1e6, 1),
+        "gc_collections": collector.collections,
+        "gc_s_by_generation": [round(t, 3) for t in collector.by_generation],
         "events_relayed": relayed["count"],
         "considered": considered,
     }
@@ -340,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  of the COPY floor      {e2e['cdr_per_s'] / report['copy_floor_cdr_per_s']:>12.0%}")
     print(f"  Python CPU per CDR     {e2e['cpu_us_per_cdr']:>12} us (importer, both threads)")
+    print(
+        f"  of which GC            {e2e['gc_us_per_cdr']:>12} us "
+        f"(collections per generation {e2e['gc_collections']}, "
+        f"seconds {e2e['gc_s_by_generation']})"
+    )
     print(
         f"peak RSS                 {report['rss_after_small_mib']:>10} MiB after "
         f"{args.small:,}, {report['rss_after_full_mib']} MiB after {args.records:,} "

@@ -79,6 +79,28 @@ class EventEnvelope:
             separators=(",", ":"),
         )
 
+    @staticmethod
+    def trace_context_of(text: str | bytes) -> dict[str, str]:
+        """The ``trace_context`` of an encoded envelope, without decoding its payload.
+
+        The relay needs only this to continue the producer's trace, and a batched
+        event's payload can be hundreds of KB: decoding it all would cost more than
+        the rest of relaying. ``to_json`` writes ``trace_context`` last, and inside a
+        JSON string a quote is always escaped, so the last ``"trace_context":`` of the
+        text is that key. Anything else (another writer's key order) is decoded in full.
+        """
+        raw = text.decode() if isinstance(text, bytes) else text
+        key = raw.rfind(_TRACE_KEY)
+        if key >= 0 and raw.endswith("}"):
+            try:
+                context = json.loads(raw[key + len(_TRACE_KEY) : -1])
+            except ValueError:
+                context = None
+            if isinstance(context, dict):
+                return {str(k): str(v) for k, v in context.items()}
+        found = json.loads(raw).get("trace_context", {})
+        return found if isinstance(found, dict) else {}
+
     @classmethod
     def from_json(cls, text: str | bytes) -> EventEnvelope:
         raw = json.loads(text)
@@ -91,6 +113,9 @@ class EventEnvelope:
             payload=raw["payload"],
             trace_context=raw.get("trace_context", {}),
         )
+
+
+_TRACE_KEY = '"trace_context":'
 
 
 def stream_for(source_service: str) -> str:

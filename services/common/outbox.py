@@ -94,10 +94,11 @@ class OutboxRelay:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for row in rows:
-            envelope = EventEnvelope.from_json(row.envelope)
+            # Only the trace context: decoding a batched event's payload is not needed here.
+            trace_context = EventEnvelope.trace_context_of(row.envelope)
             with tracer().start_as_current_span(
                 f"reckon.event.relay {row.event_type}",
-                context=extract(envelope.trace_context),
+                context=extract(trace_context),
                 kind=trace.SpanKind.PRODUCER,
                 attributes={
                     "messaging.destination.name": row.stream,

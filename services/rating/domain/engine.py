@@ -380,7 +380,8 @@ _Resolved = tuple[
 # What pricing a quantity produced, in nanos, before it is dressed as a ``RatedCharge``:
 # (call, unit lines, units drawn from the allowance, units charged, exact usage charge,
 # rounded, within cost limits, cost limit applied, discounts applied, net, tax per rule,
-# gross). A plain tuple because one is built for every rated event.
+# gross, tax lines when already known). A plain tuple because one is built for every
+# rated event.
 _Priced = tuple[
     CallCharge | None,
     list[UnitLine],
@@ -394,6 +395,7 @@ _Priced = tuple[
     int,
     list[int],
     int,
+    list[TaxLine] | None,
 ]
 
 
@@ -541,7 +543,21 @@ class RatingEngine:
         resolved: _Resolved = (plan, package, fee_rate, None, instant, taxes, discounts, None, None)
         lines = [UnitLine(fee.name or fee.code, 1, fee.amount, _decimal(amount, places))]
         applied, net, tax_amounts, gross = self._settle(taxes, discounts, amount, places)
-        priced = (None, lines, 0, 1, amount, amount, amount, None, applied, net, tax_amounts, gross)
+        priced = (
+            None,
+            lines,
+            0,
+            1,
+            amount,
+            amount,
+            amount,
+            None,
+            applied,
+            net,
+            tax_amounts,
+            gross,
+            None,
+        )
         event = UsageEvent(
             record_id="",
             account_id=account_id,
@@ -800,11 +816,12 @@ class RatingEngine:
                 usage, limit = rate.min, _MINIMUM
             elif rate.max is not None and usage > rate.max:
                 usage, limit = rate.max, _MAXIMUM
+        tax_lines = None
         if discounts:
             applied, net, tax_amounts, gross = self._settle(taxes, discounts, usage, places)
         else:
             applied = []
-            net, tax_amounts, gross = taxes.apply(usage, places)
+            net, tax_amounts, gross, tax_lines = taxes.settle(usage, places)
         return (
             call,
             lines,
@@ -818,6 +835,7 @@ class RatingEngine:
             net,
             tax_amounts,
             gross,
+            tax_lines,
         )
 
     @staticmethod
@@ -889,6 +907,7 @@ class RatingEngine:
             net,
             tax_amounts,
             gross,
+            known_tax_lines,
         ) = priced
         plan, package, rate, prefix, _, taxes, _, _, _ = resolved
         decimals = _DECIMALS[rate.places]
@@ -918,7 +937,10 @@ class RatingEngine:
             rounding = detail[rounded - raw] if rounded != raw else zero
         else:
             rounding = _exact(rounded - raw)
-        tax_lines = taxes.lines(tax_amounts, rate.places) if tax_amounts else []
+        if known_tax_lines is not None:
+            tax_lines = list(known_tax_lines)  # a copy: the memoised list is shared
+        else:
+            tax_lines = taxes.lines(tax_amounts, rate.places) if tax_amounts else []
         discount_lines = [
             DiscountLine(d.code, d.kind, d.value, decimals[off], d.max_uses is not None)
             for d, off in applied

@@ -24,6 +24,7 @@ from services.rating.domain.destinations import normalise_number
 from services.rating.domain.discounts import Discount, UsesPer
 from services.rating.domain.engine import RatedCharge, UsageEvent
 from services.rating.domain.errors import InvalidEvent, InvalidNumber
+from services.rating.domain.taxes import TaxLine
 from services.rating.service_layer.cycles import (
     LIFETIME,
     CycleCounters,
@@ -363,27 +364,69 @@ def _json(value: Any) -> str:
     return _encode(value)
 
 
+# Memos keyed by object identity, holding the object so its id is not reused while
+# remembered. The engine shares tax lines and the Decimals of repeated amounts between
+# charges (a tariff charges a few tens of thousands of distinct amounts), so on a
+# file these turn per-record encoding into dict hits. Identity, not equality: equal
+# Decimals can print differently (1.0 and 1.00).
+_MEMO_LIMIT: Final = 8192
+_TAX_JSON: Final[dict[int, tuple[TaxLine, str]]] = {}
+_AMOUNTS: Final[dict[int, tuple[Decimal, str, int, dict[str, str]]]] = {}
+
+
+def _tax_json(line: TaxLine) -> str:
+    """One tax line of ``breakdown_json``."""
+    found = _TAX_JSON.get(id(line))
+    if found is not None and found[0] is line:
+        return found[1]
+    text = (
+        f'[{_json(line.code)},{_json(line.name)},"{line.percent!s}",'
+        f'{"true" if line.inclusive else "false"},"{line.amount!s}"]'
+    )
+    if len(_TAX_JSON) < _MEMO_LIMIT:
+        _TAX_JSON[id(line)] = (line, text)
+    return text
+
+
+def _amount(amount: Decimal, currency: str) -> tuple[Decimal, str, int, dict[str, str]]:
+    """(amount, currency, nanos, ``UsageRated`` money item) of an amount; the item dict is
+    shared between events: read-only."""
+    found = _AMOUNTS.get(id(amount))
+    if found is not None and found[0] is amount and found[1] == currency:
+        return found
+    made = (
+        amount,
+        currency,
+        int(amount * _NANOS_PER_UNIT),
+        {"amount": str(amount), "currency": currency},
+    )
+    if len(_AMOUNTS) < _MEMO_LIMIT:
+        _AMOUNTS[id(amount)] = made
+    return made
+
+
 def breakdown_json(charge: RatedCharge, account: Subscriber, base_amount: Decimal | None) -> str:
     """``breakdown`` (plus ``base_amount``) encoded: the same text ``_encode`` gives.
 
     The import stores one per record: written directly, without building the dict
     and walking it again, it costs a fraction of the generic encoder. Strings go
     through the encoder's own escaping; ``str()`` of a Decimal is digits, sign,
-    point and exponent, nothing JSON escapes; ints print as JSON does.
+    point and exponent, nothing JSON escapes; ints print as JSON does (the fields
+    written with plain ``{}`` are typed ``int``, never ``bool``).
     """
     s = _string
     j = _json
     text = (
-        f'{{"rate":{s(charge.rate_id)},"charged":{j(charge.charged_units)},'
+        f'{{"rate":{s(charge.rate_id)},"charged":{charge.charged_units:d},'
         f'"usage":"{charge.usage_amount!s}","time_zone":{s(account.time_zone)},'
         f'"tax_region":{s(account.tax_region)}'
     )
     if charge.package_code is not None:
         text += f',"package":{j(charge.package_code)},"package_version":{j(charge.package_version)}'
     if charge.destination is not None:
-        text += f',"destination":{j(charge.destination)}'
+        text += f',"destination":{s(charge.destination)}'
     if charge.matched_prefix is not None:
-        text += f',"prefix":{j(charge.matched_prefix)}'
+        text += f',"prefix":{s(charge.matched_prefix)}'
     if charge.allowance_units:
         text += f',"allowance":{j(charge.allowance_units)}'
     if charge.connection_fee:
@@ -391,8 +434,8 @@ def breakdown_json(charge: RatedCharge, account: Subscriber, base_amount: Decima
     if charge.segments:
         text += ',"segments":[' + ",".join(
             [
-                f'[{j(g.band)},{j(g.offset)},{j(g.seconds)},"{g.first_increment!s}",'
-                f'{j(g.increments)},{j(g.increment_seconds)},"{g.increment_price!s}",'
+                f'[{s(g.band)},{g.offset:d},{g.seconds:d},"{g.first_increment!s}",'
+                f'{g.increments:d},{g.increment_seconds:d},"{g.increment_price!s}",'
                 f'"{g.amount!s}"]'
                 for g in charge.segments
             ]
@@ -422,14 +465,7 @@ def breakdown_json(charge: RatedCharge, account: Subscriber, base_amount: Decima
         )
         text += "]"
     if charge.taxes:
-        text += ',"taxes":[' + ",".join(
-            [
-                f'[{j(t.code)},{j(t.name)},"{t.percent!s}",'
-                f'{"true" if t.inclusive else "false"},"{t.amount!s}"]'
-                for t in charge.taxes
-            ]
-        )
-        text += "]"
+        text += ',"taxes":[' + ",".join([_tax_json(t) for t in charge.taxes]) + "]"
     if base_amount is not None:
         text += f',"base_amount":"{base_amount!s}"'
     return text + "}"
@@ -470,9 +506,8 @@ def stored_rating(
     """The stored row (``RATED_COLUMNS`` order) and the ``UsageRated`` item of one rating."""
     unit = tariff.unit_names[usage.service]
     currency = charge.currency
-    gross_amount, net_amount = charge.gross, charge.net
-    gross = int(gross_amount * _NANOS_PER_UNIT)
-    net = int(net_amount * _NANOS_PER_UNIT)
+    _, _, gross, gross_item = _amount(charge.gross, currency)
+    _, _, net, net_item = _amount(charge.net, currency)
     destination = usage.destination[:64]
     # With base_amount, kept so a re-rating can price a percentage of the same amount.
     explained = breakdown_json(charge, account, usage.amount)
@@ -506,9 +541,9 @@ def stored_rating(
         "service": usage.service,
         "quantity": usage.quantity,
         "unit": unit,
-        "amount": {"amount": str(gross_amount), "currency": currency},
-        "net": {"amount": str(net_amount), "currency": currency},
-        "tax": {"amount": str(charge.tax), "currency": currency},
+        "amount": gross_item,
+        "net": net_item,
+        "tax": _amount(charge.tax, currency)[3],
         "event_time": usage.event_time.isoformat(),
         "plan_code": plan,
         "plan_version": charge.plan_version,
