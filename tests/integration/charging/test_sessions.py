@@ -106,3 +106,20 @@ async def test_postpaid_runs_to_the_credit_limit(app: ChargingApp) -> None:
     assert ledger_totals(app, "acc-6") == {"main-EUR": -scaled_money(eur("0.20"))}
     refused = await send(app, ccr("s7", INITIAL, 0, "acc-6", rg(VOICE, seconds(60))))
     assert refused.rating_groups[0].result is ResultCode.CREDIT_LIMIT_REACHED
+
+
+async def test_session_ids_beyond_ascii_are_charged_once(app: ChargingApp) -> None:
+    # The scripts' payloads are raw UTF-8 since ADR 0016 (json wrote \u escapes):
+    # the session must still be found again by the same id, and a retry answered
+    # from it.
+    await new_account(app, "acc-ü", balance="1.00")
+    session = "sess-é-漢字-😀"
+    first = await send(app, ccr(session, INITIAL, 0, "acc-ü", rg(VOICE, seconds(60))))
+    assert first.result is ResultCode.SUCCESS
+    update = ccr(session, UPDATE, 1, "acc-ü", rg(VOICE, seconds(60), seconds(60)))
+    answer = await send(app, update)
+    retry = await send(app, update)
+    assert retry == answer
+    assert answer.rating_groups[0].cost == eur("0.10")
+    assert await live_totals(app, "acc-ü") == {"main-EUR": (800_000, 100_000)}
+    assert ledger_totals(app, "acc-ü") == {"main-EUR": 900_000}
