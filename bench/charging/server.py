@@ -19,9 +19,9 @@ from bench.common.processes import announce
 from services.charging.bootstrap import bootstrap
 from services.charging.config import ChargingSettings
 from services.charging.entrypoints.grpc_servicer import binding
-from services.charging.entrypoints.main import tune_gc
 from services.common.config import load_settings
 from services.common.grpc_server import create_server, serve
+from services.common.heap import settle_heap
 from services.common.telemetry import setup_telemetry
 
 
@@ -30,7 +30,7 @@ async def _serve() -> None:
     settings = load_settings(ChargingSettings)
     app = bootstrap(settings)
     await app.start()
-    tune_gc()
+    settle_heap()
     running = await create_server(
         service_name="charging",
         listen=settings.listen,

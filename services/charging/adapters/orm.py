@@ -11,7 +11,7 @@ rather than mapped classes: an idempotent bulk insert is the whole point.
 - ``account_states``: the state heard from the accounts service (ordered by event time);
 - ``buckets``: bucket metadata (balances are sums of the ledger);
 - ``ledger_entries``: every committed debit and credit (CHG-9);
-- ``cc_sessions``: the last answered request of sessions that had ledger effects,
+- ``cc_sessions``: the last answered request of every recent session,
   so idempotency survives a Redis loss;
 - ``vouchers`` / ``voucher_batches``; ``service_definitions`` (rating groups);
 - the kit's ``outbox``, ``processed_events`` and ``idempotency_keys``.

@@ -11,7 +11,7 @@ no-op).
 
 Entry kinds (``k``): ``L`` ledger movement, ``B`` bucket metadata, ``P`` account
 policy (applied when its version is newer), ``C`` the answered request of a
-session with effects (kept for idempotency after a Redis loss), ``E`` a threshold
+session, every request (kept for idempotency after a Redis loss), ``E`` a threshold
 event (written to the outbox with an event id derived from the entry id, so it
 is published once), ``K`` an idempotency key (AIP-155).
 

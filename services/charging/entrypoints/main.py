@@ -16,7 +16,6 @@ group-commit ledger writer; Redis scripts keep them consistent.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing
 import sys
@@ -31,6 +30,7 @@ from services.charging.entrypoints.grpc_servicer import binding
 from services.common.config import ConfigError, load_settings, parse_host_port
 from services.common.db import make_engine
 from services.common.grpc_server import create_server, serve
+from services.common.heap import settle_heap
 from services.common.logs import configure_logging
 from services.common.migrations import upgrade_to_head
 from services.common.telemetry import setup_telemetry
@@ -38,26 +38,11 @@ from services.common.telemetry import setup_telemetry
 log = logging.getLogger(__name__)
 
 
-# Young-generation threshold of the cyclic garbage collector while serving. At
-# CPython's default (700) the collector ran ~120 times a second under load and cost
-# 25-85 us of CPU per credit-control request (measured with gc.callbacks; see
-# docs/decisions/0012): every request allocates a few hundred tracked objects
-# (protos, coroutines, futures, dicts) that die young anyway, without cycles.
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def tune_gc() -> None:
-    """Collect less often once the process is built: what exists now lives for good."""
-    gc.freeze()  # imports, settings, scripts, catalog: never scanned again
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-
-
 async def run(settings: ChargingSettings, *, worker: int = 0, migrate: bool | None = None) -> None:
     telemetry = setup_telemetry("charging")
     app = bootstrap(settings, migrate=migrate)
     await app.start()
-    tune_gc()
+    settle_heap()  # ADR 0012: what exists now lives for good
     options = [("grpc.so_reuseport", 1)] if settings.workers > 1 else []
     running = await create_server(
         service_name="charging",

@@ -5,7 +5,7 @@ asks ``AccountLoader.ensure_loaded``: an account SQL does not know is NOT_FOUND;
 one it knows is restored from a snapshot: policy and state, bucket metadata,
 balance per bucket = credits - debits of the ledger, nothing reserved (open
 reservations are gone; their sessions reserve again on their next request), and
-the last answered request of recent sessions with ledger effects (so a retry is
+the last answered request of recent sessions (so a retry is
 answered, not charged again). A fresh epoch keeps new journal entry ids unique.
 
 The snapshot is read only after the fence (``restore.lua``): requests whose

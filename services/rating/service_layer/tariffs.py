@@ -11,7 +11,6 @@ here within that time; one applied through this process is in force at once.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from datetime import datetime
 from functools import cached_property
 
 from services.common.errors import FailedPrecondition
+from services.common.heap import settle_heap
 from services.rating.domain.catalog import Allowance, Catalog, UsageUnit
 from services.rating.domain.charge_models import GraduatedTiers, Package, VolumeTiers
 from services.rating.domain.destinations import DestinationTable
@@ -120,24 +120,9 @@ def _settle_heap() -> None:
     A compiled catalog is hundreds of thousands of long-lived objects (prefix maps,
     prices); every full collection would walk them all while an import allocates
     millions of short-lived ones, which costs rating more than a third of its time.
-    Freezing moves what is alive now out of the collector's generations; unfreezing
-    and collecting first lets tariffs no longer cached be freed.
-
-    The youngest generation is also collected less often (ADR 0013): an import keeps
-    a batch of records, rows and event items alive (tens of thousands of containers),
-    and at the default threshold of 700 allocations the collector walked each of them
-    several times and promoted them to older generations, ~10 us of held GIL per CDR.
+    Tariffs no longer cached are released before the survivors are frozen (ADR 0013).
     """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    if young < _YOUNG_THRESHOLD:
-        gc.set_threshold(_YOUNG_THRESHOLD, middle, old)
-
-
-# Allocations between collections of the youngest generation (CPython's default is 700).
-_YOUNG_THRESHOLD = 20_000
+    settle_heap(release_unreachable=True)
 
 
 class TariffCache:

@@ -79,7 +79,6 @@ local function cum_text()
   end
   return cjson.encode({ t0 = I(cum.t0), g = g })
 end
-local moved = false -- a position moved: the answer (with cum) goes to SQL
 
 local function position(g)
   local pos = cum.g[I(g)]
@@ -153,7 +152,6 @@ local function money_due(r, x)
   local due = math.max(r.c - pos.m, 0)
   pos.n = pos.n + x
   pos.m = pos.m + due
-  moved = true
   return due
 end
 
@@ -355,12 +353,11 @@ for _, ev in ipairs(threshold_events(acct, before, after)) do
   ev.k = 'E'
   records[#records + 1] = ev
 end
-if #MOVES > 0 or moved then
-  -- With effects in the ledger (or a new priced position), the session's answer goes to SQL
-  -- too: a rebuilt Redis still answers a retry of this request without charging it again,
-  -- and later reports of the session are priced from the position it carries.
-  records[#records + 1] = { k = 'C', s = req.sid, n = req.rn, st = new_state, t = req.t, ans = answer }
-end
+-- Every answer goes to SQL with the request's journal: a rebuilt Redis still answers a
+-- retry of this request as the first time (CHG-2), without charging it again, and without
+-- turning a refusal into a grant because credit was freed meanwhile; later reports of the
+-- session are priced from the position the answer carries.
+records[#records + 1] = { k = 'C', s = req.sid, n = req.rn, st = new_state, t = req.t, ans = answer }
 local entries = journal(acct, KEYS[6], records, now)
 local ids = {}
 for _, rec in ipairs(records) do
