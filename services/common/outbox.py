@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import extract
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import Engine, Row, Table, delete, func, select, update
 
 from services.common.clock import Clock
@@ -102,6 +103,11 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 moved = await self.relay_once()
+            except RedisConnectionError as exc:
+                # Every pass reads the relay marks, idle ones too: while Redis is down or
+                # loading, say so once per pass without a traceback (ADR 0015).
+                log.warning("outbox relay: Redis unavailable (%s); retrying", exc)
+                moved = 0
             except Exception:
                 log.exception("outbox relay failed; retrying")
                 moved = 0
