@@ -146,7 +146,7 @@ async def build(
     clock = clock or SystemClock()
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
-    relay = OutboxRelay(engine, kit.outbox, client, clock)
+    relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
     owned: RatingPlanCatalog | None = None
     if catalog is None:
         catalog = plan_catalog(settings, clock)

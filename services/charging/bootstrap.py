@@ -164,7 +164,13 @@ def bootstrap(
     owns_redis = redis_client is None
     redis = redis_client if redis_client is not None else connect_redis(settings)
     store = RedisBalanceStore(redis, shards=settings.index_shards)
-    relay = OutboxRelay(engine, orm.kit.outbox, cast(aioredis.Redis, redis), clock)
+    relay = OutboxRelay(
+        engine,
+        orm.kit.outbox,
+        cast(aioredis.Redis, redis),
+        clock,
+        retention=settings.outbox_retention,
+    )
     session_factory = sessionmaker(engine, class_=Session, expire_on_commit=False)
 
     def uow_factory() -> ChargingUnitOfWork:

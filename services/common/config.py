@@ -8,13 +8,15 @@ first request that needs it.
 Variables shared by all services: ``RECKON_SERVICE_TOKEN`` (required),
 ``REDIS_URL`` (required), ``DATABASE_URL`` (default: a SQLite file per service
 in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
-``RECKON_LOG_LEVEL``. Per service, with its prefix (``ACCOUNTS_``):
+``RECKON_LOG_LEVEL``, ``RECKON_OUTBOX_RETENTION_HOURS`` (default 24: how long
+relayed events can be re-sent after Redis lost them). Per service, with its prefix (``ACCOUNTS_``):
 ``*_LISTEN`` (host:port to bind), ``*_DATABASE_URL`` and ``*_DATABASE_SCHEMA``.
 Peers are dialled at ``<SERVICE>_ADDR``.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -54,6 +56,11 @@ class ServiceSettings(BaseSettings):
     shared_database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default=Path("data"), validation_alias="RECKON_DATA_DIR")
     log_level: str = Field(default="INFO", validation_alias="RECKON_LOG_LEVEL")
+    # Relayed outbox rows are re-sent if Redis loses them within this span (ADR 0017):
+    # it must outlast the time to notice and recover a Redis loss, consumers' lag included.
+    outbox_retention_hours: int = Field(
+        default=24, gt=0, validation_alias="RECKON_OUTBOX_RETENTION_HOURS"
+    )
 
     listen: str = "127.0.0.1:0"
     database_url: str | None = None
@@ -80,6 +87,10 @@ class ServiceSettings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return value.upper()
+
+    @property
+    def outbox_retention(self) -> timedelta:
+        return timedelta(hours=self.outbox_retention_hours)
 
     @property
     def effective_database_url(self) -> str:

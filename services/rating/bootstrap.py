@@ -66,7 +66,7 @@ def bootstrap(
     if settings.migrate_on_start:
         upgrade_to_head(engine, MIGRATIONS)
     client = redis_client or connect(settings.redis_url)
-    relay = OutboxRelay(engine, orm.kit.outbox, client, clock)
+    relay = OutboxRelay(engine, orm.kit.outbox, client, clock, retention=settings.outbox_retention)
     sessions = sessionmaker(engine, class_=Session, expire_on_commit=False)
 
     def uow_factory() -> SqlRatingUnitOfWork:

@@ -57,6 +57,20 @@ def test_defaults_use_a_sqlite_file_per_service(
     assert load_settings(DemoSettings).effective_database_schema == "demo"
 
 
+def test_outbox_retention_defaults_to_a_day_and_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", "x" * 20)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.delenv("RECKON_OUTBOX_RETENTION_HOURS", raising=False)
+    assert load_settings(DemoSettings).outbox_retention == timedelta(hours=24)
+    monkeypatch.setenv("RECKON_OUTBOX_RETENTION_HOURS", "72")
+    assert load_settings(DemoSettings).outbox_retention == timedelta(hours=72)
+    monkeypatch.setenv("RECKON_OUTBOX_RETENTION_HOURS", "0")
+    with pytest.raises(ConfigError, match="RECKON_OUTBOX_RETENTION_HOURS"):
+        load_settings(DemoSettings)
+
+
 def test_violations_collect_every_problem_with_paths() -> None:
     violations = Violations()
     violations.require("", "name")
