@@ -257,6 +257,18 @@ class UsageImporter:
             uow.commit()
         return ImportResult(import_file)
 
+    def _reader(
+        self, import_file: ImportFile, stream: BinaryIO, options: ImportOptions
+    ) -> UsageFileReader:
+        """The file's records from after its last committed line (a resumed import)."""
+        return UsageFileReader(
+            stream,
+            options,
+            max_line_bytes=self.limits.max_line_bytes,
+            max_field_chars=self.limits.max_field_chars,
+            start_after_line=import_file.committed_line,
+        )
+
     def _run(
         self,
         import_file: ImportFile,
@@ -270,13 +282,7 @@ class UsageImporter:
         if tariff.needs_counters:
             return self._run_locked(import_file, stream, options, tariff, progress)
         file_id = import_file.file_id
-        reader = UsageFileReader(
-            stream,
-            options,
-            max_line_bytes=self.limits.max_line_bytes,
-            max_field_chars=self.limits.max_field_chars,
-            start_after_line=import_file.committed_line,
-        )
+        reader = self._reader(import_file, stream, options)
         accounts: dict[str, Subscriber | None] = {}
         counters = CycleCounters()
         header_saved = import_file.header is not None
@@ -453,13 +459,7 @@ class UsageImporter:
         account waits and then draws only what is left (ADR 0014). Rating and writing
         do not overlap here: the next batch must see what this one drew."""
         file_id = import_file.file_id
-        reader = UsageFileReader(
-            stream,
-            options,
-            max_line_bytes=self.limits.max_line_bytes,
-            max_field_chars=self.limits.max_field_chars,
-            start_after_line=import_file.committed_line,
-        )
+        reader = self._reader(import_file, stream, options)
         accounts: dict[str, Subscriber | None] = {}
         header_saved = import_file.header is not None
         try:

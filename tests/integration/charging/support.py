@@ -80,13 +80,16 @@ async def charging_app(
     redis_url: str,
     *,
     clock: ManualClock | None = None,
+    in_memory_pricing: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[ChargingApp]:
+    """A started charging app; ``in_memory_pricing=False`` prices through the rating
+    service at ``rating_addr`` (an override), as production does."""
     engine = make_engine(database.url, database.schema, instrument=False)
     app = bootstrap(
         settings_for(database, redis_url, **overrides),
         clock=clock or ManualClock(START),
-        pricing=default_pricing(),
+        pricing=default_pricing() if in_memory_pricing else None,
         redis_client=redis_client,
         engine=engine,
         migrate=True,

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
-from services.charging.bootstrap import ChargingApp, bootstrap
+from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import (
     CreditControlAnswer,
     RatingGroupRequest,
@@ -40,7 +40,6 @@ from services.charging.domain.credit_control import (
 )
 from services.charging.domain.units import Quantity
 from services.common.clock import ManualClock
-from services.common.db import make_engine
 from services.common.grpc_client import open_channel
 from services.rating.config import RatingSettings
 from services.rating.entrypoints.main import RunningRating, start
@@ -51,14 +50,13 @@ from tests.integration.charging.support import (
     VOICE,
     add_bucket,
     ccr,
-    define_services,
+    charging_app,
     eur,
     ledger_totals,
     live_totals,
     new_account,
     seconds,
     send,
-    settings_for,
 )
 from tests.integration.rating.conftest import add_account
 
@@ -146,22 +144,15 @@ async def app(
     rating: RunningRating,
     clock: ManualClock,
 ) -> AsyncIterator[ChargingApp]:
-    engine = make_engine(database.url, database.schema, instrument=False)
-    app = bootstrap(
-        settings_for(database, redis_server.url, rating_addr=rating.address),
+    async with charging_app(
+        database,
+        redis_client,
+        redis_server.url,
         clock=clock,
-        redis_client=redis_client,
-        engine=engine,
-        migrate=True,
-    )
-    app.owns_redis = False
-    await app.start()
-    try:
-        await define_services(app)
+        in_memory_pricing=False,
+        rating_addr=rating.address,
+    ) as app:
         yield app
-    finally:
-        await app.close()
-        engine.dispose()
 
 
 async def test_rating_prices_the_worked_example(app: ChargingApp) -> None:

@@ -17,11 +17,10 @@ from pydantic import SecretStr
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.charging.adapters.rating_pricing import PricingUnavailable, RatingPricing
-from services.charging.bootstrap import ChargingApp, bootstrap
+from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import RatingGroupRequest, RequestType, ResultCode
 from services.charging.domain.units import Quantity
 from services.common.clock import ManualClock
-from services.common.db import make_engine
 from services.common.grpc_client import open_channel
 from services.rating.config import RatingSettings
 from services.rating.entrypoints.main import RunningRating, start
@@ -31,14 +30,13 @@ from tests.integration.charging.support import (
     START,
     VOICE,
     ccr,
-    define_services,
+    charging_app,
     eur,
     ledger_totals,
     live_totals,
     new_account,
     seconds,
     send,
-    settings_for,
 )
 from tests.integration.rating.conftest import add_account
 
@@ -102,22 +100,15 @@ async def app(
     redis_server: EmbeddedRedis,
     rating: RunningRating,
 ) -> AsyncIterator[ChargingApp]:
-    engine = make_engine(database.url, database.schema, instrument=False)
-    app = bootstrap(
-        settings_for(database, redis_server.url, rating_addr=rating.address),
+    async with charging_app(
+        database,
+        redis_client,
+        redis_server.url,
         clock=ManualClock(START),
-        redis_client=redis_client,
-        engine=engine,
-        migrate=True,
-    )
-    app.owns_redis = False
-    await app.start()
-    try:
-        await define_services(app)
+        in_memory_pricing=False,
+        rating_addr=rating.address,
+    ) as app:
         yield app
-    finally:
-        await app.close()
-        engine.dispose()
 
 
 async def test_a_voice_call_is_priced_by_rating(app: ChargingApp) -> None:

@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -36,7 +37,11 @@ from tests.integration.charging.support import (
 INITIAL, UPDATE, TERMINATE = RequestType.INITIAL, RequestType.UPDATE, RequestType.TERMINATE
 # The fence must outlast any commit of an entry read from the lost Redis: stale bound
 # plus transaction timeout (see sql_ledger.py).
-FENCED = {"rebuild_fence_ms": 800, "ledger_stale_seconds": 0.2, "ledger_timeout_ms": 500}
+FENCED: dict[str, Any] = {
+    "rebuild_fence_ms": 800,
+    "ledger_stale_seconds": 0.2,
+    "ledger_timeout_ms": 500,
+}
 
 
 @pytest.fixture
