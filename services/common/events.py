@@ -17,6 +17,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar
 
+from services.common.json_codec import dumps
 from services.common.money import Money
 
 
@@ -66,7 +67,8 @@ class EventEnvelope:
     trace_context: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
+        # Compact, keys in this order (``trace_context_of`` relies on it being last).
+        return dumps(
             {
                 "event_id": self.event_id,
                 "event_type": self.event_type,
@@ -75,8 +77,7 @@ class EventEnvelope:
                 "occurred_at": self.occurred_at.isoformat(),
                 "payload": self.payload,
                 "trace_context": self.trace_context,
-            },
-            separators=(",", ":"),
+            }
         )
 
     @staticmethod
