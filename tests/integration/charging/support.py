@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import func, select
 
+from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.charging.adapters import orm
 from services.charging.bootstrap import ChargingApp, bootstrap
 from services.charging.config import ChargingSettings
@@ -38,7 +41,10 @@ from services.charging.service_layer.commands import CreateBucket, DefineService
 from services.charging.service_layer.pricing import InMemoryPricing, Tariff
 from services.common.clock import ManualClock
 from services.common.db import make_engine
+from services.common.grpc_client import open_channel
 from services.common.money import Money
+from services.rating.config import RatingSettings
+from services.rating.entrypoints.main import RunningRating, start
 from tests.conftest import TEST_TOKEN, TestDatabase
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -209,3 +215,28 @@ async def drain(app: ChargingApp, account_id: str) -> None:
         account_id, {"now": to_ms(app.clock.now()), "win": 3600, "jd": 5000, "limit": 1000}
     )
     await app.writer.commit(result.entries)
+
+
+@asynccontextmanager
+async def running_rating(
+    redis_url: str, tmp_path: Path, catalog: str
+) -> AsyncIterator[RunningRating]:
+    """A real rating service on a free port with ``catalog`` applied, for charging to
+    price money-rated services through (RAT-8)."""
+    settings = RatingSettings(
+        service_token=SecretStr(TEST_TOKEN),
+        redis_url=redis_url,
+        data_dir=tmp_path / "rating-data",
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{tmp_path / 'rating.db'}",
+    )
+    client = aioredis.Redis.from_url(redis_url)
+    running = await start(settings, redis_client=client, background=False)
+    try:
+        async with open_channel(running.address, TEST_TOKEN, traced=False) as channel:
+            await rating_pb2_grpc.RatingServiceStub(channel).ApplyCatalog(
+                rating_pb2.ApplyCatalogRequest(document=catalog, source_name="test.yaml")
+            )
+        yield running
+    finally:
+        await running.stop(0)

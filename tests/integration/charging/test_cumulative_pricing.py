@@ -27,9 +27,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
-from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import (
     CreditControlAnswer,
@@ -40,11 +38,9 @@ from services.charging.domain.credit_control import (
 )
 from services.charging.domain.units import Quantity
 from services.common.clock import ManualClock
-from services.common.grpc_client import open_channel
-from services.rating.config import RatingSettings
-from services.rating.entrypoints.main import RunningRating, start
+from services.rating.entrypoints.main import RunningRating
 from suite.redis_server import EmbeddedRedis
-from tests.conftest import TEST_TOKEN, TestDatabase
+from tests.conftest import TestDatabase
 from tests.integration.charging.support import (
     START,
     VOICE,
@@ -55,6 +51,7 @@ from tests.integration.charging.support import (
     ledger_totals,
     live_totals,
     new_account,
+    running_rating,
     seconds,
     send,
 )
@@ -113,22 +110,9 @@ def micro(amount: str) -> int:
 
 @pytest.fixture
 async def rating(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[RunningRating]:
-    settings = RatingSettings(
-        service_token=SecretStr(TEST_TOKEN),
-        redis_url=redis_server.url,
-        data_dir=tmp_path / "rating-data",
-        listen="127.0.0.1:0",
-        database_url=f"sqlite:///{tmp_path / 'rating.db'}",
-    )
-    client = aioredis.Redis.from_url(redis_server.url)
-    running = await start(settings, redis_client=client, background=False)
-    async with open_channel(running.address, TEST_TOKEN, traced=False) as channel:
-        await rating_pb2_grpc.RatingServiceStub(channel).ApplyCatalog(
-            rating_pb2.ApplyCatalogRequest(document=CATALOG, source_name="test.yaml")
-        )
-    add_account(running, ACCOUNT, plan="cumulative")
-    yield running
-    await running.stop(0)
+    async with running_rating(redis_server.url, tmp_path, CATALOG) as running:
+        add_account(running, ACCOUNT, plan="cumulative")
+        yield running
 
 
 @pytest.fixture
