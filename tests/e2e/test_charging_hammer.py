@@ -29,7 +29,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 import grpc
 import pytest
@@ -41,8 +40,8 @@ from reckon.charging.v1 import charging_pb2 as pb
 from reckon.charging.v1 import charging_pb2_grpc
 from services.common.grpc_client import open_channel
 from suite.redis_server import EmbeddedRedis
-from suite.supervisor import SuiteConfig, Supervisor
-from tests.e2e.test_suite import embedded_defaults
+from suite.supervisor import Supervisor
+from tests.e2e.test_suite import start_suite
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -91,23 +90,9 @@ def amount_of(quantity: pb.Quantity) -> Decimal:
     return Decimal(getattr(quantity, which))
 
 
-def start_hammer_suite(data_dir: Path) -> Supervisor:
-    supervisor = Supervisor(
-        SuiteConfig(
-            data_dir=data_dir,
-            free_ports=True,
-            environ={**embedded_defaults(), **HAMMER_ENV},
-            start_timeout=45,
-            stop_grace=5,
-        )
-    )
-    supervisor.start()
-    return supervisor
-
-
 @pytest.fixture(scope="module")
 def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
-    running = start_hammer_suite(tmp_path_factory.mktemp("hammer"))
+    running = start_suite(tmp_path_factory.mktemp("hammer"), HAMMER_ENV)
     yield running
     running.stop()
 

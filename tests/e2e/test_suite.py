@@ -58,12 +58,14 @@ def embedded_defaults() -> dict[str, str]:
     }
 
 
-def start_suite(data_dir: Path) -> Supervisor:
+def start_suite(data_dir: Path, environ: dict[str, str] | None = None) -> Supervisor:
+    """The whole suite as `reckon up` starts it, on free ports; ``environ`` adds to the
+    embedded defaults (shorter timers for a test, say)."""
     supervisor = Supervisor(
         SuiteConfig(
             data_dir=data_dir,
             free_ports=True,
-            environ=embedded_defaults(),
+            environ={**embedded_defaults(), **(environ or {})},
             start_timeout=45,
             stop_grace=5,
         )
