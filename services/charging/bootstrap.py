@@ -209,6 +209,7 @@ def bootstrap(
         window_seconds=settings.idempotency_window_seconds,
         journal_drain_ms=settings.journal_drain_ms,
         voucher_key=settings.voucher_key,
+        remembered_sessions=settings.remembered_sessions,
     )
     handlers = ChargingHandlers(
         store=store,

@@ -6,10 +6,11 @@ port with SO_REUSEPORT; background work runs in the first), ``CHARGING_REDIS_CLU
 (``REDIS_URL`` names one node of a Redis Cluster), grant validity and grace,
 default quotas, the idempotency window, the sweeper's cadence and index shards,
 the rebuild fence and the ledger writer's bounds, bucket-expiry warnings, the
-voucher secret (default: derived from the service token) and
-``CHARGING_TARIFFS``: a JSON object of in-memory tariffs used when no rating
-service is wired in, e.g. ``{"voice": {"price": "0.10", "currency": "EUR",
-"per_units": 60, "increment": 60}}``.
+voucher secret (default: derived from the service token),
+``CHARGING_REMEMBERED_SESSIONS`` (open sessions whose priced position a worker
+keeps between reports, default 100,000; ADR 0019) and ``CHARGING_TARIFFS``: a
+JSON object of in-memory tariffs used when no rating service is wired in, e.g.
+``{"voice": {"price": "0.10", "currency": "EUR", "per_units": 60, "increment": 60}}``.
 Peer: ``RATING_ADDR`` (host:port of the rating service). When set, money-priced
 services are priced by rating's ``Quote``/``UnitsForAmount`` (RAT-8), each call
 bounded by ``CHARGING_RATING_TIMEOUT_SECONDS``; unset, the in-memory tariffs are
@@ -41,6 +42,8 @@ class ChargingSettings(ServiceSettings):
     default_quota_volume_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     default_quota_units: int = Field(default=1, ge=1)
     idempotency_window_seconds: int = Field(default=86_400, ge=60)
+    # Open sessions whose priced position a worker remembers between reports (ADR 0019).
+    remembered_sessions: int = Field(default=100_000, ge=0, le=10_000_000)
 
     sweep_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     sweep_lease_ms: int = Field(default=30_000, ge=100)

@@ -186,23 +186,24 @@ class ScriptPipeline:
 
     def _schedule(self) -> None:
         if self._pending and not self._scheduled and self._in_flight < self._max_in_flight:
+            # The task takes its batch when it first runs (next turn of the loop), so
+            # every call made in this turn rides in it: no separate flush callback.
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._send_pending())
+            self._tasks.add(task)
+            task.add_done_callback(self._sent)
 
-    def _flush_now(self) -> None:
+    async def _send_pending(self) -> None:
         self._scheduled = False
-        if not self._pending or self._in_flight >= self._max_in_flight:
-            return
         if self._deferred:
             self._pending.extend(self._deferred)
             self._deferred.clear()
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._sent)
-        self._schedule()
+        self._schedule()  # more than one batch waiting, and room for another in flight
+        if batch:
+            await self._send(batch)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._in_flight -= 1
@@ -466,11 +467,11 @@ class RedisBalanceStore:
         )
         return bool(int(raw))
 
-    async def ack(self, entries: Sequence[JournalEntry]) -> None:
+    def ack(self, entries: Sequence[JournalEntry]) -> None:
         """Forget committed journal entries (HDEL; a missing entry is fine).
 
-        Sent with the next pipeline of scripts, not awaited: a lost delete only
-        means the reconciler commits the entry again, a no-op.
+        Sent with the next pipeline of scripts, not awaited (nor a task of its own per
+        commit): a lost delete only means the reconciler commits the entry again, a no-op.
         """
         by_account: dict[str, list[str]] = defaultdict(list)
         for entry in entries:

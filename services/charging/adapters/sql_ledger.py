@@ -438,7 +438,6 @@ class SqlLedgerWriter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._acks: set[asyncio.Task[None]] = set()
         # One thread and one connection for every commit: no pool checkout, and the
         # timeouts of the fence are set once per connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
@@ -476,8 +475,6 @@ class SqlLedgerWriter:
             if not done:
                 self._task.cancel()
             self._task = None
-        if self._acks:
-            await asyncio.wait(set(self._acks), timeout=wait_s)
         if self._inline:
             self._disconnect()
         else:
@@ -550,16 +547,11 @@ class SqlLedgerWriter:
         if events and self._after_commit is not None:
             self._after_commit()
         if entries:
-            # Not awaited: the next batch need not wait for Redis to forget this one.
-            ack = asyncio.ensure_future(self._ack(entries))
-            self._acks.add(ack)
-            ack.add_done_callback(self._acks.discard)
-
-    async def _ack(self, entries: Sequence[JournalEntry]) -> None:
-        try:
-            await self._store.ack(entries)
-        except Exception:  # noqa: BLE001 - the reconciler drains them again (no-ops)
-            log.warning("could not forget %d committed journal entries", len(entries))
+            # Queued, not awaited: the next batch need not wait for Redis to forget this one.
+            try:
+                self._store.ack(entries)
+            except Exception:  # noqa: BLE001 - the reconciler drains them again (no-ops)
+                log.warning("could not forget %d committed journal entries", len(entries))
 
     def _connect(self) -> Connection:
         if self._connection is None:

@@ -114,6 +114,8 @@ class Options:
     window_seconds: int = 86_400
     journal_drain_ms: int = 30_000
     voucher_key: bytes = b"reckon-charging-vouchers"
+    # Sessions whose priced position this process remembers (0: always read it from Redis).
+    remembered_sessions: int = 100_000
 
 
 # Attempts at pricing a request when its session's position moved meanwhile.
@@ -131,6 +133,10 @@ class _Position:
 
 def _cumulative(service: ServiceDefinition) -> bool:
     return service.is_rated and not service.is_free
+
+
+_SessionKey = tuple[str, str]  # (account id, session id)
+_Known = tuple[int, dict[int, _Position]]  # (start ms, position per rating group)
 
 
 def _positions_of(cum: dict[str, Any], now_ms: int) -> tuple[int, dict[int, _Position]]:
@@ -176,6 +182,11 @@ class ChargingHandlers:
         self.loader = loader
         self.clock = clock
         self.options = options
+        # The priced position each open session had after its last answer from this process
+        # (insertion order = least recently answered first). A hint only: the script refuses
+        # prices computed from any other position (STALE), so a position another worker or a
+        # rebuild moved costs one more round trip, never a wrong charge (ADR 0019).
+        self._known: dict[_SessionKey, _Known] = {}
 
     # -- plumbing ------------------------------------------------------------------------
     async def _run(
@@ -252,6 +263,8 @@ class ChargingHandlers:
                 partial(self.store.credit_control, request.account_id, request.session_id, payload),
             )
             if result.status != "STALE":
+                if priced:
+                    self._remember(request, result, start_ms)
                 break
             # Priced from another position than the session's (a concurrent request of the
             # session, a rebuilt Redis, usage that went to unit buckets): price again.
@@ -267,10 +280,41 @@ class ChargingHandlers:
         await self._durable(request.account_id, result)
         return await self._answer(request, groups, result)
 
+    def _remember(
+        self, request: CreditControlRequest, result: ScriptResult, start_ms: int
+    ) -> None:
+        """Keep the position an answer left an open session in, for its next report
+        (``start_ms``: the start the request was priced from, when no usage moved it yet)."""
+        key = (request.account_id, request.session_id)
+        known = self._known.pop(key, None)
+        answer = result.answer
+        cum = answer.get("cum")
+        if result.status == "REPLAY" and known is not None:
+            self._known[key] = known  # a replay moved nothing
+            return
+        if result.status != "OK" or answer.get("st") != "O":
+            return  # closed or late: nothing to remember (read it if it comes back)
+        # No 'cum' in the answer: nothing charged in money yet, from the start priced from.
+        start_ms, positions = _positions_of(cum, start_ms) if cum else (start_ms, {})
+        self._known[key] = (
+            start_ms,
+            {
+                int(raw["g"]): _Position(
+                    positions.get(int(raw["g"]), _Position()).used, None, str(raw.get("k", ""))
+                )
+                for raw in answer.get("rgs", ())
+            },
+        )
+        if len(self._known) > self.options.remembered_sessions:
+            del self._known[next(iter(self._known))]
+
     async def _positions(
         self, request: CreditControlRequest, now_ms: int
     ) -> tuple[int, dict[int, _Position]]:
         """The session's start and priced position per rating group (none yet: now, zero)."""
+        known = self._known.get((request.account_id, request.session_id))
+        if known is not None and all(rg.rating_group in known[1] for rg in request.rating_groups):
+            return known[0], dict(known[1])
         names = ["cum", *(f"g:{rg.rating_group}" for rg in request.rating_groups)]
         session = await self.store.session_fields(request.account_id, request.session_id, names)
         start_ms, positions = _positions_of(

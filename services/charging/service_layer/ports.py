@@ -160,7 +160,8 @@ class BalanceStore(Protocol):
 
     async def settle(self, shard: int, account_id: str, version: str, next_ms: int) -> bool: ...
 
-    async def ack(self, entries: Sequence[JournalEntry]) -> None: ...
+    def ack(self, entries: Sequence[JournalEntry]) -> None:
+        """Forget committed journal entries, without waiting: queued for the next round trip."""
 
     async def read_account(self, account_id: str) -> AccountView | None: ...
 

@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -317,3 +318,78 @@ async def test_a_call_is_priced_at_the_time_it_started(
     # 60 s at the day rates the call started in: 0.05 + 0.15 + 5 x 0.03.
     assert cost(end) == Quantity.of_money(eur("0.35"))
     assert ledger_totals(app, ACCOUNT) == {"main-EUR": micro("4.65")}
+
+
+# -- remembered positions (ADR 0019) -------------------------------------------------------------
+def count_session_reads(app: ChargingApp) -> list[int]:
+    """Counts the position reads (HMGET of the session) ``app`` makes from now on."""
+    reads = [0]
+    read = app.store.session_fields
+
+    async def counted(account_id: str, session_id: str, names: Any) -> dict[str, str]:
+        reads[0] += 1
+        return await read(account_id, session_id, names)
+
+    app.store.session_fields = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def test_later_reports_are_priced_from_the_position_remembered_from_the_last_answer(
+    app: ChargingApp,
+) -> None:
+    await new_account(app, ACCOUNT, balance="5.00")
+    reads = count_session_reads(app)
+    debits = await call_in_four_reports(app, "cum-10")
+    assert debits == [micro("0.26"), micro("0.21"), micro("0.12"), micro("0.06")]
+    assert reads == [0], "each report's position came from the answer before it"
+
+
+@pytest.mark.parametrize("free_seconds", [0, 50])
+async def test_a_session_moved_on_by_another_worker_is_charged_as_on_one_worker(
+    app: ChargingApp,
+    database: TestDatabase,
+    redis_client: aioredis.Redis,
+    redis_server: EmbeddedRedis,
+    rating: RunningRating,
+    clock: ManualClock,
+    free_seconds: int,
+) -> None:
+    # Two workers answer reports of the same call in turn: each remembers a position the
+    # other has since moved. The script refuses prices from a stale position (STALE), the
+    # worker prices again from the session's, and every report is charged exactly as one
+    # worker charges the same call: the remembered position is a hint, never the truth.
+    alone, shared = ACCOUNT, "acc-cum-shared"
+    add_account(rating, shared, plan="cumulative")
+    for account in (alone, shared):
+        await new_account(app, account, balance="5.00")
+        if free_seconds:
+            await add_bucket(app, account, seconds(free_seconds).unit, free_seconds, label="free")
+    kinds = [INITIAL, UPDATE, UPDATE, UPDATE, TERMINATE]
+    reports = [rg(60), rg(60, 40), rg(60, 40), rg(60, 25), rg(used=13)]
+
+    async def call(account: str, workers: list[ChargingApp]) -> list[CreditControlAnswer]:
+        answers = []
+        for number, (worker, kind, group) in enumerate(zip(workers, kinds, reports, strict=True)):
+            answer = await send(worker, ccr(f"cum-11-{account}", kind, number, account, group))
+            assert answer.result is ResultCode.SUCCESS, (number, answer)
+            answers.append(answer)
+        return answers
+
+    async with charging_app(
+        database,
+        redis_client,
+        redis_server.url,
+        clock=clock,
+        in_memory_pricing=False,
+        rating_addr=rating.address,
+    ) as other:
+        expected = await call(alone, [app] * 5)
+        turns = await call(shared, [app, other, app, other, app])
+    assert [cost(a) for a in turns] == [cost(a) for a in expected]
+    assert [a.rating_groups[0].granted for a in turns] == [
+        a.rating_groups[0].granted for a in expected
+    ]
+    # Bucket ids differ between the accounts; the amounts per bucket do not.
+    assert sorted(ledger_totals(app, shared).values()) == sorted(ledger_totals(app, alone).values())
+    if not free_seconds:  # all money: rating's price of the 118 s call, once
+        assert ledger_totals(app, shared) == {"main-EUR": micro("4.35")}
