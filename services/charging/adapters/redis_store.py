@@ -43,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.charging.adapters.resp import Exchange, exchange_for, resp
 from services.charging.service_layer.ports import (
     AccountView,
     BucketView,
@@ -137,12 +138,10 @@ class ScriptPipeline:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # One held connection per pipeline in flight (standalone Redis).
-        self._connections: asyncio.Queue[Any] = asyncio.Queue()
+        self._connections: asyncio.Queue[Exchange] = asyncio.Queue()
         if not isinstance(client, RedisCluster):
             for _ in range(max_in_flight):
-                self._connections.put_nowait(
-                    client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-                )
+                self._connections.put_nowait(exchange_for(client))
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -160,7 +159,7 @@ class ScriptPipeline:
             else:
                 await asyncio.sleep(0.001)
         while not self._connections.empty():
-            await self._connections.get_nowait().disconnect()
+            await self._connections.get_nowait().close()
 
     async def command(self, *command: str) -> Any:
         """Run a plain command in the next pipeline and return its reply."""
@@ -238,7 +237,7 @@ class ScriptPipeline:
                     future.set_exception(_unavailable(exc))
                     continue
             if isinstance(result, Exception):
-                future.set_exception(result)
+                future.set_exception(_unavailable(result))  # LOADING: retry, not a fault
             else:
                 future.set_result(result)
 
@@ -252,28 +251,18 @@ class ScriptPipeline:
                 else:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
-        # Standalone Redis: RESP written directly on a held connection. redis-py's
-        # pipeline spends more CPU packing and checking out connections than Redis
-        # spends running the scripts.
+        # Standalone Redis: RESP written directly on a held connection (adapters/resp.py).
+        # redis-py's pipeline spends more CPU packing and checking out connections than
+        # Redis spends running the scripts.
         connection = await self._connections.get()
         try:
             packed = b"".join(
-                _resp(*keys)
+                resp(*keys)
                 if script is None
-                else _resp("EVALSHA", script.sha, str(len(keys)), *keys, *args)
+                else resp("EVALSHA", script.sha, str(len(keys)), *keys, *args)
                 for script, keys, args, _ in batch
             )
-            await connection.send_packed_command(packed, check_health=False)
-            results: list[Any] = []
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as error:
-                    results.append(error)
-            return results
-        except BaseException:
-            await connection.disconnect()  # a half-read connection must not be reused
-            raise
+            return await connection.exchange(packed, len(batch))
         finally:
             self._connections.put_nowait(connection)
 
@@ -289,15 +278,6 @@ class ScriptPipeline:
             return await self._client.execute_command(
                 "EVALSHA", script.sha, len(keys), *keys, *args
             )
-
-
-def _resp(*parts: str | bytes) -> bytes:
-    """One command in the Redis protocol (RESP2 array of bulk strings)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part if isinstance(part, bytes) else part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 def _text(value: Any) -> str:

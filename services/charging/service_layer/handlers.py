@@ -280,9 +280,7 @@ class ChargingHandlers:
         await self._durable(request.account_id, result)
         return await self._answer(request, groups, result)
 
-    def _remember(
-        self, request: CreditControlRequest, result: ScriptResult, start_ms: int
-    ) -> None:
+    def _remember(self, request: CreditControlRequest, result: ScriptResult, start_ms: int) -> None:
         """Keep the position an answer left an open session in, for its next report
         (``start_ms``: the start the request was priced from, when no usage moved it yet)."""
         key = (request.account_id, request.session_id)
@@ -454,28 +452,22 @@ class ChargingHandlers:
             payload["p"], payload["c"], payload["mc"], payload["rf"] = -1, -1, "", 1
             return payload
         currency = next((money.currency for money in prices.values()), "")
-
-        def scaled(units: int, name: str) -> int:
-            if units == 0:
-                return 0
-            amount, _ = self._scaled_price(prices[units], f"{field}.{name}")
-            return amount
-
+        # Each quantity's price in the stored scale, once (a quantity is often needed twice).
+        amounts = {0: 0}
+        for units, price in prices.items():
+            name = "used_units" if used > 0 and units == n + used else "requested_units"
+            amounts[units] = self._scaled_price(price, f"{field}.{name}")[0]
         payload["mc"] = currency
         if used > 0:
-            payload["c"] = scaled(n + used, "used_units")
+            payload["c"] = amounts[n + used]
         if wanted > 0:
-            payload["p"] = scaled(base + wanted, "requested_units") - scaled(
-                base, "requested_units"
-            )
+            payload["p"] = amounts[base + wanted] - amounts[base]
         if session:
             payload["cb"], payload["gb"] = n, base
             if wanted > 0:
-                payload["pg"] = scaled(base, "requested_units")
-                payload["pn"] = scaled(base + wanted + 1, "requested_units") - scaled(
-                    base + wanted, "requested_units"
-                )
-                payload["p1"] = scaled(base + 1, "requested_units") - payload["pg"]
+                payload["pg"] = amounts[base]
+                payload["pn"] = amounts[base + wanted + 1] - amounts[base + wanted]
+                payload["p1"] = amounts[base + 1] - payload["pg"]
         return payload
 
     async def _prices(

@@ -19,6 +19,8 @@ from services.charging.domain.units import MAX_QUANTITY, scaled_money, unscaled_
 from services.charging.service_layer.ports import NotPriced
 from services.common.money import Money
 
+_REMEMBERED_PRICES = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Tariff:
@@ -26,6 +28,11 @@ class Tariff:
     per_units: int = 1
     increment: int = 1
     scaled: int = field(init=False, default=0)  # the price in the stored scale
+    # Prices already worked out, by units: a session asks for the same few quantities
+    # again and again (bounded; a Money is immutable, so sharing one is safe).
+    _prices: dict[int, Money] = field(
+        init=False, default_factory=dict, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.per_units < 1 or self.increment < 1:
@@ -38,9 +45,16 @@ class Tariff:
         return -(-units // self.increment) * self.increment
 
     def price_of(self, units: int) -> Money:
+        known = self._prices.get(units)
+        if known is not None:
+            return known
         # Integer arithmetic in the stored scale: exact, rounded up to a whole stored unit.
         total = -(-self.scaled * self.billed(units) // self.per_units)
-        return unscaled_money(total, self.price.currency)
+        price = unscaled_money(total, self.price.currency)
+        if len(self._prices) >= _REMEMBERED_PRICES:
+            self._prices.clear()
+        self._prices[units] = price
+        return price
 
     def units_for(self, amount: Money) -> int:
         if amount.currency != self.price.currency:
