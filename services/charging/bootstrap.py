@@ -89,6 +89,7 @@ class ChargingApp:
         return self.handlers.uow_factory()
 
     async def start(self) -> None:
+        await self.store.check_eviction()
         await self.store.load()
         await self.catalog.reload()
 

@@ -297,6 +297,10 @@ def _result(account_id: str, raw: list[Any]) -> ScriptResult:
     )
 
 
+class UnsafeBalanceStore(RuntimeError):
+    """The Redis given to charging could lose balances on its own (it may evict keys)."""
+
+
 class BalanceStoreUnavailable(Unavailable):
     default_reason = "BALANCE_STORE_UNAVAILABLE"
 
@@ -327,6 +331,43 @@ class RedisBalanceStore:
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         return await self._pipeline.call(self.scripts[name], keys, args)
+
+    async def check_eviction(self) -> None:
+        """Refuse a Redis that may evict keys (``maxmemory`` set, policy not ``noeviction``).
+
+        An evicted account, bucket, journal or session key is a balance or an answer lost
+        without a trace: an LRU or TTL policy would drop idempotency records (they carry a
+        TTL) or reservations under memory pressure. With no ``maxmemory`` nothing is
+        evicted whatever the policy. Where ``CONFIG`` is not allowed (managed Redis), a
+        warning says what to check.
+        """
+        nodes: list[Any]
+        try:
+            if isinstance(self.client, RedisCluster):
+                replies: Any = await self.client.config_get(  # type: ignore[no-untyped-call]
+                    "maxmemory*", target_nodes=RedisCluster.PRIMARIES
+                )
+                nodes = list(replies.values()) if isinstance(replies, dict) else [replies]
+                if nodes and not isinstance(nodes[0], dict):
+                    nodes = [replies]  # one node answered: its own settings
+            else:
+                nodes = [dict(await self.client.config_get("maxmemory*"))]
+        except ResponseError as exc:
+            log.warning(
+                "could not read Redis's maxmemory settings (%s): charging needs "
+                "maxmemory-policy noeviction, or no maxmemory",
+                exc,
+            )
+            return
+        for settings in nodes:
+            config = {_text(k): _text(v) for k, v in dict(settings).items()}
+            limit, policy = config.get("maxmemory", "0"), config.get("maxmemory-policy", "")
+            if limit not in ("", "0") and policy != "noeviction":
+                raise UnsafeBalanceStore(
+                    f"Redis may evict keys (maxmemory {limit}, maxmemory-policy {policy}): "
+                    "balances, reservations and stored answers would be lost under memory "
+                    "pressure; set maxmemory-policy noeviction (or no maxmemory)"
+                )
 
     async def load(self) -> None:
         """Register every script (on every primary of a cluster) before the first call."""
