@@ -377,7 +377,7 @@ class _CreditControlStream:
         self._pending: set[asyncio.Task[None]] = set()
         self._ready: list[pb.StreamCreditControlResponse] = []
         self._wake = asyncio.Event()
-        self._fed = False
+        self._finished = False  # fed, and every request fed answered
 
     async def submit(self, request: pb.CreditControlRequest | None) -> None:
         """Start answering ``request`` (None: the stream message carried none) once a
@@ -415,7 +415,7 @@ class _CreditControlStream:
             if self._pending:
                 await asyncio.gather(*list(self._pending), return_exceptions=True)
         finally:
-            self._fed = True
+            self._finished = True
             self._wake.set()
 
     async def answers(
@@ -425,7 +425,7 @@ class _CreditControlStream:
         at each turn, until every request fed has been answered."""
         reader = asyncio.ensure_future(self._read(feed))
         try:
-            while self._ready or not self._fed:
+            while self._ready or not self._finished:
                 if not self._ready:
                     self._wake.clear()
                     await self._wake.wait()
