@@ -8,22 +8,29 @@ One run, one machine, each figure next to what it is compared with:
    against the echo baseline of ``bench.grpc_baseline`` on the same kit bootstrap
    (telemetry off for both). Goals: >= 0.6 of echo's peak; p99 < 10 ms paced.
 2. **StreamCreditControl** (Updates on many sessions, answers correlated by session
-   id and request number) against the same ``credit_control.lua`` called pipelined
-   straight from redis-py in this process (the Redis floor). Goal: >= 0.4.
+   id and request number) and **StreamCreditControlBatches** (the same, 64 requests
+   per message each way; ~512 requests in flight for both) against the same
+   ``credit_control.lua`` called pipelined straight from redis-py in this process
+   (the Redis floor). Goal: >= 0.4.
 3. **live sessions**: the cost of one Update with 10 live sessions and again after
    100,000 more sessions hold reservations. Goal: within 20% (rate, and server CPU
    per request).
 
 The server is ``bench.charging.server`` in a child process (SQLite ledger in a
 temp directory unless ``--database-url``), Redis a child ``redis-server`` on a free
-port; both are stopped by the PIDs started here. Figures per server core are the
-steadier ones on a shared machine (see bench/RESULTS.md, "How to read").
+port; both are stopped by the PIDs started here. ``--workers N`` runs N server
+processes on one ``SO_REUSEPORT`` port (``CHARGING_WORKERS=N``), calls them over N
+client channels (one connection on each worker: the kernel picks the worker of a
+connection, so channels are opened until each worker holds one) and sums the
+server CPU over all of them. Figures per server core are the steadier
+ones on a shared machine (see bench/RESULTS.md, "How to read").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -31,8 +38,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +47,9 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 from google.type import money_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.charging.server import WORKER_HEALTH_SERVICE
 from bench.common.loadgen import NS_PER_S, LatencySummary, RunResult, closed_loop, open_loop
 from bench.common.processes import Child, child_process
 from bench.grpc_baseline import BaselineSettings, Phase, measure_echo, measure_phase
@@ -62,23 +71,28 @@ class Settings:
     concurrency: int = 32
     open_fraction: float = 0.5
     streams: int = 4
-    window: int = 128
+    window: int = 128  # requests in flight per stream, plain or batched
+    batch: int = 64  # requests per StreamCreditControlBatches message
     accounts: int = 1000
     live_sessions: int = 100_000
     floor_pipeline: int = 128
     floor_pipelines: int = 4
     database_url: str | None = None
+    workers: int = 1
+
+
+Stub = charging_pb2_grpc.ChargingServiceStub
 
 
 @dataclass
 class ChargingServer:
     address: str
     token: str
-    process: Child
+    processes: list[Child]
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -89,6 +103,8 @@ class ChargingServer:
 async def charging_server(
     redis_url: str, data_dir: str, settings: Settings
 ) -> AsyncIterator[ChargingServer]:
+    """``settings.workers`` server processes on one port: the first on a free port
+    (migrating the database), then the others on the port it got."""
     token = secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHARGING_"))}
     env.update(
@@ -97,6 +113,7 @@ async def charging_server(
             "REDIS_URL": redis_url,
             "RECKON_DATA_DIR": data_dir,
             "CHARGING_LISTEN": "127.0.0.1:0",
+            "CHARGING_WORKERS": str(settings.workers),
             "CHARGING_TARIFFS": json.dumps(TARIFFS),
             "OTEL_SDK_DISABLED": "true",
             "RECKON_LOG_LEVEL": "WARNING",
@@ -104,14 +121,69 @@ async def charging_server(
     )
     if settings.database_url:
         env["CHARGING_DATABASE_URL"] = settings.database_url
-    async with child_process(
-        "charging-server",
-        [sys.executable, "-m", "bench.charging.server"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        ready_timeout_s=60,
-    ) as process:
-        yield ChargingServer(f"127.0.0.1:{process.ready['port']}", token, process)
+    argv = [sys.executable, "-m", "bench.charging.server"]
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            child_process("charging-server", argv, env=env, cwd=PROJECT_ROOT, ready_timeout_s=60)
+        )
+        address = f"127.0.0.1:{first.ready['port']}"
+        processes = [first]
+        for worker in range(1, settings.workers):
+            processes.append(
+                await stack.enter_async_context(
+                    child_process(
+                        f"charging-worker-{worker}",
+                        argv,
+                        env={**env, "CHARGING_LISTEN": address, "BENCH_WORKER": str(worker)},
+                        cwd=PROJECT_ROOT,
+                        ready_timeout_s=60,
+                    )
+                )
+            )
+        yield ChargingServer(address, token, processes)
+
+
+async def _worker_of(channel: grpc.aio.Channel, workers: int) -> int | None:
+    """Which server process this channel's connection reached (``bench.charging.server``
+    marks a health service with its index)."""
+    health = health_pb2_grpc.HealthStub(channel)
+    for worker in range(workers):
+        try:
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=WORKER_HEALTH_SERVICE.format(worker)),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError:
+            continue  # NOT_FOUND: another worker
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return worker
+    return None
+
+
+@asynccontextmanager
+async def client_stubs(address: str, workers: int) -> AsyncIterator[list[Stub]]:
+    """One stub per server process, each over a channel with a connection of its own
+    (a local subchannel pool: channels to one address would otherwise share one). The
+    kernel picks the process of each connection, so channels are opened until every
+    process holds one; those that land on a process already held are closed."""
+    async with AsyncExitStack() as stack:
+        by_worker: dict[int, Stub] = {}
+        for _ in range(30 * workers):
+            if len(by_worker) == workers:
+                break
+            channel = grpc.aio.insecure_channel(
+                address, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            worker = await _worker_of(channel, workers) if workers > 1 else 0
+            if worker is None or worker in by_worker:
+                await channel.close()
+                continue
+            stack.push_async_callback(channel.close)
+            by_worker[worker] = Stub(channel)
+        if len(by_worker) < workers:
+            raise RuntimeError(f"connections reached {len(by_worker)} of {workers} workers")
+        yield [by_worker[worker] for worker in sorted(by_worker)]
 
 
 def eur(units: int) -> money_pb2.Money:
@@ -152,9 +224,7 @@ class SessionPool:
         self._free.append((session, account))
 
 
-async def setup(
-    stub: charging_pb2_grpc.ChargingServiceStub, metadata: Any, accounts: int
-) -> list[str]:
+async def setup(stub: Stub, metadata: Any, accounts: int) -> list[str]:
     await stub.DefineService(
         pb.DefineServiceRequest(
             service=pb.ServiceDefinition(
@@ -189,9 +259,7 @@ async def setup(
     return names
 
 
-async def open_sessions(
-    stub: charging_pb2_grpc.ChargingServiceStub, metadata: Any, sessions: list[tuple[str, str]]
-) -> None:
+async def open_sessions(stub: Stub, metadata: Any, sessions: list[tuple[str, str]]) -> None:
     for start in range(0, len(sessions), 64):
         await asyncio.gather(
             *(
@@ -202,12 +270,15 @@ async def open_sessions(
 
 
 def unary_call(
-    stub: charging_pb2_grpc.ChargingServiceStub, metadata: Any, pool: SessionPool
+    stubs: Sequence[Stub], metadata: Any, pool: SessionPool
 ) -> Callable[[], Awaitable[Any]]:
+    """One Update per call, the calls taking the channels in turn."""
+    rotation = itertools.cycle(stubs)
+
     async def call() -> Any:
         request = pool.take()
         try:
-            answer = await stub.CreditControl(request, metadata=metadata)
+            answer = await next(rotation).CreditControl(request, metadata=metadata)
         finally:
             pool.give_back(request.session_id, request.account_id)
         if answer.result_code != pb.RESULT_CODE_SUCCESS:
@@ -218,43 +289,66 @@ def unary_call(
 
 
 async def stream_correlated(
-    stub: charging_pb2_grpc.ChargingServiceStub,
+    stubs: Sequence[Stub],
     metadata: Any,
     pool: SessionPool,
     *,
     streams: int,
     window: int,
     duration_s: float,
+    batch: int | None = None,
 ) -> RunResult:
-    """``streams`` streams with ``window`` requests in flight each; answers in any order."""
+    """``streams`` streams (taking the channels in turn) with ``window`` requests in
+    flight each; answers in any order, a request's latency from the write of its
+    message to its answer. ``batch``: StreamCreditControlBatches with that many
+    requests per message; else StreamCreditControl, one per message."""
     result = RunResult("stream")
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * NS_PER_S)
+    size = batch or 1
 
-    async def one_stream() -> None:
-        call = stub.StreamCreditControl(metadata=metadata)
-        credit = asyncio.Semaphore(window)
+    async def one_stream(stub: Stub) -> None:
+        call = (
+            stub.StreamCreditControlBatches(metadata=metadata)
+            if batch
+            else stub.StreamCreditControl(metadata=metadata)
+        )
+        in_flight = 0
+        room = asyncio.Event()
         sent: dict[tuple[str, int], tuple[int, str]] = {}
         clock = time.perf_counter_ns
 
         async def writer() -> None:
+            nonlocal in_flight
             while clock() < deadline:
-                await credit.acquire()
-                request = pool.take()
-                sent[(request.session_id, request.request_number)] = (clock(), request.account_id)
-                await call.write(pb.StreamCreditControlRequest(request=request))
+                while in_flight + size > window:
+                    room.clear()
+                    await room.wait()
+                requests = [pool.take() for _ in range(size)]
+                now = clock()
+                for request in requests:
+                    sent[(request.session_id, request.request_number)] = (now, request.account_id)
+                in_flight += size
+                await call.write(
+                    pb.StreamCreditControlBatchesRequest(requests=requests)
+                    if batch
+                    else pb.StreamCreditControlRequest(request=requests[0])
+                )
             await call.done_writing()
 
         async def reader() -> None:
-            while (answer := await call.read()) is not grpc.aio.EOF:
-                began, account = sent.pop((answer.session_id, answer.request_number))
-                pool.give_back(answer.session_id, account)
-                if answer.HasField("error"):
-                    result._failed(RuntimeError(answer.error.message))
-                else:
-                    result.latencies_ns.append(clock() - began)
-                    result.ok += 1
-                credit.release()
+            nonlocal in_flight
+            while (reply := await call.read()) is not grpc.aio.EOF:
+                for answer in reply.answers if batch else (reply,):
+                    began, account = sent.pop((answer.session_id, answer.request_number))
+                    pool.give_back(answer.session_id, account)
+                    if answer.HasField("error"):
+                        result._failed(RuntimeError(answer.error.message))
+                    else:
+                        result.latencies_ns.append(clock() - began)
+                        result.ok += 1
+                    in_flight -= 1
+                room.set()
 
         try:
             await asyncio.gather(writer(), reader())
@@ -262,7 +356,7 @@ async def stream_correlated(
             call.cancel()
             result._failed(exc)
 
-    await asyncio.gather(*(one_stream() for _ in range(streams)))
+    await asyncio.gather(*(one_stream(stubs[i % len(stubs)]) for i in range(streams)))
     result.elapsed_ns = time.perf_counter_ns() - start
     return result
 
@@ -395,19 +489,52 @@ async def create_live_sessions(redis_url: str, accounts: list[str], count: int) 
     return elapsed
 
 
+async def stream_phase(
+    name: str,
+    prefix: str,
+    server: ChargingServer,
+    stubs: Sequence[Stub],
+    accounts: list[str],
+    settings: Settings,
+    *,
+    batch: int | None = None,
+) -> Phase:
+    """A streaming phase on sessions of its own, twice as many as are in flight."""
+    sessions = [
+        (f"{prefix}-{i}", accounts[i % len(accounts)])
+        for i in range(settings.streams * settings.window * 2)
+    ]
+    await open_sessions(stubs[0], server.metadata, sessions)
+    pool = SessionPool(sessions)
+
+    def load(duration_s: float) -> Awaitable[RunResult]:
+        return stream_correlated(
+            stubs,
+            server.metadata,
+            pool,
+            streams=settings.streams,
+            window=settings.window,
+            duration_s=duration_s,
+            batch=batch,
+        )
+
+    await load(settings.warmup_s)
+    return await measure_phase(name, server.pids, load(settings.duration_s))
+
+
 async def live_phase(
     name: str,
     server: ChargingServer,
-    stub: charging_pb2_grpc.ChargingServiceStub,
+    stubs: Sequence[Stub],
     pool: SessionPool,
     in_flight: int,
     settings: Settings,
 ) -> Phase:
-    call = unary_call(stub, server.metadata, pool)
+    call = unary_call(stubs, server.metadata, pool)
     await closed_loop(call, concurrency=in_flight, duration_s=settings.warmup_s)
     return await measure_phase(
         name,
-        server.pid,
+        server.pids,
         closed_loop(call, concurrency=in_flight, duration_s=settings.duration_s),
     )
 
@@ -508,12 +635,15 @@ async def run(settings: Settings) -> Report:
             report.rows += [("echo", p.name, p) for p in echo.phases]
             async with (
                 charging_server(redis.url, tmp, settings) as server,
-                grpc.aio.insecure_channel(server.address) as channel,
+                client_stubs(server.address, settings.workers) as stubs,
             ):
-                await asyncio.wait_for(channel.channel_ready(), 30)
-                stub = charging_pb2_grpc.ChargingServiceStub(channel)
+                stub = stubs[0]
                 metadata = server.metadata
                 accounts = await setup(stub, metadata, settings.accounts)
+                if settings.workers > 1:
+                    # A worker that loaded its rating groups less than a second before
+                    # setup defined voice looks again only after that (ServiceCatalog).
+                    await asyncio.sleep(1.1)
 
                 # 3a. ten live sessions, nothing else open yet.
                 ten = [(f"few-{i}", accounts[i]) for i in range(10)]
@@ -522,7 +652,7 @@ async def run(settings: Settings) -> Report:
                 few = await live_phase(
                     "Update, 10 live sessions (10 in flight)",
                     server,
-                    stub,
+                    stubs,
                     ten_pool,
                     len(ten),
                     settings,
@@ -534,20 +664,20 @@ async def run(settings: Settings) -> Report:
                 ]
                 await open_sessions(stub, metadata, unary_sessions)
                 pool = SessionPool(unary_sessions)
-                call = unary_call(stub, metadata, pool)
+                call = unary_call(stubs, metadata, pool)
                 await closed_loop(
                     call, concurrency=settings.concurrency, duration_s=settings.warmup_s
                 )
                 peak = await measure_phase(
                     f"unary Update peak, {settings.concurrency} in flight",
-                    server.pid,
+                    server.pids,
                     closed_loop(
                         call, concurrency=settings.concurrency, duration_s=settings.duration_s
                     ),
                 )
                 paced = await measure_phase(
                     f"unary Update paced at {settings.open_fraction:.0%} of peak",
-                    server.pid,
+                    server.pids,
                     open_loop(
                         call,
                         rate=max(peak.run.rate * settings.open_fraction, 1.0),
@@ -557,41 +687,34 @@ async def run(settings: Settings) -> Report:
                 )
                 report.rows += [("charging", peak.name, peak), ("charging", paced.name, paced)]
 
-                # 2. the streaming RPC, and the Redis floor.
-                stream_sessions = [
-                    (f"st-{i}", accounts[i % len(accounts)])
-                    for i in range(settings.streams * settings.window * 2)
-                ]
-                await open_sessions(stub, metadata, stream_sessions)
-                stream_pool = SessionPool(stream_sessions)
-                await stream_correlated(
-                    stub,
-                    metadata,
-                    stream_pool,
-                    streams=settings.streams,
-                    window=settings.window,
-                    duration_s=settings.warmup_s,
-                )
-                stream = await measure_phase(
+                # 2. the streaming RPCs, and the Redis floor.
+                stream = await stream_phase(
                     f"StreamCreditControl, {settings.streams}x{settings.window} in flight",
-                    server.pid,
-                    stream_correlated(
-                        stub,
-                        metadata,
-                        stream_pool,
-                        streams=settings.streams,
-                        window=settings.window,
-                        duration_s=settings.duration_s,
-                    ),
+                    "st",
+                    server,
+                    stubs,
+                    accounts,
+                    settings,
+                )
+                batched = await stream_phase(
+                    f"StreamCreditControlBatches, {settings.streams}x"
+                    f"{settings.window // settings.batch}x{settings.batch} in flight",
+                    "sb",
+                    server,
+                    stubs,
+                    accounts,
+                    settings,
+                    batch=settings.batch,
                 )
                 floor = await measure_phase(
                     f"credit_control.lua via redis-py, "
                     f"{settings.floor_pipelines}x{settings.floor_pipeline} pipelined",
-                    server.pid,
+                    server.pids,
                     redis_floor(redis.url, settings),
                 )
                 report.rows += [
                     ("charging", stream.name, stream),
+                    ("charging", batched.name, batched),
                     ("redis floor", floor.name, floor),
                 ]
 
@@ -600,7 +723,7 @@ async def run(settings: Settings) -> Report:
                 many = await live_phase(
                     f"Update, {settings.live_sessions:,} more live sessions (10 in flight)",
                     server,
-                    stub,
+                    stubs,
                     ten_pool,
                     len(ten),
                     settings,
@@ -621,10 +744,20 @@ async def run(settings: Settings) -> Report:
         f"unary Update paced p99: {_ms(paced.run.latency.p99_ns) if paced.run.latency else '-'}"
         f" ms (goal < 10 ms)",
         f"stream / Redis floor: {ratio(stream.run.rate, floor.run.rate)} (goal >= 0.4)",
+        f"batched stream / Redis floor: {ratio(batched.run.rate, floor.run.rate)} (goal >= 0.4)",
         f"10 vs {settings.live_sessions:,} live sessions: rate "
         f"{ratio(many.run.rate, few.run.rate)}, server CPU per request "
         f"{ratio(cpu_us_per_request(many), cpu_us_per_request(few))} (goal within 20%)",
     ]
+    if settings.workers > 1:
+        report.notes.append(
+            f"{settings.workers} server processes on one port, server CPU summed; by process:"
+        )
+        report.notes += [
+            f"  {name}: " + " / ".join("-" if c is None else f"{c:.0f}%" for c in p.server_cpu_each)
+            for what, name, p in report.rows
+            if what == "charging"
+        ]
     return report
 
 
@@ -638,13 +771,22 @@ def main() -> None:
         default=None,
         help="the ledger's database (default: SQLite in a temp directory)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="charging server processes on one port (CHARGING_WORKERS); N client channels",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args()
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be between 1 and 64")
     settings = Settings(
         duration_s=args.duration,
         live_sessions=args.live_sessions,
         accounts=args.accounts,
         database_url=args.database_url,
+        workers=args.workers,
     )
     report = asyncio.run(run(settings))
     print(render(report))
@@ -659,6 +801,7 @@ def main() -> None:
                         "rate": phase.run.rate,
                         "latency_ns": phase.run.latency.__dict__ if phase.run.latency else None,
                         "server_cpu": phase.server_cpu,
+                        "server_cpu_each": list(phase.server_cpu_each),
                         "client_cpu": phase.client_cpu,
                         "others_cpu": phase.others_cpu,
                     }

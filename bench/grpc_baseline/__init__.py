@@ -58,9 +58,10 @@ class Phase:
 
     name: str
     run: RunResult
-    server_cpu: float | None
+    server_cpu: float | None  # all server processes together
     client_cpu: float | None
     others_cpu: float | None = None  # everything else on the machine, neighbours included
+    server_cpu_each: tuple[float | None, ...] = ()  # per server process, when several
 
 
 @dataclass
@@ -110,16 +111,32 @@ class EchoBaseline:
 
 
 async def measure_phase(
-    name: str, server_pid: int, load: Awaitable[RunResult], *, helper_pids: Sequence[int] = ()
+    name: str,
+    server_pids: int | Sequence[int],
+    load: Awaitable[RunResult],
+    *,
+    helper_pids: Sequence[int] = (),
 ) -> Phase:
-    """Run ``load`` metering CPU: the server's, this process's, and everyone else's."""
-    server_meter, client_meter = CpuMeter(server_pid), CpuMeter()
-    machine = MachineMeter((server_pid, *helper_pids))
+    """Run ``load`` metering CPU: the server's (summed over its processes, e.g. worker
+    processes sharing a port), this process's, and everyone else's."""
+    pids = (server_pids,) if isinstance(server_pids, int) else tuple(server_pids)
+    server_meters, client_meter = [CpuMeter(pid) for pid in pids], CpuMeter()
+    machine = MachineMeter((*pids, *helper_pids))
     machine.start()
-    server_meter.start()
+    for meter in server_meters:
+        meter.start()
     client_meter.start()
     run = await load
-    return Phase(name, run, server_meter.stop(), client_meter.stop(), machine.stop())
+    each = tuple(meter.stop() for meter in server_meters)
+    server_cpu = None if None in each else sum(c for c in each if c is not None)
+    return Phase(
+        name,
+        run,
+        server_cpu,
+        client_meter.stop(),
+        machine.stop(),
+        server_cpu_each=each if len(each) > 1 else (),
+    )
 
 
 async def _wait_ready(channel: grpc.aio.Channel, timeout_s: float = 10.0) -> None:

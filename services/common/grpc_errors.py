@@ -2,7 +2,8 @@
 
 Servers never build statuses by hand: the error interceptor in ``grpc_server``
 calls ``to_rpc_status`` for every ``ReckonError`` a servicer lets escape.
-Clients read the rich details back with ``details_of``.
+Clients read the rich details back with ``details_of`` (a failed call) or
+``details_of_status`` (an error carried in a streamed answer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _CODES: dict[ErrorKind, int] = {
     ErrorKind.UNAVAILABLE: code_pb2.UNAVAILABLE,
     ErrorKind.INTERNAL: code_pb2.INTERNAL,
 }
+_STATUS_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def to_rpc_status(error: ReckonError, *, domain: str) -> grpc.Status:
@@ -71,11 +73,24 @@ class ErrorDetails:
 
 def details_of(error: grpc.RpcError) -> ErrorDetails:
     """Unpack the rich status of a failed call (works for sync and aio calls)."""
-    code = error.code()
-    result = ErrorDetails(code=code, message=error.details() or "")
+    result = ErrorDetails(code=error.code(), message=error.details() or "")
     status = _status_from_trailers(error)
-    if status is None:
-        return result
+    if status is not None:
+        _read_details(status, result)
+    return result
+
+
+def details_of_status(status: status_pb2.Status) -> ErrorDetails:
+    """The same for a ``google.rpc.Status`` carried inside a message (the error of one
+    answer on a stream that goes on)."""
+    result = ErrorDetails(
+        code=_STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN), message=status.message
+    )
+    _read_details(status, result)
+    return result
+
+
+def _read_details(status: status_pb2.Status, result: ErrorDetails) -> None:
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -88,7 +103,6 @@ def details_of(error: grpc.RpcError) -> ErrorDetails:
             result.violations = [
                 FieldViolation(v.field, v.description) for v in bad_request.field_violations
             ]
-    return result
 
 
 def _status_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:

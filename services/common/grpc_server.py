@@ -202,7 +202,10 @@ async def create_server(
             ServiceTokenInterceptor(service_token, domain),
             ErrorMappingInterceptor(domain),
         ],
-        options=[("grpc.so_reuseport", 0), *options],
+        # One value per option, the caller's over the default: gRPC would take the
+        # first of a repeated one (SO_REUSEPORT off unless asked, e.g. by charging's
+        # worker processes).
+        options=list({"grpc.so_reuseport": 0, **dict(options)}.items()),
     )
     names = []
     for binding in bindings:

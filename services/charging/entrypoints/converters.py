@@ -9,6 +9,7 @@ the Lua scripts see stays exact.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
@@ -57,6 +58,7 @@ BUCKET_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
 UNIT_NAME: Final = re.compile(r"^[a-z0-9_]{1,32}$")
 SERVICE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_RATING_GROUPS: Final = 64
+MAX_BATCH_REQUESTS: Final = 1000  # per StreamCreditControlBatches message, and answers per reply
 MAX_TEXT: Final = 512
 
 UNIT_KINDS: Final = {
@@ -456,6 +458,18 @@ def cc_request_from_proto(
         rating_groups=tuple(groups),
         action=action,
     )
+
+
+def cc_batch_from_proto(
+    message: pb.StreamCreditControlBatchesRequest, v: Violations
+) -> Sequence[pb.CreditControlRequest]:
+    """The requests of a batch, each translated on its own later (its answer carries its
+    own errors); none when the batch holds no or too many requests."""
+    count = len(message.requests)
+    if not 1 <= count <= MAX_BATCH_REQUESTS:
+        v.add("requests", f"must hold 1 to {MAX_BATCH_REQUESTS} requests, not {count}")
+        return ()
+    return message.requests
 
 
 def cc_answer_to_proto(answer: CreditControlAnswer) -> pb.CreditControlResponse:

@@ -3,17 +3,18 @@
 Nothing here decides anything: requests are validated and translated
 (``converters``), handed to ``ChargingHandlers``, and answers translated back.
 Errors are ``ReckonError`` raised by either; the kit's interceptor maps them to
-rich statuses. The streaming RPC handles each message concurrently (up to
-``max_in_flight`` per stream), so one stream keeps many Redis scripts in the same
-pipeline, and answers each as it completes, errors included, without ending the
-stream.
+rich statuses. The streaming RPCs (one request per message, or batches of up
+to 1000) handle each request concurrently (up to ``max_in_flight`` per stream),
+so one stream keeps many Redis scripts in the same pipeline, and answer each as
+it completes, errors included, without ending the stream; the batched one sends
+every answer ready at once in one message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from google.rpc import status_pb2
@@ -328,59 +329,125 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def StreamCreditControl(
         self, request_iterator: AsyncIterator[pb.StreamCreditControlRequest], context: Any
     ) -> AsyncIterator[pb.StreamCreditControlResponse]:
-        answers: asyncio.Queue[pb.StreamCreditControlResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self._max_in_flight)
-        pending: set[asyncio.Task[None]] = set()
+        stream = _CreditControlStream(self._credit_control, self._max_in_flight)
 
-        async def answer(message: pb.StreamCreditControlRequest) -> None:
-            request = message.request
-            try:
-                if not message.HasField("request"):
-                    raise InvalidArgument.field("request", "is required")
-                response = pb.StreamCreditControlResponse(
-                    session_id=request.session_id,
-                    request_number=request.request_number,
-                    response=await self._credit_control(request),
-                )
-            except ReckonError as error:
-                response = _stream_error_of(request, error)
-            except Exception:
-                log.exception("credit control on the stream failed")
-                response = _stream_error_of(request, ReckonError("internal error"))
-            finally:
-                slots.release()
-            answers.put_nowait(response)
+        async def feed() -> None:
+            async for message in request_iterator:
+                await stream.submit(message.request if message.HasField("request") else None)
 
-        async def read() -> None:
-            try:
-                async for message in request_iterator:
-                    await slots.acquire()
-                    task = asyncio.ensure_future(answer(message))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                if pending:
-                    await asyncio.gather(*list(pending), return_exceptions=True)
-            finally:
-                answers.put_nowait(None)
+        async for ready in stream.answers(feed):
+            for answer in ready:
+                yield answer
 
-        reader = asyncio.ensure_future(read())
+    async def StreamCreditControlBatches(
+        self, request_iterator: AsyncIterator[pb.StreamCreditControlBatchesRequest], context: Any
+    ) -> AsyncIterator[pb.StreamCreditControlBatchesResponse]:
+        stream = _CreditControlStream(self._credit_control, self._max_in_flight)
+
+        async def feed() -> None:
+            async for batch in request_iterator:
+                v = Violations()
+                requests = cv.cc_batch_from_proto(batch, v)
+                if v:  # the batch as a whole: one answer without a session id
+                    stream.add(_stream_error_of(None, InvalidArgument(v.items)))
+                for request in requests:
+                    await stream.submit(request)
+
+        async for ready in stream.answers(feed, most=cv.MAX_BATCH_REQUESTS):
+            yield pb.StreamCreditControlBatchesResponse(answers=ready)
+
+
+class _CreditControlStream:
+    """The answering side of one credit-control stream, plain or batched.
+
+    Each submitted request runs in a task of its own, at most ``max_in_flight`` at a
+    time (counted in requests, whatever the messages carry them), so one stream keeps
+    many Redis scripts in the same pipeline and a slow request holds back no other.
+    Answers, errors included, wait in ``ready`` until the writer takes all of them
+    (up to ``most``) at once.
+    """
+
+    def __init__(
+        self,
+        credit_control: Callable[[pb.CreditControlRequest], Awaitable[pb.CreditControlResponse]],
+        max_in_flight: int,
+    ) -> None:
+        self._credit_control = credit_control
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._ready: list[pb.StreamCreditControlResponse] = []
+        self._wake = asyncio.Event()
+        self._finished = False  # fed, and every request fed answered
+
+    async def submit(self, request: pb.CreditControlRequest | None) -> None:
+        """Start answering ``request`` (None: the stream message carried none) once a
+        slot is free."""
+        await self._slots.acquire()
+        task = asyncio.ensure_future(self._answer(request))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def add(self, answer: pb.StreamCreditControlResponse) -> None:
+        self._ready.append(answer)
+        self._wake.set()
+
+    async def _answer(self, request: pb.CreditControlRequest | None) -> None:
         try:
-            while True:
-                item = await answers.get()
-                if item is None:
-                    break
-                yield item
+            if request is None:
+                raise InvalidArgument.field("request", "is required")
+            answer = pb.StreamCreditControlResponse(
+                session_id=request.session_id,
+                request_number=request.request_number,
+                response=await self._credit_control(request),
+            )
+        except ReckonError as error:
+            answer = _stream_error_of(request, error)
+        except Exception:
+            log.exception("credit control on the stream failed")
+            answer = _stream_error_of(request, ReckonError("internal error"))
+        finally:
+            self._slots.release()
+        self.add(answer)
+
+    async def _read(self, feed: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await feed()
+            if self._pending:
+                await asyncio.gather(*list(self._pending), return_exceptions=True)
+        finally:
+            self._finished = True
+            self._wake.set()
+
+    async def answers(
+        self, feed: Callable[[], Awaitable[None]], *, most: int | None = None
+    ) -> AsyncIterator[list[pb.StreamCreditControlResponse]]:
+        """Run ``feed`` (which submits the stream's requests) and yield the answers ready
+        at each turn, until every request fed has been answered."""
+        reader = asyncio.ensure_future(self._read(feed))
+        try:
+            while self._ready or not self._finished:
+                if not self._ready:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if most is None or len(self._ready) <= most:
+                    ready, self._ready = self._ready, []
+                else:
+                    ready, self._ready = self._ready[:most], self._ready[most:]
+                yield ready
             await reader
         finally:
             if not reader.done():
                 reader.cancel()
-            for task in list(pending):
+            for task in list(self._pending):
                 task.cancel()
 
 
 def _stream_error_of(
-    request: pb.CreditControlRequest, error: ReckonError
+    request: pb.CreditControlRequest | None, error: ReckonError
 ) -> pb.StreamCreditControlResponse:
+    if request is None:
+        return pb.StreamCreditControlResponse(error=error_status(error))
     return pb.StreamCreditControlResponse(
         session_id=request.session_id,
         request_number=request.request_number,

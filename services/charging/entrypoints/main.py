@@ -19,7 +19,7 @@ import asyncio
 import logging
 import multiprocessing
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,7 +29,7 @@ from services.charging.config import ChargingSettings
 from services.charging.entrypoints.grpc_servicer import binding
 from services.common.config import ConfigError, load_settings, parse_host_port
 from services.common.db import make_engine
-from services.common.grpc_server import create_server, serve
+from services.common.grpc_server import RunningServer, create_server, serve
 from services.common.heap import settle_heap
 from services.common.logs import configure_logging
 from services.common.migrations import upgrade_to_head
@@ -38,7 +38,16 @@ from services.common.telemetry import setup_telemetry
 log = logging.getLogger(__name__)
 
 
-async def run(settings: ChargingSettings, *, worker: int = 0, migrate: bool | None = None) -> None:
+async def run(
+    settings: ChargingSettings,
+    *,
+    worker: int = 0,
+    migrate: bool | None = None,
+    grace: float = 5.0,
+    on_ready: Callable[[RunningServer], Awaitable[None]] | None = None,
+) -> None:
+    """Serve one worker until SIGINT/SIGTERM; ``on_ready`` is awaited once it serves
+    (the benchmark server announces itself with it)."""
     telemetry = setup_telemetry("charging")
     app = bootstrap(settings, migrate=migrate)
     await app.start()
@@ -55,13 +64,15 @@ async def run(settings: ChargingSettings, *, worker: int = 0, migrate: bool | No
     if worker == 0:
         app.start_background(stop)
     log.info("charging worker %d serving on port %d", worker, running.port)
+    if on_ready is not None:
+        await on_ready(running)
 
     async def shutdown() -> None:
         stop.set()
         await app.close()
         telemetry.shutdown()
 
-    await serve(running, on_stop=[shutdown])
+    await serve(running, grace=grace, on_stop=[shutdown])
 
 
 def _worker(index: int) -> None:

@@ -134,4 +134,8 @@ def test_two_worker_processes_serve_one_port_and_stop_on_sigterm(
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    assert code == 0, process.stderr.read().decode() if process.stderr else ""
+    log = process.stderr.read().decode() if process.stderr else ""
+    assert code == 0, log
+    # Both processes bound the port (SO_REUSEPORT), not the first one alone.
+    for worker in (0, 1):
+        assert f"charging worker {worker} serving on port {port}" in log, log
