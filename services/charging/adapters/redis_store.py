@@ -95,6 +95,8 @@ def load_scripts() -> dict[str, Script]:
     return scripts
 
 
+# Pipelines that may go out on top of ``max_in_flight`` while a deep queue waits.
+_BURST: Final = 2
 # How long a fire-and-forget command waits for a pipeline of scripts to ride along with.
 _DEFERRED_S: Final = 0.05
 _Pending = tuple[Script | None, Sequence[str], Sequence[str | bytes], "asyncio.Future[Any] | None"]
@@ -123,14 +125,24 @@ class ScriptPipeline:
     the ledger's group commits at ~3 requests) under a 32-call load; with one they
     grow to ~10, which cut the server's CPU per request by ~20%. Redis runs scripts
     one at a time anyway, so the second pipeline only overlapped the network hop.
+
+    A deep queue is different: when ``burst_at`` calls or more wait (a stream
+    gateway's load), up to two more pipelines go out while the first is in flight,
+    so the server prepares and answers batches while Redis runs another (ADR 0019).
     """
 
     def __init__(
-        self, client: RedisClient, *, max_batch: int = 512, max_in_flight: int = 1
+        self,
+        client: RedisClient,
+        *,
+        max_batch: int = 512,
+        max_in_flight: int = 1,
+        burst_at: int = 64,
     ) -> None:
         self._client = client
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
+        self._burst_at = burst_at
         self._pending: list[_Pending] = []
         self._deferred: list[_Pending] = []
         self._timer_set = False
@@ -140,7 +152,7 @@ class ScriptPipeline:
         # One held connection per pipeline in flight (standalone Redis).
         self._connections: asyncio.Queue[Exchange] = asyncio.Queue()
         if not isinstance(client, RedisCluster):
-            for _ in range(max_in_flight):
+            for _ in range(max_in_flight + _BURST):
                 self._connections.put_nowait(exchange_for(client))
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
@@ -184,7 +196,10 @@ class ScriptPipeline:
             self._schedule()
 
     def _schedule(self) -> None:
-        if self._pending and not self._scheduled and self._in_flight < self._max_in_flight:
+        if not self._pending or self._scheduled:
+            return
+        limit = self._max_in_flight + _BURST * (len(self._pending) >= self._burst_at)
+        if self._in_flight < limit:
             # The task takes its batch when it first runs (next turn of the loop), so
             # every call made in this turn rides in it: no separate flush callback.
             self._scheduled = True
