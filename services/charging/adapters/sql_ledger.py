@@ -17,8 +17,11 @@ is published once), ``K`` an idempotency key (AIP-155).
 
 Commits run on a dedicated thread with one connection; on SQLite with a single
 worker process they run inline on the event loop (a local commit costs less than
-the thread hand-off). Only two hot tables (ledger entries, sessions) are written
-with plain driver SQL; the rest goes through SQLAlchemy Core.
+the thread hand-off). On SQLite the writer's connection never checkpoints the WAL
+itself (a checkpoint fsyncs, which would stall the event loop): a passive
+checkpoint runs on a thread of its own at most every second after commits. Only
+two hot tables (ledger entries, sessions) are written with plain driver SQL; the
+rest goes through SQLAlchemy Core.
 
 The fence against a Redis loss: an entry read from Redis more than
 ``stale_after`` seconds ago is not committed through this path (its caller gets
@@ -399,6 +402,10 @@ def _outbox_row(
     }
 
 
+# How often, at most, the WAL of a SQLite ledger is checkpointed (after commits).
+_CHECKPOINT_EVERY_S = 1.0
+
+
 @dataclass
 class _Waiting:
     entries: Sequence[JournalEntry]
@@ -442,6 +449,15 @@ class SqlLedgerWriter:
         # timeouts of the fence are set once per connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._connection: Connection | None = None
+        # SQLite: WAL checkpoints (they fsync) on a thread of their own, off the loop.
+        self._checkpointer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-checkpoint")
+            if self._sqlite
+            else None
+        )
+        self._checkpoint_connection: Connection | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._last_checkpoint = time.monotonic()
         self._batch_sizes = meter().create_histogram(
             "reckon.charging.ledger.batch", unit="{request}", description="requests per commit"
         )
@@ -479,6 +495,12 @@ class SqlLedgerWriter:
             self._disconnect()
         else:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        if self._checkpointer is not None:
+            if self._checkpointing is not None:
+                await asyncio.wait({self._checkpointing}, timeout=wait_s)
+            await asyncio.get_running_loop().run_in_executor(
+                self._checkpointer, self._disconnect_checkpoint
+            )
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -544,6 +566,7 @@ class SqlLedgerWriter:
             if not item.future.done():
                 item.future.set_result(None)
         self._batch_sizes.record(len(fresh))
+        self._maybe_checkpoint()
         if events and self._after_commit is not None:
             self._after_commit()
         if entries:
@@ -559,6 +582,7 @@ class SqlLedgerWriter:
             # Bounded waiting for locks: part of the fence (module docstring).
             if is_sqlite(self._engine):
                 connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(self._timeout_ms)}")
+                connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")  # _checkpoint's
             else:
                 connection.exec_driver_sql(f"SET statement_timeout = {int(self._timeout_ms)}")
             connection.commit()
@@ -592,6 +616,35 @@ class SqlLedgerWriter:
             self._connection = None
             connection.close()
             raise
+
+    def _maybe_checkpoint(self) -> None:
+        if self._checkpointer is None or (
+            self._checkpointing is not None and not self._checkpointing.done()
+        ):
+            return
+        now = time.monotonic()
+        if now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
+            return
+        self._last_checkpoint = now
+        self._checkpointing = asyncio.get_running_loop().run_in_executor(
+            self._checkpointer, self._checkpoint
+        )
+
+    def _checkpoint(self) -> None:
+        """Copy committed WAL frames into the database file (PASSIVE: writers go on)."""
+        try:
+            if self._checkpoint_connection is None:
+                self._checkpoint_connection = self._engine.connect()
+            self._checkpoint_connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpoint_connection.rollback()
+        except Exception:  # the next one tries again; meanwhile SQLite's WAL only grows
+            log.warning("WAL checkpoint of the ledger failed", exc_info=True)
+            self._disconnect_checkpoint()
+
+    def _disconnect_checkpoint(self) -> None:
+        if self._checkpoint_connection is not None:
+            self._checkpoint_connection.close()
+            self._checkpoint_connection = None
 
     def _disconnect(self) -> None:
         if self._connection is not None:
