@@ -143,6 +143,35 @@ async def charging_server(
         yield ChargingServer(address, token, processes)
 
 
+@asynccontextmanager
+async def no_work_server() -> AsyncIterator[ChargingServer]:
+    """``bench.charging.no_work_server``: charging's messages, gRPC and the kit, no work."""
+    token = secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHARGING_"))}
+    env.update({"RECKON_SERVICE_TOKEN": token, "OTEL_SDK_DISABLED": "true"})
+    async with child_process(
+        "no-work-server",
+        [sys.executable, "-m", "bench.charging.no_work_server"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        ready_timeout_s=30,
+    ) as process:
+        yield ChargingServer(f"127.0.0.1:{process.ready['port']}", token, [process])
+
+
+async def no_work_phase(settings: Settings) -> Phase:
+    """Unary Updates against the no-work server, as the unary peak runs them."""
+    async with no_work_server() as bare, client_stubs(bare.address, 1) as stubs:
+        sessions = [(f"nw-{i}", "nobody") for i in range(settings.concurrency * 8)]
+        call = unary_call(stubs, bare.metadata, SessionPool(sessions))
+        await closed_loop(call, concurrency=settings.concurrency, duration_s=settings.warmup_s)
+        return await measure_phase(
+            f"unary CreditControl answered with no work, {settings.concurrency} in flight",
+            bare.pids,
+            closed_loop(call, concurrency=settings.concurrency, duration_s=settings.duration_s),
+        )
+
+
 async def _worker_of(channel: grpc.aio.Channel, workers: int) -> int | None:
     """Which server process this channel's connection reached (``bench.charging.server``
     marks a health service with its index)."""
@@ -633,6 +662,8 @@ async def run(settings: Settings) -> Report:
                 ),
             )
             report.rows += [("echo", p.name, p) for p in echo.phases]
+            bare = await no_work_phase(settings)
+            report.rows.append(("no work", bare.name, bare))
             async with (
                 charging_server(redis.url, tmp, settings) as server,
                 client_stubs(server.address, settings.workers) as stubs,
@@ -741,6 +772,10 @@ async def run(settings: Settings) -> Report:
     report.notes += [
         f"unary Update peak / echo peak: {ratio(peak.run.rate, echo.peak.run.rate)} "
         f"(per server core: {ratio(per_core(peak), per_core(echo.peak))}; goal >= 0.6)",
+        f"no-work CreditControl / echo, per server core: "
+        f"{ratio(per_core(bare), per_core(echo.peak))} (gRPC and the kit with charging's "
+        f"messages: the best the unary ratio could be); unary Update / no-work: "
+        f"{ratio(per_core(peak), per_core(bare))} per server core",
         f"unary Update paced p99: {_ms(paced.run.latency.p99_ns) if paced.run.latency else '-'}"
         f" ms (goal < 10 ms)",
         f"stream / Redis floor: {ratio(stream.run.rate, floor.run.rate)} (goal >= 0.4)",
