@@ -79,6 +79,7 @@ class Settings:
     floor_pipelines: int = 4
     database_url: str | None = None
     workers: int = 1
+    batch_wait_turns: int = 0  # CHARGING_BATCH_WAIT_TURNS of the server
 
 
 Stub = charging_pb2_grpc.ChargingServiceStub
@@ -114,6 +115,7 @@ async def charging_server(
             "RECKON_DATA_DIR": data_dir,
             "CHARGING_LISTEN": "127.0.0.1:0",
             "CHARGING_WORKERS": str(settings.workers),
+            "CHARGING_BATCH_WAIT_TURNS": str(settings.batch_wait_turns),
             "CHARGING_TARIFFS": json.dumps(TARIFFS),
             "OTEL_SDK_DISABLED": "true",
             "RECKON_LOG_LEVEL": "WARNING",
@@ -812,6 +814,12 @@ def main() -> None:
         default=1,
         help="charging server processes on one port (CHARGING_WORKERS); N client channels",
     )
+    parser.add_argument(
+        "--batch-wait-turns",
+        type=int,
+        default=0,
+        help="event-loop turns the server's shallow batches wait (CHARGING_BATCH_WAIT_TURNS)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args()
     if not 1 <= args.workers <= 64:
@@ -822,6 +830,7 @@ def main() -> None:
         accounts=args.accounts,
         database_url=args.database_url,
         workers=args.workers,
+        batch_wait_turns=args.batch_wait_turns,
     )
     report = asyncio.run(run(settings))
     print(render(report))

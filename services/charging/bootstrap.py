@@ -164,7 +164,9 @@ def bootstrap(
         upgrade_to_head(engine, MIGRATIONS)
     owns_redis = redis_client is None
     redis = redis_client if redis_client is not None else connect_redis(settings)
-    store = RedisBalanceStore(redis, shards=settings.index_shards)
+    store = RedisBalanceStore(
+        redis, shards=settings.index_shards, wait_turns=settings.batch_wait_turns
+    )
     relay = OutboxRelay(
         engine,
         orm.kit.outbox,
@@ -185,6 +187,7 @@ def bootstrap(
         clock,
         stale_after=settings.ledger_stale_seconds,
         transaction_timeout_ms=settings.ledger_timeout_ms,
+        wait_turns=settings.batch_wait_turns,
         # Inline commits on SQLite only without sibling workers: another process holding
         # the file's write lock would stall the event loop (busy_timeout).
         inline=is_sqlite(engine) and settings.workers == 1,

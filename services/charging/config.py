@@ -8,7 +8,10 @@ default quotas, the idempotency window, the sweeper's cadence and index shards,
 the rebuild fence and the ledger writer's bounds, bucket-expiry warnings, the
 voucher secret (default: derived from the service token),
 ``CHARGING_REMEMBERED_SESSIONS`` (open sessions whose priced position a worker
-keeps between reports, default 100,000; ADR 0019) and ``CHARGING_TARIFFS``: a
+keeps between reports, default 100,000; ADR 0019), ``CHARGING_BATCH_WAIT_TURNS``
+(event-loop turns a shallow Redis batch or ledger commit waits for more requests:
+default 0; 3 cut a unary Update's CPU by about a quarter at the price of p99
+latency, ADR 0019) and ``CHARGING_TARIFFS``: a
 JSON object of in-memory tariffs used when no rating service is wired in, e.g.
 ``{"voice": {"price": "0.10", "currency": "EUR", "per_units": 60, "increment": 60}}``.
 Peer: ``RATING_ADDR`` (host:port of the rating service). When set, money-priced
@@ -42,6 +45,8 @@ class ChargingSettings(ServiceSettings):
     default_quota_volume_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     default_quota_units: int = Field(default=1, ge=1)
     idempotency_window_seconds: int = Field(default=86_400, ge=60)
+    # Event-loop turns a Redis batch and a ledger commit wait for more requests (ADR 0019).
+    batch_wait_turns: int = Field(default=0, ge=0, le=100)
     # Open sessions whose priced position a worker remembers between reports (ADR 0019).
     remembered_sessions: int = Field(default=100_000, ge=0, le=10_000_000)
 

@@ -402,6 +402,8 @@ def _outbox_row(
     }
 
 
+# Requests waiting for a commit that make a batch worth committing at once.
+_DEEP_QUEUE = 32
 # How often, at most, the WAL of a SQLite ledger is checkpointed (after commits).
 _CHECKPOINT_EVERY_S = 1.0
 
@@ -428,6 +430,7 @@ class SqlLedgerWriter:
         stale_after: float = 1.5,
         transaction_timeout_ms: int = 2000,
         linger_s: float = 0.0,
+        wait_turns: int = 0,
         inline: bool | None = None,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
@@ -438,6 +441,7 @@ class SqlLedgerWriter:
         self._stale_after = stale_after
         self._timeout_ms = transaction_timeout_ms
         self._linger_s = linger_s
+        self._wait_turns = wait_turns
         self._sqlite = is_sqlite(engine)
         self._inline = self._sqlite if inline is None else inline
         self._after_commit = after_commit
@@ -508,6 +512,13 @@ class SqlLedgerWriter:
             if self._queue and self._linger_s:
                 # A moment for more requests to join: fewer, larger transactions.
                 await asyncio.sleep(self._linger_s)
+            for _ in range(self._wait_turns if self._queue else 0):
+                # Requests whose scripts answered in these turns join this commit
+                # (ADR 0019: behind gRPC they arrive about one per turn); a deep queue
+                # (stream load) does not wait.
+                if len(self._queue) >= _DEEP_QUEUE:
+                    break
+                await asyncio.sleep(0)
             while self._queue:
                 await self._commit_batch(self._take_batch())
             if self._closing:

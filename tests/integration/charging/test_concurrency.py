@@ -35,11 +35,12 @@ from tests.integration.charging.support import (
 INITIAL, UPDATE, TERMINATE = RequestType.INITIAL, RequestType.UPDATE, RequestType.TERMINATE
 
 
-@pytest.fixture
+@pytest.fixture(params=[0, 3], ids=["batches-at-once", "batches-wait-3-turns"])
 async def four_processes(
-    database: TestDatabase, redis_server: EmbeddedRedis
+    database: TestDatabase, redis_server: EmbeddedRedis, request: pytest.FixtureRequest
 ) -> AsyncIterator[list[ChargingApp]]:
-    """Four independent app instances (like worker processes) on the same Redis and SQL."""
+    """Four independent app instances (like worker processes) on the same Redis and SQL;
+    their Redis batches and ledger commits sent at once or after 3 loop turns (ADR 0019)."""
     clock = ManualClock(START)
     async with AsyncExitStack() as stack:
         apps = []
@@ -48,7 +49,13 @@ async def four_processes(
             stack.push_async_callback(client.aclose)
             apps.append(
                 await stack.enter_async_context(
-                    charging_app(database, client, redis_server.url, clock=clock)
+                    charging_app(
+                        database,
+                        client,
+                        redis_server.url,
+                        clock=clock,
+                        batch_wait_turns=request.param,
+                    )
                 )
             )
         await apps[0].redis.flushdb()
