@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,26 @@ async def app(
     rating: RunningRating,
     clock: ManualClock,
 ) -> AsyncIterator[ChargingApp]:
-    async with charging_app(
+    async with priced_by_rating(database, redis_client, redis_server, rating, clock) as app:
+        yield app
+
+
+def priced_by_rating(
+    database: TestDatabase,
+    redis_client: aioredis.Redis,
+    redis_server: EmbeddedRedis,
+    rating: RunningRating,
+    clock: ManualClock,
+) -> AbstractAsyncContextManager[ChargingApp]:
+    """A charging app (a worker) that prices through the running rating service."""
+    return charging_app(
         database,
         redis_client,
         redis_server.url,
         clock=clock,
         in_memory_pricing=False,
         rating_addr=rating.address,
-    ) as app:
-        yield app
+    )
 
 
 async def test_rating_prices_the_worked_example(app: ChargingApp) -> None:
@@ -375,14 +387,7 @@ async def test_a_session_moved_on_by_another_worker_is_charged_as_on_one_worker(
             answers.append(answer)
         return answers
 
-    async with charging_app(
-        database,
-        redis_client,
-        redis_server.url,
-        clock=clock,
-        in_memory_pricing=False,
-        rating_addr=rating.address,
-    ) as other:
+    async with priced_by_rating(database, redis_client, redis_server, rating, clock) as other:
         expected = await call(alone, [app] * 5)
         turns = await call(shared, [app, other, app, other, app])
     assert [cost(a) for a in turns] == [cost(a) for a in expected]
