@@ -36,7 +36,8 @@ async def test_the_writer_leaves_checkpoints_to_its_own_thread(
         await app.handlers.top_up(
             TopUp("acc-wal", Quantity.of_money(eur("1.00")), request_id=f"wal-{i}")
         )
-    # The writer's own connection never checkpointed: the rows are in the WAL only.
+    # Nothing checkpointed yet (the rows are in the WAL only), so the growth below is
+    # the checkpoint thread's work.
     assert size(db_file) == before
     monkeypatch.setattr(sql_ledger, "_CHECKPOINT_EVERY_S", 0.0)
     await app.handlers.top_up(TopUp("acc-wal", Quantity.of_money(eur("1.00")), request_id="last"))
