@@ -203,6 +203,7 @@ def bootstrap(
         clock,
         fence_ms=settings.rebuild_fence_ms,
         window_s=settings.idempotency_window_seconds,
+        hold_s=settings.validity_seconds + settings.grace_seconds,
     )
     options = Options(
         validity_seconds=settings.validity_seconds,

@@ -84,6 +84,27 @@ class Script:
     sha: str
 
 
+def held_by_sessions(sessions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each open session held after its last answered request (restore.lua holds it again).
+
+    credit_control.lua writes the holds into the answer SQL keeps (``h``, swept at ``sw``);
+    an answer from before that field existed, or one that holds nothing, has none.
+    """
+    holds = []
+    for session in sessions:
+        if session["st"] != "O":
+            continue
+        try:
+            answer = orjson.loads(session["ans"])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(answer, dict) and answer.get("h") and answer.get("sw"):
+            holds.append(
+                {"sid": session["sid"], "rn": session["rn"], "sw": answer["sw"], "h": answer["h"]}
+            )
+    return holds
+
+
 def load_scripts() -> dict[str, Script]:
     folder = resources.files(LUA_PACKAGE)
     prelude = folder.joinpath("_lib.lua").read_text(encoding="utf-8")
@@ -469,7 +490,8 @@ class RedisBalanceStore:
         snap_ms: int,
         epoch: str,
         window_s: int,
-    ) -> tuple[str, int]:
+        now_ms: int,
+    ) -> tuple[str, int, int]:
         a, bm, bv, p = self._account_keys(account_id)
         if snapshot.sessions:
             # Sessions first, in chunks; each chunk is refused once the account exists.
@@ -481,7 +503,7 @@ class RedisBalanceStore:
                     [dumps_bytes({"pfx": p, "win": window_s, "sessions": chunk})],
                 )
                 if _text(done) == "EXISTS":
-                    return "EXISTS", 0
+                    return "EXISTS", 0, 0
         request = {
             "fresh": 1 if fresh else 0,
             "fence": fence_ms,
@@ -489,9 +511,11 @@ class RedisBalanceStore:
             "pfx": p,
             "acct": {**snapshot.account, "ep": epoch},
             "buckets": snapshot.buckets,
+            "now": now_ms,
+            "holds": held_by_sessions(snapshot.sessions),
         }
         raw = await self._run("restore", [a, bm, bv, p + "x", p + "rb"], [dumps_bytes(request)])
-        return _text(raw[0]), int(raw[1])
+        return _text(raw[0]), int(raw[1]), int(raw[2])
 
     async def set_state(self, account_id: str, state: str, version: int) -> str:
         a, bm, bv, p = self._account_keys(account_id)

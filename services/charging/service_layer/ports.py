@@ -146,7 +146,14 @@ class BalanceStore(Protocol):
         snap_ms: int,
         epoch: str,
         window_s: int,
-    ) -> tuple[str, int]: ...
+        now_ms: int,
+    ) -> tuple[str, int, int]:
+        """Rebuild the account from ``snapshot``: (OK | EXISTS | WAIT, wait ms, visit ms).
+
+        Reservations open sessions still held are held again; the sweeper must visit the
+        account by ``visit ms`` (0: no need) to return them on time.
+        """
+        ...
 
     async def set_state(self, account_id: str, state: str, version: int) -> str: ...
 

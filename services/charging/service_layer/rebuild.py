@@ -3,10 +3,11 @@
 Every script answers NOACCOUNT when the account hash is missing. The caller then
 asks ``AccountLoader.ensure_loaded``: an account SQL does not know is NOT_FOUND;
 one it knows is restored from a snapshot: policy and state, bucket metadata,
-balance per bucket = credits - debits of the ledger, nothing reserved (open
-reservations are gone; their sessions reserve again on their next request), and
-the last answered request of recent sessions (so a retry is
-answered, not charged again). A fresh epoch keeps new journal entry ids unique.
+balance per bucket = credits - debits of the ledger, the last answered request of
+recent sessions (so a retry is answered, not charged again), and what open sessions
+held after that request, held again until the same sweep time (so money granted to one
+session is not granted to another; the usage it covers may still be reported).
+A fresh epoch keeps new journal entry ids unique.
 
 The snapshot is read only after the fence (``restore.lua``): requests whose
 scripts ran on the lost Redis may still be committing, and their entries must be
@@ -22,6 +23,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from services.charging.domain.instants import to_ms
 from services.charging.domain.wallet import bucket_meta
 from services.charging.service_layer.ports import BalanceStore, Snapshot
 from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
@@ -50,6 +52,7 @@ class AccountLoader:
         *,
         fence_ms: int,
         window_s: int,
+        hold_s: int = 0,
         max_wait_s: float = 30.0,
     ) -> None:
         self._store = store
@@ -57,6 +60,9 @@ class AccountLoader:
         self._clock = clock
         self._fence_ms = fence_ms
         self._window_s = window_s
+        # Sessions are read back for as long as a reservation may live (validity + grace),
+        # even when the idempotency window is shorter: their holds are restored too.
+        self._lookback_s = max(window_s, hold_s)
         self._max_wait_s = max_wait_s
         self._running: dict[str, asyncio.Future[None]] = {}
         self.rebuilt = 0  # accounts this process restored after a loss
@@ -67,7 +73,7 @@ class AccountLoader:
         )
 
     def snapshot(self, account_id: str) -> Snapshot | None:
-        since = self._clock.now() - timedelta(seconds=self._window_s)
+        since = self._clock.now() - timedelta(seconds=self._lookback_s)
         with self._uow_factory() as uow:
             record = uow.accounts.get(account_id)
             if record is None:
@@ -122,7 +128,7 @@ class AccountLoader:
             snapshot = await asyncio.to_thread(self.snapshot, account_id)
             if snapshot is None:
                 raise account_not_found(account_id)
-            status, wait_ms = await self._store.restore(
+            status, wait_ms, visit_ms = await self._store.restore(
                 account_id,
                 snapshot,
                 fresh=fresh,
@@ -130,7 +136,11 @@ class AccountLoader:
                 snap_ms=snap_ms,
                 epoch=new_id("ep")[3:],
                 window_s=self._window_s,
+                now_ms=to_ms(self._clock.now()),
             )
+            if visit_ms:
+                # Reservations held again: the sweeper's index must know when they fall due.
+                await self._store.touch(account_id, visit_ms)
             if status in ("OK", "EXISTS"):
                 if status == "OK" and not fresh:
                     self.rebuilt += 1

@@ -169,7 +169,7 @@ async def test_lua_and_wallet_agree(
     account = f"diff{next(_ids)}"
     wallet, snapshot = build(mode, limit, main, specs)
     await store.restore(
-        account, snapshot, fresh=True, fence_ms=0, snap_ms=0, epoch="e", window_s=60
+        account, snapshot, fresh=True, fence_ms=0, snap_ms=0, epoch="e", window_s=60, now_ms=0
     )
 
     async def lua(body: dict[str, Any]) -> dict[str, Any]:

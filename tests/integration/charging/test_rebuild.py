@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,18 +21,22 @@ from services.common.errors import Unavailable
 from suite.redis_server import EmbeddedRedis
 from tests.conftest import TestDatabase
 from tests.integration.charging.support import (
+    SMS,
     START,
     VOICE,
     add_bucket,
     ccr,
     charging_app,
     drain,
+    eur,
     ledger_totals,
     live_totals,
+    money,
     new_account,
     rg,
     seconds,
     send,
+    sms,
 )
 
 INITIAL, UPDATE, TERMINATE = RequestType.INITIAL, RequestType.UPDATE, RequestType.TERMINATE
@@ -151,3 +156,92 @@ async def test_redis_flushed_mid_run_is_rebuilt_from_the_ledger_with_nothing_los
             - charged_money[account]
         ), account
         assert ledger.get(minutes[account], 0) == 600 - charged_units[account], account
+
+
+async def test_reservations_granted_before_a_flush_are_held_again(
+    two_processes: list[ChargingApp],
+) -> None:
+    """Money granted to one session is not granted again after the rebuild (CHG-3, CHG-9).
+
+    The rebuild once set balances to credits - debits with nothing reserved, so another
+    session was granted the money the first still held; the first session's usage,
+    reported later, then took the prepaid account below zero.
+    """
+    first, second = two_processes
+    await new_account(first, "held", balance="0.30")
+    granted = await send(first, ccr("h1", INITIAL, 0, "held", rg(VOICE, seconds(180))))
+    assert granted.result is ResultCode.SUCCESS
+    assert await live_totals(first, "held") == {"main-EUR": (0, money("0.30").amount)}
+
+    await first.redis.flushall()
+    refused = await answered(second, ccr("h2", INITIAL, 0, "held", rg(VOICE, seconds(60))))
+    assert refused.result is ResultCode.CREDIT_LIMIT_REACHED
+    assert second.loader.rebuilt == 1
+    assert await live_totals(second, "held") == {"main-EUR": (0, money("0.30").amount)}
+
+    # The first session reports the usage it was granted: charged from its reservation.
+    used = await answered(first, ccr("h1", UPDATE, 1, "held", rg(VOICE, seconds(60), seconds(180))))
+    # Charged in full from the reservation; nothing is left to grant the next minute from.
+    assert used.result is ResultCode.CREDIT_LIMIT_REACHED
+    assert used.rating_groups[0].cost == eur("0.30")
+    assert await live_totals(first, "held") == {"main-EUR": (0, 0)}
+    await drain(first, "held")
+    assert ledger_totals(first, "held") == {"main-EUR": 0}
+
+
+async def test_held_again_reservations_are_swept_on_time_and_expired_ones_are_not_held(
+    two_processes: list[ChargingApp],
+) -> None:
+    first, second = two_processes
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await new_account(first, "sw", balance="1.00")
+    minutes = await add_bucket(first, "sw", TIME, 120, priority=1)
+    # Validity 60 s + grace 10 s: "old" (units) is swept at 70 s, "new" (money) at 100 s.
+    await send(first, ccr("old", INITIAL, 0, "sw", rg(VOICE, seconds(120))))
+    clock.advance(timedelta(seconds=30))
+    await send(first, ccr("new", INITIAL, 0, "sw", rg(VOICE, seconds(60))))
+    before = {minutes: (0, 120), "main-EUR": (money("0.90").amount, money("0.10").amount)}
+    assert await live_totals(first, "sw") == before
+
+    await first.redis.flushall()
+    await answered(second, ccr("probe", INITIAL, 0, "sw", rg(SMS, sms(1))))
+    assert await live_totals(second, "sw") == {
+        minutes: (0, 120),
+        "main-EUR": (money("0.85").amount, money("0.15").amount),
+    }
+
+    clock.advance(timedelta(seconds=39))  # 69 s: nothing is due yet
+    await second.sweeper.sweep_once()
+    assert (await live_totals(second, "sw"))[minutes] == (0, 120)
+    clock.advance(timedelta(seconds=1))  # 70 s: "old" is swept, "new" and "probe" are not
+    await second.sweeper.sweep_once()
+    assert await live_totals(second, "sw") == {
+        minutes: (120, 0),
+        "main-EUR": (money("0.85").amount, money("0.15").amount),
+    }
+    clock.advance(timedelta(seconds=30))
+    await second.sweeper.sweep_once()
+    assert await live_totals(second, "sw") == {
+        minutes: (120, 0),
+        "main-EUR": (money("1.00").amount, 0),
+    }
+
+
+async def test_a_reservation_past_its_sweep_time_is_returned_by_the_rebuild(
+    two_processes: list[ChargingApp],
+) -> None:
+    first, second = two_processes
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await new_account(first, "gone", balance="1.00")
+    await send(first, ccr("g1", INITIAL, 0, "gone", rg(VOICE, seconds(60))))
+    clock.advance(timedelta(seconds=71))  # past validity + grace, but no sweep ran
+    await first.redis.flushall()
+    # The late report is still debited, answered as after a sweep (the session was closed).
+    update = await answered(
+        second, ccr("g1", UPDATE, 1, "gone", rg(VOICE, seconds(60), seconds(60)))
+    )
+    assert update.result is ResultCode.UNKNOWN_SESSION_ID
+    assert update.rating_groups[0].cost == eur("0.10")
+    assert await live_totals(second, "gone") == {"main-EUR": (money("0.90").amount, 0)}

@@ -40,7 +40,9 @@
 -- in the session field 'cum' ({t0, g={['<rg>']={n, m}}}) and in every answer (so SQL keeps
 -- it for a rebuild). A report of x units charged in money debits price(n + x) - m; units
 -- drawn from unit buckets are not priced and leave n as it is.
--- Answer: {now, st, fua, fur, fuf (the account's final-unit action), rgs=[{g, rc (OK|DENIED|NOCREDIT|RATING|UNKNOWN), k (u|m|f|''), gu (units
+-- Answer: {now, st, fua, fur, fuf (the account's final-unit action), h and sw (what the session
+--   holds after the request, {[rating group]={k, al=[[bucket, amount]], cur}}, and the ms it
+--   is swept at; absent when nothing is held), rgs=[{g, rc (OK|DENIED|NOCREDIT|RATING|UNKNOWN), k (u|m|f|''), gu (units
 --   granted, '-1': money partial, the caller converts rq), rq, fin (0|1), cu (units charged),
 --   cm (money charged), cc (currency of cm), un (uncharged)}]}; numbers as decimal strings.
 
@@ -343,9 +345,22 @@ for _, a in ipairs(answers) do
   }
 end
 local cum_now = cum_text()
+-- What the session holds after this request, and until when: SQL keeps it with the answer,
+-- so a rebuild after a Redis loss holds the same amounts again (restore.lua) instead of
+-- handing money already granted to another session (CHG-3 with CHG-9). Amounts as strings.
+local holds = nil
+for g, res in pairs(held) do
+  local al = {}
+  for _, pair in ipairs(res.al or {}) do
+    al[#al + 1] = { pair[1], I(pair[2]) }
+  end
+  holds = holds or {}
+  holds[I(g)] = { k = res.k, al = al, cur = res.cur }
+end
 local answer = cjson.encode({
   now = now, st = new_state, rgs = out_rgs, fua = acct.fua, fur = acct.fur, fuf = acct.fuf,
   cum = next(cum.g) ~= nil and cjson.decode(cum_now) or nil,
+  h = holds, sw = holds and I(req.sweep) or nil,
 })
 
 local records = move_records({ s = req.sid, n = req.rn })
