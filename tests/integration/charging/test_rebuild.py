@@ -189,12 +189,16 @@ async def test_reservations_granted_before_a_flush_are_held_again(
     assert ledger_totals(first, "held") == {"main-EUR": 0}
 
 
-async def test_held_again_reservations_are_swept_on_time_and_expired_ones_are_not_held(
+def manual_clock(app: ChargingApp) -> ManualClock:
+    assert isinstance(app.clock, ManualClock)
+    return app.clock
+
+
+async def test_held_again_reservations_are_swept_at_their_own_sweep_time(
     two_processes: list[ChargingApp],
 ) -> None:
     first, second = two_processes
-    clock = first.clock
-    assert isinstance(clock, ManualClock)
+    clock = manual_clock(first)
     await new_account(first, "sw", balance="1.00")
     minutes = await add_bucket(first, "sw", TIME, 120, priority=1)
     # Validity 60 s + grace 10 s: "old" (units) is swept at 70 s, "new" (money) at 100 s.
@@ -232,8 +236,7 @@ async def test_a_reservation_past_its_sweep_time_is_returned_by_the_rebuild(
     two_processes: list[ChargingApp],
 ) -> None:
     first, second = two_processes
-    clock = first.clock
-    assert isinstance(clock, ManualClock)
+    clock = manual_clock(first)
     await new_account(first, "gone", balance="1.00")
     await send(first, ccr("g1", INITIAL, 0, "gone", rg(VOICE, seconds(60))))
     clock.advance(timedelta(seconds=71))  # past validity + grace, but no sweep ran
