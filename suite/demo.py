@@ -567,13 +567,20 @@ async def rejected_records(story: Story) -> RenderableType:
 # The demo's voice rating group and the landline it calls (conference-pro's NL fixed rate).
 VOICE_RATING_GROUP = 100
 CALL_DESTINATION = "+31 20 555 0101"
+# The prepaid account's zone and tax region: they choose the time band and the VAT.
+CALL_TIME_ZONE = "Europe/Amsterdam"
+CALL_TAX_REGION = "NL"
 CALL_TOP_UP = Money.of("1.00", "EUR")
-# Seconds asked for at every Initial/Update: two minutes, so 1.00 EUR lasts a few
-# Updates in any time band; the grant that exhausts it (cut short, or leaving less
-# than the next minute costs) carries the final-unit indication. Charging prices the
-# session as one call: the connection fee is in the first Update's debit only. The
-# story gives up after CALL_MAX_UPDATES.
-CALL_QUOTA_SECONDS = 120
+# Seconds asked for at every Initial/Update: four minutes. 1.00 EUR buys 7 minutes
+# at peak, 15 off-peak and 26 at the weekend (VAT included), none a whole number of
+# grants, so in every band the credit runs out inside a grant: charging asks rating
+# what the rest buys (UnitsForAmount) and that shorter grant carries the final-unit
+# indication. (A call that crosses a band boundary may use the credit up exactly at
+# a grant's end instead; that grant then carries the indication.) A test pins these
+# figures to the sample catalog. Charging prices the session as one call: the
+# connection fee is in the first Update's debit only. The story gives up after
+# CALL_MAX_UPDATES.
+CALL_QUOTA_SECONDS = 240
 CALL_MAX_UPDATES = 20
 # Charging learns accounts from accounts' events; this is how long the story waits for it.
 CHARGING_VIEW_WAIT_SECONDS = 15.0
@@ -605,9 +612,9 @@ async def open_prepaid_account(story: Story) -> RenderableType:
                 customer_id=customer.customer_id,
                 display_name="Prepaid calls",
                 currency_code="EUR",
-                time_zone="Europe/Amsterdam",
+                time_zone=CALL_TIME_ZONE,
                 bill_cycle_day=1,
-                tax_region="NL",
+                tax_region=CALL_TAX_REGION,
                 payment_mode=accounts_pb2.PAYMENT_MODE_PREPAID,
             ),
             request_id=request_id(),
@@ -795,10 +802,16 @@ async def prepaid_call(story: Story) -> RenderableType:
             table, f"    call ended after {seconds} s: the credit left bought nothing", priced
         )
     action = charging_pb2.FinalUnitAction.Name(answer.final_unit_indication.action)
+    last_grant = (
+        f"the last grant, {last} s of the {CALL_QUOTA_SECONDS} s asked, "
+        "is what the credit left bought"
+        if last < CALL_QUOTA_SECONDS
+        else "the last grant used the credit up exactly"
+    )
     return Group(
         table,
         f"    call cut by the final-unit indication "
-        f"({action.removeprefix('FINAL_UNIT_ACTION_')}) after {_duration(seconds)}",
+        f"({action.removeprefix('FINAL_UNIT_ACTION_')}) after {_duration(seconds)}; {last_grant}",
         priced,
     )
 
