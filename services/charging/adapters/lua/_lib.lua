@@ -10,7 +10,10 @@
 -- Lua numbers are IEEE doubles, exact for integers below 2^53. Requests carry at most
 -- 10^15 per amount and every credit is refused when a bucket would exceed 2^52 (MAXBAL);
 -- debits stop at -2^52. So every sum and difference below stays exact. Integers go back
--- to Redis through I() (string.format %d): tostring() would print 1e+15.
+-- to Redis through I() (string.format %d): tostring() would print 1e+15. Tables go out
+-- through J(), never cjson.encode: Redis's cjson prints numbers with at most 14
+-- significant digits (1.2345678901234e+14), which would drop the last units of any
+-- amount of 10^14 or more (100 TB in bytes, 10^8 IDR in micro-units).
 --
 -- Keys. Everything of an account shares its hash tag, so the scripts run unchanged on
 -- Redis Cluster: ch:{acct:<id>}:a (account hash), :bm (bucket metadata), :bv (bucket
@@ -26,6 +29,52 @@ local NO_END = 4611686018427387904 -- 2^62: sorts a bucket without end of validi
 
 local function I(n)
   return string.format('%d', n)
+end
+
+-- JSON of a table like cjson.encode's, with every integer written whole (see above).
+-- cjson's output is kept whenever it has no exponent, so the common case costs one
+-- scan of the text; only tables holding an integer of 10^14 or more are written again.
+local function exact_json(v)
+  local kind = type(v)
+  if kind == 'number' then
+    if v == math.floor(v) and v > -9.2e18 and v < 9.2e18 then
+      return string.format('%d', v)
+    end
+    return string.format('%.17g', v)
+  end
+  if kind ~= 'table' then
+    return cjson.encode(v)
+  end
+  local count, array = 0, true
+  for k, _ in pairs(v) do
+    count = count + 1
+    if type(k) ~= 'number' then
+      array = false
+    end
+  end
+  if count == 0 then
+    return '{}'
+  end
+  local parts = {}
+  if array and count == #v then
+    for i = 1, count do
+      parts[i] = exact_json(v[i])
+    end
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  for k, item in pairs(v) do
+    local name = type(k) == 'number' and exact_json(k) or tostring(k)
+    parts[#parts + 1] = cjson.encode(name) .. ':' .. exact_json(item)
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function J(v)
+  local text = cjson.encode(v)
+  if string.find(text, 'e+', 1, true) then
+    return exact_json(v)
+  end
+  return text
 end
 
 local function num(v)
@@ -329,7 +378,7 @@ local function journal(acct, journal_key, records, now)
   for i, rec in ipairs(records) do
     rec.id = acct.ep .. '-' .. I(last - #records + i)
     rec.at = now
-    local text = cjson.encode(rec)
+    local text = J(rec)
     args[#args + 1] = rec.id
     args[#args + 1] = text
     out[#out + 1] = text

@@ -57,7 +57,7 @@ local records = {}
 local main_id = 'main-' .. pol.cur
 if redis.call('HEXISTS', KEYS[2], main_id) == 0 then
   local meta = { u = 'm:' .. pol.cur, p = 100, f = 0, t = 0, sv = {}, rg = {}, main = 1, o = now, label = '' }
-  redis.call('HSET', KEYS[2], main_id, cjson.encode(meta))
+  redis.call('HSET', KEYS[2], main_id, J(meta))
   redis.call('HSET', KEYS[3], main_id .. ':a', '0', main_id .. ':r', '0')
   records[#records + 1] = bucket_meta_record(main_id, meta)
 end
@@ -69,7 +69,7 @@ if req.rid ~= '' then
   records[#records + 1] = { k = 'K', scope = 'policy', rid = req.rid, fp = req.fp, res = req.acct }
 end
 local entries = journal(acct, KEYS[5], records, now)
-local answer = cjson.encode({ v = version, fp = req.fp })
+local answer = J({ v = version, fp = req.fp })
 if req.rid ~= '' then
   redis.call('SET', KEYS[4], answer, 'EX', I(req.win))
 end

@@ -46,7 +46,7 @@ local records = {}
 local id = req.b
 
 local function new_bucket(bucket_id, meta)
-  redis.call('HSET', KEYS[2], bucket_id, cjson.encode(meta))
+  redis.call('HSET', KEYS[2], bucket_id, J(meta))
   local b = {
     id = bucket_id, u = meta.u, p = meta.p or 100, f = meta.f or 0, t = meta.t or 0, o = meta.o or 0,
     main = (meta.main == 1), sv = {}, rg = {}, any = true, a = 0, r = 0, dirty = true,
@@ -123,10 +123,10 @@ if key_record then
   else
     key_record.res = entry_id
   end
-  entries[#entries] = cjson.encode(key_record)
+  entries[#entries] = J(key_record)
   redis.call('HSET', KEYS[5], key_record.id, entries[#entries])
 end
-local answer = cjson.encode({ b = id, e = entry_id, a = I(b.a), r = I(b.r), fp = req.fp })
+local answer = J({ b = id, e = entry_id, a = I(b.a), r = I(b.r), fp = req.fp })
 if req.rid ~= '' then
   redis.call('SET', KEYS[4], answer, 'EX', I(req.win))
 end

@@ -79,7 +79,7 @@ local function cum_text()
   for key, pos in pairs(cum.g) do
     g[key] = { n = I(pos.n), m = I(pos.m) }
   end
-  return cjson.encode({ t0 = I(cum.t0), g = g })
+  return J({ t0 = I(cum.t0), g = g })
 end
 
 local function position(g)
@@ -119,7 +119,7 @@ local function stale(hints)
   for key, h in pairs(hints) do
     out[key] = { n = I(h.n), gb = h.gb and I(h.gb) or nil }
   end
-  return { 'STALE', cjson.encode({ t0 = I(cum.t0), g = out }), '0' }
+  return { 'STALE', J({ t0 = I(cum.t0), g = out }), '0' }
 end
 local start_hints = {}
 do
@@ -357,7 +357,7 @@ for g, res in pairs(held) do
   holds = holds or {}
   holds[I(g)] = { k = res.k, al = al, cur = res.cur }
 end
-local answer = cjson.encode({
+local answer = J({
   now = now, st = new_state, rgs = out_rgs, fua = acct.fua, fur = acct.fur, fuf = acct.fuf,
   cum = next(cum.g) ~= nil and cjson.decode(cum_now) or nil,
   h = holds, sw = holds and I(req.sweep) or nil,
@@ -379,7 +379,7 @@ for _, rec in ipairs(records) do
   ids[#ids + 1] = rec.id
 end
 
-local fields = { 'st', new_state, 'rn', I(req.rn), 'ans', answer, 'ent', cjson.encode(ids) }
+local fields = { 'st', new_state, 'rn', I(req.rn), 'ans', answer, 'ent', J(ids) }
 local priced = false
 for _, r in ipairs(req.rgs) do
   if r.cb then
@@ -395,7 +395,7 @@ end
 local any_held = false
 for g, res in pairs(held) do
   fields[#fields + 1] = 'g:' .. I(g)
-  fields[#fields + 1] = cjson.encode(res)
+  fields[#fields + 1] = J(res)
   for _, pair in ipairs(res.al or {}) do
     if pair[2] > 0 then
       any_held = true

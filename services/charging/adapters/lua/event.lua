@@ -141,12 +141,12 @@ else
 end
 
 if req.a == 'CHECK' then
-  return { 'OK', cjson.encode({ now = now, rgs = answers }), '0' }
+  return { 'OK', J({ now = now, rgs = answers }), '0' }
 end
 
 save_buckets(KEYS[3], buckets)
 local after = money_total(acct, buckets)
-local answer = cjson.encode({ now = now, rgs = answers })
+local answer = J({ now = now, rgs = answers })
 
 local extra = {}
 if req.a == 'OFFLINE' then

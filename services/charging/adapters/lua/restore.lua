@@ -57,7 +57,7 @@ if a.low ~= '' then
   fields[#fields + 1] = a.low
 end
 for _, b in ipairs(req.buckets) do
-  redis.call('HSET', KEYS[2], b.id, cjson.encode(b.meta))
+  redis.call('HSET', KEYS[2], b.id, J(b.meta))
   redis.call('HSET', KEYS[3], b.id .. ':a', b.a, b.id .. ':r', '0')
 end
 
@@ -91,7 +91,7 @@ if req.holds and #req.holds > 0 then
           end
         end
         out[#out + 1] = 'g:' .. g
-        out[#out + 1] = cjson.encode({ k = res.k, al = al, cur = res.cur })
+        out[#out + 1] = J({ k = res.k, al = al, cur = res.cur })
       end
       if not live then
         out[#out + 1] = 'st'

@@ -20,7 +20,7 @@ for _, s in ipairs(req.sessions) do
     -- The session's priced position (cumulative pricing) travels in its last answer.
     local ok, answer = pcall(cjson.decode, s.ans)
     if ok and type(answer) == 'table' and type(answer.cum) == 'table' then
-      redis.call('HSET', key, 'cum', cjson.encode(answer.cum))
+      redis.call('HSET', key, 'cum', J(answer.cum))
     end
     redis.call('EXPIRE', key, string.format('%d', req.win))
   end

@@ -35,7 +35,7 @@ if #expired > 0 then
         consume(by_id, res.al, 0, 0, 'USAGE')
         res.al = {}
         fields[#fields + 1] = flat[i]
-        fields[#fields + 1] = cjson.encode(res)
+        fields[#fields + 1] = J(res)
       end
     end
     if #flat > 0 then
