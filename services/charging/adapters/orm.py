@@ -84,6 +84,8 @@ buckets = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expiring_notified_at", UtcDateTime, nullable=True),
     Column("expired_notified_at", UtcDateTime, nullable=True),
+    # Set once an ended bucket has nothing left, available or reserved (ADR 0021).
+    Column("settled_at", UtcDateTime, nullable=True),
 )
 Index("ix_buckets_valid_until", buckets.c.valid_until)
 

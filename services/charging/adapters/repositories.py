@@ -230,6 +230,24 @@ class SqlBucketRepository:
             .values(**values)
         )
 
+    def expired_unsettled(self, now: datetime, limit: int) -> list[Bucket]:
+        b = orm.buckets
+        rows = self._session.execute(
+            select(b)
+            .where(b.c.valid_until <= now, b.c.settled_at.is_(None))
+            .order_by(b.c.valid_until)
+            .limit(limit)
+        ).all()
+        return [bucket_from_row(r) for r in rows]
+
+    def mark_settled(self, bucket: Bucket, now: datetime) -> None:
+        b = orm.buckets
+        self._session.execute(
+            update(b)
+            .where(b.c.account_id == bucket.account_id, b.c.bucket_id == bucket.bucket_id)
+            .values(settled_at=now)
+        )
+
 
 class SqlLedgerRepository:
     def __init__(self, session: Session) -> None:

@@ -28,6 +28,8 @@ class EntryKind(StrEnum):
     DIRECT_DEBIT = "DIRECT_DEBIT"
     REFUND = "REFUND"
     OFFLINE_USAGE = "OFFLINE_USAGE"
+    # The available amount of a bucket whose validity ended, forfeited (ADR 0021).
+    EXPIRY = "EXPIRY"
 
 
 @dataclass(frozen=True, slots=True)

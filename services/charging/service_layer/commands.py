@@ -99,6 +99,15 @@ class Credited:
 
 
 @dataclass(frozen=True, slots=True)
+class Forfeited:
+    """What a forfeit of an ended bucket did, and what the bucket holds after it."""
+
+    entry: LedgerEntry | None  # None: nothing was available to forfeit
+    available: int
+    reserved: int
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyView:
     policy: AccountPolicy
     state: AccountState

@@ -61,6 +61,7 @@ from services.charging.service_layer.commands import (
     CreateVoucherBatch,
     Credited,
     DefineService,
+    Forfeited,
     PolicyView,
     RedeemVoucher,
     SetPolicy,
@@ -860,6 +861,33 @@ class ChargingHandlers:
         )
         return await self._credited_from(command.account_id, result)
 
+    async def forfeit_expired(self, bucket: Bucket) -> Forfeited:
+        """Debit what an ended bucket still has available, as an EXPIRY ledger entry.
+
+        Reserved units stay with their sessions (usage under a grant is always
+        debited); what a session gives back later is forfeited by a later call.
+        Repeating the call is harmless: the second finds nothing available.
+        """
+        assert bucket.valid_until is not None
+        payload = self._credit_payload(
+            op="EXPIRE",
+            bucket_id=bucket.bucket_id,
+            unit=bucket.unit,
+            amount=0,
+            kind=EntryKind.EXPIRY,
+            scope="expire",
+            request_id="",
+            digest="",
+            reason=f"validity ended {bucket.valid_until.isoformat()}",
+        )
+        result = await self._credit(bucket.account_id, "expire", "", payload, "", "bucket_id")
+        entry_id = str(result.answer.get("e", ""))
+        entry = next(
+            (ledger_entry_of(e) for e in result.entries if e.entry_id == entry_id and entry_id),
+            None,
+        )
+        return Forfeited(entry, int(result.answer["a"]), int(result.answer["r"]))
+
     def _credit_payload(
         self,
         *,
@@ -920,6 +948,12 @@ class ChargingHandlers:
             )
         if result.status == "EXISTS":
             raise Unavailable("bucket id collision; retry")
+        if result.status == "LIVE":
+            raise FailedPrecondition(
+                f"bucket {payload['b']!r} of account {account_id} is still valid",
+                reason="BUCKET_STILL_VALID",
+                metadata={"account_id": account_id, "bucket_id": str(payload["b"])},
+            )
         self._check_replay(result, digest)
         await self._durable(account_id, result)
         return result

@@ -17,8 +17,9 @@ process that dies between its script and its touch leaves an account the index
 does not know; the backstop scan (``SCAN`` for accounts holding reservations or
 journal entries, on every node) puts such accounts back every few minutes.
 
-Also here: announcing buckets that expire soon or did (CHG-10), and finishing
-voucher redemptions a crash interrupted.
+Also here: announcing buckets that expire soon or did (CHG-10), forfeiting what
+ended buckets still have into the ledger (ADR 0021), and finishing voucher
+redemptions a crash interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from services.charging.domain.buckets import Bucket
 from services.charging.domain.events import BucketExpired, BucketExpiring
 from services.charging.domain.instants import to_ms
 from services.charging.domain.units import Quantity
@@ -175,6 +177,44 @@ class Maintenance:
             uow.commit()
         return count
 
+    async def forfeit_expired_once(self, limit: int = 500) -> int:
+        """Forfeit what ended buckets still have available into the ledger (ADR 0021).
+
+        A bucket is settled (skipped from then on) once nothing is available or
+        reserved; one a session still holds is visited again by later passes, so
+        what the session gives back is forfeited too. Returns the entries written.
+        """
+        now = self._clock.now()
+
+        def load() -> list[Bucket]:
+            with self._uow_factory() as uow:
+                return uow.buckets.expired_unsettled(now, limit)
+
+        written = 0
+        settled: list[Bucket] = []
+        for bucket in await asyncio.to_thread(load):
+            try:
+                forfeited = await self._handlers.forfeit_expired(bucket)
+            except Exception:
+                log.exception(
+                    "could not forfeit bucket %s of account %s", bucket.bucket_id, bucket.account_id
+                )
+                continue
+            if forfeited.entry is not None:
+                written += 1
+            if forfeited.available <= 0 and forfeited.reserved == 0:
+                settled.append(bucket)
+
+        def settle() -> None:
+            with self._uow_factory() as uow:
+                for bucket in settled:
+                    uow.buckets.mark_settled(bucket, now)
+                uow.commit()
+
+        if settled:
+            await asyncio.to_thread(settle)
+        return written
+
     async def repair_vouchers_once(self, older_than: timedelta = timedelta(minutes=1)) -> int:
         before = self._clock.now() - older_than
 
@@ -195,7 +235,9 @@ class Maintenance:
         return repaired
 
     async def run_once(self) -> None:
+        # Announce first: BucketExpired tells what was left before it is forfeited.
         await asyncio.to_thread(self.announce_buckets_once)
+        await self.forfeit_expired_once()
         await self.repair_vouchers_once()
         await self._catalog.reload()
 

@@ -66,6 +66,14 @@ class BucketRepository(Protocol):
 
     def mark_announced(self, bucket: Bucket, *, expired: bool, now: datetime) -> None: ...
 
+    def expired_unsettled(self, now: datetime, limit: int) -> list[Bucket]:
+        """Buckets ended by now that may still hold something to forfeit (ADR 0021)."""
+        ...
+
+    def mark_settled(self, bucket: Bucket, now: datetime) -> None:
+        """Nothing is left in the ended bucket: later passes skip it."""
+        ...
+
 
 class LedgerRepository(Protocol):
     def page(

@@ -248,3 +248,32 @@ async def test_a_reservation_past_its_sweep_time_is_returned_by_the_rebuild(
     assert update.result is ResultCode.UNKNOWN_SESSION_ID
     assert update.rating_groups[0].cost == eur("0.10")
     assert await live_totals(second, "gone") == {"main-EUR": (money("0.90").amount, 0)}
+
+
+async def test_a_forfeited_bucket_stays_empty_after_a_rebuild(
+    two_processes: list[ChargingApp],
+) -> None:
+    """The EXPIRY entry is in the ledger, so the rebuild gives the ended bucket nothing
+    and the next maintenance pass has nothing to forfeit again (ADR 0021)."""
+    first, second = two_processes
+    clock = manual_clock(first)
+    await new_account(first, "gone", balance="1.00")
+    minutes = await add_bucket(
+        first, "gone", TIME, 300, valid_until=clock.now() + timedelta(minutes=5)
+    )
+    clock.advance(timedelta(minutes=6))
+    assert await first.maintenance.forfeit_expired_once() == 1
+
+    await first.redis.flushall()
+    for _ in range(200):
+        try:
+            await second.handlers.balance("gone")
+            break
+        except Unavailable:
+            await asyncio.sleep(0.02)
+    assert await live_totals(second, "gone") == {
+        "main-EUR": (money("1.00").amount, 0),
+        minutes: (0, 0),
+    }
+    assert await second.maintenance.forfeit_expired_once() == 0
+    assert ledger_totals(second, "gone") == {"main-EUR": money("1.00").amount, minutes: 0}

@@ -1,6 +1,7 @@
 -- credit.lua: one bucket-level change by an operator or a customer, atomically with its
 -- idempotency record (AIP-155): create a bucket (with its initial amount), top up,
--- adjust (signed), or credit a redeemed voucher (CHG-5, CHG-8).
+-- adjust (signed), credit a redeemed voucher (CHG-5, CHG-8), or forfeit what an expired
+-- bucket still has available (EXPIRE, ADR 0021).
 --
 -- KEYS[1] account hash          ch:{acct:<id>}:a
 -- KEYS[2] bucket metadata       ch:{acct:<id>}:bm
@@ -8,7 +9,8 @@
 -- KEYS[4] idempotency record    ch:{acct:<id>}:q:<scope>:<request id>
 -- KEYS[5] journal               ch:{acct:<id>}:j
 -- ARGV[1] JSON request:
---   op     CREATE | TOPUP | ADJUST
+--   op     CREATE | TOPUP | ADJUST | EXPIRE (u and q are ignored: the amount is the
+--          bucket's available amount, if positive; what sessions hold stays reserved)
 --   acct, now, win (s), jd (ms) as in credit_control.lua
 --   b      bucket id ('' for TOPUP of money: the main bucket of the currency, created if absent)
 --   meta   CREATE: the bucket's metadata {u, p, f, t, sv, rg, main, o, label}
@@ -18,7 +20,8 @@
 --   scope, rid, fp   idempotency: scope, request id ('' = none) and request fingerprint
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with
 --   every entry still in the journal) | NOACCOUNT | NOBUCKET | EXISTS (bucket id taken) |
---   UNIT (the amount's unit is not the bucket's) | TOOBIG (the bucket would pass +-2^52).
+--   UNIT (the amount's unit is not the bucket's) | TOOBIG (the bucket would pass +-2^52) |
+--   LIVE (EXPIRE of a bucket whose validity has not ended).
 -- Answer: {b, e (ledger entry id or ''), a, r (bucket after, strings), fp}.
 
 local req = cjson.decode(ARGV[1])
@@ -76,7 +79,17 @@ else
     return { 'NOBUCKET', '{}', '0' }
   end
 end
-if b.u ~= req.u then
+if req.op == 'EXPIRE' then
+  if b.t == 0 or now < b.t then
+    return { 'LIVE', '{}', '0' }
+  end
+  -- Only the available amount: a session's reservation is still the session's, and a
+  -- release after this is forfeited by the next pass.
+  amount = 0
+  if b.a > 0 then
+    amount = -b.a
+  end
+elseif b.u ~= req.u then
   return { 'UNIT', '{}', '0' }
 end
 

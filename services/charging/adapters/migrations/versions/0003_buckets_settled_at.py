@@ -1,0 +1,30 @@
+"""buckets.settled_at: an ended bucket with nothing left, skipped by the forfeit pass.
+
+Maintenance forfeits what an expired bucket still has available into the ledger
+(ADR 0021); a reservation still open on it is forfeited when it comes back. The
+bucket is settled once nothing is available or reserved.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-05
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from services.common.sqltypes import UtcDateTime
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("buckets", sa.Column("settled_at", UtcDateTime(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("buckets", "settled_at")

@@ -1,0 +1,127 @@
+"""What an ended bucket still has is forfeited into the ledger (ADR 0021, CHG-5, CHG-10).
+
+A bucket whose validity ended can never be drawn again, so what it still has
+available is debited with an EXPIRY ledger entry by the maintenance pass: the
+ledger then says what the customer can still use, and finance sees the breakage.
+Units a session holds stay the session's until it reports them; what it gives
+back is forfeited by a later pass.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.charging.adapters import orm
+from services.charging.bootstrap import ChargingApp
+from services.charging.domain.credit_control import RequestType, ResultCode
+from services.charging.domain.ledger import Direction, EntryKind
+from services.charging.domain.units import TIME
+from services.common.clock import ManualClock
+from services.common.errors import FailedPrecondition
+from tests.integration.charging.support import (
+    VOICE,
+    add_bucket,
+    ccr,
+    ledger_totals,
+    live_totals,
+    money,
+    new_account,
+    rg,
+    seconds,
+    send,
+)
+
+INITIAL, TERMINATE = RequestType.INITIAL, RequestType.TERMINATE
+
+
+def expiry_entries(app: ChargingApp, account_id: str) -> list[tuple[str, int, str]]:
+    with app.uow() as uow:
+        entries = uow.ledger.page(account_id, None, 0, 1000)
+    return [
+        (e.bucket_id, e.amount.amount, e.reason)
+        for e in entries
+        if e.kind is EntryKind.EXPIRY and e.direction is Direction.DEBIT
+    ]
+
+
+def settled(app: ChargingApp, account_id: str, bucket_id: str) -> bool:
+    b = orm.buckets
+    with app.engine.connect() as connection:
+        value = connection.execute(
+            select(b.c.settled_at).where(b.c.account_id == account_id, b.c.bucket_id == bucket_id)
+        ).scalar_one()
+    return value is not None
+
+
+async def test_an_ended_bucket_forfeits_what_it_has_left_once(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "exp", balance="1.00")
+    ends = clock.now() + timedelta(hours=10)
+    weekend = await add_bucket(app, "exp", TIME, 300, valid_until=ends, label="weekend minutes")
+    month = await add_bucket(app, "exp", TIME, 600, valid_until=ends + timedelta(days=30))
+    forever = await add_bucket(app, "exp", TIME, 50)
+
+    assert await app.maintenance.forfeit_expired_once() == 0  # nothing has ended yet
+    clock.advance(timedelta(hours=11))
+    assert await app.maintenance.forfeit_expired_once() == 1
+    assert await app.maintenance.forfeit_expired_once() == 0  # settled: never twice
+
+    assert expiry_entries(app, "exp") == [(weekend, 300, f"validity ended {ends.isoformat()}")]
+    live = await live_totals(app, "exp")
+    assert live[weekend] == (0, 0)
+    assert live[month] == (600, 0)
+    assert live[forever] == (50, 0)
+    assert live["main-EUR"] == (money("1.00").amount, 0)
+    ledger = ledger_totals(app, "exp")
+    assert ledger.get(weekend, 0) == 0
+    assert ledger[month] == 600
+    assert settled(app, "exp", weekend)
+    assert not settled(app, "exp", month)
+    # The customer's balance lists the ended bucket with nothing in it.
+    balance = await app.handlers.balance("exp")
+    line = next(line for line in balance.lines if line.bucket.bucket_id == weekend)
+    assert (line.available, line.reserved, line.usable) == (0, 0, False)
+
+
+async def test_units_a_session_holds_are_debited_and_the_rest_forfeited_later(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "held-exp", balance="0")
+    ends = clock.now() + timedelta(seconds=30)
+    minutes = await add_bucket(app, "held-exp", TIME, 300, valid_until=ends)
+    granted = await send(app, ccr("hx", INITIAL, 0, "held-exp", rg(VOICE, seconds(60))))
+    assert granted.rating_groups[0].granted == seconds(60)
+
+    clock.advance(timedelta(seconds=40))  # the bucket ended; the grant is still valid
+    assert await app.maintenance.forfeit_expired_once() == 1
+    assert await live_totals(app, "held-exp") == {"main-EUR": (0, 0), minutes: (0, 60)}
+    assert not settled(app, "held-exp", minutes)
+
+    # Usage under the grant is debited from the units held; the rest goes back...
+    end = await send(app, ccr("hx", TERMINATE, 1, "held-exp", rg(VOICE, used=seconds(20))))
+    assert end.result is ResultCode.SUCCESS
+    assert (await live_totals(app, "held-exp"))[minutes] == (40, 0)
+    # ...and is forfeited by the next pass, which settles the bucket.
+    assert await app.maintenance.forfeit_expired_once() == 1
+    assert (await live_totals(app, "held-exp"))[minutes] == (0, 0)
+    assert [amount for _, amount, _ in expiry_entries(app, "held-exp")] == [240, 40]
+    assert ledger_totals(app, "held-exp").get(minutes, 0) == 0
+    assert settled(app, "held-exp", minutes)
+
+
+async def test_a_bucket_still_valid_is_not_forfeited(app: ChargingApp, clock: ManualClock) -> None:
+    await new_account(app, "live", balance="0")
+    ends = clock.now() + timedelta(hours=1)
+    minutes = await add_bucket(app, "live", TIME, 300, valid_until=ends)
+    with app.uow() as uow:
+        bucket = uow.buckets.get("live", minutes)
+    assert bucket is not None
+    with pytest.raises(FailedPrecondition) as refused:
+        await app.handlers.forfeit_expired(bucket)
+    assert refused.value.reason == "BUCKET_STILL_VALID"
+    assert await live_totals(app, "live") == {"main-EUR": (0, 0), minutes: (300, 0)}
+    assert expiry_entries(app, "live") == []
