@@ -137,6 +137,9 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         valid_until = cv.instant_or_none(b, "valid_until")
         if valid_from and valid_until and valid_until <= valid_from:
             v.add("bucket.valid_until", "must be after valid_from")
+        elif valid_until and valid_until <= self._handlers.clock.now():
+            # Its amount could never be drawn; maintenance would only forfeit it.
+            v.add("bucket.valid_until", "must be in the future")
         initial = None
         if request.HasField("initial_amount"):
             initial = cv.quantity_from_proto(request.initial_amount, "initial_amount", v)

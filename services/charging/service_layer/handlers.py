@@ -948,6 +948,13 @@ class ChargingHandlers:
             )
         if result.status == "EXISTS":
             raise Unavailable("bucket id collision; retry")
+        if result.status == "ENDED":
+            raise FailedPrecondition(
+                f"bucket {payload['b']!r} of account {account_id} has ended: "
+                "a credit to it could never be used",
+                reason="BUCKET_ENDED",
+                metadata={"account_id": account_id, "bucket_id": str(payload["b"])},
+            )
         if result.status == "LIVE":
             raise FailedPrecondition(
                 f"bucket {payload['b']!r} of account {account_id} is still valid",

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
 from sqlalchemy import func, select
 
@@ -172,6 +173,13 @@ CASES: list[tuple[str, Any, grpc.StatusCode, str]] = [
         "bucket.currency_code",
     ),
     ("CreateBucket", bucket(rating_groups=[0]), INVALID, "bucket.rating_groups[0]"),
+    # Ended before it was made (the tests' clock is at 2026-03-01): never drawable.
+    (
+        "CreateBucket",
+        bucket(valid_until=Timestamp(seconds=1767225600)),
+        INVALID,
+        "bucket.valid_until",
+    ),
     ("TopUp", topup(account_id="nobody"), NOT_FOUND, "ACCOUNT_NOT_FOUND"),
     ("TopUp", pb.TopUpRequest(account_id="good"), INVALID, "amount"),
     ("TopUp", topup(amount=q(money=eur(0))), INVALID, "amount"),

@@ -18,7 +18,8 @@ from services.charging.adapters import orm
 from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import RequestType, ResultCode
 from services.charging.domain.ledger import Direction, EntryKind
-from services.charging.domain.units import TIME
+from services.charging.domain.units import TIME, Quantity
+from services.charging.service_layer.commands import Adjust
 from services.common.clock import ManualClock
 from services.common.errors import FailedPrecondition
 from tests.integration.charging.support import (
@@ -125,3 +126,28 @@ async def test_a_bucket_still_valid_is_not_forfeited(app: ChargingApp, clock: Ma
     assert refused.value.reason == "BUCKET_STILL_VALID"
     assert await live_totals(app, "live") == {"main-EUR": (0, 0), minutes: (300, 0)}
     assert expiry_entries(app, "live") == []
+
+
+async def test_an_ended_bucket_takes_no_credit_but_an_operator_may_still_debit_it(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "ended", balance="0")
+    minutes = await add_bucket(
+        app, "ended", TIME, 300, valid_until=clock.now() + timedelta(minutes=1)
+    )
+    clock.advance(timedelta(minutes=2))
+    with pytest.raises(FailedPrecondition) as refused:
+        await app.handlers.adjust(
+            Adjust("ended", minutes, Quantity(TIME, 60), reason="goodwill", request_id="a1")
+        )
+    assert refused.value.reason == "BUCKET_ENDED"
+    assert (await live_totals(app, "ended"))[minutes] == (300, 0)
+    # A correction downwards is still the operator's to make.
+    await app.handlers.adjust(
+        Adjust("ended", minutes, Quantity(TIME, -100), reason="correction", request_id="a2")
+    )
+    assert await app.maintenance.forfeit_expired_once() == 1
+    assert expiry_entries(app, "ended") == [
+        (minutes, 200, f"validity ended {(clock.now() - timedelta(minutes=1)).isoformat()}")
+    ]
+    assert ledger_totals(app, "ended").get(minutes, 0) == 0

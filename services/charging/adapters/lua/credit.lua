@@ -21,7 +21,8 @@
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with
 --   every entry still in the journal) | NOACCOUNT | NOBUCKET | EXISTS (bucket id taken) |
 --   UNIT (the amount's unit is not the bucket's) | TOOBIG (the bucket would pass +-2^52) |
---   LIVE (EXPIRE of a bucket whose validity has not ended).
+--   LIVE (EXPIRE of a bucket whose validity has not ended) | ENDED (a credit to a bucket
+--   whose validity has ended: it could never be drawn, and would be forfeited).
 -- Answer: {b, e (ledger entry id or ''), a, r (bucket after, strings), fp}.
 
 local req = cjson.decode(ARGV[1])
@@ -91,6 +92,8 @@ if req.op == 'EXPIRE' then
   end
 elseif b.u ~= req.u then
   return { 'UNIT', '{}', '0' }
+elseif amount > 0 and req.op ~= 'CREATE' and b.t ~= 0 and b.t <= now then
+  return { 'ENDED', '{}', '0' }
 end
 
 if amount > 0 then
