@@ -48,7 +48,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
-from sqlalchemy import Connection, Engine, Table, update
+from sqlalchemy import Connection, Engine, Table, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.charging.adapters import orm
@@ -319,9 +319,16 @@ def apply_entries(
         # every batch cost more CPU than the database did (and the GIL with it).
         _executemany(connection.connection, _LEDGER_SQL[sqlite_db], ledger)
     if bucket_rows:
+        # A bucket record is written when a bucket is made and when it is closed
+        # (CloseBucket, ADR 0021). Only the end of validity ever changes, and only
+        # earlier: a replayed creation record never re-opens a closed bucket.
+        insert = _insert(engine, orm.buckets)
+        b = orm.buckets
         connection.execute(
-            _insert(engine, orm.buckets).on_conflict_do_nothing(
-                index_elements=["account_id", "bucket_id"]
+            insert.on_conflict_do_update(
+                index_elements=["account_id", "bucket_id"],
+                set_={"valid_until": insert.excluded.valid_until},
+                where=or_(b.c.valid_until.is_(None), insert.excluded.valid_until < b.c.valid_until),
             ),
             bucket_rows,
         )

@@ -26,6 +26,7 @@ from services.charging.domain.vouchers import is_well_formed
 from services.charging.entrypoints import converters as cv
 from services.charging.service_layer.commands import (
     Adjust,
+    CloseBucket,
     CreateBucket,
     CreateVoucherBatch,
     DefineService,
@@ -229,6 +230,23 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         response = pb.AdjustResponse(balance=cv.balance_to_proto(credited.balance))
         if credited.entry is not None:
             response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
+        return response
+
+    async def CloseBucket(
+        self, request: pb.CloseBucketRequest, context: Any
+    ) -> pb.CloseBucketResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        cv.bucket_id(request.bucket_id, "bucket_id", v, required=True)
+        cv.text(request.reason, "reason", v, required=True)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        closed = await self._handlers.close_bucket(
+            CloseBucket(request.account_id, request.bucket_id, request.reason, rid)
+        )
+        response = pb.CloseBucketResponse(balance=cv.balance_to_proto(closed.balance))
+        if closed.entry is not None:
+            response.entry.CopyFrom(cv.entry_to_proto(closed.entry))
         return response
 
     async def CreateVoucherBatch(

@@ -61,6 +61,14 @@ class Adjust:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseBucket:
+    account_id: str
+    bucket_id: str
+    reason: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CreateVoucherBatch:
     count: int
     value: Quantity

@@ -57,6 +57,7 @@ from services.charging.service_layer.commands import (
     AccountBalance,
     Adjust,
     BalanceLine,
+    CloseBucket,
     CreateBucket,
     CreateVoucherBatch,
     Credited,
@@ -861,6 +862,28 @@ class ChargingHandlers:
         )
         return await self._credited_from(command.account_id, result)
 
+    async def close_bucket(self, command: CloseBucket) -> Credited:
+        """End a bucket now and forfeit what it has available (ADR 0021)."""
+        digest = fingerprint(command)
+        replayed, _ = await self._replayed("close", command.account_id, command.request_id, digest)
+        if replayed is not None:
+            return await self._credited(command.account_id, replayed, command.bucket_id)
+        payload = self._credit_payload(
+            op="CLOSE",
+            bucket_id=command.bucket_id,
+            unit=None,  # the amount is what the bucket has available
+            amount=0,
+            kind=EntryKind.EXPIRY,
+            scope="close",
+            request_id=command.request_id,
+            digest=digest,
+            reason=command.reason,
+        )
+        result = await self._credit(
+            command.account_id, "close", command.request_id, payload, digest, "bucket_id"
+        )
+        return await self._credited_from(command.account_id, result)
+
     async def forfeit_expired(self, bucket: Bucket) -> Forfeited:
         """Debit what an ended bucket still has available, as an EXPIRY ledger entry.
 
@@ -893,7 +916,7 @@ class ChargingHandlers:
         *,
         op: str,
         bucket_id: str,
-        unit: Unit,
+        unit: Unit | None,
         amount: int,
         kind: EntryKind,
         scope: str,
@@ -909,7 +932,7 @@ class ChargingHandlers:
             "win": self.options.window_seconds,
             "jd": self.options.journal_drain_ms,
             "b": bucket_id,
-            "u": unit.key,
+            "u": unit.key if unit is not None else "",
             "q": str(amount),
             "ek": kind.value,
             "ref": reference,
@@ -948,6 +971,13 @@ class ChargingHandlers:
             )
         if result.status == "EXISTS":
             raise Unavailable("bucket id collision; retry")
+        if result.status == "MAIN":
+            raise FailedPrecondition(
+                f"bucket {payload['b']!r} of account {account_id} is the main bucket of its "
+                "currency (the credit line): adjust it instead",
+                reason="MAIN_BUCKET",
+                metadata={"account_id": account_id, "bucket_id": str(payload["b"])},
+            )
         if result.status == "ENDED":
             raise FailedPrecondition(
                 f"bucket {payload['b']!r} of account {account_id} has ended: "

@@ -78,6 +78,12 @@ def topup(**fields: Any) -> pb.TopUpRequest:
     return pb.TopUpRequest(**values)
 
 
+def close(**fields: Any) -> pb.CloseBucketRequest:
+    values: dict[str, Any] = {"account_id": "good", "bucket_id": "main-EUR", "reason": "churn"}
+    values.update(fields)
+    return pb.CloseBucketRequest(**values)
+
+
 def adjust(**fields: Any) -> pb.AdjustRequest:
     values: dict[str, Any] = {
         "account_id": "good",
@@ -195,6 +201,14 @@ CASES: list[tuple[str, Any, grpc.StatusCode, str]] = [
     ("TopUp", topup(bucket_id="nope"), NOT_FOUND, "BUCKET_NOT_FOUND"),
     ("TopUp", topup(amount=q(service_units=5, unit_name="sms")), INVALID, "bucket_id"),
     ("TopUp", topup(bucket_id="main-EUR", amount=q(time_seconds=5)), INVALID, "amount"),
+    ("CloseBucket", close(reason=""), INVALID, "reason"),
+    ("CloseBucket", close(bucket_id=""), INVALID, "bucket_id"),
+    ("CloseBucket", close(account_id=""), INVALID, "account_id"),
+    ("CloseBucket", close(request_id="x" * 200), INVALID, "request_id"),
+    ("CloseBucket", close(bucket_id="nope"), NOT_FOUND, "BUCKET_NOT_FOUND"),
+    ("CloseBucket", close(account_id="nobody"), NOT_FOUND, "ACCOUNT_NOT_FOUND"),
+    # The main bucket is the credit line: closing it would forfeit the customer's money.
+    ("CloseBucket", close(), grpc.StatusCode.FAILED_PRECONDITION, "MAIN_BUCKET"),
     ("Adjust", adjust(reason=""), INVALID, "reason"),
     ("Adjust", adjust(delta=q(money=eur(0))), INVALID, "delta"),
     ("Adjust", adjust(bucket_id=""), INVALID, "bucket_id"),

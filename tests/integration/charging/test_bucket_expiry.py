@@ -19,7 +19,7 @@ from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import RequestType, ResultCode
 from services.charging.domain.ledger import Direction, EntryKind
 from services.charging.domain.units import TIME, Quantity
-from services.charging.service_layer.commands import Adjust
+from services.charging.service_layer.commands import Adjust, CloseBucket
 from services.common.clock import ManualClock
 from services.common.errors import FailedPrecondition
 from tests.integration.charging.support import (
@@ -35,7 +35,7 @@ from tests.integration.charging.support import (
     send,
 )
 
-INITIAL, TERMINATE = RequestType.INITIAL, RequestType.TERMINATE
+INITIAL, UPDATE, TERMINATE = RequestType.INITIAL, RequestType.UPDATE, RequestType.TERMINATE
 
 
 def expiry_entries(app: ChargingApp, account_id: str) -> list[tuple[str, int, str]]:
@@ -151,3 +151,66 @@ async def test_an_ended_bucket_takes_no_credit_but_an_operator_may_still_debit_i
         (minutes, 200, f"validity ended {(clock.now() - timedelta(minutes=1)).isoformat()}")
     ]
     assert ledger_totals(app, "ended").get(minutes, 0) == 0
+
+
+def valid_until_in_sql(app: ChargingApp, account_id: str, bucket_id: str) -> object:
+    b = orm.buckets
+    with app.engine.connect() as connection:
+        return connection.execute(
+            select(b.c.valid_until).where(b.c.account_id == account_id, b.c.bucket_id == bucket_id)
+        ).scalar_one()
+
+
+async def test_closing_a_bucket_ends_it_now_and_forfeits_what_is_available(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "churn", balance="1.00")
+    bundle = await add_bucket(app, "churn", TIME, 300, label="monthly bundle")
+    granted = await send(app, ccr("c1", INITIAL, 0, "churn", rg(VOICE, seconds(100))))
+    assert granted.rating_groups[0].granted == seconds(100)
+
+    clock.advance(timedelta(seconds=10))
+    command = CloseBucket("churn", bundle, "subscription cancelled", request_id="close-1")
+    closed = await app.handlers.close_bucket(command)
+    assert closed.entry is not None
+    assert (closed.entry.kind, closed.entry.direction) == (EntryKind.EXPIRY, Direction.DEBIT)
+    assert (closed.entry.amount.amount, closed.entry.reason) == (200, "subscription cancelled")
+    assert (closed.balance.available, closed.balance.reserved) == (0, 100)
+    assert not closed.balance.usable
+    assert valid_until_in_sql(app, "churn", bundle) == clock.now()
+    # A retry gets the same entry and forfeits nothing more.
+    again = await app.handlers.close_bucket(command)
+    assert again.entry is not None
+    assert again.entry.entry_id == closed.entry.entry_id
+
+    # The session's next minutes come from money, not from the closed bundle; its usage
+    # under the old grant is still debited from the units it holds.
+    update = await send(app, ccr("c1", UPDATE, 1, "churn", rg(VOICE, seconds(60), seconds(100))))
+    assert update.rating_groups[0].granted == seconds(60)
+    live = await live_totals(app, "churn")
+    assert live[bundle] == (0, 0)
+    assert live["main-EUR"] == (money("0.90").amount, money("0.10").amount)
+    assert await app.maintenance.forfeit_expired_once() == 0
+    assert settled(app, "churn", bundle)
+    assert ledger_totals(app, "churn")[bundle] == 0
+
+
+async def test_a_closed_bucket_stays_closed_after_a_rebuild_from_sql(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "closed", balance="1.00")
+    bundle = await add_bucket(
+        app, "closed", TIME, 300, valid_until=clock.now() + timedelta(days=30)
+    )
+    await app.handlers.close_bucket(CloseBucket("closed", bundle, "mistake"))
+    closed_at = clock.now()
+    assert valid_until_in_sql(app, "closed", bundle) == closed_at
+    await app.redis.flushall()
+    await app.store.load()
+    clock.advance(timedelta(seconds=1))
+    answer = await send(app, ccr("c2", INITIAL, 0, "closed", rg(VOICE, seconds(60))))
+    assert answer.rating_groups[0].granted == seconds(60)
+    live = await live_totals(app, "closed")
+    assert live[bundle] == (0, 0)  # rebuilt closed and empty: the grant is money
+    assert live["main-EUR"] == (money("0.90").amount, money("0.10").amount)
+    assert valid_until_in_sql(app, "closed", bundle) == closed_at

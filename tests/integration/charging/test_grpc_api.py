@@ -413,3 +413,33 @@ async def test_a_slow_request_holds_back_no_other_answer_of_its_batch(
         assert answer.response.session_id == answer.session_id
         granted = answer.response.multiple_services[0].granted_units.time_seconds
         assert granted == 60 * minutes[answer.session_id]
+
+
+async def test_close_bucket_through_the_wire_forfeits_with_an_expiry_entry(
+    stub: charging_pb2_grpc.ChargingServiceStub,
+) -> None:
+    await prepaid(stub, "cl1", 1)
+    made = await stub.CreateBucket(
+        pb.CreateBucketRequest(
+            bucket=pb.Bucket(account_id="cl1", unit_kind=pb.UNIT_KIND_TIME, label="bundle"),
+            initial_amount=pb.Quantity(time_seconds=600),
+        )
+    )
+    bucket_id = made.balance.bucket.bucket_id
+    closed = await stub.CloseBucket(
+        pb.CloseBucketRequest(account_id="cl1", bucket_id=bucket_id, reason="downgrade")
+    )
+    assert closed.entry.kind == pb.ENTRY_KIND_EXPIRY
+    assert closed.entry.direction == pb.ENTRY_DIRECTION_DEBIT
+    assert closed.entry.amount.time_seconds == 600
+    assert closed.entry.reason == "downgrade"
+    assert closed.balance.available.time_seconds == 0
+    assert not closed.balance.usable
+    assert closed.balance.bucket.HasField("valid_until")
+    entries = await stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(account_id="cl1", bucket_id=bucket_id)
+    )
+    assert [e.kind for e in entries.entries] == [
+        pb.ENTRY_KIND_BUCKET_GRANT,
+        pb.ENTRY_KIND_EXPIRY,
+    ]

@@ -10,7 +10,8 @@
 -- KEYS[5] journal               ch:{acct:<id>}:j
 -- ARGV[1] JSON request:
 --   op     CREATE | TOPUP | ADJUST | EXPIRE (u and q are ignored: the amount is the
---          bucket's available amount, if positive; what sessions hold stays reserved)
+--          bucket's available amount, if positive; what sessions hold stays reserved) |
+--          CLOSE (the bucket's validity ends now, then as EXPIRE; not a main bucket)
 --   acct, now, win (s), jd (ms) as in credit_control.lua
 --   b      bucket id ('' for TOPUP of money: the main bucket of the currency, created if absent)
 --   meta   CREATE: the bucket's metadata {u, p, f, t, sv, rg, main, o, label}
@@ -21,7 +22,8 @@
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with
 --   every entry still in the journal) | NOACCOUNT | NOBUCKET | EXISTS (bucket id taken) |
 --   UNIT (the amount's unit is not the bucket's) | TOOBIG (the bucket would pass +-2^52) |
---   LIVE (EXPIRE of a bucket whose validity has not ended) | ENDED (a credit to a bucket
+--   LIVE (EXPIRE of a bucket whose validity has not ended) | MAIN (CLOSE of a main
+--   bucket) | ENDED (a credit to a bucket
 --   whose validity has ended: it could never be drawn, and would be forfeited).
 -- Answer: {b, e (ledger entry id or ''), a, r (bucket after, strings), fp}.
 
@@ -80,7 +82,20 @@ else
     return { 'NOBUCKET', '{}', '0' }
   end
 end
-if req.op == 'EXPIRE' then
+if req.op == 'CLOSE' then
+  if b.main then
+    return { 'MAIN', '{}', '0' }
+  end
+  if b.t == 0 or now < b.t then
+    -- The end moves to now in Redis and, through the bucket record, in SQL.
+    local meta = cjson.decode(redis.call('HGET', KEYS[2], id))
+    meta.t = now
+    redis.call('HSET', KEYS[2], id, J(meta))
+    b.t = now
+    records[#records + 1] = bucket_meta_record(id, meta)
+  end
+end
+if req.op == 'EXPIRE' or req.op == 'CLOSE' then
   if b.t == 0 or now < b.t then
     return { 'LIVE', '{}', '0' }
   end
