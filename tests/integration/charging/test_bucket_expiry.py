@@ -9,7 +9,7 @@ back is forfeited by a later pass.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -17,9 +17,11 @@ from sqlalchemy import select
 from services.charging.adapters import orm
 from services.charging.bootstrap import ChargingApp
 from services.charging.domain.credit_control import RequestType, ResultCode
+from services.charging.domain.instants import to_ms
 from services.charging.domain.ledger import Direction, EntryKind
 from services.charging.domain.units import TIME, Quantity
 from services.charging.service_layer.commands import Adjust, CloseBucket
+from services.charging.service_layer.ports import JournalEntry
 from services.common.clock import ManualClock
 from services.common.errors import FailedPrecondition
 from tests.integration.charging.support import (
@@ -214,3 +216,33 @@ async def test_a_closed_bucket_stays_closed_after_a_rebuild_from_sql(
     assert live[bundle] == (0, 0)  # rebuilt closed and empty: the grant is money
     assert live["main-EUR"] == (money("0.90").amount, money("0.10").amount)
     assert valid_until_in_sql(app, "closed", bundle) == closed_at
+
+
+async def test_a_replayed_bucket_record_never_moves_the_end_later(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    """The writer may see a bucket's creation record again after its close record (a
+    reconciler's retry): only an earlier end is ever applied."""
+    await new_account(app, "replay", balance="0")
+    created_ends = clock.now() + timedelta(days=30)
+    bundle = await add_bucket(app, "replay", TIME, 300, valid_until=created_ends)
+    await app.handlers.close_bucket(CloseBucket("replay", bundle, "cancelled"))
+    closed_at = clock.now()
+
+    def record(entry_id: str, ends: datetime | None) -> JournalEntry:
+        meta: dict[str, object] = {"u": TIME.key, "p": 100, "o": to_ms(closed_at)}
+        if ends is not None:
+            meta["t"] = to_ms(ends)
+        return JournalEntry(
+            "replay",
+            entry_id,
+            {"k": "B", "id": entry_id, "at": to_ms(closed_at), "b": bundle, "meta": meta},
+        )
+
+    await app.writer.commit([record("replayed-create", created_ends)])
+    assert valid_until_in_sql(app, "replay", bundle) == closed_at
+    await app.writer.commit([record("replayed-without-end", None)])
+    assert valid_until_in_sql(app, "replay", bundle) == closed_at
+    earlier = closed_at - timedelta(seconds=5)
+    await app.writer.commit([record("an-earlier-end", earlier)])
+    assert valid_until_in_sql(app, "replay", bundle) == earlier
