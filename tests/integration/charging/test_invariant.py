@@ -18,7 +18,7 @@ from services.charging.bootstrap import ChargingApp
 from services.charging.domain.accounts import BillingMode
 from services.charging.domain.credit_control import RequestedAction, RequestType
 from services.charging.domain.units import TIME, Quantity, money_unit, service_units
-from services.charging.service_layer.commands import Adjust, TopUp
+from services.charging.service_layer.commands import Adjust, CloseBucket, TopUp
 from services.common.clock import ManualClock
 from tests.integration.charging.support import (
     SMS,
@@ -57,6 +57,9 @@ operation = st.one_of(
         amount,
     ),
     st.tuples(st.just("adjust"), st.integers(-200, 200)),
+    # ADR 0021: an operator ends a bucket now; the maintenance pass forfeits ended ones.
+    st.tuples(st.just("close"), st.integers(0, 5)),
+    st.tuples(st.just("forfeit")),
 )
 
 
@@ -94,6 +97,7 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
         credit_limit="0" if mode is BillingMode.PREPAID else "2.00",
     )
     sessions: dict[int, dict[str, Any]] = {}
+    made: list[str] = []  # the unit buckets, in the order they were made
     serial = next(_accounts)
     for op in operations:
         kind = op[0]
@@ -104,7 +108,7 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
         elif kind == "bucket":
             _, unit, size, priority, shift = op
             now = clock.now()
-            await add_bucket(
+            bucket_id = await add_bucket(
                 app,
                 account,
                 TIME if unit == "time" else service_units("sms"),
@@ -113,6 +117,7 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
                 valid_from=now + timedelta(minutes=shift) if shift > 0 else None,
                 valid_until=now + timedelta(minutes=shift) if shift < 0 else None,
             )
+            made.append(bucket_id)
         elif kind == "initial":
             _, slot, group, want = op
             if slot in sessions and not sessions[slot]["done"]:
@@ -173,6 +178,12 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
                     "property test",
                 )
             )
+        elif kind == "close" and made:
+            await app.handlers.close_bucket(
+                CloseBucket(account, made[op[1] % len(made)], "property test")
+            )
+        elif kind == "forfeit":
+            await app.maintenance.forfeit_expired_once()
         await assert_balanced(app, account)
 
     for session in sessions.values():
@@ -189,3 +200,11 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
             )
     await assert_balanced(app, account)
     assert all(reserved == 0 for _, reserved in (await live_totals(app, account)).values())
+    # Once nothing is held, one pass leaves every ended bucket with nothing to draw.
+    await app.maintenance.forfeit_expired_once()
+    await assert_balanced(app, account)
+    balance = await app.handlers.balance(account)
+    for line in balance.lines:
+        ends = line.bucket.valid_until
+        if ends is not None and ends <= clock.now():
+            assert (line.available <= 0, line.reserved) == (True, 0), line
