@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from reckon.charging.v1 import charging_pb2 as pb
 from services.charging.domain.accounts import (
@@ -41,7 +41,7 @@ from services.charging.domain.units import (
     scaled_money,
     service_units,
 )
-from services.charging.service_layer.commands import BalanceLine, PolicyView
+from services.charging.service_layer.commands import BalanceLine, Credited, PolicyView
 from services.common.errors import Violations
 from services.common.money import Money, MoneyError
 from services.common.proto_convert import (
@@ -400,6 +400,23 @@ def entry_to_proto(entry: LedgerEntry) -> pb.LedgerEntry:
         reason=entry.reason,
         create_time=timestamp_to_proto(entry.created_at),
     )
+
+
+# The answers of the RPCs that change one bucket: the bucket after it, and the entry.
+CreditedResponse = TypeVar(
+    "CreditedResponse",
+    pb.TopUpResponse,
+    pb.AdjustResponse,
+    pb.CloseBucketResponse,
+    pb.RedeemVoucherResponse,
+)
+
+
+def credited_to_proto(response: CreditedResponse, credited: Credited) -> CreditedResponse:
+    response.balance.CopyFrom(balance_to_proto(credited.balance))
+    if credited.entry is not None:
+        response.entry.CopyFrom(entry_to_proto(credited.entry))
+    return response
 
 
 # -- credit control --------------------------------------------------------------------------

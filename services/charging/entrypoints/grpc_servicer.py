@@ -208,10 +208,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         credited = await self._handlers.top_up(
             TopUp(request.account_id, amount, request.bucket_id, request.reference, rid)
         )
-        response = pb.TopUpResponse(balance=cv.balance_to_proto(credited.balance))
-        if credited.entry is not None:
-            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
-        return response
+        return cv.credited_to_proto(pb.TopUpResponse(), credited)
 
     async def Adjust(self, request: pb.AdjustRequest, context: Any) -> pb.AdjustResponse:
         v = Violations()
@@ -227,10 +224,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         credited = await self._handlers.adjust(
             Adjust(request.account_id, request.bucket_id, delta, request.reason, rid)
         )
-        response = pb.AdjustResponse(balance=cv.balance_to_proto(credited.balance))
-        if credited.entry is not None:
-            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
-        return response
+        return cv.credited_to_proto(pb.AdjustResponse(), credited)
 
     async def CloseBucket(
         self, request: pb.CloseBucketRequest, context: Any
@@ -244,10 +238,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         closed = await self._handlers.close_bucket(
             CloseBucket(request.account_id, request.bucket_id, request.reason, rid)
         )
-        response = pb.CloseBucketResponse(balance=cv.balance_to_proto(closed.balance))
-        if closed.entry is not None:
-            response.entry.CopyFrom(cv.entry_to_proto(closed.entry))
-        return response
+        return cv.credited_to_proto(pb.CloseBucketResponse(), closed)
 
     async def CreateVoucherBatch(
         self, request: pb.CreateVoucherBatchRequest, context: Any
@@ -289,10 +280,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         credited = await self._handlers.redeem_voucher(
             RedeemVoucher(request.account_id, request.code, rid)
         )
-        response = pb.RedeemVoucherResponse(balance=cv.balance_to_proto(credited.balance))
-        if credited.entry is not None:
-            response.entry.CopyFrom(cv.entry_to_proto(credited.entry))
-        return response
+        return cv.credited_to_proto(pb.RedeemVoucherResponse(), credited)
 
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: Any

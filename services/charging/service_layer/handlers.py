@@ -821,68 +821,84 @@ class ChargingHandlers:
         return await self._line(command.account_id, str(result.answer["b"]))
 
     async def top_up(self, command: TopUp) -> Credited:
-        digest = fingerprint(command)
-        replayed, _ = await self._replayed("topup", command.account_id, command.request_id, digest)
-        if replayed is not None:
-            return await self._credited(command.account_id, replayed, command.bucket_id)
-        payload = self._credit_payload(
+        return await self._bucket_change(
+            command,
+            command.account_id,
+            command.bucket_id,
             op="TOPUP",
-            bucket_id=command.bucket_id,
+            scope="topup",
             unit=command.amount.unit,
             amount=command.amount.amount,
             kind=EntryKind.TOP_UP,
-            scope="topup",
-            request_id=command.request_id,
-            digest=digest,
+            amount_field="amount",
             reference=command.reference,
         )
-        result = await self._credit(
-            command.account_id, "topup", command.request_id, payload, digest, "amount"
-        )
-        return await self._credited_from(command.account_id, result)
 
     async def adjust(self, command: Adjust) -> Credited:
-        digest = fingerprint(command)
-        replayed, _ = await self._replayed("adjust", command.account_id, command.request_id, digest)
-        if replayed is not None:
-            return await self._credited(command.account_id, replayed, command.bucket_id)
-        payload = self._credit_payload(
+        return await self._bucket_change(
+            command,
+            command.account_id,
+            command.bucket_id,
             op="ADJUST",
-            bucket_id=command.bucket_id,
+            scope="adjust",
             unit=command.delta.unit,
             amount=command.delta.amount,
             kind=EntryKind.ADJUSTMENT,
-            scope="adjust",
-            request_id=command.request_id,
-            digest=digest,
+            amount_field="delta",
             reason=command.reason,
         )
-        result = await self._credit(
-            command.account_id, "adjust", command.request_id, payload, digest, "delta"
-        )
-        return await self._credited_from(command.account_id, result)
 
     async def close_bucket(self, command: CloseBucket) -> Credited:
         """End a bucket now and forfeit what it has available (ADR 0021)."""
-        digest = fingerprint(command)
-        replayed, _ = await self._replayed("close", command.account_id, command.request_id, digest)
-        if replayed is not None:
-            return await self._credited(command.account_id, replayed, command.bucket_id)
-        payload = self._credit_payload(
+        return await self._bucket_change(
+            command,
+            command.account_id,
+            command.bucket_id,
             op="CLOSE",
-            bucket_id=command.bucket_id,
+            scope="close",
             unit=None,  # the amount is what the bucket has available
             amount=0,
             kind=EntryKind.EXPIRY,
-            scope="close",
-            request_id=command.request_id,
-            digest=digest,
+            amount_field="bucket_id",
             reason=command.reason,
         )
-        result = await self._credit(
-            command.account_id, "close", command.request_id, payload, digest, "bucket_id"
+
+    async def _bucket_change(
+        self,
+        command: TopUp | Adjust | CloseBucket,
+        account_id: str,
+        bucket_id: str,
+        *,
+        op: str,
+        scope: str,
+        unit: Unit | None,
+        amount: int,
+        kind: EntryKind,
+        amount_field: str,
+        reference: str = "",
+        reason: str = "",
+    ) -> Credited:
+        """One operator or customer change to one bucket, idempotent by request id."""
+        digest = fingerprint(command)
+        replayed, _ = await self._replayed(scope, account_id, command.request_id, digest)
+        if replayed is not None:
+            return await self._credited(account_id, replayed, bucket_id)
+        payload = self._credit_payload(
+            op=op,
+            bucket_id=bucket_id,
+            unit=unit,
+            amount=amount,
+            kind=kind,
+            scope=scope,
+            request_id=command.request_id,
+            digest=digest,
+            reference=reference,
+            reason=reason,
         )
-        return await self._credited_from(command.account_id, result)
+        result = await self._credit(
+            account_id, scope, command.request_id, payload, digest, amount_field
+        )
+        return await self._credited_from(account_id, result)
 
     async def forfeit_expired(self, bucket: Bucket) -> Forfeited:
         """Debit what an ended bucket still has available, as an EXPIRY ledger entry.
