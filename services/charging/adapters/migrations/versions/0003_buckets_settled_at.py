@@ -24,7 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("buckets", sa.Column("settled_at", UtcDateTime(), nullable=True))
+    op.create_index("ix_buckets_unsettled", "buckets", ["settled_at", "valid_until"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_buckets_unsettled", table_name="buckets")
     op.drop_column("buckets", "settled_at")
