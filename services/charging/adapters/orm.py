@@ -91,6 +91,8 @@ Index("ix_buckets_valid_until", buckets.c.valid_until)
 # The forfeit pass asks for ended buckets not yet settled: without settled_at first it
 # would walk every bucket that ever ended, on every pass.
 Index("ix_buckets_unsettled", buckets.c.settled_at, buckets.c.valid_until)
+# Likewise for the BucketExpired announcements.
+Index("ix_buckets_unannounced", buckets.c.expired_notified_at, buckets.c.valid_until)
 
 ledger_entries = Table(
     "ledger_entries",
