@@ -31,6 +31,8 @@ from services.charging.domain.wallet import (
 from services.charging.service_layer.ports import Snapshot
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+# A factor that takes the amounts into the 10^14s, with no trailing zeros to hide behind.
+SCALE = 1_000_000_000_007
 _ids = itertools.count()
 
 bucket_spec = st.tuples(
@@ -155,6 +157,7 @@ def charge(
     specs=st.lists(bucket_spec, max_size=5),
     first=st.tuples(st.integers(1, 200), st.integers(1, 400)),
     steps=st.lists(step, max_size=4),
+    scale=st.sampled_from([1, SCALE]),
 )
 async def test_lua_and_wallet_agree(
     redis_client: aioredis.Redis,
@@ -164,7 +167,14 @@ async def test_lua_and_wallet_agree(
     specs: list[Any],
     first: tuple[int, int],
     steps: list[Any],
+    scale: int,
 ) -> None:
+    # Every amount times SCALE as well: the scripts must stay exact up to the bounds
+    # (10^15 per request, 2^52 per bucket), far past cjson's 14 digits.
+    limit, main = limit * scale, main * scale
+    specs = [(kind, amount * scale, *rest) for kind, amount, *rest in specs]
+    first = (first[0] * scale, first[1] * scale)
+    steps = [(kind, *(n * scale for n in numbers)) for kind, *numbers in steps]
     store = RedisBalanceStore(redis_client)
     account = f"diff{next(_ids)}"
     wallet, snapshot = build(mode, limit, main, specs)
