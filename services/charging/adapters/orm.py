@@ -86,6 +86,8 @@ buckets = Table(
     Column("expired_notified_at", UtcDateTime, nullable=True),
     # Set once an ended bucket has nothing left, available or reserved (ADR 0021).
     Column("settled_at", UtcDateTime, nullable=True),
+    # The version of the bucket's record last applied (UpdateBucket, CloseBucket).
+    Column("meta_version", BigInteger, nullable=False, server_default="0"),
 )
 Index("ix_buckets_valid_until", buckets.c.valid_until)
 # The forfeit pass asks for ended buckets not yet settled: without settled_at first it

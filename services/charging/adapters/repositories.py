@@ -41,6 +41,7 @@ def bucket_from_row(row: Row[Any]) -> Bucket:
         label=row.label,
         main=bool(row.main),
         created_at=row.created_at,
+        version=int(row.meta_version),
     )
 
 

@@ -48,7 +48,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
-from sqlalchemy import Connection, Engine, Table, or_, update
+from sqlalchemy import Connection, Engine, Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.charging.adapters import orm
@@ -292,6 +292,7 @@ def apply_entries(
                     "label": str(meta.get("label", "")),
                     "main": bool(meta.get("main")),
                     "created_at": from_ms(int(meta["o"])) if meta.get("o") else at,
+                    "meta_version": int(meta.get("v") or 0),
                 }
             )
         elif entry.kind == "C":
@@ -319,16 +320,21 @@ def apply_entries(
         # every batch cost more CPU than the database did (and the GIL with it).
         _executemany(connection.connection, _LEDGER_SQL[sqlite_db], ledger)
     if bucket_rows:
-        # A bucket record is written when a bucket is made and when it is closed
-        # (CloseBucket, ADR 0021). Only the end of validity ever changes, and only
-        # earlier: a replayed creation record never re-opens a closed bucket.
+        # A bucket record is written when a bucket is made and at every change after
+        # (UpdateBucket, CloseBucket: ADR 0021), each with a higher version. Only a
+        # newer version is applied, so a replayed older record never undoes a change.
         insert = _insert(engine, orm.buckets)
-        b = orm.buckets
+        excluded = insert.excluded
         connection.execute(
             insert.on_conflict_do_update(
                 index_elements=["account_id", "bucket_id"],
-                set_={"valid_until": insert.excluded.valid_until},
-                where=or_(b.c.valid_until.is_(None), insert.excluded.valid_until < b.c.valid_until),
+                set_={
+                    "priority": excluded.priority,
+                    "valid_until": excluded.valid_until,
+                    "label": excluded.label,
+                    "meta_version": excluded.meta_version,
+                },
+                where=excluded.meta_version > orm.buckets.c.meta_version,
             ),
             bucket_rows,
         )

@@ -43,6 +43,9 @@ class Bucket:
     label: str = ""
     main: bool = False
     created_at: datetime | None = None
+    # Raised by every change after creation (UpdateBucket, CloseBucket), so SQL applies a
+    # bucket's records in the order they were made, whatever order they arrive in.
+    version: int = 0
 
     def usable_at(self, instant: datetime) -> bool:
         if self.valid_from is not None and instant < self.valid_from:

@@ -402,4 +402,5 @@ def bucket_meta(bucket: Bucket) -> dict[str, object]:
         "main": 1 if bucket.main else 0,
         "o": to_ms(bucket.created_at) if bucket.created_at else 0,
         "label": bucket.label,
+        "v": bucket.version,
     }

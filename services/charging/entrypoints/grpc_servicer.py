@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from google.rpc import status_pb2
@@ -33,6 +34,7 @@ from services.charging.service_layer.commands import (
     RedeemVoucher,
     SetPolicy,
     TopUp,
+    UpdateBucket,
 )
 from services.charging.service_layer.handlers import ChargingHandlers
 from services.common.errors import InvalidArgument, ReckonError, Violations
@@ -48,6 +50,9 @@ from services.common.proto_convert import (
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "reckon.charging.v1.ChargingService"
+# What UpdateBucket may change: the unit, scope and start of a bucket are what it was sold as.
+_UPDATABLE_BUCKET_FIELDS = ("priority", "valid_until", "label")
+_UPDATABLE_TEXT = ", ".join(_UPDATABLE_BUCKET_FIELDS)
 DOMAIN = "reckon.charging"
 
 
@@ -239,6 +244,48 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             CloseBucket(request.account_id, request.bucket_id, request.reason, rid)
         )
         return cv.credited_to_proto(pb.CloseBucketResponse(), closed)
+
+    async def UpdateBucket(
+        self, request: pb.UpdateBucketRequest, context: Any
+    ) -> pb.UpdateBucketResponse:
+        v = Violations()
+        b = request.bucket
+        paths = list(request.update_mask.paths)
+        if not paths:
+            v.add("update_mask", "is required: priority, valid_until or label")
+        for path in paths:
+            if path not in _UPDATABLE_BUCKET_FIELDS:
+                v.add("update_mask", f"{path!r} cannot be changed: only {_UPDATABLE_TEXT}")
+        priority: int | None = None
+        valid_until: datetime | None = None
+        label: str | None = None
+        with v.nested("bucket") as bv:
+            cv.account_id(b.account_id, "account_id", bv)
+            cv.bucket_id(b.bucket_id, "bucket_id", bv, required=True)
+            if "priority" in paths:
+                if not -1_000_000 <= b.priority <= 1_000_000:
+                    bv.add("priority", "must be between -1000000 and 1000000")
+                priority = b.priority
+            if "valid_until" in paths:
+                valid_until = cv.instant_or_none(b, "valid_until")
+                if valid_until is not None and valid_until <= self._handlers.clock.now():
+                    bv.add("valid_until", "must be in the future")
+            if "label" in paths:
+                label = cv.text(b.label, "label", bv, limit=256)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        updated = await self._handlers.update_bucket(
+            UpdateBucket(
+                b.account_id,
+                b.bucket_id,
+                priority=priority,
+                valid_until=valid_until,
+                clear_valid_until="valid_until" in paths and valid_until is None,
+                label=label,
+                request_id=rid,
+            )
+        )
+        return pb.UpdateBucketResponse(balance=cv.balance_to_proto(updated.balance))
 
     async def CreateVoucherBatch(
         self, request: pb.CreateVoucherBatchRequest, context: Any

@@ -69,6 +69,19 @@ class CloseBucket:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateBucket:
+    """Replace a live bucket's priority, end of validity or label (None: unchanged)."""
+
+    account_id: str
+    bucket_id: str
+    priority: int | None = None
+    valid_until: datetime | None = None
+    clear_valid_until: bool = False  # the bucket no longer ends
+    label: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CreateVoucherBatch:
     count: int
     value: Quantity

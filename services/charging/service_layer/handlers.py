@@ -67,6 +67,7 @@ from services.charging.service_layer.commands import (
     RedeemVoucher,
     SetPolicy,
     TopUp,
+    UpdateBucket,
     VoucherBatch,
     fingerprint,
 )
@@ -863,9 +864,33 @@ class ChargingHandlers:
             reason=command.reason,
         )
 
+    async def update_bucket(self, command: UpdateBucket) -> Credited:
+        """Change a live bucket's priority, end or label; no amount moves (ADR 0021)."""
+        changes: dict[str, Any] = {}
+        if command.priority is not None:
+            changes["p"] = command.priority
+        if command.clear_valid_until:
+            changes["t"] = 0
+        elif command.valid_until is not None:
+            changes["t"] = to_ms(command.valid_until)
+        if command.label is not None:
+            changes["label"] = command.label
+        return await self._bucket_change(
+            command,
+            command.account_id,
+            command.bucket_id,
+            op="EDIT",
+            scope="edit",
+            unit=None,
+            amount=0,
+            kind=EntryKind.ADJUSTMENT,  # not used: nothing moves
+            amount_field="bucket",
+            edit=changes,
+        )
+
     async def _bucket_change(
         self,
-        command: TopUp | Adjust | CloseBucket,
+        command: TopUp | Adjust | CloseBucket | UpdateBucket,
         account_id: str,
         bucket_id: str,
         *,
@@ -877,6 +902,7 @@ class ChargingHandlers:
         amount_field: str,
         reference: str = "",
         reason: str = "",
+        edit: dict[str, Any] | None = None,
     ) -> Credited:
         """One operator or customer change to one bucket, idempotent by request id."""
         digest = fingerprint(command)
@@ -895,6 +921,8 @@ class ChargingHandlers:
             reference=reference,
             reason=reason,
         )
+        if edit is not None:
+            payload["edit"] = edit
         result = await self._credit(
             account_id, scope, command.request_id, payload, digest, amount_field
         )
@@ -994,10 +1022,14 @@ class ChargingHandlers:
                 reason="MAIN_BUCKET",
                 metadata={"account_id": account_id, "bucket_id": str(payload["b"])},
             )
+        if result.status == "BADEND":
+            raise InvalidArgument.field(
+                "bucket.valid_until", "must be after now and after the bucket's valid_from"
+            )
         if result.status == "ENDED":
             raise FailedPrecondition(
                 f"bucket {payload['b']!r} of account {account_id} has ended: "
-                "a credit to it could never be used",
+                "it takes no credit and no change",
                 reason="BUCKET_ENDED",
                 metadata={"account_id": account_id, "bucket_id": str(payload["b"])},
             )

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
 from sqlalchemy import func, select
@@ -82,6 +83,14 @@ def close(**fields: Any) -> pb.CloseBucketRequest:
     values: dict[str, Any] = {"account_id": "good", "bucket_id": "main-EUR", "reason": "churn"}
     values.update(fields)
     return pb.CloseBucketRequest(**values)
+
+
+def update(mask: tuple[str, ...] = ("priority",), **fields: Any) -> pb.UpdateBucketRequest:
+    values: dict[str, Any] = {"account_id": "good", "bucket_id": "main-EUR", "priority": 5}
+    values.update(fields)
+    return pb.UpdateBucketRequest(
+        bucket=pb.Bucket(**values), update_mask=FieldMask(paths=list(mask))
+    )
 
 
 def adjust(**fields: Any) -> pb.AdjustRequest:
@@ -209,6 +218,21 @@ CASES: list[tuple[str, Any, grpc.StatusCode, str]] = [
     ("CloseBucket", close(account_id="nobody"), NOT_FOUND, "ACCOUNT_NOT_FOUND"),
     # The main bucket is the credit line: closing it would forfeit the customer's money.
     ("CloseBucket", close(), grpc.StatusCode.FAILED_PRECONDITION, "MAIN_BUCKET"),
+    ("UpdateBucket", update(mask=()), INVALID, "update_mask"),
+    ("UpdateBucket", update(mask=("unit_kind",)), INVALID, "update_mask"),
+    ("UpdateBucket", update(bucket_id=""), INVALID, "bucket.bucket_id"),
+    ("UpdateBucket", update(account_id=""), INVALID, "bucket.account_id"),
+    ("UpdateBucket", update(priority=10**7), INVALID, "bucket.priority"),
+    ("UpdateBucket", update(("label",), label="x" * 300), INVALID, "bucket.label"),
+    (
+        "UpdateBucket",
+        update(("valid_until",), valid_until=Timestamp(seconds=1767225600)),
+        INVALID,
+        "bucket.valid_until",
+    ),
+    ("UpdateBucket", update(bucket_id="nope"), NOT_FOUND, "BUCKET_NOT_FOUND"),
+    ("UpdateBucket", update(account_id="nobody"), NOT_FOUND, "ACCOUNT_NOT_FOUND"),
+    ("UpdateBucket", update(), grpc.StatusCode.FAILED_PRECONDITION, "MAIN_BUCKET"),
     ("Adjust", adjust(reason=""), INVALID, "reason"),
     ("Adjust", adjust(delta=q(money=eur(0))), INVALID, "delta"),
     ("Adjust", adjust(bucket_id=""), INVALID, "bucket_id"),

@@ -20,10 +20,10 @@ from services.charging.domain.credit_control import RequestType, ResultCode
 from services.charging.domain.instants import to_ms
 from services.charging.domain.ledger import Direction, EntryKind
 from services.charging.domain.units import TIME, Quantity
-from services.charging.service_layer.commands import Adjust, CloseBucket
+from services.charging.service_layer.commands import Adjust, CloseBucket, UpdateBucket
 from services.charging.service_layer.ports import JournalEntry
 from services.common.clock import ManualClock
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from tests.integration.charging.support import (
     VOICE,
     add_bucket,
@@ -218,19 +218,19 @@ async def test_a_closed_bucket_stays_closed_after_a_rebuild_from_sql(
     assert valid_until_in_sql(app, "closed", bundle) == closed_at
 
 
-async def test_a_replayed_bucket_record_never_moves_the_end_later(
+async def test_a_replayed_bucket_record_never_undoes_a_later_change(
     app: ChargingApp, clock: ManualClock
 ) -> None:
     """The writer may see a bucket's creation record again after its close record (a
-    reconciler's retry): only an earlier end is ever applied."""
+    reconciler's retry): SQL applies a bucket record only when its version is newer."""
     await new_account(app, "replay", balance="0")
     created_ends = clock.now() + timedelta(days=30)
     bundle = await add_bucket(app, "replay", TIME, 300, valid_until=created_ends)
     await app.handlers.close_bucket(CloseBucket("replay", bundle, "cancelled"))
     closed_at = clock.now()
 
-    def record(entry_id: str, ends: datetime | None) -> JournalEntry:
-        meta: dict[str, object] = {"u": TIME.key, "p": 100, "o": to_ms(closed_at)}
+    def record(entry_id: str, ends: datetime | None, version: int) -> JournalEntry:
+        meta: dict[str, object] = {"u": TIME.key, "p": 100, "o": to_ms(closed_at), "v": version}
         if ends is not None:
             meta["t"] = to_ms(ends)
         return JournalEntry(
@@ -239,10 +239,72 @@ async def test_a_replayed_bucket_record_never_moves_the_end_later(
             {"k": "B", "id": entry_id, "at": to_ms(closed_at), "b": bundle, "meta": meta},
         )
 
-    await app.writer.commit([record("replayed-create", created_ends)])
+    await app.writer.commit([record("replayed-create", created_ends, 0)])
     assert valid_until_in_sql(app, "replay", bundle) == closed_at
-    await app.writer.commit([record("replayed-without-end", None)])
+    await app.writer.commit([record("same-version", None, 1)])
     assert valid_until_in_sql(app, "replay", bundle) == closed_at
     earlier = closed_at - timedelta(seconds=5)
-    await app.writer.commit([record("an-earlier-end", earlier)])
+    await app.writer.commit([record("a-newer-version", earlier, 2)])
     assert valid_until_in_sql(app, "replay", bundle) == earlier
+
+
+async def test_an_operator_edits_a_live_bucket_and_sql_follows(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "edit", balance="1.00")
+    ends = clock.now() + timedelta(hours=1)
+    first = await add_bucket(app, "edit", TIME, 60, priority=10, valid_until=ends)
+    second = await add_bucket(app, "edit", TIME, 60, priority=20, label="old")
+
+    # Priority decides the draw: after the edit the second bucket goes first.
+    command = UpdateBucket("edit", second, priority=5, label="goodwill", request_id="e1")
+    edited = await app.handlers.update_bucket(command)
+    assert (edited.balance.bucket.priority, edited.balance.bucket.label) == (5, "goodwill")
+    assert (await app.handlers.update_bucket(command)).balance == edited.balance  # a retry
+    answer = await send(app, ccr("e", INITIAL, 0, "edit", rg(VOICE, seconds(30))))
+    assert answer.rating_groups[0].granted == seconds(30)
+    live = await live_totals(app, "edit")
+    assert (live[first], live[second]) == ((60, 0), (30, 30))
+
+    # A goodwill extension of the first bucket; then it no longer ends at all.
+    later = ends + timedelta(days=7)
+    extended = await app.handlers.update_bucket(UpdateBucket("edit", first, valid_until=later))
+    assert extended.balance.bucket.valid_until == later
+    assert valid_until_in_sql(app, "edit", first) == later
+    await app.handlers.update_bucket(UpdateBucket("edit", first, clear_valid_until=True))
+    assert valid_until_in_sql(app, "edit", first) is None
+    with app.uow() as uow:
+        row = uow.buckets.get("edit", second)
+    assert row is not None
+    assert (row.priority, row.label, row.version) == (5, "goodwill", 1)
+
+    # The edits survive Redis losing everything: they are in SQL.
+    await app.redis.flushall()
+    await app.store.load()
+    balance = await app.handlers.balance("edit")
+    by_id = {line.bucket.bucket_id: line.bucket for line in balance.lines}
+    assert (by_id[second].priority, by_id[second].label) == (5, "goodwill")
+    assert by_id[first].valid_until is None
+
+
+async def test_ended_and_main_buckets_are_not_edited(app: ChargingApp, clock: ManualClock) -> None:
+    await new_account(app, "noedit", balance="1.00")
+    start = clock.now() + timedelta(hours=2)
+    minutes = await add_bucket(
+        app, "noedit", TIME, 60, valid_from=start, valid_until=start + timedelta(hours=1)
+    )
+    with pytest.raises(InvalidArgument) as bad:
+        await app.handlers.update_bucket(
+            UpdateBucket("noedit", minutes, valid_until=start - timedelta(minutes=1))
+        )
+    assert [v.field for v in bad.value.violations] == ["bucket.valid_until"]
+    with pytest.raises(FailedPrecondition) as main:
+        await app.handlers.update_bucket(UpdateBucket("noedit", "main-EUR", priority=1))
+    assert main.value.reason == "MAIN_BUCKET"
+    clock.advance(timedelta(hours=4))
+    with pytest.raises(FailedPrecondition) as ended:
+        await app.handlers.update_bucket(
+            UpdateBucket("noedit", minutes, valid_until=clock.now() + timedelta(days=1))
+        )
+    assert ended.value.reason == "BUCKET_ENDED"
+    assert valid_until_in_sql(app, "noedit", minutes) == start + timedelta(hours=1)

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.type import money_pb2
 
 from reckon.charging.v1 import charging_pb2 as pb
@@ -443,3 +444,30 @@ async def test_close_bucket_through_the_wire_forfeits_with_an_expiry_entry(
         pb.ENTRY_KIND_BUCKET_GRANT,
         pb.ENTRY_KIND_EXPIRY,
     ]
+
+
+async def test_update_bucket_through_the_wire_changes_only_the_masked_fields(
+    stub: charging_pb2_grpc.ChargingServiceStub,
+) -> None:
+    await prepaid(stub, "up1", 1)
+    made = await stub.CreateBucket(
+        pb.CreateBucketRequest(
+            bucket=pb.Bucket(
+                account_id="up1", unit_kind=pb.UNIT_KIND_TIME, priority=30, label="bundle"
+            ),
+            initial_amount=pb.Quantity(time_seconds=600),
+        )
+    )
+    bucket_id = made.balance.bucket.bucket_id
+    updated = await stub.UpdateBucket(
+        pb.UpdateBucketRequest(
+            bucket=pb.Bucket(
+                account_id="up1", bucket_id=bucket_id, priority=7, label="not applied"
+            ),
+            update_mask=FieldMask(paths=["priority"]),
+        )
+    )
+    assert updated.balance.bucket.priority == 7
+    assert updated.balance.bucket.label == "bundle"
+    assert updated.balance.available.time_seconds == 600
+    assert not updated.balance.bucket.HasField("valid_until")

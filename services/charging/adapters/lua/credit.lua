@@ -1,7 +1,8 @@
 -- credit.lua: one bucket-level change by an operator or a customer, atomically with its
 -- idempotency record (AIP-155): create a bucket (with its initial amount), top up,
--- adjust (signed), credit a redeemed voucher (CHG-5, CHG-8), or forfeit what an expired
--- bucket still has available (EXPIRE, ADR 0021).
+-- adjust (signed), credit a redeemed voucher (CHG-5, CHG-8), forfeit what an expired
+-- bucket still has available (EXPIRE), close a bucket now (CLOSE) or edit its priority,
+-- end or label (EDIT) (ADR 0021).
 --
 -- KEYS[1] account hash          ch:{acct:<id>}:a
 -- KEYS[2] bucket metadata       ch:{acct:<id>}:bm
@@ -11,7 +12,9 @@
 -- ARGV[1] JSON request:
 --   op     CREATE | TOPUP | ADJUST | EXPIRE (u and q are ignored: the amount is the
 --          bucket's available amount, if positive; what sessions hold stays reserved) |
---          CLOSE (the bucket's validity ends now, then as EXPIRE; not a main bucket)
+--          CLOSE (the bucket's validity ends now, then as EXPIRE; not a main bucket) |
+--          EDIT (edit: {p?, t?, label?} replace the bucket's priority, end (0: none) or
+--          label; not a main bucket nor one that has ended; no amount moves)
 --   acct, now, win (s), jd (ms) as in credit_control.lua
 --   b      bucket id ('' for TOPUP of money: the main bucket of the currency, created if absent)
 --   meta   CREATE: the bucket's metadata {u, p, f, t, sv, rg, main, o, label}
@@ -22,9 +25,9 @@
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with
 --   every entry still in the journal) | NOACCOUNT | NOBUCKET | EXISTS (bucket id taken) |
 --   UNIT (the amount's unit is not the bucket's) | TOOBIG (the bucket would pass +-2^52) |
---   LIVE (EXPIRE of a bucket whose validity has not ended) | MAIN (CLOSE of a main
---   bucket) | ENDED (a credit to a bucket
---   whose validity has ended: it could never be drawn, and would be forfeited).
+--   LIVE (EXPIRE of a bucket whose validity has not ended) | MAIN (CLOSE or EDIT of a
+--   main bucket) | BADEND (EDIT to an end not after now and the start) | ENDED (EDIT of,
+--   or a credit to, a bucket whose validity has ended: it could never be drawn).
 -- Answer: {b, e (ledger entry id or ''), a, r (bucket after, strings), fp}.
 
 local req = cjson.decode(ARGV[1])
@@ -82,20 +85,42 @@ else
     return { 'NOBUCKET', '{}', '0' }
   end
 end
-if req.op == 'CLOSE' then
+-- A change of the bucket's metadata: in Redis and, through the bucket record with the
+-- next version, in SQL (which applies only a newer version than it holds).
+local function change_meta(changes)
+  local meta = cjson.decode(redis.call('HGET', KEYS[2], id))
+  for k, v in pairs(changes) do
+    meta[k] = v
+  end
+  meta.v = (meta.v or 0) + 1
+  redis.call('HSET', KEYS[2], id, J(meta))
+  records[#records + 1] = bucket_meta_record(id, meta)
+end
+
+if req.op == 'CLOSE' or req.op == 'EDIT' then
   if b.main then
     return { 'MAIN', '{}', '0' }
   end
+end
+if req.op == 'EDIT' then
+  -- An ended bucket was (or will be) forfeited: it is not brought back.
+  if b.t ~= 0 and b.t <= now then
+    return { 'ENDED', '{}', '0' }
+  end
+  local e = req.edit
+  if e.t ~= nil and e.t ~= 0 and (e.t <= now or (b.f ~= 0 and e.t <= b.f)) then
+    return { 'BADEND', '{}', '0' }
+  end
+  change_meta(e)
+elseif req.op == 'CLOSE' then
   if b.t == 0 or now < b.t then
-    -- The end moves to now in Redis and, through the bucket record, in SQL.
-    local meta = cjson.decode(redis.call('HGET', KEYS[2], id))
-    meta.t = now
-    redis.call('HSET', KEYS[2], id, J(meta))
+    change_meta({ t = now })
     b.t = now
-    records[#records + 1] = bucket_meta_record(id, meta)
   end
 end
-if req.op == 'EXPIRE' or req.op == 'CLOSE' then
+if req.op == 'EDIT' then
+  amount = 0 -- metadata only
+elseif req.op == 'EXPIRE' or req.op == 'CLOSE' then
   if b.t == 0 or now < b.t then
     return { 'LIVE', '{}', '0' }
   end
