@@ -48,7 +48,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
-from sqlalchemy import Connection, Engine, Table, update
+from sqlalchemy import Connection, Engine, Table, case, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.charging.adapters import orm
@@ -323,8 +323,11 @@ def apply_entries(
         # A bucket record is written when a bucket is made and at every change after
         # (UpdateBucket, CloseBucket: ADR 0021), each with a higher version. Only a
         # newer version is applied, so a replayed older record never undoes a change.
+        # A new end is announced again (BucketExpiring/BucketExpired) before and when
+        # it comes; the same end keeps what was already announced.
         insert = _insert(engine, orm.buckets)
-        excluded = insert.excluded
+        excluded, b = insert.excluded, orm.buckets.c
+        same_end = excluded.valid_until == b.valid_until
         connection.execute(
             insert.on_conflict_do_update(
                 index_elements=["account_id", "bucket_id"],
@@ -333,8 +336,10 @@ def apply_entries(
                     "valid_until": excluded.valid_until,
                     "label": excluded.label,
                     "meta_version": excluded.meta_version,
+                    "expiring_notified_at": case((same_end, b.expiring_notified_at), else_=None),
+                    "expired_notified_at": case((same_end, b.expired_notified_at), else_=None),
                 },
-                where=excluded.meta_version > orm.buckets.c.meta_version,
+                where=excluded.meta_version > b.meta_version,
             ),
             bucket_rows,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -207,6 +208,17 @@ def ledger_count(app: ChargingApp, account_id: str) -> int:
                 .where(orm.ledger_entries.c.account_id == account_id)
             ).scalar_one()
         )
+
+
+def outbox_events(app: ChargingApp) -> list[tuple[str, dict[str, object]]]:
+    """(event type, payload) of every event charging published, in order."""
+    with app.engine.connect() as connection:
+        rows = connection.execute(
+            select(orm.kit.outbox.c.event_type, orm.kit.outbox.c.envelope).order_by(
+                orm.kit.outbox.c.seq
+            )
+        ).all()
+    return [(r.event_type, json.loads(r.envelope)["payload"]) for r in rows]
 
 
 async def drain(app: ChargingApp, account_id: str) -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
-from sqlalchemy import select
-
-from services.charging.adapters import orm
 from services.charging.bootstrap import ChargingApp
 from services.charging.domain.accounts import BillingMode
 from services.charging.domain.credit_control import RequestedAction, RequestType, ResultCode
@@ -25,6 +21,7 @@ from tests.integration.charging.support import (
     live_totals,
     money,
     new_account,
+    outbox_events,
     rg,
     seconds,
     send,
@@ -54,16 +51,6 @@ def envelope(
         occurred_at=clock.now(),
         payload=payload,
     )
-
-
-def outbox_events(app: ChargingApp) -> list[tuple[str, dict[str, object]]]:
-    with app.engine.connect() as connection:
-        rows = connection.execute(
-            select(orm.kit.outbox.c.event_type, orm.kit.outbox.c.envelope).order_by(
-                orm.kit.outbox.c.seq
-            )
-        ).all()
-    return [(r.event_type, json.loads(r.envelope)["payload"]) for r in rows]
 
 
 async def test_suspended_accounts_keep_only_free_services(

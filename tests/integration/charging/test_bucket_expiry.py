@@ -32,6 +32,7 @@ from tests.integration.charging.support import (
     live_totals,
     money,
     new_account,
+    outbox_events,
     rg,
     seconds,
     send,
@@ -308,3 +309,20 @@ async def test_ended_and_main_buckets_are_not_edited(app: ChargingApp, clock: Ma
         )
     assert ended.value.reason == "BUCKET_ENDED"
     assert valid_until_in_sql(app, "noedit", minutes) == start + timedelta(hours=1)
+
+
+async def test_an_extended_end_is_announced_again_before_it_comes(
+    app: ChargingApp, clock: ManualClock
+) -> None:
+    await new_account(app, "renew", balance="0")
+    ends = clock.now() + timedelta(hours=10)  # inside the 72 h warning
+    bundle = await add_bucket(app, "renew", TIME, 300, valid_until=ends)
+    app.maintenance.announce_buckets_once()
+    later = ends + timedelta(days=30)
+    await app.handlers.update_bucket(UpdateBucket("renew", bundle, valid_until=later))
+    app.maintenance.announce_buckets_once()  # the new end is a month away: nothing yet
+    clock.advance(timedelta(days=29))
+    app.maintenance.announce_buckets_once()
+    app.maintenance.announce_buckets_once()
+    warnings = [p for t, p in outbox_events(app) if t == "BucketExpiring"]
+    assert [w["valid_until"] for w in warnings] == [ends.isoformat(), later.isoformat()]

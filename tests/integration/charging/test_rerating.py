@@ -21,8 +21,9 @@ from tests.integration.charging.support import (
     live_totals,
     money,
     new_account,
+    outbox_events,
 )
-from tests.integration.charging.test_accounts_and_events import envelope, outbox_events
+from tests.integration.charging.test_accounts_and_events import envelope
 
 PERIOD = (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
 
