@@ -133,7 +133,7 @@ def sample_invoice(
     language: str = "en", template_group: str | None = None, calls: int = 40
 ) -> InvoiceDocument:
     """December's invoice: a plan fee with a loyalty allowance, usage, an add-on, insurance."""
-    details = _calls("2", datetime(2026, 12, 1), calls)
+    details = _calls("2", datetime(2026, 11, 1), calls)
     usage_amount = sum((d.amount for d in details), Decimal(0))
     minutes = sum((d.quantity for d in details), Decimal(0))
     lines = (
