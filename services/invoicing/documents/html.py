@@ -40,7 +40,9 @@ _LOCALES = {"en": "en_GB", "nl": "nl_NL", "es": "es_ES", "ru": "ru_RU", "fr": "f
 
 
 def language_of(document: InvoiceDocument) -> str:
-    return document.language if document.language in LANGUAGES else DEFAULT_LANGUAGE
+    """The printing language: the primary subtag of a BCP-47 tag ("nl-BE" -> "nl")."""
+    primary = document.language.replace("_", "-").split("-")[0].lower()
+    return primary if primary in LANGUAGES else DEFAULT_LANGUAGE
 
 
 @cache

@@ -208,13 +208,26 @@ class InvoiceDocument:
     notes: tuple[str, ...] = ()  # BT-22 invoice notes (BG-1)
     usage_details: tuple[UsageDetail, ...] = ()  # call-by-call attachment rows
     # Presentation only (INV-5): which template set and language print this document.
-    language: str = "en"  # ISO 639-1: en, nl, es, ru, fr (English fallback)
+    language: str = "en"  # BCP-47 tag; printed in en, nl, es, ru or fr (English fallback)
     template_group: str | None = None  # reseller or customer group whose templates apply
     specification: str = field(default=EN16931_SPECIFICATION)  # BT-24 specification identifier
 
     @property
     def is_credit_note(self) -> bool:
         return self.kind is DocumentKind.CREDIT_NOTE
+
+    def currencies(self) -> set[str]:
+        """Every currency an amount of this document is in (renderers require just BT-5)."""
+        amounts: list[Money | None] = [
+            *(line.unit_price for line in self.lines),
+            *(line.net_amount for line in self.lines),
+            *(line.allowance for line in self.lines),
+            *(b.taxable_amount for b in self.vat_breakdown),
+            *(b.tax_amount for b in self.vat_breakdown),
+            *(a.amount for a in self.allowances),
+            *(getattr(self.totals, name) for name in self.totals.__slots__),
+        ]
+        return {self.currency} | {m.currency for m in amounts if m is not None}
 
     def details_of(self, line_id: str) -> tuple[UsageDetail, ...]:
         """The call-by-call rows aggregated into one line, in time order."""

@@ -33,7 +33,13 @@ class RenderedDocument:
     filename: str
 
 
+class MixedCurrencies(ValueError):
+    """An amount is not in the document currency (BT-5): no format can express that."""
+
+
 def render(document: InvoiceDocument, format: DocumentFormat) -> RenderedDocument:
+    if len(currencies := document.currencies()) > 1:
+        raise MixedCurrencies(f"{document.number} mixes currencies {sorted(currencies)}")
     stem = _safe_filename(document.number)
     match format:
         case DocumentFormat.PDF:

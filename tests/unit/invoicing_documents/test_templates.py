@@ -100,3 +100,8 @@ def test_customer_text_is_escaped() -> None:
     html = render_html(replace(sample_invoice(), buyer=buyer))
     assert "<script>alert(1)" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in html
+
+
+def test_a_bcp47_language_tag_picks_its_language() -> None:
+    assert '<html lang="nl">' in render_html(sample_invoice(language="nl-BE"))
+    assert '<html lang="fr">' in render_html(sample_invoice(language="fr_CA"))
