@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -116,6 +117,10 @@ class Formatter:
 
     def percent(self, value: Decimal) -> str:
         return f"{format_decimal(value, locale=self.locale)} %"
+
+    def country(self, code: str) -> str:
+        """The country's name in the document language (BT-55 holds the ISO code)."""
+        return str(Locale.parse(self.locale).territories.get(code.upper(), code))
 
     def date(self, value: date | None) -> str:
         return "" if value is None else format_date(value, format="medium", locale=self.locale)

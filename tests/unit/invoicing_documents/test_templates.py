@@ -105,3 +105,11 @@ def test_customer_text_is_escaped() -> None:
 def test_a_bcp47_language_tag_picks_its_language() -> None:
     assert '<html lang="nl">' in render_html(sample_invoice(language="nl-BE"))
     assert '<html lang="fr">' in render_html(sample_invoice(language="fr_CA"))
+
+
+@pytest.mark.parametrize(
+    ("language", "country"),
+    [("en", "Netherlands"), ("nl", "Nederland"), ("fr", "Pays-Bas"), ("ru", "Нидерланды")],
+)
+def test_the_customers_country_is_named_in_their_language(language: str, country: str) -> None:
+    assert f"<div>{country}</div>" in render_html(sample_invoice(language=language))
