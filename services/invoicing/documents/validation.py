@@ -18,6 +18,7 @@ Operators run ``python -m services.invoicing.documents validate FILE...``.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -159,8 +160,7 @@ def parse_svrl(svrl: str) -> tuple[Finding, ...]:
 class SchematronWorker:
     """A spawned process that holds SaxonC and the compiled EN 16931 rules.
 
-    Not thread-safe: one request at a time over one pipe (tests and the operator
-    command validate sequentially).
+    Requests go one at a time over one pipe; a lock lets threads share a worker.
     """
 
     def __init__(self) -> None:
@@ -171,10 +171,12 @@ class SchematronWorker:
         )
         self._process.start()
         child.close()
+        self._lock = threading.Lock()
 
     def svrl(self, xml: bytes, syntax: Syntax) -> str:
-        self._conn.send((_SCHEMATRONS[syntax], xml))
-        ok, answer = self._conn.recv()
+        with self._lock:
+            self._conn.send((_SCHEMATRONS[syntax], xml))
+            ok, answer = self._conn.recv()
         if not ok:
             raise RuntimeError(f"Schematron worker failed: {answer}")
         return str(answer)
