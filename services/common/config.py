@@ -12,10 +12,16 @@ in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
 relayed events can be re-sent after Redis lost them). Per service, with its prefix (``ACCOUNTS_``):
 ``*_LISTEN`` (host:port to bind), ``*_DATABASE_URL`` and ``*_DATABASE_SCHEMA``.
 Peers are dialled at ``<SERVICE>_ADDR``.
+
+Secrets can come from files, as Docker and Kubernetes mount them: for any variable
+``X`` that is unset, ``X_FILE`` names a file whose content (trailing newline
+stripped) is used instead (``RECKON_SERVICE_TOKEN_FILE=/run/secrets/service-token``).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -111,8 +117,31 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=ServiceSettings)
 
 
+FILE_SUFFIX = "_FILE"
+
+
+def secrets_from_files(environ: MutableMapping[str, str] | None = None) -> None:
+    """Set each unset ``X`` from the file that ``X_FILE`` names (Docker/Kubernetes secrets).
+
+    A named file that cannot be read stops the start with a message naming the variable,
+    rather than a later "is required" that hides the real cause.
+    """
+    env = os.environ if environ is None else environ
+    for name, path in list(env.items()):
+        if not name.endswith(FILE_SUFFIX) or len(name) == len(FILE_SUFFIX):
+            continue
+        target = name[: -len(FILE_SUFFIX)]
+        if env.get(target):
+            continue
+        try:
+            env[target] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Load settings from the environment, turning validation errors into a ConfigError."""
+    secrets_from_files()
     try:
         return cls(**overrides)
     except ValidationError as exc:

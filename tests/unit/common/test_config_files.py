@@ -1,0 +1,31 @@
+"""Secrets from files (``X_FILE``), as Docker secrets and Kubernetes volumes mount them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.config import ConfigError, secrets_from_files
+
+
+def test_unset_variable_is_read_from_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "service-token"
+    secret.write_text("a-token-of-sixteen-or-more\n")
+    env = {"RECKON_SERVICE_TOKEN_FILE": str(secret)}
+    secrets_from_files(env)
+    assert env["RECKON_SERVICE_TOKEN"] == "a-token-of-sixteen-or-more"
+
+
+def test_a_set_variable_wins_over_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "service-token"
+    secret.write_text("from-the-file")
+    env = {"RECKON_SERVICE_TOKEN": "from-the-env", "RECKON_SERVICE_TOKEN_FILE": str(secret)}
+    secrets_from_files(env)
+    assert env["RECKON_SERVICE_TOKEN"] == "from-the-env"
+
+
+def test_an_unreadable_file_names_the_variable(tmp_path: Path) -> None:
+    env = {"DATABASE_URL_FILE": str(tmp_path / "missing")}
+    with pytest.raises(ConfigError, match="DATABASE_URL_FILE: cannot read"):
+        secrets_from_files(env)
