@@ -21,7 +21,7 @@ stripped) is used instead (``RECKON_SERVICE_TOKEN_FILE=/run/secrets/service-toke
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -120,28 +120,41 @@ S = TypeVar("S", bound=ServiceSettings)
 FILE_SUFFIX = "_FILE"
 
 
-def secrets_from_files(environ: MutableMapping[str, str] | None = None) -> None:
-    """Set each unset ``X`` from the file that ``X_FILE`` names (Docker/Kubernetes secrets).
+def secrets_from_files(
+    names: Iterable[str], environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Set each unset variable of ``names`` from the file its ``X_FILE`` names.
 
-    A named file that cannot be read stops the start with a message naming the variable,
-    rather than a later "is required" that hides the real cause.
+    Only the settings' own variables: other programs' ``*_FILE`` variables in the same
+    environment mean something else. A named file that cannot be read stops the start
+    with a message naming the variable, rather than a later "is required".
     """
     env = os.environ if environ is None else environ
-    for name, path in list(env.items()):
-        if not name.endswith(FILE_SUFFIX) or len(name) == len(FILE_SUFFIX):
-            continue
-        target = name[: -len(FILE_SUFFIX)]
-        if env.get(target):
+    for target in names:
+        path = env.get(target + FILE_SUFFIX)
+        if not path or env.get(target):
             continue
         try:
             env[target] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
-            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(
+                f"{target}{FILE_SUFFIX}: cannot read {path}: {exc.strerror}"
+            ) from None
+
+
+def variable_names(cls: type[BaseSettings]) -> list[str]:
+    """The environment variables a settings class reads."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    names = []
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        names.append(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
+    return names
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Load settings from the environment, turning validation errors into a ConfigError."""
-    secrets_from_files()
+    secrets_from_files(variable_names(cls))
     try:
         return cls(**overrides)
     except ValidationError as exc:

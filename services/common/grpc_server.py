@@ -23,10 +23,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.common.errors import ReckonError, Unauthenticated
 from services.common.grpc_errors import to_rpc_status
+from services.common.rpc_metrics import RpcMetricsInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,11 @@ async def create_server(
     domain = f"reckon.{service_name}"
     server = grpc.aio.server(
         interceptors=[
-            aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            # Probes are not traced: a trace every few seconds per pod says nothing.
+            aio_server_interceptor(  # type: ignore[no-untyped-call]
+                filter_=filters.negate(filters.service_prefix("grpc.health.v1"))
+            ),
+            RpcMetricsInterceptor(_wrap_handler),
             ServiceTokenInterceptor(service_token, domain),
             ErrorMappingInterceptor(domain),
         ],
