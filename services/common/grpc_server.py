@@ -28,6 +28,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from services.common.errors import ReckonError, Unauthenticated
 from services.common.grpc_errors import to_rpc_status
 from services.common.rpc_metrics import RpcMetricsInterceptor
+from services.common.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,14 @@ async def create_server(
     service_token: str,
     bindings: Sequence[ServiceBinding],
     options: Sequence[tuple[str, Any]] = (),
+    tls: TlsFiles | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; ``listen`` may use port 0 for a free port."""
+    """Build, bind and start a server; ``listen`` may use port 0 for a free port.
+
+    TLS (mutual with a client CA) when ``tls``, else the ``RECKON_TLS_*`` variables, name
+    a certificate; plaintext otherwise (services/common/tls.py).
+    """
+    tls = tls if tls is not None else TlsFiles.from_env()
     domain = f"reckon.{service_name}"
     server = grpc.aio.server(
         interceptors=[
@@ -226,7 +233,10 @@ async def create_server(
         ],
         server,
     )
-    port = server.add_insecure_port(listen)
+    if tls.serves_tls:
+        port = server.add_secure_port(listen, server_credentials(tls))
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"{service_name} could not bind {listen}")
     await server.start()
