@@ -12,10 +12,16 @@ in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
 relayed events can be re-sent after Redis lost them). Per service, with its prefix (``ACCOUNTS_``):
 ``*_LISTEN`` (host:port to bind), ``*_DATABASE_URL`` and ``*_DATABASE_SCHEMA``.
 Peers are dialled at ``<SERVICE>_ADDR``.
+
+Secrets can come from files, as Docker and Kubernetes mount them: for any variable
+``X`` that is unset, ``X_FILE`` names a file whose content (trailing newline
+stripped) is used instead (``RECKON_SERVICE_TOKEN_FILE=/run/secrets/service-token``).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -111,8 +117,44 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=ServiceSettings)
 
 
+FILE_SUFFIX = "_FILE"
+
+
+def secrets_from_files(
+    names: Iterable[str], environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Set each unset variable of ``names`` from the file its ``X_FILE`` names.
+
+    Only the settings' own variables: other programs' ``*_FILE`` variables in the same
+    environment mean something else. A named file that cannot be read stops the start
+    with a message naming the variable, rather than a later "is required".
+    """
+    env = os.environ if environ is None else environ
+    for target in names:
+        path = env.get(target + FILE_SUFFIX)
+        if not path or env.get(target):
+            continue
+        try:
+            env[target] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{target}{FILE_SUFFIX}: cannot read {path}: {exc.strerror}"
+            ) from None
+
+
+def variable_names(cls: type[BaseSettings]) -> list[str]:
+    """The environment variables a settings class reads."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    names = []
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        names.append(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
+    return names
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Load settings from the environment, turning validation errors into a ConfigError."""
+    secrets_from_files(variable_names(cls))
     try:
         return cls(**overrides)
     except ValidationError as exc:

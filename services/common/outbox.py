@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
+from datetime import UTC, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagate import extract
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import Engine, Row, Table, delete, func, select, update
@@ -86,6 +87,17 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relayed = meter().create_counter(
             "reckon.events.relayed", unit="{event}", description="events moved to streams"
+        )
+        self._relay_lag = meter().create_histogram(
+            "reckon.outbox.relay_lag",
+            unit="s",
+            description="time from an event's commit to its relay onto the stream",
+        )
+        meter().create_observable_gauge(
+            "reckon.outbox.backlog",
+            callbacks=[self._observe_backlog],
+            unit="{event}",
+            description="events committed but not yet relayed",
         )
         self._replayed = meter().create_counter(
             "reckon.events.replayed",
@@ -168,7 +180,27 @@ class OutboxRelay:
         for stream, seq in top.items():
             self._relayed_through[stream] = max(self._relayed_through.get(stream, 0), seq)
         self._relayed.add(len(rows))
+        now = self._clock.now()
+        for row in rows:
+            # SQLite hands back the stored UTC instant without its zone.
+            created = row.created_at
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            self._relay_lag.record(max((now - created).total_seconds(), 0.0))
         return len(rows)
+
+    def _observe_backlog(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Runs on the exporter's thread at each collection (every few seconds at most):
+        # one indexed count, ix_outbox_unrelayed.
+        try:
+            with self._engine.connect() as connection:
+                backlog = connection.execute(
+                    select(func.count()).where(self._outbox.c.relayed_at.is_(None))
+                ).scalar_one()
+        except Exception:  # a metric must never break the exporter
+            log.debug("outbox backlog unavailable", exc_info=True)
+            return
+        yield Observation(int(backlog), {"table": self._outbox.fullname})
 
     async def _requeue_if_redis_lost(self, relayed_through: dict[str, int]) -> None:
         streams = [stream for stream, seq in relayed_through.items() if seq > 0]
@@ -239,6 +271,7 @@ class OutboxRelay:
                         self._outbox.c.event_type,
                         self._outbox.c.stream,
                         self._outbox.c.envelope,
+                        self._outbox.c.created_at,
                     )
                     .where(self._outbox.c.relayed_at.is_(None))
                     .order_by(self._outbox.c.seq)

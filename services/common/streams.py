@@ -17,12 +17,14 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Collection, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagate import extract
 from redis.exceptions import ResponseError
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[EventEnvelope], Awaitable[None]]
 DEAD_LETTER_STREAM = "reckon:events:dead-letter"
+# How often a consumer samples its groups' lag for the consumer_lag gauge.
+LAG_SAMPLE_SECONDS = 15.0
 
 
 class StreamConsumer:
@@ -66,6 +70,21 @@ class StreamConsumer:
         self._failed = meter().create_counter(
             "reckon.events.failed", unit="{event}", description="event handler failures"
         )
+        self._dead_lettered = meter().create_counter(
+            "reckon.events.dead_lettered",
+            unit="{event}",
+            description="events moved to the dead-letter stream, by group and reason",
+        )
+        # Entries of each stream not yet delivered to this group (XINFO GROUPS "lag"),
+        # sampled by the consume loop and read by the exporter.
+        self._lag: dict[str, int] = {}
+        self._next_lag_sample = 0.0
+        meter().create_observable_gauge(
+            "reckon.events.consumer_lag",
+            callbacks=[self._observe_lag],
+            unit="{event}",
+            description="stream entries not yet delivered to the consumer group",
+        )
 
     async def ensure_groups(self) -> None:
         for stream in self._streams:
@@ -98,8 +117,30 @@ class StreamConsumer:
                 log.exception("event consumer %s failed; retrying", self.group)
                 await asyncio.sleep(1)
 
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        for stream, lag in list(self._lag.items()):
+            yield Observation(lag, {"stream": stream, "group": self.group})
+
+    async def sample_lag(self) -> None:
+        """Read each stream's lag for this group (Redis 7+; older servers report none)."""
+        with suppress_instrumentation():
+            for stream in self._streams:
+                try:
+                    groups: Any = await self._redis.xinfo_groups(stream)
+                except ResponseError:  # the stream does not exist yet
+                    continue
+                for info in groups:
+                    name = info.get("name")
+                    name = name.decode() if isinstance(name, bytes) else name
+                    if name == self.group and info.get("lag") is not None:
+                        self._lag[stream] = int(info["lag"])
+
     async def consume_once(self, block_ms: int | None = None) -> int:
         """Handle reclaimed and new messages once; returns how many were handled."""
+        now = time.monotonic()
+        if now >= self._next_lag_sample:
+            self._next_lag_sample = now + LAG_SAMPLE_SECONDS
+            await self.sample_lag()
         count = 0
         for stream in self._streams:
             with suppress_instrumentation():  # idle polls must not start traces
@@ -177,6 +218,7 @@ class StreamConsumer:
     async def _dead_letter(
         self, stream: Any, message_id: Any, fields: dict[Any, Any], reason: str
     ) -> None:
+        self._dead_lettered.add(1, {"group": self.group, "stream": str(stream)})
         await self._redis.xadd(
             DEAD_LETTER_STREAM,
             {

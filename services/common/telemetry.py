@@ -2,7 +2,11 @@
 
 Configured by the standard variables: ``OTEL_SDK_DISABLED``, ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
-(``otlp``, ``console`` or ``none``) and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (OTLP/gRPC).
+(``otlp``, ``console`` or ``none``; metrics also ``prometheus``), ``OTEL_EXPORTER_OTLP_ENDPOINT``
+and ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default, or ``http/protobuf``; per signal
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_PROTOCOL``). With the ``prometheus``
+metrics exporter a scrape endpoint listens on ``OTEL_EXPORTER_PROMETHEUS_HOST``:
+``OTEL_EXPORTER_PROMETHEUS_PORT`` (default 127.0.0.1:9464).
 Unlike the SDK's auto-configuration, the exporter defaults to ``none`` when no
 endpoint is set, so a service run on a laptop does not log export failures
 every few seconds. gRPC server and client spans come from the interceptors in
@@ -61,8 +65,31 @@ def _exporter_choice(kind: str) -> str:
     return "otlp" if endpoint else "none"
 
 
+def _otlp_protocol(kind: str) -> str:
+    """``grpc`` or ``http/protobuf``: the signal's own variable, else the general one."""
+    protocol = (
+        (
+            os.environ.get(f"OTEL_EXPORTER_OTLP_{kind}_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "grpc"
+        )
+        .strip()
+        .lower()
+    )
+    if protocol not in {"grpc", "http/protobuf"}:
+        log.warning("OTLP protocol %r is not supported; using grpc", protocol)
+        return "grpc"
+    return protocol
+
+
 def _span_exporter(choice: str) -> SpanExporter | None:
     if choice == "otlp":
+        if _otlp_protocol("TRACES") == "http/protobuf":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpSpanExporter,
+            )
+
+            return HttpSpanExporter()
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
@@ -73,12 +100,32 @@ def _span_exporter(choice: str) -> SpanExporter | None:
 
 def _metric_reader(choice: str) -> MetricReader | None:
     if choice == "otlp":
+        if _otlp_protocol("METRICS") == "http/protobuf":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HttpMetricExporter,
+            )
+
+            return PeriodicExportingMetricReader(HttpMetricExporter())
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return PeriodicExportingMetricReader(OTLPMetricExporter())
+    if choice == "prometheus":
+        return _prometheus_reader()
     if choice == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter())
     return None
+
+
+def _prometheus_reader() -> MetricReader:
+    """A reader that Prometheus scrapes, with its HTTP endpoint started in this process."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+    start_http_server(port, addr=host)
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+    return PrometheusMetricReader()
 
 
 def setup_telemetry(service_name: str) -> Telemetry:

@@ -493,3 +493,34 @@ async def test_relayed_rows_are_replayable_within_the_retention_then_pruned(
     assert await relay.relay_once() == 3
     assert await names_in_stream(redis_client) == list("xyz")  # only those re-sent...
     assert outbox_count(engine) == 3  # ...and a..c pruned
+
+
+async def test_backlog_and_consumer_lag_are_observed(
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    stream = stream_for("tally")
+    await redis_client.delete(stream)
+    for name in ("l1", "l2", "l3"):
+        with unit_of_work(engine, clock) as uow:
+            uow.publish(Counted(name))
+            uow.commit()
+    backlog = [o.value for o in relay._observe_backlog(None)]  # type: ignore[arg-type]
+    assert backlog == [3]
+    await relay.relay_once()
+    assert [o.value for o in relay._observe_backlog(None)] == [0]  # type: ignore[arg-type]
+
+    async def accept(envelope: EventEnvelope) -> None:
+        return None
+
+    consumer = StreamConsumer(redis_client, group="lagging", streams=[stream], handler=accept)
+    await consumer.ensure_groups()
+    await redis_client.xgroup_setid(stream, "lagging", "0")
+    await consumer.sample_lag()
+    lags = {o.attributes["stream"]: o.value for o in consumer._observe_lag(None)}  # type: ignore[arg-type,index]
+    assert lags == {stream: 3}
+    await consumer.consume_once(block_ms=50)
+    await consumer.sample_lag()
+    lags = {o.attributes["stream"]: o.value for o in consumer._observe_lag(None)}  # type: ignore[arg-type,index]
+    assert lags == {stream: 0}
