@@ -25,16 +25,18 @@ RPC and concurrent unary calls share round trips, which is most of the cost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import re
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -126,10 +128,55 @@ _Pending = tuple[Script | None, Sequence[str], Sequence[str | bytes], "asyncio.F
 def _unavailable(exc: Exception) -> Exception:
     """Redis restarting (refused, reset, LOADING its data) is no fault of the request:
     UNAVAILABLE tells the caller to retry with the same request number, which the
-    stored answer makes safe even if the script ran. Other errors pass unchanged."""
+    stored answer makes safe even if the script ran. Other errors pass unchanged.
+
+    The one mapping of a lost Redis: the script pipeline applies it to every reply, and
+    ``_redis_loss_is_unavailable`` to every public method of the store (ADR 0034)."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return BalanceStoreUnavailable(f"balance store unreachable ({exc}); retry")
     return exc
+
+
+_C = TypeVar("_C", bound=type)
+# Called by the process as it starts or stops, never for a request: a Redis missing at start
+# is reported as what it is (``entrypoints/main.py`` names the dependency).
+_AT_START: Final = frozenset({"load", "check_eviction", "aclose"})
+
+
+def _redis_loss_is_unavailable(cls: _C) -> _C:
+    """Wrap every public coroutine (and async generator) method of a store class so that a
+    lost Redis leaves it as ``BalanceStoreUnavailable``, whichever read or write path
+    (script, pipeline of plain reads, TIME, SCAN) met it: no RPC answers INTERNAL for it."""
+
+    def coroutine(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def mapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise _unavailable(exc) from exc
+
+        return mapped
+
+    def generator(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        @functools.wraps(method)
+        async def mapped(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in method(*args, **kwargs):
+                    yield item
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise _unavailable(exc) from exc
+
+        return mapped
+
+    for name, value in list(vars(cls).items()):
+        if name.startswith("_") or name in _AT_START or not callable(value):
+            continue
+        if inspect.iscoroutinefunction(value):
+            setattr(cls, name, coroutine(value))
+        elif inspect.isasyncgenfunction(value):
+            setattr(cls, name, generator(value))
+    return cls
 
 
 class ScriptPipeline:
@@ -354,6 +401,7 @@ class BalanceStoreUnavailable(Unavailable):
     default_reason = "BALANCE_STORE_UNAVAILABLE"
 
 
+@_redis_loss_is_unavailable
 class RedisBalanceStore:
     """``BalanceStore`` on Redis; works with ``redis.asyncio.Redis`` and ``RedisCluster``."""
 
