@@ -68,6 +68,7 @@ _ACCOUNT_SCRIPTS: Final = (
     "sweep",
     "restore",
     "restore_sessions",
+    "release",
 )
 _INDEX_SCRIPTS: Final = ("touch", "claim", "settle")
 _ACCOUNT_KEY: Final = re.compile(r"^ch:\{acct:(.+)\}:[xj]$")
@@ -488,7 +489,8 @@ class RedisBalanceStore:
         self, account_id: str, session_id: str, request: dict[str, Any]
     ) -> ScriptResult:
         a, bm, bv, p = self._account_keys(account_id)
-        keys = [a, bm, bv, f"{p}s:{session_id}", p + "x", p + "j"]
+        session = f"{p}s:{session_id}"
+        keys = [a, bm, bv, session, p + "x", p + "j", session + ":h"]
         raw = await self._run("credit_control", keys, [dumps_bytes(request)])
         return _result(account_id, raw)
 
@@ -515,6 +517,14 @@ class RedisBalanceStore:
         a, bm, bv, p = self._account_keys(account_id)
         keys = [a, bm, bv, f"{p}q:policy:{request_id}", p + "j"]
         raw = await self._run("account", keys, [dumps_bytes(request)])
+        return _result(account_id, raw)
+
+    async def release(
+        self, account_id: str, session_id: str, request_id: str, request: dict[str, Any]
+    ) -> ScriptResult:
+        a, bm, bv, p = self._account_keys(account_id)
+        keys = [a, bm, bv, f"{p}s:{session_id}", p + "x", p + "j", f"{p}q:release:{request_id}"]
+        raw = await self._run("release", keys, [dumps_bytes(request)])
         return _result(account_id, raw)
 
     async def sweep(self, account_id: str, request: dict[str, Any]) -> SweepResult:
@@ -633,6 +643,22 @@ class RedisBalanceStore:
     async def read_session(self, account_id: str, session_id: str) -> dict[str, str]:
         raw = await self.client.hgetall(f"{prefix(account_id)}s:{session_id}")
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def read_sessions(
+        self, account_id: str, session_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        if not session_ids:
+            return {}
+        p = prefix(account_id)
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.hgetall(f"{p}s:{session_id}")
+        replies = await pipe.execute()
+        return {
+            session_id: {_text(k): _text(v) for k, v in raw.items()}
+            for session_id, raw in zip(session_ids, replies, strict=True)
+            if raw
+        }
 
     async def session_fields(
         self, account_id: str, session_id: str, names: Sequence[str]

@@ -308,6 +308,23 @@ class SqlLedgerRepository:
         ).first()
         return entry_from_row(row) if row else None
 
+    def open_sessions(self, account_id: str, since: datetime, after: str, limit: int) -> list[str]:
+        """Ids of the sessions whose last answer left them open, answered since ``since``,
+        after ``after`` in id order (ADR 0035)."""
+        s = orm.cc_sessions
+        rows = self._session.execute(
+            select(s.c.session_id)
+            .where(
+                s.c.account_id == account_id,
+                s.c.state == "O",
+                s.c.updated_at >= since,
+                s.c.session_id > after,
+            )
+            .order_by(s.c.session_id)
+            .limit(limit)
+        ).all()
+        return [str(r.session_id) for r in rows]
+
     def recent_sessions(self, account_id: str, since: datetime) -> list[dict[str, Any]]:
         s = orm.cc_sessions
         rows = self._session.execute(

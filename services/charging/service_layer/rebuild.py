@@ -74,6 +74,11 @@ class AccountLoader:
             description="accounts restored from the SQL ledger",
         )
 
+    @property
+    def lookback_seconds(self) -> int:
+        """How far back a session may have answered and still be live (or held)."""
+        return self._lookback_s
+
     def snapshot(self, account_id: str) -> Snapshot | None:
         since = self._clock.now() - timedelta(seconds=self._lookback_s)
         with self._uow_factory() as uow:

@@ -92,6 +92,10 @@ class LedgerRepository(Protocol):
 
     def recent_sessions(self, account_id: str, since: datetime) -> list[dict[str, Any]]: ...
 
+    def open_sessions(
+        self, account_id: str, since: datetime, after: str, limit: int
+    ) -> list[str]: ...
+
 
 class VoucherRepository(Protocol):
     def add_batch(

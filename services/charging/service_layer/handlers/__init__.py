@@ -12,6 +12,7 @@ one set of ports (``base.HandlersBase``). Each module is one use case:
 - ``events``: EVENT requests (direct debits, refunds, price enquiries);
 - ``buckets``: balances and buckets (create, top up, adjust, close, edit, forfeit);
 - ``vouchers``: voucher batches and redemptions;
+- ``sessions``: reading, listing and releasing credit-control sessions (ADR 0035);
 - ``policies``: account policies and the rating-group catalog;
 - ``ledger``: ledger pages.
 
@@ -24,10 +25,11 @@ from services.charging.service_layer.handlers.base import Options, ledger_entry_
 from services.charging.service_layer.handlers.credit_control import CreditControl
 from services.charging.service_layer.handlers.ledger import LedgerQueries
 from services.charging.service_layer.handlers.policies import Policies
+from services.charging.service_layer.handlers.sessions import Sessions
 from services.charging.service_layer.handlers.vouchers import Vouchers
 
 
-class ChargingHandlers(CreditControl, Vouchers, Policies, LedgerQueries):
+class ChargingHandlers(CreditControl, Sessions, Vouchers, Policies, LedgerQueries):
     """Every use case of charging over one store, ledger writer, pricing and clock."""
 
 

@@ -39,7 +39,7 @@ from services.charging.service_layer.handlers.positions import (
     cumulative,
     positions_of,
 )
-from services.charging.service_layer.handlers.quoting import Group
+from services.charging.service_layer.handlers.quoting import Group, foreign_currency
 from services.charging.service_layer.ports import (
     NotPriced,
     ScriptResult,
@@ -85,6 +85,8 @@ class CreditControl(Events):
                 request.account_id,
                 partial(self.store.credit_control, request.account_id, request.session_id, payload),
             )
+            if result.status == "CURRENCY":
+                raise foreign_currency(request, groups, result)
             if result.status != "STALE":
                 if priced:
                     self._remember(request, result, start_ms)
@@ -158,7 +160,8 @@ class CreditControl(Events):
                 request.request_type,
                 ResultCode.OUT_OF_ORDER,
             )
-        if result.status == "CLOSED":
+        if result.status in ("CLOSED", "NOSESSION"):
+            # Terminated, or never opened (RFC 4006: DIAMETER_UNKNOWN_SESSION_ID, ADR 0035).
             return CreditControlAnswer(
                 request.session_id,
                 request.request_number,

@@ -18,7 +18,7 @@ from services.charging.domain.units import (
     unscaled_money,
 )
 from services.charging.service_layer.handlers.base import _RESULTS
-from services.charging.service_layer.handlers.quoting import Group, Quoting
+from services.charging.service_layer.handlers.quoting import Group, Quoting, foreign_currency
 
 
 class Events(Quoting):
@@ -45,6 +45,8 @@ class Events(Quoting):
             request.account_id,
             lambda: self.store.event(request.account_id, f"s:{request.session_id}", payload),
         )
+        if result.status == "CURRENCY":
+            raise foreign_currency(request, groups, result)
         await self._durable(request.account_id, result)
         if result.status == "OOO":
             return CreditControlAnswer(

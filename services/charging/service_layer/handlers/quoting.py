@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,7 @@ from services.charging.service_layer.handlers.positions import (
     Position,
     cumulative,
 )
-from services.charging.service_layer.ports import NotPriced
+from services.charging.service_layer.ports import NotPriced, ScriptResult
 from services.common.errors import InvalidArgument
 from services.common.money import Money
 
@@ -214,3 +214,20 @@ class Quoting(HandlersBase):
         if amount > MAX_QUANTITY:
             raise InvalidArgument.field(field, f"costs {price}: more than any balance can hold")
         return amount, price.currency
+
+
+def foreign_currency(
+    request: CreditControlRequest, groups: Sequence[Group], result: ScriptResult
+) -> InvalidArgument:
+    """A script's CURRENCY answer as the bad input it is: money asked for in a currency the
+    account holds no bucket of is no lack of credit (ADR 0035)."""
+    index = int(result.answer.get("i", 0))
+    group = groups[index] if index < len(groups) else None
+    rg = group.request if group is not None else None
+    name = "requested_units" if rg is None or rg.requested is not None else "used_units"
+    quantity = (rg.requested or rg.used) if rg is not None else None
+    currency = quantity.unit.code if quantity is not None else "that currency"
+    return InvalidArgument.field(
+        f"multiple_services[{index}].{name}",
+        f"account {request.account_id} holds no {currency} (no bucket in that currency)",
+    )
