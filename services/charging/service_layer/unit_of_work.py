@@ -97,6 +97,24 @@ class LedgerRepository(Protocol):
     ) -> list[str]: ...
 
 
+class CheckpointRepository(Protocol):
+    """Balance checkpoints (ADR 0036)."""
+
+    def cursor(self) -> tuple[int, int, datetime | None]: ...
+
+    def save_cursor(
+        self, was: int, scanned: int, candidate: int, candidate_at: datetime | None
+    ) -> bool: ...
+
+    def latest_seq(self) -> int: ...
+
+    def counts(self, after_seq: int, through_seq: int) -> dict[str, int]: ...
+
+    def add_pending(self, counts: dict[str, int], threshold: int) -> list[str]: ...
+
+    def checkpoint(self, account_id: str, through_seq: int, now: datetime) -> bool: ...
+
+
 class VoucherRepository(Protocol):
     def add_batch(
         self,
@@ -129,5 +147,6 @@ class ChargingUnitOfWork(UnitOfWork):
     accounts: AccountRepository
     buckets: BucketRepository
     ledger: LedgerRepository
+    checkpoints: CheckpointRepository
     vouchers: VoucherRepository
     services: ServiceRepository
