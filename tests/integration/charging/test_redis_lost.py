@@ -173,6 +173,17 @@ def _calls(stub: Stub, bucket_id: str, code: str) -> dict[str, Callable[[], Awai
                 update_mask=FieldMask(paths=["priority"]),
             )
         ),
+        "GetCreditControlSession": lambda: stub.GetCreditControlSession(
+            pb.GetCreditControlSessionRequest(account_id=account, session_id="open-1")
+        ),
+        "ListCreditControlSessions": lambda: stub.ListCreditControlSessions(
+            pb.ListCreditControlSessionsRequest(account_id=account)
+        ),
+        "ReleaseCreditControlSession": lambda: stub.ReleaseCreditControlSession(
+            pb.ReleaseCreditControlSessionRequest(
+                account_id=account, session_id="open-1", reason="stuck", request_id="rel-1"
+            )
+        ),
         "RedeemVoucher": lambda: stub.RedeemVoucher(
             pb.RedeemVoucherRequest(account_id=account, code=code, request_id="v1")
         ),
