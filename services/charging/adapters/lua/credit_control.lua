@@ -233,7 +233,7 @@ local function settle_used(r, res)
       consume(by_id, res.al, 0, r.g, 'USAGE')
     end
     if x > 0 then
-      -- No reservation (resumed or swept session): the class a reservation would use.
+      -- No reservation (a swept or released session, or a rebuilt one): the class a reservation would use.
       if total_headroom(acct, ulist) > 0 or r.c < 0 then
         ans.un = charge(acct, ulist, x, r.g, 'USAGE', true, nil)
         ans.cu = x - ans.un
