@@ -432,14 +432,15 @@ async def redis_floor(redis_url: str, settings: Settings) -> RunResult:
 
     def keys(account: str, session: str) -> list[str]:
         p = prefix(account)
-        return [p + "a", p + "bm", p + "bv", f"{p}s:{session}", p + "x", p + "j"]
+        s = f"{p}s:{session}"
+        return [p + "a", p + "bm", p + "bv", s, p + "x", p + "j", s + ":h"]
 
     owners = {f"floor-{i}": accounts[i % len(accounts)] for i in range(sessions)}
     numbers = dict.fromkeys(owners, 0)
     pipe = client.pipeline(transaction=False)
     for session, account in owners.items():
         pipe.execute_command(
-            "EVALSHA", script.sha, 6, *keys(account, session), payload(session, 0, account)
+            "EVALSHA", script.sha, 7, *keys(account, session), payload(session, 0, account)
         )
     await pipe.execute()
     result = RunResult("floor")
@@ -458,7 +459,7 @@ async def redis_floor(redis_url: str, settings: Settings) -> RunResult:
                 batch.execute_command(
                     "EVALSHA",
                     script.sha,
-                    6,
+                    7,
                     *keys(account, session),
                     payload(session, numbers[session], account),
                 )

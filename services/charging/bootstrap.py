@@ -241,6 +241,9 @@ def bootstrap(
         catalog,
         clock,
         warning=timedelta(hours=settings.bucket_expiry_warning_hours),
+        checkpoint_entries=settings.checkpoint_entries,
+        # The fence already bounds how long a ledger transaction can still commit.
+        settle_delay=timedelta(milliseconds=settings.rebuild_fence_ms),
     )
     usage = UsageConsumer(
         handlers,

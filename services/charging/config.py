@@ -63,6 +63,8 @@ class ChargingSettings(ServiceSettings):
 
     bucket_expiry_warning_hours: int = Field(default=72, ge=0)
     maintenance_interval_seconds: float = Field(default=30.0, gt=0)
+    # A balance checkpoint after this many ledger entries of an account (ADR 0036).
+    checkpoint_entries: int = Field(default=10_000, ge=1)
 
     voucher_secret: SecretStr | None = None
     tariffs: str = ""

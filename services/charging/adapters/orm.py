@@ -13,6 +13,10 @@ rather than mapped classes: an idempotent bulk insert is the whole point.
 - ``ledger_entries``: every committed debit and credit (CHG-9);
 - ``cc_sessions``: the last answered request of every recent session,
   so idempotency survives a Redis loss;
+- ``ledger_checkpoints``: a balance per account and bucket through a ledger seq, so a
+  balance is the checkpoint plus the entries after it (ADR 0036);
+  ``ledger_checkpoint_pending`` (entries since, per account) and
+  ``ledger_checkpoint_cursor`` (how far the checkpoint pass has read);
 - ``vouchers`` / ``voucher_batches``; ``service_definitions`` (rating groups);
 - the kit's ``outbox``, ``processed_events`` and ``idempotency_keys``.
 
@@ -132,6 +136,34 @@ cc_sessions = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 Index("ix_cc_sessions_recent", cc_sessions.c.account_id, cc_sessions.c.updated_at)
+
+# ADR 0036: a bucket's balance = amount + its ledger entries with seq > through_seq. All rows
+# of an account carry the same through_seq (written together, read in one statement).
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("bucket_id", String(80), primary_key=True),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+ledger_checkpoint_pending = Table(
+    "ledger_checkpoint_pending",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("entries", BigInteger, nullable=False),
+)
+ledger_checkpoint_cursor = Table(
+    "ledger_checkpoint_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("scanned_seq", BigInteger, nullable=False),
+    # A seq seen at candidate_at: once every transaction open then has ended, entries up to
+    # it are all committed (or never will be) and a checkpoint may cover them.
+    Column("candidate_seq", BigInteger, nullable=False),
+    Column("candidate_at", UtcDateTime, nullable=True),
+)
 
 voucher_batches = Table(
     "voucher_batches",

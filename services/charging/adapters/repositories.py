@@ -11,6 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from services.charging.adapters import orm
+from services.charging.adapters.checkpoints import SqlCheckpointRepository
 from services.charging.domain.accounts import (
     AccountPolicy,
     AccountState,
@@ -270,16 +271,33 @@ class SqlLedgerRepository:
         return entry_from_row(row) if row else None
 
     def balances(self, account_id: str) -> dict[str, int]:
+        """Credits minus debits per bucket: the account's checkpoint plus the entries after
+        it (ADR 0036), so the rows read are bounded however old the account is."""
+        checkpoint = orm.ledger_checkpoints
+        rows = self._session.execute(
+            select(checkpoint.c.bucket_id, checkpoint.c.amount, checkpoint.c.through_seq).where(
+                checkpoint.c.account_id == account_id
+            )
+        ).all()
+        through = max((int(r.through_seq) for r in rows), default=0)
+        totals = {str(r.bucket_id): int(r.amount) for r in rows}
+        for bucket_id, total in self.sums(account_id, through, None).items():
+            totals[bucket_id] = totals.get(bucket_id, 0) + total
+        return totals
+
+    def sums(self, account_id: str, after_seq: int, through_seq: int | None) -> dict[str, int]:
+        """Credits minus debits per bucket of the entries in (after_seq, through_seq]."""
         entries = orm.ledger_entries
         signed = case(
             (entries.c.direction == Direction.CREDIT.value, entries.c.amount),
             else_=-entries.c.amount,
         )
-        rows = self._session.execute(
-            select(entries.c.bucket_id, func.sum(signed))
-            .where(entries.c.account_id == account_id)
-            .group_by(entries.c.bucket_id)
-        ).all()
+        query = select(entries.c.bucket_id, func.sum(signed)).where(
+            entries.c.account_id == account_id, entries.c.seq > after_seq
+        )
+        if through_seq is not None:
+            query = query.where(entries.c.seq <= through_seq)
+        rows = self._session.execute(query.group_by(entries.c.bucket_id)).all()
         # PostgreSQL sums bigints as numeric: int() keeps them exact.
         return {bucket_id: int(total) for bucket_id, total in rows}
 
@@ -307,6 +325,23 @@ class SqlLedgerRepository:
             .limit(1)
         ).first()
         return entry_from_row(row) if row else None
+
+    def open_sessions(self, account_id: str, since: datetime, after: str, limit: int) -> list[str]:
+        """Ids of the sessions whose last answer left them open, answered since ``since``,
+        after ``after`` in id order (ADR 0035)."""
+        s = orm.cc_sessions
+        rows = self._session.execute(
+            select(s.c.session_id)
+            .where(
+                s.c.account_id == account_id,
+                s.c.state == "O",
+                s.c.updated_at >= since,
+                s.c.session_id > after,
+            )
+            .order_by(s.c.session_id)
+            .limit(limit)
+        ).all()
+        return [str(r.session_id) for r in rows]
 
     def recent_sessions(self, account_id: str, since: datetime) -> list[dict[str, Any]]:
         s = orm.cc_sessions
@@ -456,6 +491,7 @@ class SqlChargingUnitOfWork(SqlUnitOfWork, ChargingUnitOfWork):
         self.accounts = SqlAccountRepository(session)
         self.buckets = SqlBucketRepository(session)
         self.ledger = SqlLedgerRepository(session)
+        self.checkpoints = SqlCheckpointRepository(session, self.ledger)
         self.vouchers = SqlVoucherRepository(session)
         self.services = SqlServiceRepository(session)
 

@@ -115,7 +115,10 @@ _SESSIONS_SQL = _statements(
     "last_request_number = excluded.last_request_number, state = excluded.state, "
     "request_type = excluded.request_type, answer = excluded.answer, "
     "updated_at = excluded.updated_at "
-    "WHERE cc_sessions.last_request_number < excluded.last_request_number"
+    "WHERE cc_sessions.last_request_number < excluded.last_request_number "
+    # An operator's release (ADR 0035) records the same last request, released.
+    "OR (cc_sessions.last_request_number = excluded.last_request_number "
+    "AND excluded.state = 'X')"
 )
 
 
@@ -233,7 +236,13 @@ def _session_row(
     """The session's latest answered request (a batch may hold several of one session)."""
     key = (entry.account_id, str(r["s"]))
     number = int(r["n"])
-    if key not in sessions or sessions[key][2] < number:
+    if (
+        key not in sessions
+        or sessions[key][2] < number
+        or (
+            sessions[key][2] == number and str(r["st"]) == "X"  # released (ADR 0035)
+        )
+    ):
         sessions[key] = (
             entry.account_id,
             key[1],

@@ -15,20 +15,23 @@ for what a request does to a session are here (``classify``) and mirrored by
 session / request      outcome
 =====================  ============================================================
 same number as last    REPLAY: the first answer again, nothing changes (CHG-2)
-older number           OUT_OF_ORDER: nothing changes
-none, INITIAL          OPEN: a new session
-none, UPDATE/TERMINATE RESUME: the store lost it (Redis rebuilt) or never had it:
-                       used units are debited, an UPDATE reserves again
+older number answered  REPLAY: that request's answer, while the session lives
+older number, never    OUT_OF_ORDER: nothing changes
+none, INITIAL          OPEN: a new session (its request number must be 0)
+none, UPDATE/TERMINATE UNKNOWN (DIAMETER_UNKNOWN_SESSION_ID 5002): never opened, or
+                       forgotten; nothing changes (RFC 4006 stricter, ADR 0035). A
+                       session Redis lost is restored by the rebuild (ADR 0020)
 open                   APPLY
 closed by TERMINATE    CLOSED (UNKNOWN_SESSION_ID), nothing changes
 swept (Tcc expired)    LATE: used units are still debited (CHG-4); an UPDATE gets
-                       UNKNOWN_SESSION_ID and no new grant; TERMINATE succeeds
-INITIAL on a session   OUT_OF_ORDER
+or released            UNKNOWN_SESSION_ID and no new grant; TERMINATE succeeds
+INITIAL on a session   OUT_OF_ORDER (a retransmitted INITIAL is an older number: REPLAY)
 =====================  ============================================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
@@ -77,7 +80,7 @@ class Disposition(StrEnum):
     APPLY = "apply"
     REPLAY = "replay"
     OUT_OF_ORDER = "out_of_order"
-    RESUME = "resume"
+    UNKNOWN = "unknown"
     CLOSED = "closed"
     LATE = "late"
 
@@ -87,13 +90,17 @@ def classify(
     request_number: int,
     state: SessionState | None,
     last_number: int | None,
+    answered: Collection[int] = (),
 ) -> Disposition:
-    """What a request does to its session (see the module docstring's table)."""
+    """What a request does to its session (see the module docstring's table);
+    ``answered``: the request numbers of the session whose answers are still kept."""
     if state is None or last_number is None:
-        return Disposition.OPEN if request_type is RequestType.INITIAL else Disposition.RESUME
+        return Disposition.OPEN if request_type is RequestType.INITIAL else Disposition.UNKNOWN
     if request_number == last_number:
         return Disposition.REPLAY
-    if request_number < last_number or request_type is RequestType.INITIAL:
+    if request_number < last_number:
+        return Disposition.REPLAY if request_number in answered else Disposition.OUT_OF_ORDER
+    if request_type is RequestType.INITIAL:
         return Disposition.OUT_OF_ORDER
     if state is SessionState.CLOSED:
         return Disposition.CLOSED

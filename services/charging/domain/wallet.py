@@ -19,7 +19,7 @@ Rules:
   (final-unit indication) when nothing is left to draw after it.
 - *Settle* (UPDATE, TERMINATE): used units are debited from the reservation's
   own allocations, in order; the rest of the reservation is released. Usage
-  beyond the reservation (or without one: a resumed or swept session) is debited
+  beyond the reservation (or without one: a swept or released session) is debited
   from the same class of buckets by headroom and then *forced* onto the last
   bucket drawn, below its floor if need be: usage that happened is never lost.
 - Direct debit and balance check are all or nothing per rating group; a refund

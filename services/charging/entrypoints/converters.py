@@ -28,6 +28,7 @@ from services.charging.domain.credit_control import (
     RequestedAction,
     RequestType,
     ResultCode,
+    SessionState,
 )
 from services.charging.domain.ledger import Direction, EntryKind, LedgerEntry
 from services.charging.domain.services import MAX_RATING_GROUP, Charging, ServiceDefinition
@@ -41,7 +42,12 @@ from services.charging.domain.units import (
     scaled_money,
     service_units,
 )
-from services.charging.service_layer.commands import BalanceLine, Credited, PolicyView
+from services.charging.service_layer.commands import (
+    BalanceLine,
+    Credited,
+    PolicyView,
+    SessionView,
+)
 from services.common.errors import Violations
 from services.common.money import Money, MoneyError
 from services.common.proto_convert import (
@@ -137,6 +143,14 @@ def account_id(value: str, field: str, v: Violations) -> str:
         v.add(field, "is required")
     elif not ACCOUNT_ID.match(value):
         v.add(field, "must be 1-64 letters, digits or _.:@- starting with a letter or digit")
+    return value
+
+
+def session_id(value: str, field: str, v: Violations) -> str:
+    if not value:
+        v.add(field, "is required")
+    elif not SESSION_ID.match(value):
+        v.add(field, "must be 1-256 printable characters without spaces")
     return value
 
 
@@ -431,6 +445,9 @@ def cc_request_from_proto(
     kind = REQUEST_TYPES.get(message.request_type)
     if kind is None:
         v.add("request_type", "is required: INITIAL, UPDATE, TERMINATE or EVENT")
+    elif kind is RequestType.INITIAL and message.request_number != 0:
+        # RFC 4006 8.2: CC-Request-Number is 0 in the INITIAL request of a session.
+        v.add("request_number", "must be 0 in an INITIAL request")
     action = None
     if kind is RequestType.EVENT:
         action = REQUESTED_ACTIONS.get(message.requested_action)
@@ -520,3 +537,34 @@ def cc_answer_to_proto(answer: CreditControlAnswer) -> pb.CreditControlResponse:
         if group.charged_units is not None:
             item.charged_units.CopyFrom(quantity_to_proto(group.charged_units))
     return response
+
+
+SESSION_STATES_OUT: Final = {
+    SessionState.OPEN: pb.CREDIT_CONTROL_SESSION_STATE_OPEN,
+    SessionState.CLOSED: pb.CREDIT_CONTROL_SESSION_STATE_CLOSED,
+    SessionState.SWEPT: pb.CREDIT_CONTROL_SESSION_STATE_RELEASED,
+}
+
+
+def session_to_proto(view: SessionView) -> pb.CreditControlSession:
+    session = pb.CreditControlSession(
+        account_id=view.account_id,
+        session_id=view.session_id,
+        state=SESSION_STATES_OUT[view.state],
+        last_request_number=view.last_request_number,
+    )
+    if view.last_request_type is not None:
+        session.last_request_type = REQUEST_TYPES_OUT[view.last_request_type]
+    if view.updated_at is not None:
+        session.update_time.FromDatetime(view.updated_at)
+    if view.release_at is not None:
+        session.release_time.FromDatetime(view.release_at)
+    for group in view.rating_groups:
+        item = session.rating_groups.add(rating_group=group.rating_group)
+        if group.granted is not None:
+            item.granted_units.CopyFrom(quantity_to_proto(group.granted))
+        if group.used is not None:
+            item.used_units.CopyFrom(quantity_to_proto(group.used))
+        if group.valid_until is not None:
+            item.valid_until.FromDatetime(group.valid_until)
+    return session

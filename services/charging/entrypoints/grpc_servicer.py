@@ -32,6 +32,7 @@ from services.charging.service_layer.commands import (
     CreateVoucherBatch,
     DefineService,
     RedeemVoucher,
+    ReleaseSession,
     SetPolicy,
     TopUp,
     UpdateBucket,
@@ -342,6 +343,51 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             state=cv.STATES_OUT[balance.state],
             billing_mode=cv.MODES_OUT[balance.policy.mode],
         )
+
+    # -- credit-control sessions (ADR 0035) ----------------------------------------------------
+    async def GetCreditControlSession(
+        self, request: pb.GetCreditControlSessionRequest, context: Any
+    ) -> pb.GetCreditControlSessionResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        cv.session_id(request.session_id, "session_id", v)
+        v.raise_if_any()
+        view = await self._handlers.get_session(request.account_id, request.session_id)
+        return pb.GetCreditControlSessionResponse(session=cv.session_to_proto(view))
+
+    async def ListCreditControlSessions(
+        self, request: pb.ListCreditControlSessionsRequest, context: Any
+    ) -> pb.ListCreditControlSessionsResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        size = page_size_from_proto(request.page_size, v)
+        cursor = decode_page_token(request.page_token, v)
+        after = ""
+        if cursor is not None:
+            if cursor.get("account") != request.account_id or not cursor.get("after"):
+                v.add("page_token", "belongs to another listing")
+            else:
+                after = cursor["after"]
+        v.raise_if_any()
+        views, last = await self._handlers.list_open_sessions(request.account_id, after, size)
+        token = encode_page_token({"account": request.account_id, "after": last}) if last else ""
+        return pb.ListCreditControlSessionsResponse(
+            sessions=[cv.session_to_proto(view) for view in views], next_page_token=token
+        )
+
+    async def ReleaseCreditControlSession(
+        self, request: pb.ReleaseCreditControlSessionRequest, context: Any
+    ) -> pb.ReleaseCreditControlSessionResponse:
+        v = Violations()
+        cv.account_id(request.account_id, "account_id", v)
+        cv.session_id(request.session_id, "session_id", v)
+        cv.text(request.reason, "reason", v, required=True)
+        rid = cv.request_id(request.request_id, v)
+        v.raise_if_any()
+        view = await self._handlers.release_session(
+            ReleaseSession(request.account_id, request.session_id, request.reason, rid)
+        )
+        return pb.ReleaseCreditControlSessionResponse(session=cv.session_to_proto(view))
 
     async def ListLedgerEntries(
         self, request: pb.ListLedgerEntriesRequest, context: Any

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.charging.domain.accounts import AccountPolicy, AccountState
 from services.charging.domain.buckets import Bucket
+from services.charging.domain.credit_control import RequestType, SessionState
 from services.charging.domain.ledger import LedgerEntry
 from services.charging.domain.services import ServiceDefinition
 from services.charging.domain.units import Quantity, Unit
@@ -133,6 +134,36 @@ class PolicyView:
     policy: AccountPolicy
     state: AccountState
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSession:
+    """An operator's release of a stuck open credit-control session (ADR 0035)."""
+
+    account_id: str
+    session_id: str
+    reason: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGroupView:
+    rating_group: int
+    granted: Quantity | None  # granted by the last answer and still held
+    used: Quantity | None  # reported used in the session so far
+    valid_until: datetime | None  # when the grant's validity ends
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    account_id: str
+    session_id: str
+    state: SessionState
+    last_request_number: int
+    last_request_type: RequestType | None
+    updated_at: datetime | None
+    release_at: datetime | None  # when what it holds is released unless usage comes
+    rating_groups: tuple[SessionGroupView, ...]
 
 
 @dataclass(frozen=True, slots=True)

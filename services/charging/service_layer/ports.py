@@ -179,6 +179,18 @@ class BalanceStore(Protocol):
         its reservation); empty when the store has no such session."""
         ...
 
+    async def read_sessions(
+        self, account_id: str, session_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """Every field of each session the store still has (absent ids: forgotten)."""
+        ...
+
+    async def release(
+        self, account_id: str, session_id: str, request_id: str, request: dict[str, Any]
+    ) -> ScriptResult:
+        """Release an open session (``release.lua``, ADR 0035)."""
+        ...
+
     def scan_accounts_with_work(self) -> AsyncIterator[str]: ...
 
     @property

@@ -12,8 +12,9 @@ A fresh epoch keeps new journal entry ids unique.
 The snapshot is read only after the fence (``restore.lua``): requests whose
 scripts ran on the lost Redis may still be committing, and their entries must be
 in the snapshot or never reach SQL. Concurrent callers in one process share one
-rebuild; across processes the restore script admits the first and answers
-EXISTS to the rest.
+rebuild, a task of its own that no caller's cancellation reaches (ADR 0034);
+across processes the restore script admits the first and answers EXISTS to the
+rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from services.charging.domain.instants import to_ms
 from services.charging.domain.wallet import bucket_meta
@@ -64,13 +66,18 @@ class AccountLoader:
         # even when the idempotency window is shorter: their holds are restored too.
         self._lookback_s = max(window_s, hold_s)
         self._max_wait_s = max_wait_s
-        self._running: dict[str, asyncio.Future[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
         self.rebuilt = 0  # accounts this process restored after a loss
         self._rebuilt = meter().create_counter(
             "reckon.charging.accounts.rebuilt",
             unit="{account}",
             description="accounts restored from the SQL ledger",
         )
+
+    @property
+    def lookback_seconds(self) -> int:
+        """How far back a session may have answered and still be live (or held)."""
+        return self._lookback_s
 
     def snapshot(self, account_id: str) -> Snapshot | None:
         since = self._clock.now() - timedelta(seconds=self._lookback_s)
@@ -103,23 +110,26 @@ class AccountLoader:
         return Snapshot(account=account, buckets=rows, sessions=sessions)
 
     async def ensure_loaded(self, account_id: str, *, fresh: bool = False) -> None:
-        """Make the account exist in the live store, or raise NotFound(ACCOUNT_NOT_FOUND)."""
-        running = self._running.get(account_id)
-        if running is not None:
-            await asyncio.shield(running)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._running[account_id] = future
-        try:
-            await self._load(account_id, fresh)
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        finally:
+        """Make the account exist in the live store, or raise NotFound(ACCOUNT_NOT_FOUND).
+
+        The rebuild runs as a task of its own that every caller (the first included)
+        awaits through a shield: a caller whose deadline expires stops waiting, but the
+        rebuild goes on and the other callers get its outcome (ADR 0034). Were it run in
+        the first caller's task, that caller's cancellation would be handed to everyone
+        waiting on the same account.
+        """
+        task = self._running.get(account_id)
+        if task is None:
+            task = asyncio.ensure_future(self._load(account_id, fresh))
+            self._running[account_id] = task
+            task.add_done_callback(partial(self._finished, account_id))
+        await asyncio.shield(task)
+
+    def _finished(self, account_id: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(account_id) is task:
             del self._running[account_id]
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved: waiters re-raise it themselves
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers re-raise it themselves
 
     async def _load(self, account_id: str, fresh: bool) -> None:
         waited = 0.0

@@ -128,7 +128,7 @@ class Sweeper:
 
 
 class Maintenance:
-    """Bucket expiry announcements, voucher repairs and catalog refreshes."""
+    """Bucket expiry announcements, voucher repairs, balance checkpoints and catalog refreshes."""
 
     def __init__(
         self,
@@ -138,12 +138,16 @@ class Maintenance:
         clock: Clock,
         *,
         warning: timedelta,
+        checkpoint_entries: int = 10_000,
+        settle_delay: timedelta = timedelta(seconds=5),
     ) -> None:
         self._handlers = handlers
         self._uow_factory = uow_factory
         self._catalog = catalog
         self._clock = clock
         self._warning = warning
+        self._checkpoint_entries = checkpoint_entries
+        self._settle_delay = settle_delay
 
     def announce_buckets_once(self, limit: int = 500) -> int:
         """Publish BucketExpiring / BucketExpired once per bucket (through the outbox)."""
@@ -234,11 +238,46 @@ class Maintenance:
                 log.exception("could not finish the redemption of voucher %s", voucher_id)
         return repaired
 
+    def checkpoint_once(self, chunk: int = 200_000, entries: int | None = None) -> int:
+        """Checkpoint the balances of accounts with ``checkpoint_entries`` or more ledger
+        entries since their last checkpoint (ADR 0036); returns the checkpoints written.
+
+        A checkpoint covers entries up to a seq only once every transaction that could
+        still commit an entry below it has ended: the pass notes the newest seq (the
+        candidate) and uses it ``settle_delay`` (the rebuild fence: longer than any ledger
+        transaction) later. Each pass reads at most ``chunk`` new entries' account ids;
+        a pass that lost the race for the cursor to another process changes nothing.
+        ``entries`` overrides the threshold (tests).
+        """
+        now = self._clock.now()
+        with self._uow_factory() as uow:
+            checkpoints = uow.checkpoints
+            scanned, candidate, candidate_at = checkpoints.cursor()
+            settled = candidate_at is not None and candidate_at <= now - self._settle_delay
+            horizon = candidate if settled else scanned
+            through = min(horizon, scanned + chunk)
+            written = 0
+            if through > scanned:
+                due = checkpoints.add_pending(
+                    checkpoints.counts(scanned, through), entries or self._checkpoint_entries
+                )
+                for account_id in due:
+                    written += checkpoints.checkpoint(account_id, through, now)
+            if candidate_at is None or (settled and through >= candidate):
+                candidate, candidate_at = checkpoints.latest_seq(), now
+            if not checkpoints.save_cursor(scanned, through, candidate, candidate_at):
+                return 0  # another process's pass got there first: its work stands
+            uow.commit()
+        if written:
+            log.info("checkpointed the balances of %d accounts through seq %d", written, through)
+        return written
+
     async def run_once(self) -> None:
         # Announce first: BucketExpired tells what was left before it is forfeited.
         await asyncio.to_thread(self.announce_buckets_once)
         await self.forfeit_expired_once()
         await self.repair_vouchers_once()
+        await asyncio.to_thread(self.checkpoint_once)
         await self._catalog.reload()
 
 

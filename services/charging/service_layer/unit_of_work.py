@@ -92,6 +92,28 @@ class LedgerRepository(Protocol):
 
     def recent_sessions(self, account_id: str, since: datetime) -> list[dict[str, Any]]: ...
 
+    def open_sessions(
+        self, account_id: str, since: datetime, after: str, limit: int
+    ) -> list[str]: ...
+
+
+class CheckpointRepository(Protocol):
+    """Balance checkpoints (ADR 0036)."""
+
+    def cursor(self) -> tuple[int, int, datetime | None]: ...
+
+    def save_cursor(
+        self, was: int, scanned: int, candidate: int, candidate_at: datetime | None
+    ) -> bool: ...
+
+    def latest_seq(self) -> int: ...
+
+    def counts(self, after_seq: int, through_seq: int) -> dict[str, int]: ...
+
+    def add_pending(self, counts: dict[str, int], threshold: int) -> list[str]: ...
+
+    def checkpoint(self, account_id: str, through_seq: int, now: datetime) -> bool: ...
+
 
 class VoucherRepository(Protocol):
     def add_batch(
@@ -125,5 +147,6 @@ class ChargingUnitOfWork(UnitOfWork):
     accounts: AccountRepository
     buckets: BucketRepository
     ledger: LedgerRepository
+    checkpoints: CheckpointRepository
     vouchers: VoucherRepository
     services: ServiceRepository

@@ -28,7 +28,7 @@ from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.grpc_server import create_server
 from tests.conftest import TEST_TOKEN
-from tests.integration.charging.support import VOICE
+from tests.integration.charging.support import CONTENT, VOICE
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -311,6 +311,76 @@ CASES: list[tuple[str, Any, grpc.StatusCode, str]] = [
         ccr(voice(requested_units=q(time_seconds=10**15))),
         INVALID,
         "multiple_services[0].requested_units",
+    ),
+    # RFC 4006 stricter (ADR 0035): an INITIAL is number 0; money in a currency the
+    # account holds no bucket of is a bad request, not a lack of credit.
+    ("CreditControl", ccr(voice(), request_number=3), INVALID, "request_number"),
+    (
+        "CreditControl",
+        ccr(
+            pb.MultipleServicesCreditControl(
+                rating_group=CONTENT,
+                requested_units=q(money=money_pb2.Money(currency_code="USD", units=1)),
+            )
+        ),
+        INVALID,
+        "multiple_services[0].requested_units",
+    ),
+    (
+        "GetCreditControlSession",
+        pb.GetCreditControlSessionRequest(account_id="good"),
+        INVALID,
+        "session_id",
+    ),
+    (
+        "GetCreditControlSession",
+        pb.GetCreditControlSessionRequest(account_id="has space", session_id="s"),
+        INVALID,
+        "account_id",
+    ),
+    (
+        "GetCreditControlSession",
+        pb.GetCreditControlSessionRequest(account_id="good", session_id="nobody"),
+        NOT_FOUND,
+        "SESSION_NOT_FOUND",
+    ),
+    (
+        "ListCreditControlSessions",
+        pb.ListCreditControlSessionsRequest(account_id="good", page_token="garbage"),
+        INVALID,
+        "page_token",
+    ),
+    (
+        "ListCreditControlSessions",
+        pb.ListCreditControlSessionsRequest(account_id="good", page_size=-1),
+        INVALID,
+        "page_size",
+    ),
+    (
+        "ListCreditControlSessions",
+        pb.ListCreditControlSessionsRequest(account_id="nobody"),
+        NOT_FOUND,
+        "ACCOUNT_NOT_FOUND",
+    ),
+    (
+        "ReleaseCreditControlSession",
+        pb.ReleaseCreditControlSessionRequest(account_id="good", session_id="s"),
+        INVALID,
+        "reason",
+    ),
+    (
+        "ReleaseCreditControlSession",
+        pb.ReleaseCreditControlSessionRequest(
+            account_id="good", session_id="s", reason="x", request_id="has space"
+        ),
+        INVALID,
+        "request_id",
+    ),
+    (
+        "ReleaseCreditControlSession",
+        pb.ReleaseCreditControlSessionRequest(account_id="good", session_id="nobody", reason="x"),
+        NOT_FOUND,
+        "SESSION_NOT_FOUND",
     ),
 ]
 

@@ -350,7 +350,10 @@ async def test_bad_requests_in_a_batch_get_their_errors_and_the_others_are_serve
     errors = {a.session_id: details_of_status(a.error) for a in answers if a.HasField("error")}
     assert {key: (e.code, e.fields) for key, e in errors.items()} == {
         "": (grpc.StatusCode.INVALID_ARGUMENT, {"session_id"}),
-        "x1": (grpc.StatusCode.INVALID_ARGUMENT, {"multiple_services[0].rating_group"}),
+        "x1": (  # and an INITIAL's number must be 0 (RFC 4006, ADR 0035)
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"multiple_services[0].rating_group", "request_number"},
+        ),
         "x2": (grpc.StatusCode.INVALID_ARGUMENT, {"multiple_services"}),
         "x3": (grpc.StatusCode.NOT_FOUND, set()),
     }

@@ -60,6 +60,8 @@ operation = st.one_of(
     # ADR 0021: an operator ends a bucket now; the maintenance pass forfeits ended ones.
     st.tuples(st.just("close"), st.integers(0, 5)),
     st.tuples(st.just("forfeit")),
+    # ADR 0036: balances checkpointed (every account with an entry since its last one).
+    st.tuples(st.just("checkpoint")),
 )
 
 
@@ -71,6 +73,8 @@ async def assert_balanced(app: ChargingApp, account: str) -> None:
     await drain(app, account)
     live = await live_totals(app, account)
     ledger = ledger_totals(app, account)
+    with app.uow() as uow:  # the whole ledger, without the checkpoint (ADR 0036)
+        assert ledger == uow.ledger.sums(account, 0, None)  # type: ignore[attr-defined]
     for bucket, (available, reserved) in live.items():
         assert reserved >= 0, bucket
         assert available + reserved == ledger.get(bucket, 0), (bucket, available, reserved)
@@ -184,6 +188,10 @@ async def test_random_operations_keep_credits_equal_to_available_reserved_and_de
             )
         elif kind == "forfeit":
             await app.maintenance.forfeit_expired_once()
+        elif kind == "checkpoint":
+            app.maintenance.checkpoint_once(entries=1)
+            clock.advance(timedelta(seconds=1))  # past the settle delay (the 200 ms fence)
+            app.maintenance.checkpoint_once(entries=1)
         await assert_balanced(app, account)
 
     for session in sessions.values():

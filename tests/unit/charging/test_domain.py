@@ -239,11 +239,22 @@ def test_thresholds_fire_when_crossed_downwards_only() -> None:
     assert credit_threshold(101, 80) == 81  # 80.8 rounds up: 80.8 units used is not yet 80%
 
 
+def test_an_older_request_still_remembered_is_replayed() -> None:
+    assert classify(RequestType.UPDATE, 1, SessionState.OPEN, 3, {0, 1, 2, 3}) is (
+        Disposition.REPLAY
+    )
+    assert classify(RequestType.INITIAL, 0, SessionState.CLOSED, 3, {0, 3}) is Disposition.REPLAY
+    assert classify(RequestType.UPDATE, 2, SessionState.OPEN, 3, {0, 1, 3}) is (
+        Disposition.OUT_OF_ORDER
+    )
+
+
 @pytest.mark.parametrize(
     ("kind", "number", "state", "last", "expected"),
     [
         (RequestType.INITIAL, 0, None, None, Disposition.OPEN),
-        (RequestType.UPDATE, 3, None, None, Disposition.RESUME),
+        (RequestType.UPDATE, 3, None, None, Disposition.UNKNOWN),
+        (RequestType.TERMINATE, 1, None, None, Disposition.UNKNOWN),
         (RequestType.UPDATE, 2, SessionState.OPEN, 2, Disposition.REPLAY),
         (RequestType.UPDATE, 1, SessionState.OPEN, 2, Disposition.OUT_OF_ORDER),
         (RequestType.INITIAL, 3, SessionState.OPEN, 2, Disposition.OUT_OF_ORDER),

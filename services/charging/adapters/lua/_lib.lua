@@ -138,6 +138,26 @@ local function load_buckets(bm_key, bv_key)
   return list, by_id
 end
 
+-- The first rating group (1-based) asking for money in a currency the account holds no
+-- bucket of (nil: none): a bad request, not a lack of credit (ADR 0035).
+local function foreign_currency(buckets, rgs)
+  for i, r in ipairs(rgs) do
+    if r.u and string.sub(r.u, 1, 2) == 'm:' then
+      local held = false
+      for _, b in ipairs(buckets) do
+        if b.u == r.u then
+          held = true
+          break
+        end
+      end
+      if not held then
+        return i
+      end
+    end
+  end
+  return nil
+end
+
 local function save_buckets(bv_key, list)
   local args = {}
   for _, b in ipairs(list) do

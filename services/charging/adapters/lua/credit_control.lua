@@ -8,6 +8,10 @@
 -- KEYS[4] the session           ch:{acct:<id>}:s:<session id>
 -- KEYS[5] reservation expiry    ch:{acct:<id>}:x   (zset: session id -> sweep-at ms)
 -- KEYS[6] journal               ch:{acct:<id>}:j   (hash: entry id -> JSON)
+-- KEYS[7] the session's answers ch:{acct:<id>}:s:<session id>:h (hash: request number ->
+--                               answer, e<number> -> its journal entry ids, t<number> ->
+--                               its request type), so a
+--                               retransmitted older request gets its answer (ADR 0035)
 -- ARGV[1] JSON request:
 --   t      'I' | 'U' | 'T'            sid  session id          rn  request number
 --   acct   account id                 now  ms (the injected clock)
@@ -29,8 +33,11 @@
 --     pn  price of gb + w + 1 minus price of gb + w (the unit after the grant)
 --     p1  price of gb + 1 minus pg (the first money-charged unit, after unit buckets)
 -- Returns {status, answer JSON, touch ms ('0': none), journal entry JSON...} where status is
---   OK | REPLAY (the stored answer of the same request number) | NOACCOUNT |
---   OOO (older number, or INITIAL on an existing session) | CLOSED (session terminated) |
+--   OK | REPLAY (the stored answer of the same, or of an older, request number) | NOACCOUNT |
+--   OOO (older number never answered, or INITIAL on an existing session) |
+--   CLOSED (session terminated) | NOSESSION (UPDATE or TERMINATE of a session never opened,
+--   or forgotten: RFC 4006's DIAMETER_UNKNOWN_SESSION_ID) | CURRENCY (answer {i}: the
+--   0-based rating group asking for money in a currency the account holds no bucket of) |
 --   STALE (the prices were computed from another position than the session's: answer
 --   {t0, g={[rating group]={n, gb}}}; nothing changed, the caller prices again).
 --
@@ -44,7 +51,8 @@
 --   holds after the request, {[rating group]={k, al=[[bucket, amount]], cur}}, and the ms it
 --   is swept at; absent when nothing is held), rgs=[{g, rc (OK|DENIED|NOCREDIT|RATING|UNKNOWN), k (u|m|f|''), gu (units
 --   granted, '-1': money partial, the caller converts rq), rq, fin (0|1), cu (units charged),
---   cm (money charged), cc (currency of cm), un (uncharged)}]}; numbers as decimal strings.
+--   cm (money charged), cc (currency of cm), un (uncharged), tu (units used in the session
+--   so far, reported)}]}; numbers as decimal strings.
 
 local req = cjson.decode(ARGV[1])
 local acct = load_account(KEYS[1])
@@ -104,7 +112,24 @@ if st then
     end
     return out
   end
-  if req.rn < last or req.t == 'I' then
+  if req.rn < last then
+    -- A retransmission of an older request: its answer, while the session lives (ADR 0035).
+    local old = redis.call('HMGET', KEYS[7], I(req.rn), 'e' .. I(req.rn), 't' .. I(req.rn))
+    if old[1] and old[3] == req.t then -- the same request (its type too), sent again
+      local out = { 'REPLAY', old[1], '0' }
+      local ids = cjson.decode(old[2] or '[]')
+      if #ids > 0 then
+        for _, e in ipairs(redis.call('HMGET', KEYS[6], unpack(ids))) do
+          if e then
+            out[#out + 1] = e
+          end
+        end
+      end
+      return out
+    end
+    return { 'OOO', '{}', '0' }
+  end
+  if req.t == 'I' then
     return { 'OOO', '{}', '0' }
   end
   if st == 'C' then
@@ -137,8 +162,17 @@ do
   end
 end
 
+if not st and req.t ~= 'I' then
+  -- RFC 4006: an UPDATE or TERMINATE needs a session its INITIAL opened (ADR 0035).
+  return { 'NOSESSION', '{}', '0' }
+end
+
 local late = (st == 'X')
 local buckets, by_id = load_buckets(KEYS[2], KEYS[3])
+local foreign = foreign_currency(buckets, req.rgs)
+if foreign then
+  return { 'CURRENCY', J({ i = I(foreign - 1) }), '0' }
+end
 local before = money_total(acct, buckets)
 
 -- The money x more units charged in money cost: the price of the whole money-charged usage
@@ -199,7 +233,7 @@ local function settle_used(r, res)
       consume(by_id, res.al, 0, r.g, 'USAGE')
     end
     if x > 0 then
-      -- No reservation (resumed or swept session): the class a reservation would use.
+      -- No reservation (a swept or released session, or a rebuilt one): the class a reservation would use.
       if total_headroom(acct, ulist) > 0 or r.c < 0 then
         ans.un = charge(acct, ulist, x, r.g, 'USAGE', true, nil)
         ans.cu = x - ans.un
@@ -294,6 +328,7 @@ for _, r in ipairs(req.rgs) do
   held[r.g] = nil
   local ans = settle_used(r, res)
   ans.g, ans.k, ans.gu, ans.rq, ans.fin = r.g, '', 0, 0, 0
+  ans.tu = (num(sess['u:' .. I(r.g)]) or 0) + math.max(r.x, 0)
   if req.t == 'T' then
     ans.rc = 'OK'
   elseif late then
@@ -340,7 +375,7 @@ local out_rgs = {}
 for _, a in ipairs(answers) do
   out_rgs[#out_rgs + 1] = {
     g = a.g, rc = a.rc, k = a.k, gu = I(a.gu), rq = I(a.rq), fin = a.fin,
-    cu = I(a.cu), cm = I(a.cm), cc = a.cc, un = I(a.un),
+    cu = I(a.cu), cm = I(a.cm), cc = a.cc, un = I(a.un), tu = I(a.tu),
     gb = a.gb and I(a.gb) or nil, pg = a.pg and I(a.pg) or nil,
   }
 end
@@ -379,7 +414,11 @@ for _, rec in ipairs(records) do
   ids[#ids + 1] = rec.id
 end
 
-local fields = { 'st', new_state, 'rn', I(req.rn), 'ans', answer, 'ent', J(ids) }
+local fields = { 'st', new_state, 'rn', I(req.rn), 't', req.t, 'ans', answer, 'ent', J(ids) }
+for _, a in ipairs(answers) do
+  fields[#fields + 1] = 'u:' .. I(a.g)
+  fields[#fields + 1] = I(a.tu)
+end
 local priced = false
 for _, r in ipairs(req.rgs) do
   if r.cb then
@@ -408,16 +447,21 @@ for g, _ in pairs(sess.g) do
   end
 end
 redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('HSET', KEYS[7], I(req.rn), answer, 'e' .. I(req.rn), J(ids), 't' .. I(req.rn), req.t)
 
 local wanted = nil
 if any_held then
   -- Open reservations never expire by TTL: only the sweep returns them (CHG-4).
   redis.call('ZADD', KEYS[5], I(req.sweep), req.sid)
   redis.call('PERSIST', KEYS[4])
+  -- The answers live as long as the session can: its sweep, then the window.
+  -- (relative: `now` is the injected clock, not Redis's)
+  redis.call('PEXPIRE', KEYS[7], I(math.max(req.sweep - now, 0) + req.win * 1000))
   wanted = req.sweep
 else
   redis.call('ZREM', KEYS[5], req.sid)
   redis.call('EXPIRE', KEYS[4], I(req.win))
+  redis.call('EXPIRE', KEYS[7], I(req.win))
 end
 if #entries > 0 then
   local drain = now + req.jd

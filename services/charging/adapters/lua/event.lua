@@ -18,7 +18,9 @@
 -- Returns {status, answer JSON, touch ms, journal entry JSON...}; status OK | REPLAY (with every
 --   entry still in the journal) |
 --   NOACCOUNT | OOO | NOBUCKET (offline usage in a currency the account holds no bucket of) |
---   TOOBIG (a credit back would take the bucket past the largest balance).
+--   TOOBIG (a credit back would take the bucket past the largest balance) | CURRENCY (answer
+--   {i}: an EVENT's 0-based rating group asking for money in a currency the account holds
+--   no bucket of; ADR 0035).
 -- Answer: {now, rgs=[{g, rc, k, gu, cu, cm, cc}]} (amounts as decimal strings); direct debit
 -- and balance check are all or nothing per rating group.
 
@@ -58,6 +60,12 @@ elseif req.a ~= 'CHECK' then
 end
 
 local buckets, by_id = load_buckets(KEYS[2], KEYS[3])
+if req.a ~= 'OFFLINE' then
+  local foreign = foreign_currency(buckets, req.rgs)
+  if foreign then
+    return { 'CURRENCY', J({ i = I(foreign - 1) }), '0' }
+  end
+end
 local before = money_total(acct, buckets)
 local answers = {}
 

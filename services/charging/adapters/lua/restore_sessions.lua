@@ -22,6 +22,14 @@ for _, s in ipairs(req.sessions) do
     if ok and type(answer) == 'table' and type(answer.cum) == 'table' then
       redis.call('HSET', key, 'cum', J(answer.cum))
     end
+    -- So are the units used so far per rating group (tu), read by GetCreditControlSession.
+    if ok and type(answer) == 'table' and type(answer.rgs) == 'table' then
+      for _, rg in ipairs(answer.rgs) do
+        if rg.tu then
+          redis.call('HSET', key, 'u:' .. string.format('%d', rg.g), rg.tu)
+        end
+      end
+    end
     redis.call('EXPIRE', key, string.format('%d', req.win))
   end
 end
