@@ -208,3 +208,28 @@ def _as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 
 _TextFloats.add_constructor("tag:yaml.org,2002:float", _as_text)
 _TextFloats.add_constructor("tag:yaml.org,2002:timestamp", _as_text)
+
+
+@pytest.mark.parametrize(
+    "data", [b"prefix,destination\n", b"prefix,destination\n\n  \n"], ids=["header", "blank"]
+)
+async def test_a_destinations_file_without_prefixes_is_refused_and_changes_nothing(
+    stub: rating_pb2_grpc.RatingServiceStub, data: bytes
+) -> None:
+    # Issue 9 item 9: a header-only file used to replace the prefix table with nothing.
+    await apply_sample_catalog(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ImportDestinations(
+            iter(
+                [
+                    rating_pb2.ImportDestinationsRequest(
+                        file_name="empty.csv", has_header=True, chunk=data
+                    )
+                ]
+            )
+        )
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = details_of(failure.value)
+    assert "no prefixes" in details.violations[0].description
+    revisions = await stub.ListCatalogRevisions(rating_pb2.ListCatalogRevisionsRequest())
+    assert [r.revision for r in revisions.revisions] == [1]  # no new, empty revision
