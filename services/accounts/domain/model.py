@@ -46,6 +46,7 @@ from services.accounts.domain.events import (
     SubscriptionChangeKind,
 )
 from services.accounts.domain.lifecycle import AccountState, check_transition
+from services.common.codes import PLAN_CODE  # one rule with rating's catalog (issue 9 item 10)
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.money import Money
 
@@ -71,8 +72,6 @@ __all__ = [
     "new_referral_code",
 ]
 
-# Plan and add-on codes of the product catalog (owned by rating).
-PLAN_CODE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Referral codes are read aloud and typed from flyers: no 0/O, 1/I/L, U.
 REFERRAL_CODE_ALPHABET: Final = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 REFERRAL_CODE_LENGTH: Final = 8

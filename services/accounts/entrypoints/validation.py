@@ -20,7 +20,8 @@ from services.accounts.domain.billing_cycle import (
     MIN_BILL_CYCLE_DAY,
     is_known_time_zone,
 )
-from services.accounts.domain.model import PLAN_CODE, REFERRAL_CODE
+from services.accounts.domain.model import REFERRAL_CODE
+from services.common.codes import plan_code_problem
 from services.common.errors import Violations
 from services.common.money import is_known_currency
 
@@ -148,14 +149,9 @@ def tax_region(violations: Violations, value: str, path: str) -> str:
 
 
 def plan_code(violations: Violations, value: str, path: str) -> str:
-    if not value:
-        violations.add(path, "is required")
-    elif not PLAN_CODE.match(value):
-        violations.add(
-            path,
-            "must be 1-64 lower-case letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit",
-        )
+    problem = plan_code_problem(value)
+    if problem:
+        violations.add(path, problem)
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from services.common.codes import plan_code_problem
 from services.common.money import is_known_currency
 
 from .catalog import Allowance, PackageVersion, PlanVersion, PricePackage, PricePlan
@@ -21,6 +22,10 @@ class PlanReader(RateReader):
         if obj is None:
             return None
         code = self.text(obj, "code", path)
+        if code and (why := plan_code_problem(code)):
+            # Accounts subscribes by this code: refuse what it would refuse (issue 9 item 10).
+            self.problem(_at(path, "code"), f"{code[:40]!r} {why}")
+            code = ""
         name = self.text(obj, "name", path, required=False)
         currency = self.text(obj, "currency", path)
         if currency and not is_known_currency(currency):
