@@ -121,6 +121,22 @@ import_files = Table(
     Column("request_id", String(128), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
+    Column("held", Boolean, nullable=False, server_default=text("false")),
+    Column("released_at", UtcDateTime, nullable=True),
+)
+
+# Events of an import held back until the file ends well (or is released): envelopes
+# ready for the outbox, moved there in one INSERT ... SELECT (ADR 0042).
+held_events = Table(
+    "held_events",
+    metadata,
+    Column("id", big_serial(), primary_key=True, autoincrement=True),
+    Column("hold_key", String(40), nullable=False, index=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("envelope", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 # One row per rating of a record. ``is_current`` marks the result in force; a re-rating

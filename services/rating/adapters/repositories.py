@@ -256,6 +256,12 @@ class SqlImportRepository(ImportRepository):
         return list(self.session.scalars(query))
 
 
+def _not_held() -> Any:
+    """Rows not of a held (failed, unreleased) import file (ADR 0042)."""
+    held = select(import_files.c.file_id).where(import_files.c.held)
+    return or_(rated_usage.c.file_id.is_(None), rated_usage.c.file_id.not_in(held))
+
+
 def _rated_row(row: Any) -> RatedRow:
     return RatedRow(
         row.id,
@@ -369,6 +375,7 @@ class SqlUsageRepository(UsageRepository):
             .order_by(rated_usage.c.id)
             .limit(limit)
         )
+        query = query.where(_not_held())  # a held file's ratings are not usage yet
         if not_from_rerate:
             query = query.where(
                 or_(
@@ -393,10 +400,14 @@ class SqlUsageRepository(UsageRepository):
         statement = select(rated_usage).order_by(rated_usage.c.event_time, rated_usage.c.id)
         if not query.include_history:
             statement = statement.where(rated_usage.c.is_current)
+        if not query.include_held:
+            statement = statement.where(_not_held())
         if query.account_id:
             statement = statement.where(rated_usage.c.account_id == query.account_id)
         if query.file_id:
             statement = statement.where(rated_usage.c.file_id == query.file_id)
+        if query.service:
+            statement = statement.where(rated_usage.c.service == query.service)
         if query.period_start is not None:
             statement = statement.where(rated_usage.c.event_time >= query.period_start)
         if query.period_end is not None:

@@ -558,8 +558,16 @@ class UsageImporter:
             totals={c: Decimal(n) / _NANOS for c, n in batch.totals.items()},
             committed_line=batch.last_line,
         )
+        # Held until the file ends well: a file that fails publishes nothing (ADR 0042).
         for start in range(0, len(batch.items), EVENT_RECORDS):
-            uow.publish(UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS]))
+            uow.hold(
+                file_id, UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS])
+            )
+
+    def over_threshold(self, rejected: int, considered: int, threshold: Decimal) -> bool:
+        return over_threshold(
+            rejected, considered, threshold, self.limits.reject_threshold_min_records
+        )
 
     def _finish(self, file_id: str, failure: str | None) -> ImportResult:
         with self._uow_factory() as uow:
@@ -572,12 +580,7 @@ class UsageImporter:
                 else self.limits.reject_threshold_percent
             )
             considered = stored.rated + stored.rejected
-            too_many = Decimal(stored.rejected) * 100 > threshold * considered
-            meaningful = (
-                considered >= self.limits.reject_threshold_min_records
-                or stored.rejected == considered
-            )
-            if failure is None and considered and too_many and meaningful:
+            if failure is None and self.over_threshold(stored.rejected, considered, threshold):
                 failure = (
                     f"{stored.rejected} of {considered} records rejected "
                     f"({_percent(stored.rejected, considered)}%), above the threshold of "
@@ -587,6 +590,11 @@ class UsageImporter:
             stored.failed_loudly = failure is not None
             stored.failure_message = failure or ""
             stored.finished_at = self._clock.now()
+            if failure is None:
+                uow.release_held(file_id)  # the file ended well: its ratings are usage now
+                stored.held = False
+            else:  # nothing published, nothing charged, until an operator releases it
+                stored.held = uow.held_count(file_id) > 0
             totals = {c: str(a) for c, a in stored.totals().items()}
             uow.publish(
                 UsageImported(
@@ -620,11 +628,21 @@ class UsageImporter:
                         stored.rejected,
                         stored.records,
                         str(threshold),
+                        stored.rated if stored.held else 0,
                     )
                 )
             uow.commit()
             self._metrics.files.add(1, {"status": str(stored.status)})
             return ImportResult(stored)
+
+
+def over_threshold(rejected: int, considered: int, threshold: Decimal, min_records: int) -> bool:
+    """Whether ``rejected`` of ``considered`` records fail a file: above ``threshold``
+    percent, and either enough records to judge (``min_records``) or all rejected."""
+    if not considered:
+        return False
+    too_many = Decimal(rejected) * 100 > threshold * considered
+    return too_many and (considered >= min_records or rejected == considered)
 
 
 def _percent(part: int, whole: int) -> str:

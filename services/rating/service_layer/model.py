@@ -112,6 +112,11 @@ class ImportFile:
     finished_at: datetime | None = None
     catalog_revision: int | None = None
     request_id: str = ""
+    # A failed file's ratings are held back: no UsageRated went out, so nothing was
+    # charged, until an operator releases it (or re-processing brings it under the
+    # threshold). ``released_at``: when its held events were published.
+    held: bool = False
+    released_at: datetime | None = None
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = json.loads(self.rejects_by_reason or "{}")

@@ -49,6 +49,7 @@ class FakeStore:
         self.requests: dict[tuple[str, str], RememberedRequest] = {}
         self.processed: set[tuple[str, str]] = set()
         self.published: list[object] = []
+        self.held: list[tuple[str, object]] = []  # (hold key, event) until released
         self.counters: dict[CounterKey, int] = {}
         self.commits = 0
 
@@ -249,8 +250,18 @@ class FakeUnitOfWork(RatingUnitOfWork):
         self.counters = _Counters(store)
 
     def _commit(self) -> None:
+        self.store.held.extend(self.held_events)
         self.store.published.extend(self.pending_events)
         self.store.commits += 1
+
+    def release_held(self, key: str) -> int:
+        mine = [event for k, event in self.store.held if k == key]
+        self.store.held = [(k, event) for k, event in self.store.held if k != key]
+        self.store.published.extend(mine)
+        return len(mine)
+
+    def held_count(self, key: str) -> int:
+        return sum(1 for k, _ in self.store.held if k == key)
 
     def rollback(self) -> None:
         pass
