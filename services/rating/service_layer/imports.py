@@ -33,6 +33,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -305,7 +306,11 @@ class UsageImporter:
                         file_id, lines, tariff, accounts, in_flight_ids, counters
                     )
                     self._settle(file_id, in_flight, previous, tariff, accounts, counters)
-                    in_flight = writer.submit(self._commit_batch, file_id, rated, tariff.revision)
+                    # In the caller's context: the batch's INSERTs and UsageRated events
+                    # belong to the import's trace, not to a root trace of their own.
+                    in_flight = writer.submit(
+                        copy_context().run, self._commit_batch, file_id, rated, tariff.revision
+                    )
                     previous = rated
                     if progress is not None:
                         progress(reader.bytes_read, reader.lines_read)
