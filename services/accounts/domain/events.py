@@ -73,10 +73,6 @@ class _AccountFacts(DomainEvent):
     credit_limit: Money | None
     parent_account_id: str
     state: str
-    # The operator's references of the account and of its customer ("" when none):
-    # rating finds accounts and price packages by them (issue 9 item 12).
-    external_ref: str
-    customer_external_ref: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +80,10 @@ class AccountCreated(_AccountFacts):
     event_type = "AccountCreated"
 
     create_time: datetime
+    # The operator's references of the account and of its customer ("" when none):
+    # rating finds accounts and price packages by them (issue 9 item 12).
+    external_ref: str = ""
+    customer_external_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ class AccountUpdated(_AccountFacts):
 
     changed_fields: tuple[str, ...]
     update_time: datetime
+    external_ref: str = ""
+    customer_external_ref: str = ""
 
 
 @dataclass(frozen=True)

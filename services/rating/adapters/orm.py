@@ -86,6 +86,17 @@ known_accounts = Table(
     Column("status", String(32), nullable=False),
     Column("bill_cycle_day", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("customer_ref", String(64), nullable=False, server_default=""),
+)
+
+# Other names of an account a CDR may carry (issue 9 item 12): ``ext:<ref>`` (its external
+# reference) and its subscriptions' service identifiers (msisdn:+31..., sip:..., pin:...,
+# code:...), from accounts' events.
+account_aliases = Table(
+    "account_aliases",
+    metadata,
+    Column("alias", String(220), primary_key=True),
+    Column("account_id", String(64), nullable=False),
 )
 
 plan_assignments = Table(

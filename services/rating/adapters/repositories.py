@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
 from services.rating.adapters.orm import (
+    account_aliases,
     catalog_revisions,
     destination_prefixes,
     import_files,
@@ -221,6 +222,31 @@ class SqlAccountRepository(AccountRepository):
 
     def add(self, account: KnownAccount) -> None:
         self.session.add(account)
+
+    def set_alias(self, alias: str, account_id: str) -> None:
+        existing = self.session.execute(
+            select(account_aliases.c.account_id).where(account_aliases.c.alias == alias)
+        ).scalar_one_or_none()
+        if existing is None:
+            self.session.execute(insert(account_aliases).values(alias=alias, account_id=account_id))
+        elif existing != account_id:  # a number moved to another account
+            self.session.execute(
+                update(account_aliases)
+                .where(account_aliases.c.alias == alias)
+                .values(account_id=account_id)
+            )
+
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        wanted = list(aliases)
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            rows = self.session.execute(
+                select(account_aliases.c.alias, account_aliases.c.account_id).where(
+                    account_aliases.c.alias.in_(wanted[start : start + _CHUNK])
+                )
+            )
+            found.update({alias: account_id for alias, account_id in rows})
+        return found
 
     def add_assignment(self, assignment: PlanAssignment) -> None:
         self.session.add(assignment)

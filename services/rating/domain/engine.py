@@ -133,6 +133,7 @@ class UsageEvent:
     quantity: int
     destination: str = ""
     customer_id: str = ""
+    customer_ref: str = ""  # ``ext:<ref>``: packages may name the customer so
     group: str = ""
     time_zone: str = "UTC"
     tax_region: str = ""
@@ -613,7 +614,9 @@ class RatingEngine:
         if plan is None:
             plan = self._plan_at(event.plan_code, instant)  # raises the reason
         package = (
-            self._package_at(event.plan_code, event.customer_id, event.group, instant)
+            self._package_at(
+                event.plan_code, event.customer_id, event.group, instant, event.customer_ref
+            )
             if event.plan_code in self._packages
             else None
         )
@@ -702,17 +705,18 @@ class RatingEngine:
         return plan
 
     def _package_at(
-        self, plan_code: str, customer_id: str, group: str, instant: int
+        self, plan_code: str, customer_id: str, group: str, instant: int, customer_ref: str = ""
     ) -> _PackageVersion | None:
         packages = self._packages.get(plan_code)
         if packages is None:
             return None
         by_customer, by_group = packages
         package = None
-        if customer_id:
-            versions = by_customer.get(customer_id)
+        for customer in (customer_id, customer_ref):
+            versions = by_customer.get(customer) if customer else None
             if versions is not None:
                 package = versions.at(instant)
+                break
         if package is None and group:
             versions = by_group.get(group)
             if versions is not None:

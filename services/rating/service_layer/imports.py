@@ -61,6 +61,7 @@ from services.rating.service_layer.model import (
 from services.rating.service_layer.pricing import (
     Subscriber,
     counter_cycles,
+    find_accounts,
     rate_usage,
     stored_rating,
     subscriber,
@@ -438,11 +439,13 @@ class UsageImporter:
         """Accounts of the batch into ``accounts``, counters loaded; the rated ids."""
         unknown = {r.account_id for r in records if r.account_id not in accounts}
         if unknown:
-            found = uow.accounts.get_many(unknown)
+            found = find_accounts(uow, unknown)
             for account_id in unknown:
                 accounts[account_id] = subscriber(found.get(account_id))
         if lock:
-            uow.counters.lock({r.account_id for r in records if accounts.get(r.account_id)})
+            uow.counters.lock(
+                {known.account_id for r in records if (known := accounts.get(r.account_id))}
+            )
         existing = uow.usage.existing_record_ids({r.record_id for r in records})
         if tariff.needs_counters:
             counters.load(uow, _cycles(records, accounts, tariff))

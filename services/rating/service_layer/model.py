@@ -70,6 +70,9 @@ class KnownAccount:
     updated_at: datetime
     bill_cycle_day: int = 1
     assignments: list[PlanAssignment] = field(default_factory=list)
+    # The customer's external reference (accounts' ``customer_external_ref``): price
+    # packages may name the customer as ``ext:<ref>`` (issue 9 item 12).
+    customer_ref: str = ""
 
     def plan_at(self, instant: datetime) -> str | None:
         """The plan in force at ``instant``: the latest assignment that started by then."""

@@ -24,6 +24,7 @@ from services.rating.service_layer.imports import ImportLimits, RatingMetrics, o
 from services.rating.service_layer.model import ImportFile, RejectStatus
 from services.rating.service_layer.pricing import (
     counter_cycles,
+    find_accounts,
     rate_usage,
     stored_rating,
     subscriber,
@@ -95,13 +96,15 @@ def reprocess_rejects(
                     )
                 parsed.append((reject, item))
             records = [item for _, item in parsed if isinstance(item, UsageRecord)]
-            accounts = uow.accounts.get_many({r.account_id for r in records})
+            accounts = find_accounts(uow, {r.account_id for r in records})
             existing = uow.usage.existing_record_ids({r.record_id for r in records})
             subscribers = {key: subscriber(value) for key, value in accounts.items()}
             counters = CycleCounters()
             if tariff.needs_counters:
                 # Drawn under the accounts' lock, as an import draws (ADR 0014).
-                uow.counters.lock({r.account_id for r in records if subscribers.get(r.account_id)})
+                uow.counters.lock(
+                    {known.account_id for r in records if (known := subscribers.get(r.account_id))}
+                )
                 cycles: set[tuple[str, str]] = set()
                 for r in records:
                     if (known := subscribers.get(r.account_id)) is not None:

@@ -141,6 +141,14 @@ class AccountRepository(abc.ABC):
     @abc.abstractmethod
     def add_assignment(self, assignment: PlanAssignment) -> None: ...
 
+    @abc.abstractmethod
+    def set_alias(self, alias: str, account_id: str) -> None:
+        """``alias`` (``ext:<ref>``, ``msisdn:+31...``) names ``account_id`` from now on."""
+
+    @abc.abstractmethod
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        """Account ids of those of ``aliases`` that name one."""
+
 
 class ImportRepository(abc.ABC):
     @abc.abstractmethod

@@ -51,6 +51,7 @@ class FakeStore:
         self.published: list[object] = []
         self.held: list[tuple[str, object]] = []  # (hold key, event) until released
         self.counters: dict[CounterKey, int] = {}
+        self.aliases: dict[str, str] = {}
         self.commits = 0
 
 
@@ -107,6 +108,12 @@ class _Accounts(AccountRepository):
 
     def add(self, account: KnownAccount) -> None:
         self.store.accounts[account.account_id] = account
+
+    def set_alias(self, alias: str, account_id: str) -> None:
+        self.store.aliases[alias] = account_id
+
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        return {a: self.store.aliases[a] for a in aliases if a in self.store.aliases}
 
     def add_assignment(self, assignment: PlanAssignment) -> None:
         self.store.assignments.append(assignment)
