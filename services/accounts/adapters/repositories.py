@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
@@ -28,6 +29,22 @@ from services.accounts.domain.model import (
     SubscriptionState,
 )
 from services.common.codes import EXTERNAL_PREFIX
+
+
+def _customer_key(customer_id: str) -> Any:
+    """A customer id, or the id of the customer an ``ext:<ref>`` names (a subquery)."""
+    if not customer_id.startswith(EXTERNAL_PREFIX):
+        return customer_id
+    ref = customer_id.removeprefix(EXTERNAL_PREFIX)
+    return select(customers.c.customer_id).where(customers.c.external_ref == ref).scalar_subquery()
+
+
+def _account_key(account_id: str) -> Any:
+    """An account id, or the id of the account an ``ext:<ref>`` names (a subquery)."""
+    if not account_id.startswith(EXTERNAL_PREFIX):
+        return account_id
+    ref = account_id.removeprefix(EXTERNAL_PREFIX)
+    return select(accounts.c.account_id).where(accounts.c.external_ref == ref).scalar_subquery()
 
 
 class SqlCustomerRepository:
@@ -92,7 +109,7 @@ class SqlAccountRepository:
     ) -> Sequence[Account]:
         query = select(Account)
         if customer_id:
-            query = query.where(accounts.c.customer_id == customer_id)
+            query = query.where(accounts.c.customer_id == _customer_key(customer_id))
         if state is not None:
             query = query.where(accounts.c.state == state)
         if reseller_id or group_id:
@@ -134,7 +151,7 @@ class SqlSubscriptionRepository:
     ) -> Sequence[Subscription]:
         query = select(Subscription)
         if account_id:
-            query = query.where(subscriptions.c.account_id == account_id)
+            query = query.where(subscriptions.c.account_id == _account_key(account_id))
         if state is not None:
             query = query.where(subscriptions.c.state == state)
         if after:

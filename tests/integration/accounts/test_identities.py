@@ -38,6 +38,12 @@ async def test_external_references_name_customers_and_accounts_wherever_an_id_is
     assert by_ref.customer.customer_id == customer.customer_id
     sub = await accounts.subscription("ext:ACC-7")
     assert sub.account_id == account.account_id
+    listed = await accounts.stub.ListAccounts(pb.ListAccountsRequest(customer_id="ext:CRM-0042"))
+    assert [a.account_id for a in listed.accounts] == [account.account_id]
+    subs = await accounts.stub.ListSubscriptions(
+        pb.ListSubscriptionsRequest(account_id="ext:ACC-7")
+    )
+    assert [s.subscription_id for s in subs.subscriptions] == [sub.subscription_id]
     with pytest.raises(grpc.aio.AioRpcError) as taken:
         await accounts.customer(external_ref="CRM-0042", email="other@example.com")
     assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
