@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from google.protobuf import timestamp_pb2
+
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.rating.entrypoints.main import RunningRating
 from services.rating.service_layer.accounts_view import apply_account_event
@@ -101,6 +103,20 @@ async def test_cdrs_find_accounts_by_reference_number_uri_pin_and_code(
         "r5": special,
         "r6": ("acc_demo", 150_000_000, 180_000_000),
     }
+    # Questions take the same names: a quote for the number is the package's price.
+    at = timestamp_pb2.Timestamp()
+    at.FromDatetime(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    for name in ("ext:ACC-7", "+31612345678", "BRIDGE-7"):
+        quote = await stub.Quote(
+            rating_pb2.QuoteRequest(
+                account_id=name,
+                service="voice",
+                destination="0205550101",
+                event_time=at,
+                quantity=rating_pb2.Quantity(value=60, unit=rating_pb2.QUANTITY_UNIT_SECOND),
+            )
+        )
+        assert quote.charge.net.nanos == 10_000_000, name
     rejects = await stub.ListRejects(rating_pb2.ListRejectsRequest(file_id=imported.file_id))
     assert [(r.record_id, r.reason) for r in rejects.rejects] == [("r7", "UNKNOWN_ACCOUNT")]
 
