@@ -31,15 +31,6 @@ import grpc
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from services.common.grpc_client import open_channel
@@ -464,36 +455,11 @@ def usage_import(
     )
     target = resolve_target(data_dir, addr)
     size = file.stat().st_size
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
     async def work(stub: Any) -> Any:
-        task = progress.add_task(f"sending {file.name}", total=size)
+        from suite.usage_cli import import_with_progress
 
-        def advance(sent: int) -> None:
-            progress.advance(task, sent)
-            if progress.tasks[0].completed >= size:
-                progress.update(task, description=f"rating {file.name}")
-
-        with progress:
-            return await stub.ImportUsage(
-                _chunks(
-                    file,
-                    lambda data: rating_pb2.ImportUsageRequest(
-                        file_name=file.name, options=options, chunk=data
-                    ),
-                    lambda data: rating_pb2.ImportUsageRequest(chunk=data),
-                    advance,
-                )
-            )
+        return await import_with_progress(stub, file, size, options, console)
 
     imported = _call(target, work).file
     _print_import(imported)
@@ -523,7 +489,10 @@ def _print_import(imported: Any) -> None:
             table.add_row(count.reason, str(count.count))
         console.print(table)
     if imported.failed_loudly:
+        from suite.usage_cli import print_held
+
         errors.print(f"[bold red]FAILED:[/] {imported.failure_message}")
+        print_held(imported, errors)
 
 
 _STATUSES: Final = ("open", "reprocessed", "discarded", "all")
@@ -662,3 +631,6 @@ def usage_rerate(
 
 
 __all__ = ["catalog_app", "resolve_target", "usage_app"]
+
+# ``usage release`` and ``usage rated`` (and the import's progress) live in their own module.
+from suite import usage_cli as _usage_cli  # noqa: E402, F401

@@ -53,7 +53,7 @@ from services.common.events import EventEnvelope
 from services.common.outbox import OutboxRelay
 from services.common.redis_kit import connect
 from services.rating.adapters import orm
-from services.rating.bootstrap import RatingApp, bootstrap
+from services.rating.bootstrap import RELAY_BATCH, RatingApp, bootstrap
 from services.rating.config import RatingSettings
 from services.rating.service_layer.accounts_view import apply_account_event
 from services.rating.service_layer.catalog import apply_catalog, import_destinations
@@ -230,7 +230,9 @@ def end_to_end(app: RatingApp, path: Path, name: str) -> dict[str, Any]:
         async def loop() -> None:
             # Its own client: an asyncio Redis client belongs to the loop that made it.
             client = connect(app.settings.redis_url)
-            outbox = OutboxRelay(app.engine, orm.kit.outbox, client, app.clock)
+            outbox = OutboxRelay(
+                app.engine, orm.kit.outbox, client, app.clock, batch_size=RELAY_BATCH
+            )
             try:
                 await drain(outbox)
             finally:

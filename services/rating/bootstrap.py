@@ -32,6 +32,10 @@ from services.rating.service_layer.imports import ImportLimits, RatingMetrics, U
 from services.rating.service_layer.tariffs import TariffCache
 
 MIGRATIONS = "services.rating.adapters.migrations"
+# Outbox rows per relay pass. A UsageRated envelope holds up to 1,000 records (~300 KB),
+# and a file's events reach the outbox together when it ends (held until then, ADR 0042):
+# small passes keep the relay's memory flat however large the file.
+RELAY_BATCH = 16
 
 
 @dataclass
@@ -66,7 +70,14 @@ def bootstrap(
     if settings.migrate_on_start:
         upgrade_to_head(engine, MIGRATIONS)
     client = redis_client or connect(settings.redis_url)
-    relay = OutboxRelay(engine, orm.kit.outbox, client, clock, retention=settings.outbox_retention)
+    relay = OutboxRelay(
+        engine,
+        orm.kit.outbox,
+        client,
+        clock,
+        batch_size=RELAY_BATCH,
+        retention=settings.outbox_retention,
+    )
     sessions = sessionmaker(engine, class_=Session, expire_on_commit=False)
 
     def uow_factory() -> SqlRatingUnitOfWork:

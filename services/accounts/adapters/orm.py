@@ -29,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.orm import composite, registry, relationship
 
@@ -90,6 +91,7 @@ customers = Table(
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("external_ref", String(_CODE), nullable=True, unique=True),
 )
 Index(None, customers.c.reseller_id, customers.c.customer_id)
 Index(None, customers.c.group_id, customers.c.customer_id)
@@ -115,6 +117,7 @@ accounts = Table(
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("external_ref", String(_CODE), nullable=True, unique=True),
 )
 Index(None, accounts.c.customer_id, accounts.c.account_id)
 Index(None, accounts.c.state, accounts.c.account_id)
@@ -146,8 +149,24 @@ subscriptions = Table(
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("service_ids", Text, nullable=False, server_default=""),
 )
 Index(None, subscriptions.c.account_id, subscriptions.c.subscription_id)
+
+# Service identifier keys (msisdn:+31..., sip:..., pin:..., code:...) to the subscription
+# that holds them: unique, and the way to find an account by a number (issue 9 item 12).
+service_identifiers = Table(
+    "service_identifiers",
+    metadata,
+    Column("key", String(220), primary_key=True),
+    Column(
+        "subscription_id",
+        String(_ID),
+        ForeignKey("subscriptions.subscription_id"),
+        nullable=False,
+    ),
+    Column("account_id", String(_ID), nullable=False),
+)
 # The scheduler's questions: which plan changes and cancellations are due.
 Index(None, subscriptions.c.state, subscriptions.c.pending_plan_effective_time)
 Index(None, subscriptions.c.state, subscriptions.c.cancel_time)

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from services.accounts.adapters.orm import accounts, customers, subscriptions
+from services.accounts.adapters.orm import (
+    accounts,
+    customers,
+    service_identifiers,
+    subscriptions,
+)
 from services.accounts.domain.model import (
     Account,
     AccountState,
@@ -22,6 +28,23 @@ from services.accounts.domain.model import (
     Subscription,
     SubscriptionState,
 )
+from services.common.codes import EXTERNAL_PREFIX
+
+
+def _customer_key(customer_id: str) -> Any:
+    """A customer id, or the id of the customer an ``ext:<ref>`` names (a subquery)."""
+    if not customer_id.startswith(EXTERNAL_PREFIX):
+        return customer_id
+    ref = customer_id.removeprefix(EXTERNAL_PREFIX)
+    return select(customers.c.customer_id).where(customers.c.external_ref == ref).scalar_subquery()
+
+
+def _account_key(account_id: str) -> Any:
+    """An account id, or the id of the account an ``ext:<ref>`` names (a subquery)."""
+    if not account_id.startswith(EXTERNAL_PREFIX):
+        return account_id
+    ref = account_id.removeprefix(EXTERNAL_PREFIX)
+    return select(accounts.c.account_id).where(accounts.c.external_ref == ref).scalar_subquery()
 
 
 class SqlCustomerRepository:
@@ -32,6 +55,12 @@ class SqlCustomerRepository:
         self._session.add(customer)
 
     def get(self, customer_id: str) -> Customer | None:
+        """By id, or by external reference written ``ext:<ref>`` (issue 9 item 12)."""
+        if customer_id.startswith(EXTERNAL_PREFIX):
+            ref = customer_id.removeprefix(EXTERNAL_PREFIX)
+            return self._session.scalars(
+                select(Customer).where(customers.c.external_ref == ref)
+            ).first()
         return self._session.get(Customer, customer_id)
 
     def get_by_referral_code(self, referral_code: str) -> Customer | None:
@@ -60,6 +89,12 @@ class SqlAccountRepository:
         self._session.add(account)
 
     def get(self, account_id: str) -> Account | None:
+        """By id, or by external reference written ``ext:<ref>`` (issue 9 item 12)."""
+        if account_id.startswith(EXTERNAL_PREFIX):
+            ref = account_id.removeprefix(EXTERNAL_PREFIX)
+            return self._session.scalars(
+                select(Account).where(accounts.c.external_ref == ref)
+            ).first()
         return self._session.get(Account, account_id)
 
     def list(
@@ -74,7 +109,7 @@ class SqlAccountRepository:
     ) -> Sequence[Account]:
         query = select(Account)
         if customer_id:
-            query = query.where(accounts.c.customer_id == customer_id)
+            query = query.where(accounts.c.customer_id == _customer_key(customer_id))
         if state is not None:
             query = query.where(accounts.c.state == state)
         if reseller_id or group_id:
@@ -116,13 +151,41 @@ class SqlSubscriptionRepository:
     ) -> Sequence[Subscription]:
         query = select(Subscription)
         if account_id:
-            query = query.where(subscriptions.c.account_id == account_id)
+            query = query.where(subscriptions.c.account_id == _account_key(account_id))
         if state is not None:
             query = query.where(subscriptions.c.state == state)
         if after:
             query = query.where(subscriptions.c.subscription_id > after)
         query = query.order_by(subscriptions.c.subscription_id).limit(limit)
         return self._session.scalars(query).all()
+
+    def service_id_owners(self, keys: Sequence[str]) -> dict[str, str]:
+        """Subscription ids holding any of these service identifier keys."""
+        if not keys:
+            return {}
+        rows = self._session.execute(
+            select(service_identifiers.c.key, service_identifiers.c.subscription_id).where(
+                service_identifiers.c.key.in_(list(keys))
+            )
+        )
+        return {key: owner for key, owner in rows}
+
+    def claim_service_ids(self, subscription: Subscription) -> None:
+        """Record the subscription's identifiers (the primary key keeps them unique)."""
+        keys = subscription.service_id_keys
+        if keys:
+            self._session.flush()  # the subscription row first (foreign key)
+            self._session.execute(
+                insert(service_identifiers),
+                [
+                    {
+                        "key": key,
+                        "subscription_id": subscription.subscription_id,
+                        "account_id": subscription.account_id,
+                    }
+                    for key in keys
+                ],
+            )
 
     def active_of_account(self, account_id: str) -> Sequence[Subscription]:
         query = (

@@ -34,6 +34,7 @@ class CustomerCreated(DomainEvent):
     referred_by: str
     referrer_customer_id: str
     create_time: datetime
+    external_ref: str = ""  # the operator's reference, "" when none
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class AccountCreated(_AccountFacts):
     event_type = "AccountCreated"
 
     create_time: datetime
+    # The operator's references of the account and of its customer ("" when none):
+    # rating finds accounts and price packages by them (issue 9 item 12).
+    external_ref: str = ""
+    customer_external_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class AccountUpdated(_AccountFacts):
 
     changed_fields: tuple[str, ...]
     update_time: datetime
+    external_ref: str = ""
+    customer_external_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,3 +153,5 @@ class SubscriptionChanged(DomainEvent):
     bill_cycle_day: int
     # Why (e.g. "account closed: <reason>"); empty when the caller gave none.
     reason: str
+    # The subscription's service identifier keys (msisdn:+31..., sip:..., pin:..., code:...).
+    service_ids: tuple[str, ...] = ()

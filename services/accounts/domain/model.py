@@ -46,6 +46,7 @@ from services.accounts.domain.events import (
     SubscriptionChangeKind,
 )
 from services.accounts.domain.lifecycle import AccountState, check_transition
+from services.common.codes import PLAN_CODE  # one rule with rating's catalog (issue 9 item 10)
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.money import Money
 
@@ -71,8 +72,6 @@ __all__ = [
     "new_referral_code",
 ]
 
-# Plan and add-on codes of the product catalog (owned by rating).
-PLAN_CODE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Referral codes are read aloud and typed from flyers: no 0/O, 1/I/L, U.
 REFERRAL_CODE_ALPHABET: Final = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 REFERRAL_CODE_LENGTH: Final = 8
@@ -136,6 +135,8 @@ class Customer:
     referrals_count: int
     create_time: datetime
     update_time: datetime
+    # The operator's own reference (unique); ``ext:<ref>`` names the customer anywhere.
+    external_ref: str | None = None
 
     @classmethod
     def register(
@@ -151,6 +152,7 @@ class Customer:
         referral_code: str,
         referrer: Customer | None,
         now: datetime,
+        external_ref: str | None = None,
     ) -> tuple[Customer, CustomerCreated]:
         customer = cls(
             customer_id=customer_id,
@@ -168,6 +170,7 @@ class Customer:
             referrals_count=0,
             create_time=now,
             update_time=now,
+            external_ref=external_ref,
         )
         event = CustomerCreated(
             customer_id=customer.customer_id,
@@ -180,6 +183,7 @@ class Customer:
             referred_by=customer.referred_by,
             referrer_customer_id=customer.referrer_customer_id or "",
             create_time=now,
+            external_ref=external_ref or "",
         )
         return customer, event
 
@@ -286,6 +290,8 @@ class _AccountFacts(TypedDict):
     credit_limit: Money | None
     parent_account_id: str
     state: str
+    external_ref: str
+    customer_external_ref: str
 
 
 @dataclass(eq=False)
@@ -318,6 +324,8 @@ class Account:
     create_time: datetime
     update_time: datetime
     state_changes: list[StateChange] = field(default_factory=list)
+    # The operator's own reference (unique); ``ext:<ref>`` names the account anywhere.
+    external_ref: str | None = None
 
     @classmethod
     def open(
@@ -335,6 +343,7 @@ class Account:
         credit_limit: Money | None,
         parent_chain: Sequence[Account],
         now: datetime,
+        external_ref: str | None = None,
     ) -> tuple[Account, AccountCreated]:
         """A new ACTIVE account; ``parent_chain`` is the parent and its ancestors, if any."""
         _check_credit_limit(payment_mode, credit_limit, currency_code)
@@ -357,6 +366,7 @@ class Account:
             state_change_time=now,
             create_time=now,
             update_time=now,
+            external_ref=external_ref,
         )
         return account, AccountCreated(**account._facts(customer), create_time=now)
 
@@ -475,6 +485,8 @@ class Account:
             "credit_limit": self.credit_limit,
             "parent_account_id": self.parent_account_id or "",
             "state": self.state.value,
+            "external_ref": self.external_ref or "",
+            "customer_external_ref": customer.external_ref or "",
         }
 
 
@@ -535,24 +547,45 @@ class Subscription:
     # When it ended, or will end when cancel_at_period_end is set.
     cancel_time: datetime | None = None
     cancel_at_period_end: bool = False
+    # Service identifier keys (``msisdn:+31612345678``, ``sip:...``), one a line.
+    service_ids: str = ""
 
     @classmethod
     def start(
-        cls, *, subscription_id: str, account: Account, plan_code: str, now: datetime
+        cls,
+        *,
+        subscription_id: str,
+        account: Account,
+        plan_code: str,
+        now: datetime,
+        start_time: datetime | None = None,
+        service_ids: Sequence[str] = (),
     ) -> tuple[Subscription, SubscriptionChanged]:
+        """A new ACTIVE subscription from ``start_time`` (default now; may be in the past
+        for a migration or late usage, never in the future)."""
         account.check_subscriptions_can_grow()
+        start = now if start_time is None else start_time
+        if start > now:
+            raise InvalidArgument.field(
+                "subscription.start_time", "must not be in the future (it may be in the past)"
+            )
         subscription = cls(
             subscription_id=subscription_id,
             account_id=account.account_id,
             plan_code=plan_code,
             state=SubscriptionState.ACTIVE,
-            start_time=now,
+            start_time=start,
             create_time=now,
             update_time=now,
+            service_ids="\n".join(service_ids),
         )
         return subscription, subscription._event(
-            account, SubscriptionChangeKind.CREATED, now, new_plan=plan_code
+            account, SubscriptionChangeKind.CREATED, start, new_plan=plan_code
         )
+
+    @property
+    def service_id_keys(self) -> tuple[str, ...]:
+        return tuple(key for key in self.service_ids.split("\n") if key)
 
     @property
     def pending_plan_change(self) -> PendingPlanChange | None:
@@ -773,4 +806,5 @@ class Subscription:
             time_zone=account.time_zone,
             bill_cycle_day=account.bill_cycle_day,
             reason=reason,
+            service_ids=self.service_id_keys,
         )

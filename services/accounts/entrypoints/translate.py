@@ -32,6 +32,7 @@ from services.accounts.domain.model import (
     SubscriptionState,
     credit_limit_problem,
 )
+from services.accounts.entrypoints import identities as ids
 from services.accounts.entrypoints import validation as check
 from services.accounts.service_layer import commands as cmd
 from services.common.errors import Violations
@@ -114,6 +115,7 @@ def create_customer_command(request: pb.CreateCustomerRequest) -> cmd.CreateCust
             reseller_id=check.opaque_id(cv, c.reseller_id, "reseller_id"),
             group_id=check.opaque_id(cv, c.group_id, "group_id"),
             referred_by=check.referral_code(cv, c.referred_by, "referred_by"),
+            external_ref=ids.external_ref(cv, c.external_ref, "external_ref"),
             request_id=check.request_id(v, request.request_id),
             fingerprint=_fingerprint(request),
         )
@@ -201,6 +203,7 @@ def create_account_command(request: pb.CreateAccountRequest) -> cmd.CreateAccoun
         if a.HasField("credit_limit"):
             credit_limit = money_from_proto(a.credit_limit, "credit_limit", av)
         check.resource_id(av, a.parent_account_id, "parent_account_id", "acc", required=False)
+        external_ref = ids.external_ref(av, a.external_ref, "external_ref")
         if payment_mode is not None and not av.items:
             # Only when the parts are well-formed, so one mistake is reported once.
             problem = credit_limit_problem(payment_mode, credit_limit, currency)
@@ -220,6 +223,7 @@ def create_account_command(request: pb.CreateAccountRequest) -> cmd.CreateAccoun
         payment_mode=payment_mode,
         credit_limit=credit_limit,
         parent_account_id=a.parent_account_id or None,
+        external_ref=external_ref,
         request_id=request.request_id,
         fingerprint=_fingerprint(request),
     )
@@ -350,11 +354,15 @@ def create_subscription_command(request: pb.CreateSubscriptionRequest) -> cmd.Cr
     with v.nested("subscription") as sv:
         check.resource_id(sv, s.account_id, "account_id", "acc")
         check.plan_code(sv, s.plan_code, "plan_code")
+        start = ids.start_time(sv, s, "start_time")
+        keys = ids.service_ids(sv, s.service_ids, "service_ids")
     check.request_id(v, request.request_id)
     v.raise_if_any()
     return cmd.CreateSubscription(
         account_id=s.account_id,
         plan_code=s.plan_code,
+        start_time=start,
+        service_ids=keys,
         request_id=request.request_id,
         fingerprint=_fingerprint(request),
     )
@@ -465,6 +473,7 @@ def customer_to_proto(customer: Customer) -> pb.Customer:
         referrals_count=customer.referrals_count,
         create_time=timestamp_to_proto(customer.create_time),
         update_time=timestamp_to_proto(customer.update_time),
+        external_ref=customer.external_ref or "",
     )
 
 
@@ -486,6 +495,7 @@ def account_to_proto(account: Account) -> pb.Account:
         state_change_time=timestamp_to_proto(account.state_change_time),
         create_time=timestamp_to_proto(account.create_time),
         update_time=timestamp_to_proto(account.update_time),
+        external_ref=account.external_ref or "",
     )
 
 
@@ -508,6 +518,7 @@ def subscription_to_proto(view: cmd.SubscriptionView) -> pb.Subscription:
         state=_SUBSCRIPTION_STATE_TO_PROTO[s.state],
         start_time=timestamp_to_proto(s.start_time),
         add_ons=[_add_on_to_proto(a) for a in s.add_ons],
+        service_ids=ids.service_ids_to_proto(s.service_id_keys),
         pending_plan_change=(
             pb.PendingPlanChange(
                 plan_code=pending.plan_code,

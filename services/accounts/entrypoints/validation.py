@@ -20,7 +20,9 @@ from services.accounts.domain.billing_cycle import (
     MIN_BILL_CYCLE_DAY,
     is_known_time_zone,
 )
-from services.accounts.domain.model import PLAN_CODE, REFERRAL_CODE
+from services.accounts.domain.model import REFERRAL_CODE
+from services.accounts.entrypoints.identities import is_external_id
+from services.common.codes import plan_code_problem
 from services.common.errors import Violations
 from services.common.money import is_known_currency
 
@@ -102,9 +104,18 @@ def resource_id(
     if not value:
         if required:
             violations.add(path, "is required")
-    elif not RESOURCE_ID[prefix].match(value):
-        violations.add(path, f"must be an id of the form {prefix}_ followed by 26 characters")
+    elif not RESOURCE_ID[prefix].match(value) and not (
+        prefix in _EXTERNAL_KINDS and is_external_id(value)
+    ):
+        allowed = " or ext: and an external reference" if prefix in _EXTERNAL_KINDS else ""
+        violations.add(
+            path, f"must be an id of the form {prefix}_ followed by 26 characters{allowed}"
+        )
     return value
+
+
+# Customers and accounts may be named by their external reference (issue 9 item 12).
+_EXTERNAL_KINDS: Final = frozenset({"cus", "acc"})
 
 
 def time_zone(violations: Violations, value: str, path: str) -> str:
@@ -148,14 +159,9 @@ def tax_region(violations: Violations, value: str, path: str) -> str:
 
 
 def plan_code(violations: Violations, value: str, path: str) -> str:
-    if not value:
-        violations.add(path, "is required")
-    elif not PLAN_CODE.match(value):
-        violations.add(
-            path,
-            "must be 1-64 lower-case letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit",
-        )
+    problem = plan_code_problem(value)
+    if problem:
+        violations.add(path, problem)
     return value
 
 

@@ -9,6 +9,7 @@ when the caller sent no ``request_id``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from services.accounts.domain.billing_cycle import BillingPeriod
@@ -42,6 +43,7 @@ class CreateCustomer(Command):
     reseller_id: str = ""
     group_id: str = ""
     referred_by: str = ""  # a referral code of another customer
+    external_ref: str | None = None  # the operator's own reference, unique
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +74,7 @@ class CreateAccount(Command):
     payment_terms_days: int = 0
     credit_limit: Money | None = None
     parent_account_id: str | None = None
+    external_ref: str | None = None  # the operator's own reference, unique
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +114,8 @@ class CloseAccount(ChangeAccountState):
 class CreateSubscription(Command):
     account_id: str
     plan_code: str
+    start_time: datetime | None = None  # default now; may be in the past
+    service_ids: tuple[str, ...] = ()  # normalised keys (msisdn:+31..., sip:..., ...)
 
 
 @dataclass(frozen=True, kw_only=True)

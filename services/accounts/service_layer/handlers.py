@@ -59,7 +59,14 @@ from services.accounts.service_layer.commands import (
 )
 from services.accounts.service_layer.plan_catalog import PlanCatalog
 from services.accounts.service_layer.unit_of_work import AccountsUnitOfWork
-from services.common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from services.common.codes import EXTERNAL_PREFIX
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from services.common.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ def create_customer(cmd: CreateCustomer, uow: AccountsUnitOfWork) -> Customer:
                 raise InvalidArgument.field(
                     "customer.referred_by", "is not the referral code of any customer"
                 )
+        _check_ref_free(uow.customers.get, cmd.external_ref, "customer.external_ref")
         customer, created = Customer.register(
             customer_id=new_id("cus"),
             display_name=cmd.display_name,
@@ -98,6 +106,7 @@ def create_customer(cmd: CreateCustomer, uow: AccountsUnitOfWork) -> Customer:
             referral_code=_unused_referral_code(uow),
             referrer=referrer,
             now=uow.clock.now(),
+            external_ref=cmd.external_ref,
         )
         uow.customers.add(customer)
         uow.publish(created)
@@ -164,6 +173,7 @@ def create_account(cmd: CreateAccount, uow: AccountsUnitOfWork) -> Account:
             return _account(uow, replayed)
         customer = _customer(uow, cmd.customer_id)
         parent_chain = _parent_chain(uow, cmd.parent_account_id)
+        _check_ref_free(uow.accounts.get, cmd.external_ref, "account.external_ref")
         account, created = Account.open(
             account_id=new_id("acc"),
             customer=customer,
@@ -177,6 +187,7 @@ def create_account(cmd: CreateAccount, uow: AccountsUnitOfWork) -> Account:
             credit_limit=cmd.credit_limit,
             parent_chain=parent_chain,
             now=uow.clock.now(),
+            external_ref=cmd.external_ref,
         )
         uow.accounts.add(account)
         uow.publish(created)
@@ -272,15 +283,39 @@ def create_subscription(
             raise _unknown_plan("subscription.plan_code")
         account = _account(uow, cmd.account_id)
         now = uow.clock.now()
+        taken = uow.subscriptions.service_id_owners(cmd.service_ids)
+        if taken:
+            key, owner = sorted(taken.items())[0]
+            raise AlreadyExists(
+                f"service identifier {key} already belongs to subscription {owner}",
+                reason="SERVICE_ID_TAKEN",
+                metadata={"service_id": key, "subscription_id": owner},
+            )
         subscription, created = Subscription.start(
-            subscription_id=new_id("sub"), account=account, plan_code=cmd.plan_code, now=now
+            subscription_id=new_id("sub"),
+            account=account,
+            plan_code=cmd.plan_code,
+            now=now,
+            start_time=cmd.start_time,
+            service_ids=cmd.service_ids,
         )
         uow.subscriptions.add(subscription)
+        uow.subscriptions.claim_service_ids(subscription)
         uow.accounts.guard(account)
         uow.publish(created)
         _remember(uow, cmd, subscription.subscription_id)
         uow.commit()
     return SubscriptionView(subscription, subscription.current_period(account, now))
+
+
+def _check_ref_free(get: Callable[[str], object | None], ref: str | None, field: str) -> None:
+    """External references are unique (issue 9 item 12)."""
+    if ref and get(EXTERNAL_PREFIX + ref) is not None:
+        raise AlreadyExists(
+            f"external reference {ref!r} is already used",
+            reason="EXTERNAL_REF_TAKEN",
+            metadata={"field": field, "external_ref": ref},
+        )
 
 
 def _unknown_plan(field: str) -> InvalidArgument:

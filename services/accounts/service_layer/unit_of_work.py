@@ -75,6 +75,14 @@ class SubscriptionRepository(Protocol):
         limit: int,
     ) -> Sequence[Subscription]: ...
 
+    def service_id_owners(self, keys: Sequence[str]) -> dict[str, str]:
+        """Subscription ids already holding any of these service identifier keys."""
+        ...
+
+    def claim_service_ids(self, subscription: Subscription) -> None:
+        """Record the subscription's service identifiers (unique)."""
+        ...
+
     def active_of_account(self, account_id: str) -> Sequence[Subscription]: ...
 
     def due_ids(self, now: datetime, limit: int) -> Sequence[str]:

@@ -86,6 +86,17 @@ known_accounts = Table(
     Column("status", String(32), nullable=False),
     Column("bill_cycle_day", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("customer_ref", String(64), nullable=False, server_default=""),
+)
+
+# Other names of an account a CDR may carry (issue 9 item 12): ``ext:<ref>`` (its external
+# reference) and its subscriptions' service identifiers (msisdn:+31..., sip:..., pin:...,
+# code:...), from accounts' events.
+account_aliases = Table(
+    "account_aliases",
+    metadata,
+    Column("alias", String(220), primary_key=True),
+    Column("account_id", String(64), nullable=False),
 )
 
 plan_assignments = Table(
@@ -121,6 +132,22 @@ import_files = Table(
     Column("request_id", String(128), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
+    Column("held", Boolean, nullable=False, server_default=text("false")),
+    Column("released_at", UtcDateTime, nullable=True),
+)
+
+# Events of an import held back until the file ends well (or is released): envelopes
+# ready for the outbox, moved there in one INSERT ... SELECT (ADR 0042).
+held_events = Table(
+    "held_events",
+    metadata,
+    Column("id", big_serial(), primary_key=True, autoincrement=True),
+    Column("hold_key", String(40), nullable=False, index=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("envelope", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 # One row per rating of a record. ``is_current`` marks the result in force; a re-rating

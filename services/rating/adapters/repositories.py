@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
 from services.rating.adapters.orm import (
+    account_aliases,
     catalog_revisions,
     destination_prefixes,
     import_files,
@@ -222,6 +223,31 @@ class SqlAccountRepository(AccountRepository):
     def add(self, account: KnownAccount) -> None:
         self.session.add(account)
 
+    def set_alias(self, alias: str, account_id: str) -> None:
+        existing = self.session.execute(
+            select(account_aliases.c.account_id).where(account_aliases.c.alias == alias)
+        ).scalar_one_or_none()
+        if existing is None:
+            self.session.execute(insert(account_aliases).values(alias=alias, account_id=account_id))
+        elif existing != account_id:  # a number moved to another account
+            self.session.execute(
+                update(account_aliases)
+                .where(account_aliases.c.alias == alias)
+                .values(account_id=account_id)
+            )
+
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        wanted = list(aliases)
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            rows = self.session.execute(
+                select(account_aliases.c.alias, account_aliases.c.account_id).where(
+                    account_aliases.c.alias.in_(wanted[start : start + _CHUNK])
+                )
+            )
+            found.update({alias: account_id for alias, account_id in rows})
+        return found
+
     def add_assignment(self, assignment: PlanAssignment) -> None:
         self.session.add(assignment)
 
@@ -254,6 +280,12 @@ class SqlImportRepository(ImportRepository):
                 or_(started < before[0], and_(started == before[0], file_id < before[1]))
             )
         return list(self.session.scalars(query))
+
+
+def _not_held() -> Any:
+    """Rows not of a held (failed, unreleased) import file (ADR 0042)."""
+    held = select(import_files.c.file_id).where(import_files.c.held)
+    return or_(rated_usage.c.file_id.is_(None), rated_usage.c.file_id.not_in(held))
 
 
 def _rated_row(row: Any) -> RatedRow:
@@ -369,6 +401,7 @@ class SqlUsageRepository(UsageRepository):
             .order_by(rated_usage.c.id)
             .limit(limit)
         )
+        query = query.where(_not_held())  # a held file's ratings are not usage yet
         if not_from_rerate:
             query = query.where(
                 or_(
@@ -393,10 +426,14 @@ class SqlUsageRepository(UsageRepository):
         statement = select(rated_usage).order_by(rated_usage.c.event_time, rated_usage.c.id)
         if not query.include_history:
             statement = statement.where(rated_usage.c.is_current)
+        if not query.include_held:
+            statement = statement.where(_not_held())
         if query.account_id:
             statement = statement.where(rated_usage.c.account_id == query.account_id)
         if query.file_id:
             statement = statement.where(rated_usage.c.file_id == query.file_id)
+        if query.service:
+            statement = statement.where(rated_usage.c.service == query.service)
         if query.period_start is not None:
             statement = statement.where(rated_usage.c.event_time >= query.period_start)
         if query.period_end is not None:

@@ -110,6 +110,16 @@ def round_ratio(numerator: int, denominator: int, places: int, rounding: Roundin
     return round_div(numerator, denominator * unit, rounding) * unit
 
 
+def shown_amount(scaled: int, denominator: int) -> Decimal:
+    """``scaled`` / ``denominator`` nanos to nine places (half even), trailing zeros dropped.
+
+    Only for explanations (a breakdown's line of an amount priced per rate unit): what
+    is charged is the exact fraction, rounded once by the rate's rule.
+    """
+    nanos = round_div(scaled, denominator, Rounding.HALF_EVEN) if denominator != 1 else scaled
+    return plain(from_nanos(nanos, MAX_SCALE))
+
+
 def ceil_div(numerator: int, denominator: int) -> int:
     """Whole units needed to cover ``numerator`` (non-negative) in steps of ``denominator``."""
     return -(-numerator // denominator)

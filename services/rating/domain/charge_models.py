@@ -20,7 +20,11 @@ of a cycle always add up to the price of the cycle total:
   of 2.9% + 0.30), rounded by the rate's rounding rule.
 
 Prices are per unit of ``unit_size`` base units and must be exact to nine decimal
-places (nanos); tier bounds count those units.
+places (nanos); tier bounds count those units. ``PerUnit`` may charge in a finer
+``increment`` than the unit its price is for (0.01 per MB charged per started
+KB): the amount is then the exact fraction ``increments * increment * price /
+unit_size``, kept in 1/``unit_size`` nanos (``denominator``) until the engine
+rounds it once (ADR 0041).
 
 Flat fees belong to plans rather than events: ``RecurringFee`` (charged in
 advance or in arrears each cycle, prorated by days) and ``OneTimeFee``.
@@ -34,7 +38,15 @@ from enum import StrEnum
 
 from services.common.money import Rounding
 
-from .amounts import ceil_div, from_nanos, percent_ratio, plain, round_ratio, to_nanos
+from .amounts import (
+    ceil_div,
+    from_nanos,
+    percent_ratio,
+    plain,
+    round_ratio,
+    shown_amount,
+    to_nanos,
+)
 
 
 @dataclass(slots=True)
@@ -63,21 +75,40 @@ def _line(description: str, units: int, price_nanos: int, amount_nanos: int) -> 
 
 @dataclass(frozen=True, slots=True)
 class PerUnit:
-    """``price`` per unit of ``unit_size`` base units, each event rounded up on its own."""
+    """``price`` per unit of ``unit_size`` base units, each event rounded up on its own:
+    to whole units, or to whole ``increment``s when it is charged in finer steps."""
 
     price: Decimal
     unit_size: int = 1
+    increment: int | None = None
     _price_nanos: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.unit_size < 1:
             raise ValueError("unit_size must be at least 1")
+        if self.increment is not None and self.increment < 1:
+            raise ValueError("increment must be at least 1")
         object.__setattr__(self, "_price_nanos", to_nanos(self.price))
 
+    @property
+    def denominator(self) -> int:
+        """Amounts of ``price_usage`` are in nanos divided by this."""
+        return 1 if self.increment is None else self.unit_size
+
     def price_usage(self, quantity: int, usage_to_date: int) -> tuple[int, list[UnitLine]]:
-        units = ceil_div(quantity, self.unit_size)
-        amount = units * self._price_nanos
-        return amount, [_line(f"per {self.unit_size}", units, self._price_nanos, amount)]
+        if self.increment is None:
+            units = ceil_div(quantity, self.unit_size)
+            amount = units * self._price_nanos
+            return amount, [_line(f"per {self.unit_size}", units, self._price_nanos, amount)]
+        charged = ceil_div(quantity, self.increment) * self.increment
+        amount = charged * self._price_nanos  # in 1/unit_size nanos: exact
+        line = UnitLine(
+            f"per {self.unit_size} in steps of {self.increment}",
+            charged,
+            plain(self.price),
+            shown_amount(amount, self.unit_size),
+        )
+        return amount, [line]
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,17 @@ def load_destination_rows(
         if skipped:
             problems.append(FieldViolation("line", f"{skipped} more problems not listed"))
         raise InvalidCatalog(problems)
+    if not by_prefix:
+        # A header-only or blank file would silently replace the prefix table with nothing.
+        raise InvalidCatalog(
+            [
+                FieldViolation(
+                    "rows",
+                    "the file has no prefixes (only a header or blank lines); "
+                    "an empty table would replace every prefix in force",
+                )
+            ]
+        )
     return DestinationTable(by_prefix)
 
 

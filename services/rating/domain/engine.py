@@ -48,7 +48,16 @@ from zoneinfo import ZoneInfo
 
 from services.common.money import MAX_SCALE, Money, Rounding, currency_exponent
 
-from .amounts import decimal_places, from_nanos, plain, round_nanos, step, to_nanos
+from .amounts import (
+    decimal_places,
+    from_nanos,
+    plain,
+    round_nanos,
+    round_ratio,
+    shown_amount,
+    step,
+    to_nanos,
+)
 from .catalog import (
     Allowance,
     Catalog,
@@ -60,6 +69,7 @@ from .catalog import (
 from .charge_models import (
     Fee,
     Percentage,
+    PerUnit,
     RecurringFee,
     UnitLine,
     UsageModel,
@@ -123,6 +133,7 @@ class UsageEvent:
     quantity: int
     destination: str = ""
     customer_id: str = ""
+    customer_ref: str = ""  # ``ext:<ref>``: packages may name the customer so
     group: str = ""
     time_zone: str = "UTC"
     tax_region: str = ""
@@ -237,6 +248,7 @@ class _Rate:
 
     __slots__ = (
         "connection",
+        "denominator",
         "destination",
         "detail_places",
         "id",
@@ -267,13 +279,19 @@ class _Rate:
             prices = [self.tariff.connection_fee] + [
                 amount
                 for price in self.tariff.prices.values()
-                for amount in (price.first_price, price.next_price)
+                for amount in (price.first_price, price.next_price, price.connection_fee)
+                if amount is not None
             ]
             places = max([places, *map(decimal_places, prices)])
         self.detail_places = min(places, MAX_SCALE)
         self.zero = from_nanos(0, self.places)
         self.step = step(self.places)
         self.connection = self.tariff.connection_fee if self.tariff is not None else Decimal(0)
+        # Prices per rate unit (ADR 0041): the exact charge is raw / denominator nanos.
+        if self.tariff is not None:
+            self.denominator = self.tariff.denominator
+        else:
+            self.denominator = pricing.denominator if isinstance(pricing, PerUnit) else 1
 
 
 _Service = tuple[dict[str, _Rate], int]  # prefix (or "" for any) -> rate, longest prefix
@@ -596,7 +614,9 @@ class RatingEngine:
         if plan is None:
             plan = self._plan_at(event.plan_code, instant)  # raises the reason
         package = (
-            self._package_at(event.plan_code, event.customer_id, event.group, instant)
+            self._package_at(
+                event.plan_code, event.customer_id, event.group, instant, event.customer_ref
+            )
             if event.plan_code in self._packages
             else None
         )
@@ -685,17 +705,18 @@ class RatingEngine:
         return plan
 
     def _package_at(
-        self, plan_code: str, customer_id: str, group: str, instant: int
+        self, plan_code: str, customer_id: str, group: str, instant: int, customer_ref: str = ""
     ) -> _PackageVersion | None:
         packages = self._packages.get(plan_code)
         if packages is None:
             return None
         by_customer, by_group = packages
         package = None
-        if customer_id:
-            versions = by_customer.get(customer_id)
+        for customer in (customer_id, customer_ref):
+            versions = by_customer.get(customer) if customer else None
             if versions is not None:
                 package = versions.at(instant)
+                break
         if package is None and group:
             versions = by_group.get(group)
             if versions is not None:
@@ -808,7 +829,10 @@ class RatingEngine:
                 if charged:
                     raw, lines = model.price_usage(charged, event.usage_to_date)
         places = rate.places
-        rounded = raw if raw % rate.step == 0 else round_nanos(raw, places, rate.rounding)
+        if rate.denominator == 1:
+            rounded = raw if raw % rate.step == 0 else round_nanos(raw, places, rate.rounding)
+        else:  # a price per rate unit: the exact fraction, rounded once
+            rounded = round_ratio(raw, rate.denominator, places, rate.rounding)
         usage = rounded
         limit = None
         if charged and raw >= 0:
@@ -914,12 +938,17 @@ class RatingEngine:
         zero = rate.zero
         segments: list[BandSegment] = []
         connection = zero
+        denominator = rate.denominator
         if call is not None:
             tariff = rate.tariff
             assert tariff is not None
             detail = _DECIMALS[rate.detail_places]
             if call[0]:
-                connection = rate.connection
+                connection = (
+                    tariff.connection_fee_in(call[1][0][0])
+                    if tariff.band_connection_fees
+                    else rate.connection
+                )
             increment = tariff.next_increment
             for band, offset, seconds, first, increments, prices, amount in call[1]:
                 segments.append(
@@ -931,12 +960,19 @@ class RatingEngine:
                         increments,
                         increment,
                         prices.next_price,
-                        detail[amount],
+                        detail[amount] if denominator == 1 else shown_amount(amount, denominator),
                     )
                 )
-            rounding = detail[rounded - raw] if rounded != raw else zero
-        else:
+            if denominator == 1:
+                rounding = detail[rounded - raw] if rounded != raw else zero
+            else:  # what the shown lines (nine places) leave to the one rounding
+                rounding = plain(
+                    from_nanos(rounded, MAX_SCALE) - connection - sum(s.amount for s in segments)
+                )
+        elif denominator == 1:
             rounding = _exact(rounded - raw)
+        else:
+            rounding = plain(from_nanos(rounded, MAX_SCALE) - sum(u.amount for u in lines))
         if known_tax_lines is not None:
             tax_lines = list(known_tax_lines)  # a copy: the memoised list is shared
         else:

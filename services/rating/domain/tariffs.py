@@ -26,6 +26,18 @@ How a call is charged (``price_call``):
   the call: the first increment, then subsequent increments in order, until an
   increment is larger than what is left. A call fully covered by the allowance
   pays no connection fee; a partly covered call pays it.
+* The connection fee is the tariff's, or the fee of the band the call starts
+  in when that band's price names one (a peak call set-up costs more).
+
+**Prices per rate unit** (ADR 0041): "0.02 a minute, charged per second" has no
+exact price per one-second increment (0.02/60 never ends). With ``rate_unit``
+set (60 seconds), every ``BandPrice`` is a price per rate unit and the
+increments are only how the seconds are counted. The call is then priced
+exactly in fractions of a nano: every amount is kept in units of
+1/``rate_unit`` nano (an increment of ``s`` seconds at ``p`` nanos per rate
+unit is ``p * s`` of them), so the sum is exact and the engine rounds it
+**once**, at the end, with the rate's rounding rule. 61 s at 0.02 a minute per
+second is 1.22/60 = 0.020333... EUR, 0.02 rounded half-up to cents.
 """
 
 from __future__ import annotations
@@ -34,53 +46,94 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .amounts import to_nanos
+from .amounts import shown_amount, to_nanos
 from .errors import NoTariff
 from .timebands import ANY_BAND
 
 
 @dataclass(frozen=True, slots=True)
 class BandPrice:
-    """Prices of the first and of each subsequent increment in one band."""
+    """Prices of the first and of each subsequent increment in one band (per rate unit
+    when the tariff has one), and the band's own connection fee, if it has one."""
 
     first_price: Decimal
     next_price: Decimal
+    connection_fee: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TimeTariff:
-    """A per-second tariff; ``prices`` maps band names (or ``"*"`` for any band) to prices."""
+    """A per-second tariff; ``prices`` maps band names (or ``"*"`` for any band) to prices.
+
+    ``rate_unit`` None: prices are per increment. Otherwise they are per
+    ``rate_unit`` seconds and amounts are kept in 1/``rate_unit`` nanos
+    (``denominator``) until the engine rounds them once.
+    """
 
     first_increment: int
     next_increment: int
     prices: Mapping[str, BandPrice]
     connection_fee: Decimal = Decimal(0)
-    # Nanos of each price, computed once so rating is integer arithmetic.
-    _nanos: dict[str, tuple[int, int, BandPrice]] = field(init=False, repr=False, compare=False)
+    rate_unit: int | None = None
+    # Scaled amounts of each band, computed once so rating is integer arithmetic:
+    # (first increment, next increment, per-increment prices to show, connection fee).
+    _nanos: dict[str, tuple[int, int, BandPrice, int]] = field(
+        init=False, repr=False, compare=False
+    )
     _connection_nanos: int = field(init=False, repr=False, compare=False)
+    _denominator: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.first_increment < 1 or self.next_increment < 1:
             raise ValueError("increments are whole seconds, at least 1")
-        nanos = {
-            band: (to_nanos(price.first_price), to_nanos(price.next_price), price)
-            for band, price in self.prices.items()
-        }
+        if self.rate_unit is not None and self.rate_unit < 1:
+            raise ValueError("a rate unit is whole seconds, at least 1")
+        unit = self.rate_unit or 1
+        first_seconds = self.first_increment if self.rate_unit else 1
+        next_seconds = self.next_increment if self.rate_unit else 1
+        nanos = {}
+        for band, price in self.prices.items():
+            first = to_nanos(price.first_price) * first_seconds
+            step = to_nanos(price.next_price) * next_seconds
+            fee = self.connection_fee if price.connection_fee is None else price.connection_fee
+            shown = price
+            if self.rate_unit is not None:
+                shown = BandPrice(
+                    shown_amount(first, unit), shown_amount(step, unit), price.connection_fee
+                )
+            nanos[band] = (first, step, shown, to_nanos(fee) * unit)
         object.__setattr__(self, "_nanos", nanos)
         object.__setattr__(self, "_connection_nanos", to_nanos(self.connection_fee))
+        object.__setattr__(self, "_denominator", unit)
 
-    def band_prices(self, band: str) -> tuple[int, int, BandPrice] | None:
-        """(first, next) increment prices in nanos for ``band`` (falling back to ``"*"``),
-        with the prices as written."""
+    def band_prices(self, band: str) -> tuple[int, int, BandPrice, int] | None:
+        """(first, next) increment prices in 1/``denominator`` nanos for ``band`` (falling
+        back to ``"*"``), the per-increment prices to show, and the connection fee."""
         found = self._nanos.get(band)
         return found if found is not None else self._nanos.get(ANY_BAND)
 
     def covers(self, band: str) -> bool:
         return band in self._nanos or ANY_BAND in self._nanos
 
+    def connection_fee_in(self, band: str) -> Decimal:
+        """The connection fee of a call starting in ``band``, as written."""
+        price = self.prices.get(band) or self.prices.get(ANY_BAND)
+        if price is None or price.connection_fee is None:
+            return self.connection_fee
+        return price.connection_fee
+
+    @property
+    def band_connection_fees(self) -> bool:
+        return any(price.connection_fee is not None for price in self.prices.values())
+
     @property
     def connection_nanos(self) -> int:
         return self._connection_nanos
+
+    @property
+    def denominator(self) -> int:
+        """Amounts of ``price_call`` are in nanos divided by this (1 without a rate unit)."""
+        return self._denominator
 
 
 # One band segment of a priced call: (band, offset from the call start in seconds,
@@ -90,7 +143,8 @@ SegmentCharge = tuple[str, int, int, bool, int, BandPrice, int]
 
 
 # A call priced by ``price_call``, exact nanos before rounding and cost limits:
-# (connection fee, segments, seconds charged, seconds drawn from the allowance, total).
+# (connection fee, segments, seconds charged, seconds drawn from the allowance, total),
+# amounts in nanos divided by the tariff's ``denominator``.
 CallCharge = tuple[int, list[SegmentCharge], int, int, int]
 
 
@@ -112,11 +166,14 @@ def price_call(
     segments: list[SegmentCharge] = []
     total = 0
     offset = 0
+    connection = 0
     for band, seconds in parts:
         prices = bands.get(band) or bands.get(ANY_BAND)
         if prices is None:
             raise NoTariff(f"rate {rate_id} has no price for time band {band!r}")
-        first_nanos, next_nanos, band_price = prices
+        first_nanos, next_nanos, band_price, fee = prices
+        if offset == 0:
+            connection = fee
         charges_first = offset == 0 and not drawing
         covered = first - offset
         rest = seconds - covered if covered > 0 else seconds
@@ -135,7 +192,8 @@ def price_call(
         total += amount
         segments.append((band, offset, seconds, charges_first, increments, band_price, amount))
         offset += seconds
-    connection = 0 if drawing else tariff.connection_nanos
+    if drawing:
+        connection = 0
     return connection, segments, charged, drawn, connection + total
 
 

@@ -350,6 +350,8 @@ def import_file_to_proto(import_file: ImportFile, duplicate_of: str = "") -> rat
         start_time=timestamp_to_proto(import_file.started_at),
         finish_time=timestamp_to_proto(import_file.finished_at),
         duplicate_of=duplicate_of,
+        held=import_file.held,
+        release_time=timestamp_to_proto(import_file.released_at),
     )
 
 

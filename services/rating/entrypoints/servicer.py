@@ -33,6 +33,7 @@ from services.common.proto_convert import (
 )
 from services.rating.entrypoints import converters as convert
 from services.rating.service_layer.catalog import apply_catalog, import_destinations
+from services.rating.service_layer.held import release_import
 from services.rating.service_layer.imports import ImportResult
 from services.rating.service_layer.pricing import normalised
 from services.rating.service_layer.questions import (
@@ -550,8 +551,20 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                 violations.add("page_token", "is not a token this service issued")
         violations.raise_if_any()
 
+        checksum = request.checksum.lower()
+        if checksum and (len(checksum) != 64 or not all(c in "0123456789abcdef" for c in checksum)):
+            violations.add("checksum", "must be a SHA-256 in hex (64 characters)")
+            violations.raise_if_any()
+
         def load() -> rating_pb2.ListImportFilesResponse:
             with self._app.uow_factory() as uow:
+                if checksum:  # a client following its own upload: a handful of imports
+                    found = sorted(
+                        uow.imports.by_checksum(checksum), key=lambda f: f.started_at, reverse=True
+                    )
+                    return rating_pb2.ListImportFilesResponse(
+                        files=[convert.import_file_to_proto(f) for f in found[:size]]
+                    )
                 files = uow.imports.list(before, size + 1)
                 token = ""
                 if len(files) > size:
@@ -713,8 +726,12 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             violations.add("account_id", "must be at most 64 characters")
         if len(request.file_id) > 40:
             violations.add("file_id", "must be at most 40 characters")
+        if len(request.service) > 64:
+            violations.add("service", "must be at most 64 characters")
         violations.raise_if_any()
         query = UsageFilter(
+            service=request.service,
+            include_held=request.include_held,
             account_id=request.account_id,
             period_start=timestamp_from_proto(request.period_start)
             if request.HasField("period_start")
@@ -741,6 +758,26 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             )
 
         return await self._run(load)
+
+    async def ReleaseImportFile(
+        self, request: rating_pb2.ReleaseImportFileRequest, context: Any
+    ) -> rating_pb2.ReleaseImportFileResponse:
+        violations = Violations()
+        violations.require(request.file_id, "file_id")
+        if len(request.file_id) > 40:
+            violations.add("file_id", "must be at most 40 characters")
+        if len(request.request_id) > 128:
+            violations.add("request_id", "must be at most 128 characters")
+        violations.raise_if_any()
+        app = self._app
+
+        def release() -> rating_pb2.ImportFile:
+            released = release_import(
+                app.uow_factory, app.clock, request.file_id, request_id=request.request_id
+            )
+            return convert.import_file_to_proto(released)
+
+        return rating_pb2.ReleaseImportFileResponse(file=await self._run(release))
 
 
 __all__ = ["RatingServicer"]

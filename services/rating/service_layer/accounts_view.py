@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from services.common.clock import Clock, ensure_utc
+from services.common.codes import EXTERNAL_PREFIX
 from services.common.events import EventEnvelope
 from services.rating.service_layer.model import KnownAccount, PlanAssignment
 from services.rating.service_layer.unit_of_work import RatingUnitOfWork
@@ -155,6 +156,11 @@ def _fold_account(
         account.status = status or account.status
         account.bill_cycle_day = _cycle_day(payload, account.bill_cycle_day)
         account.updated_at = clock.now()
+    # The operator's references (issue 9 item 12): CDRs and price packages may use them.
+    account.customer_ref = _text(payload, "customer_external_ref", default=account.customer_ref)
+    reference = _text(payload, "external_ref")
+    if reference:
+        uow.accounts.set_alias(EXTERNAL_PREFIX + reference, account_id)
     plan = _text(payload, "plan_code", "plan")
     if plan and envelope.event_type == "AccountCreated":
         uow.accounts.add_assignment(
@@ -190,6 +196,11 @@ def _fold_subscription(
     if account is None:
         # Subscriptions can arrive before the account's own event: keep a stub to fill later.
         uow.accounts.add(KnownAccount(account_id, "", "", "UTC", "", "", "active", clock.now()))
+    service_ids = payload.get("service_ids")
+    if isinstance(service_ids, list) and not cancelled:
+        for key in service_ids:
+            if isinstance(key, str) and 0 < len(key) <= 220:
+                uow.accounts.set_alias(key, account_id)
     uow.accounts.add_assignment(
         PlanAssignment(account_id, plan, effective, _text(payload, "subscription_id")[:64])
     )

@@ -113,6 +113,21 @@ class UsageImportFailed(DomainEvent):
     rejected: int
     records: int
     threshold_percent: str
+    # Rated records held back (not published, not charged) until the file is released.
+    held_records: int = 0
+
+
+@dataclass(frozen=True)
+class UsageImportReleased(DomainEvent):
+    """A held (failed) file was released: its held ``UsageRated`` events follow now."""
+
+    event_type: ClassVar[str] = "UsageImportReleased"
+    aggregate_field: ClassVar[str] = "file_id"
+
+    file_id: str
+    file_name: str
+    rated: int
+    reason: str  # "operator" or "reprocessed"
 
 
 @dataclass(frozen=True)

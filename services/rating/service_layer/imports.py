@@ -33,6 +33,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -60,6 +61,7 @@ from services.rating.service_layer.model import (
 from services.rating.service_layer.pricing import (
     Subscriber,
     counter_cycles,
+    find_accounts,
     rate_usage,
     stored_rating,
     subscriber,
@@ -305,7 +307,11 @@ class UsageImporter:
                         file_id, lines, tariff, accounts, in_flight_ids, counters
                     )
                     self._settle(file_id, in_flight, previous, tariff, accounts, counters)
-                    in_flight = writer.submit(self._commit_batch, file_id, rated, tariff.revision)
+                    # In the caller's context: the batch's INSERTs and UsageRated events
+                    # belong to the import's trace, not to a root trace of their own.
+                    in_flight = writer.submit(
+                        copy_context().run, self._commit_batch, file_id, rated, tariff.revision
+                    )
                     previous = rated
                     if progress is not None:
                         progress(reader.bytes_read, reader.lines_read)
@@ -433,11 +439,13 @@ class UsageImporter:
         """Accounts of the batch into ``accounts``, counters loaded; the rated ids."""
         unknown = {r.account_id for r in records if r.account_id not in accounts}
         if unknown:
-            found = uow.accounts.get_many(unknown)
+            found = find_accounts(uow, unknown)
             for account_id in unknown:
                 accounts[account_id] = subscriber(found.get(account_id))
         if lock:
-            uow.counters.lock({r.account_id for r in records if accounts.get(r.account_id)})
+            uow.counters.lock(
+                {known.account_id for r in records if (known := accounts.get(r.account_id))}
+            )
         existing = uow.usage.existing_record_ids({r.record_id for r in records})
         if tariff.needs_counters:
             counters.load(uow, _cycles(records, accounts, tariff))
@@ -558,8 +566,16 @@ class UsageImporter:
             totals={c: Decimal(n) / _NANOS for c, n in batch.totals.items()},
             committed_line=batch.last_line,
         )
+        # Held until the file ends well: a file that fails publishes nothing (ADR 0042).
         for start in range(0, len(batch.items), EVENT_RECORDS):
-            uow.publish(UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS]))
+            uow.hold(
+                file_id, UsageRated(file_id, revision, batch.items[start : start + EVENT_RECORDS])
+            )
+
+    def over_threshold(self, rejected: int, considered: int, threshold: Decimal) -> bool:
+        return over_threshold(
+            rejected, considered, threshold, self.limits.reject_threshold_min_records
+        )
 
     def _finish(self, file_id: str, failure: str | None) -> ImportResult:
         with self._uow_factory() as uow:
@@ -572,12 +588,7 @@ class UsageImporter:
                 else self.limits.reject_threshold_percent
             )
             considered = stored.rated + stored.rejected
-            too_many = Decimal(stored.rejected) * 100 > threshold * considered
-            meaningful = (
-                considered >= self.limits.reject_threshold_min_records
-                or stored.rejected == considered
-            )
-            if failure is None and considered and too_many and meaningful:
+            if failure is None and self.over_threshold(stored.rejected, considered, threshold):
                 failure = (
                     f"{stored.rejected} of {considered} records rejected "
                     f"({_percent(stored.rejected, considered)}%), above the threshold of "
@@ -587,6 +598,11 @@ class UsageImporter:
             stored.failed_loudly = failure is not None
             stored.failure_message = failure or ""
             stored.finished_at = self._clock.now()
+            if failure is None:
+                uow.release_held(file_id)  # the file ended well: its ratings are usage now
+                stored.held = False
+            else:  # nothing published, nothing charged, until an operator releases it
+                stored.held = uow.held_count(file_id) > 0
             totals = {c: str(a) for c, a in stored.totals().items()}
             uow.publish(
                 UsageImported(
@@ -620,11 +636,21 @@ class UsageImporter:
                         stored.rejected,
                         stored.records,
                         str(threshold),
+                        stored.rated if stored.held else 0,
                     )
                 )
             uow.commit()
             self._metrics.files.add(1, {"status": str(stored.status)})
             return ImportResult(stored)
+
+
+def over_threshold(rejected: int, considered: int, threshold: Decimal, min_records: int) -> bool:
+    """Whether ``rejected`` of ``considered`` records fail a file: above ``threshold``
+    percent, and either enough records to judge (``min_records``) or all rejected."""
+    if not considered:
+        return False
+    too_many = Decimal(rejected) * 100 > threshold * considered
+    return too_many and (considered >= min_records or rejected == considered)
 
 
 def _percent(part: int, whole: int) -> str:

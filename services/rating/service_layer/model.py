@@ -70,6 +70,9 @@ class KnownAccount:
     updated_at: datetime
     bill_cycle_day: int = 1
     assignments: list[PlanAssignment] = field(default_factory=list)
+    # The customer's external reference (accounts' ``customer_external_ref``): price
+    # packages may name the customer as ``ext:<ref>`` (issue 9 item 12).
+    customer_ref: str = ""
 
     def plan_at(self, instant: datetime) -> str | None:
         """The plan in force at ``instant``: the latest assignment that started by then."""
@@ -112,6 +115,11 @@ class ImportFile:
     finished_at: datetime | None = None
     catalog_revision: int | None = None
     request_id: str = ""
+    # A failed file's ratings are held back: no UsageRated went out, so nothing was
+    # charged, until an operator releases it (or re-processing brings it under the
+    # threshold). ``released_at``: when its held events were published.
+    held: bool = False
+    released_at: datetime | None = None
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = json.loads(self.rejects_by_reason or "{}")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final, Protocol
 
+from services.common.codes import EXTERNAL_PREFIX, service_id_candidates
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.rating.domain.catalog import Allowance
 from services.rating.domain.destinations import normalise_number
@@ -35,7 +37,7 @@ from services.rating.service_layer.cycles import (
 )
 from services.rating.service_layer.model import KnownAccount
 from services.rating.service_layer.tariffs import Tariff
-from services.rating.service_layer.unit_of_work import CounterKey
+from services.rating.service_layer.unit_of_work import CounterKey, RatingUnitOfWork
 
 
 class UnknownAccount(NotFound):
@@ -101,6 +103,7 @@ class Subscriber:
         "account_id",
         "bill_cycle_day",
         "customer_id",
+        "customer_ref",
         "group",
         "tax_region",
         "time_zone",
@@ -109,6 +112,8 @@ class Subscriber:
     def __init__(self, account: KnownAccount) -> None:
         self.account_id = account.account_id
         self.customer_id = account.customer_id
+        # Price packages may name the customer by its external reference, ``ext:<ref>``.
+        self.customer_ref = EXTERNAL_PREFIX + account.customer_ref if account.customer_ref else ""
         self.group = account.group_code
         self.time_zone = account.time_zone or "UTC"
         self.tax_region = account.tax_region
@@ -138,6 +143,27 @@ def subscriber(account: KnownAccount | None) -> Subscriber | None:
     return Subscriber(account) if account is not None else None
 
 
+def find_accounts(uow: RatingUnitOfWork, names: Collection[str]) -> dict[str, KnownAccount]:
+    """The accounts ``names`` (a CDR's account field) stand for: account ids first, then
+    other names (issue 9 item 12): ``ext:<ref>``, an E.164 number with or without its
+    ``+``, a SIP URI, a conference PIN, a bridge account code; the first that names an
+    account wins. Every name not found stays out of the answer."""
+    found = uow.accounts.get_many(names)
+    missing = [name for name in names if name not in found]
+    if not missing:
+        return found
+    candidates = {name: service_id_candidates(name) for name in missing}
+    owners = uow.accounts.by_aliases({c for keys in candidates.values() for c in keys})
+    if not owners:
+        return found
+    targets = uow.accounts.get_many(set(owners.values()))
+    for name, keys in candidates.items():
+        owner = next((owners[key] for key in keys if key in owners), None)
+        if owner is not None and owner in targets:
+            found[name] = targets[owner]
+    return found
+
+
 def plan_for(account: Subscriber | None, account_id: str, at: datetime) -> tuple[Subscriber, str]:
     if account is None:
         raise UnknownAccount(f"account {account_id[:64]!r} is not known to rating")
@@ -157,6 +183,7 @@ def engine_event(usage: Usage, account: Subscriber, plan_code: str) -> UsageEven
         quantity=usage.quantity,
         destination=usage.destination,
         customer_id=account.customer_id,
+        customer_ref=account.customer_ref,
         group=account.group,
         time_zone=account.time_zone,
         tax_region=account.tax_region,
@@ -513,7 +540,7 @@ def stored_rating(
     explained = breakdown_json(charge, account, usage.amount)
     row = (
         usage.record_id,
-        usage.account_id,
+        account.account_id,  # the account's id, whatever name the CDR gave it
         usage.service,
         destination,
         usage.event_time,
@@ -537,7 +564,7 @@ def stored_rating(
     )
     item = {
         "record_id": usage.record_id,
-        "account_id": usage.account_id,
+        "account_id": account.account_id,
         "service": usage.service,
         "quantity": usage.quantity,
         "unit": unit,

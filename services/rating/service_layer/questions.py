@@ -28,6 +28,7 @@ from services.rating.service_layer.pricing import (
     counter_cycles,
     engine_event,
     explanation,
+    find_accounts,
     place_in_cycle,
     plan_for,
     rate_usage,
@@ -68,7 +69,8 @@ def _account(
 ) -> tuple[Subscriber | None, CycleCounters | None]:
     """The account and, when the tariff needs them, its counters at the usage's time."""
     with uow_factory() as uow:
-        account = subscriber(uow.accounts.get(usage.account_id))
+        # An account id, ``ext:<ref>`` or a service identifier (issue 9 item 12).
+        account = subscriber(find_accounts(uow, {usage.account_id}).get(usage.account_id))
         if account is None or not tariff.needs_counters:
             return account, None
         counters = CycleCounters()
@@ -89,7 +91,7 @@ def rate_events(
     tariff = tariffs.current()
     counters = CycleCounters()
     with uow_factory() as uow:
-        accounts = uow.accounts.get_many({usage.account_id for usage in batch})
+        accounts = find_accounts(uow, {usage.account_id for usage in batch})
         subscribers = {code: subscriber(found) for code, found in accounts.items()}
         if tariff.needs_counters:
             cycles: set[tuple[str, str]] = set()

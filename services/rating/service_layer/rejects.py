@@ -19,10 +19,12 @@ from services.common.clock import Clock
 from services.common.errors import ReckonError
 from services.rating.service_layer.cycles import CycleCounters
 from services.rating.service_layer.events import UsageRated
-from services.rating.service_layer.imports import ImportLimits, RatingMetrics
+from services.rating.service_layer.held import file_threshold, release_held_file
+from services.rating.service_layer.imports import ImportLimits, RatingMetrics, over_threshold
 from services.rating.service_layer.model import ImportFile, RejectStatus
 from services.rating.service_layer.pricing import (
     counter_cycles,
+    find_accounts,
     rate_usage,
     stored_rating,
     subscriber,
@@ -67,6 +69,7 @@ def reprocess_rejects(
     files: dict[str, ImportFile | None] = {}
     after_id: int | None = None
     open_only = RejectFilter(query.file_id, query.reason, RejectStatus.OPEN, query.reject_ids)
+    touched_held: set[str] = set()
     while True:
         now = clock.now()
         latest = now + limits.future_tolerance
@@ -93,13 +96,15 @@ def reprocess_rejects(
                     )
                 parsed.append((reject, item))
             records = [item for _, item in parsed if isinstance(item, UsageRecord)]
-            accounts = uow.accounts.get_many({r.account_id for r in records})
+            accounts = find_accounts(uow, {r.account_id for r in records})
             existing = uow.usage.existing_record_ids({r.record_id for r in records})
             subscribers = {key: subscriber(value) for key, value in accounts.items()}
             counters = CycleCounters()
             if tariff.needs_counters:
                 # Drawn under the accounts' lock, as an import draws (ADR 0014).
-                uow.counters.lock({r.account_id for r in records if subscribers.get(r.account_id)})
+                uow.counters.lock(
+                    {known.account_id for r in records if (known := subscribers.get(r.account_id))}
+                )
                 cycles: set[tuple[str, str]] = set()
                 for r in records:
                     if (known := subscribers.get(r.account_id)) is not None:
@@ -107,6 +112,9 @@ def reprocess_rejects(
                 counters.load(uow, cycles)
             rows: list[RatedTuple] = []
             items: list[dict[str, Any]] = []
+            item_files: list[str] = []
+            held = {f for f, found in files.items() if found is not None and found.held}
+            touched_held |= held & {r.file_id for r in page}
             for reject, item in parsed:
                 outcome.attempted += 1
                 reject.attempts += 1
@@ -151,16 +159,24 @@ def reprocess_rejects(
                 )
                 rows.append(row)
                 items.append(event_item)
+                item_files.append(reject.file_id)
                 reject.status, reject.resolved_at = RejectStatus.REPROCESSED, now
                 outcome.rated += 1
             uow.usage.add_rated(rows)
             uow.counters.increment(counters.take_increments())
             for reject, _ in parsed:
                 uow.rejects.update(reject)
-            if items:
+            # Ratings of a held (failed) file stay held with the rest of it (ADR 0042).
+            published = [i for i, f in zip(items, item_files, strict=True) if f not in held]
+            for file_id in held & set(item_files):
+                mine = [i for i, f in zip(items, item_files, strict=True) if f == file_id]
+                uow.hold(file_id, UsageRated(file_id, tariff.revision, mine))
+            if published:
                 uow.publish(
                     UsageRated(
-                        page[0].file_id if len(files) == 1 else "reprocess", tariff.revision, items
+                        page[0].file_id if len(files) == 1 else "reprocess",
+                        tariff.revision,
+                        published,
                     )
                 )
             uow.commit()
@@ -168,4 +184,24 @@ def reprocess_rejects(
             metrics.rated.add(len(rows))
     with uow_factory() as uow:
         outcome.remaining_by_reason = uow.rejects.counts(open_only)
+    for file_id in sorted(touched_held):
+        release_if_within_threshold(uow_factory, clock, limits, file_id)
     return outcome
+
+
+def release_if_within_threshold(
+    uow_factory: Callable[[], RatingUnitOfWork], clock: Clock, limits: ImportLimits, file_id: str
+) -> bool:
+    """Release a held file once re-processing brought its open rejects within its threshold."""
+    with uow_factory() as uow:
+        stored = uow.imports.get(file_id)
+        if stored is None or not stored.held:
+            return False
+        still_open = sum(uow.rejects.counts(RejectFilter(file_id, "", RejectStatus.OPEN)).values())
+        considered = stored.rated + stored.rejected
+        threshold = file_threshold(stored, limits)
+        if over_threshold(still_open, considered, threshold, limits.reject_threshold_min_records):
+            return False
+        release_held_file(uow, clock, stored, reason="reprocessed")
+        uow.commit()
+        return True

@@ -12,8 +12,9 @@ import abc
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Self
 
+from services.common.events import DomainEvent
 from services.common.unit_of_work import UnitOfWork
 from services.rating.service_layer.model import (
     CatalogRevision,
@@ -90,6 +91,9 @@ class UsageFilter:
     period_end: datetime | None = None
     file_id: str = ""
     include_history: bool = False
+    # Ratings of a held (failed, not released) file are not usage yet (ADR 0042).
+    include_held: bool = False
+    service: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,14 @@ class AccountRepository(abc.ABC):
 
     @abc.abstractmethod
     def add_assignment(self, assignment: PlanAssignment) -> None: ...
+
+    @abc.abstractmethod
+    def set_alias(self, alias: str, account_id: str) -> None:
+        """``alias`` (``ext:<ref>``, ``msisdn:+31...``) names ``account_id`` from now on."""
+
+    @abc.abstractmethod
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        """Account ids of those of ``aliases`` that name one."""
 
 
 class ImportRepository(abc.ABC):
@@ -233,3 +245,30 @@ class RatingUnitOfWork(UnitOfWork):
     rejects: RejectRepository
     rerates: RerateRepository
     counters: CounterRepository
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_events: list[tuple[str, DomainEvent]] = []
+
+    def __enter__(self) -> Self:
+        self.held_events = []
+        return super().__enter__()
+
+    def hold(self, key: str, event: DomainEvent) -> None:
+        """Store ``event`` with this unit's commit but publish it only when ``key`` (an
+        import file id) is released: an import's events wait until the file ends well,
+        so a failed file charges nothing (ADR 0042)."""
+        self.held_events.append((key, event))
+
+    def commit(self) -> None:
+        super().commit()
+        self.held_events = []
+
+    @abc.abstractmethod
+    def release_held(self, key: str) -> int:
+        """Publish (with this unit's commit) every event held under ``key``, in the order
+        they were held; returns how many."""
+
+    @abc.abstractmethod
+    def held_count(self, key: str) -> int:
+        """How many events are held under ``key``."""

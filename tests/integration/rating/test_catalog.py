@@ -52,7 +52,7 @@ async def test_apply_sample_catalog_makes_a_revision_once(
     assert first.revision == 1
     assert [p.code for p in first.plans] == ["conference-pro"]
     assert first.plans[0].currency == "EUR"
-    assert first.prefix_count == 8
+    assert first.prefix_count == 9  # the UK prefix 44 since issue 9 item 6
     again = await stub.ApplyCatalog(rating_pb2.ApplyCatalogRequest(document=document))
     assert not again.changed
     assert again.revision == 1
@@ -125,8 +125,8 @@ async def test_bulk_prefix_import_makes_a_revision_and_rates_by_longest_prefix(
 
     reply = await stub.ImportDestinations(chunks())
     assert reply.revision == 2
-    assert reply.prefix_count == 20_000 + 8  # the document's own prefixes stay
-    assert reply.destination_count == 5
+    assert reply.prefix_count == 20_000 + 9  # the document's own prefixes stay
+    assert reply.destination_count == 6
     bad = b"prefix,destination\n31,NL\nabc,NL\n"
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await stub.ImportDestinations(
@@ -208,3 +208,28 @@ def _as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 
 _TextFloats.add_constructor("tag:yaml.org,2002:float", _as_text)
 _TextFloats.add_constructor("tag:yaml.org,2002:timestamp", _as_text)
+
+
+@pytest.mark.parametrize(
+    "data", [b"prefix,destination\n", b"prefix,destination\n\n  \n"], ids=["header", "blank"]
+)
+async def test_a_destinations_file_without_prefixes_is_refused_and_changes_nothing(
+    stub: rating_pb2_grpc.RatingServiceStub, data: bytes
+) -> None:
+    # Issue 9 item 9: a header-only file used to replace the prefix table with nothing.
+    await apply_sample_catalog(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ImportDestinations(
+            iter(
+                [
+                    rating_pb2.ImportDestinationsRequest(
+                        file_name="empty.csv", has_header=True, chunk=data
+                    )
+                ]
+            )
+        )
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = details_of(failure.value)
+    assert "no prefixes" in details.violations[0].description
+    revisions = await stub.ListCatalogRevisions(rating_pb2.ListCatalogRevisionsRequest())
+    assert [r.revision for r in revisions.revisions] == [1]  # no new, empty revision

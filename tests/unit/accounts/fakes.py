@@ -61,6 +61,9 @@ class FakeCustomers:
         self._state.customers[customer.customer_id] = customer
 
     def get(self, customer_id: str) -> Customer | None:
+        if customer_id.startswith("ext:"):
+            ref = customer_id[4:]
+            return next((c for c in self._state.customers.values() if c.external_ref == ref), None)
         return self._state.customers.get(customer_id)
 
     def get_by_referral_code(self, referral_code: str) -> Customer | None:
@@ -90,6 +93,9 @@ class FakeAccounts:
         self._state.accounts[account.account_id] = account
 
     def get(self, account_id: str) -> Account | None:
+        if account_id.startswith("ext:"):
+            ref = account_id[4:]
+            return next((a for a in self._state.accounts.values() if a.external_ref == ref), None)
         return self._state.accounts.get(account_id)
 
     def list(
@@ -145,6 +151,17 @@ class FakeSubscriptions:
             and (state is None or s.state is state)
             and s.subscription_id > after
         ][:limit]
+
+    def service_id_owners(self, keys: Sequence[str]) -> dict[str, str]:
+        return {
+            key: sub.subscription_id
+            for sub in self._state.subscriptions.values()
+            for key in sub.service_id_keys
+            if key in keys
+        }
+
+    def claim_service_ids(self, subscription: Subscription) -> None:
+        """The fake finds identifiers on the subscriptions themselves."""
 
     def active_of_account(self, account_id: str) -> Sequence[Subscription]:
         return self.list(account_id=account_id, state=SubscriptionState.ACTIVE, limit=10**9)

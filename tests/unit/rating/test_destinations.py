@@ -82,3 +82,13 @@ def test_fifty_thousand_prefixes_load_well_under_a_second() -> None:
     assert len(table) == 60_000
     assert table.match("31000123456789") == ("3100012", "Destination 12")
     assert elapsed < 1.0, f"loading took {elapsed:.2f} s"
+
+
+def test_a_table_without_prefixes_is_refused() -> None:
+    # Issue 9 item 9: only a header (or blank lines) is not an empty table but a mistake.
+    for rows in ([["prefix", "destination"]], [["prefix", "destination"], [], ["  "]], []):
+        with pytest.raises(InvalidCatalog) as failure:
+            load_destination_rows(rows, has_header=True)
+        [problem] = failure.value.violations
+        assert problem.field == "rows"
+        assert "no prefixes" in problem.description

@@ -94,11 +94,14 @@ def test_floats_are_refused_because_they_are_not_exact() -> None:
     assert "floats are not exact" in problems["plans[0].versions[0].rates[0].connection_fee"]
 
 
-def test_per_minute_price_that_is_not_exact_per_increment_is_refused() -> None:
-    # 0.000000007 a minute for 1 s is 0.000000000116...: not representable.
+def test_per_minute_price_that_is_not_exact_per_increment_is_a_price_per_minute() -> None:
+    # 0.000000007 a minute for 1 s is 0.000000000116...: not a per-increment price, so the
+    # rate is priced per 60 s rate unit, exactly (ADR 0041; it used to be refused).
     document = catalog_document([flat_voice_rate("0.000000007", first=1, step=1)])
-    problems = _problems(document)
-    assert any(path.startswith("plans[0].versions[0].rates[0].per_minute") for path in problems)
+    assert _problems(document) == {}
+    rate = _first_rate(document)
+    pricing = parse_catalog(document).plans[0].versions[0].rates[0].pricing
+    assert getattr(pricing, "rate_unit", None) == 60, rate
 
 
 def test_rate_must_price_every_band_its_schedule_produces() -> None:

@@ -49,7 +49,9 @@ class FakeStore:
         self.requests: dict[tuple[str, str], RememberedRequest] = {}
         self.processed: set[tuple[str, str]] = set()
         self.published: list[object] = []
+        self.held: list[tuple[str, object]] = []  # (hold key, event) until released
         self.counters: dict[CounterKey, int] = {}
+        self.aliases: dict[str, str] = {}
         self.commits = 0
 
 
@@ -106,6 +108,12 @@ class _Accounts(AccountRepository):
 
     def add(self, account: KnownAccount) -> None:
         self.store.accounts[account.account_id] = account
+
+    def set_alias(self, alias: str, account_id: str) -> None:
+        self.store.aliases[alias] = account_id
+
+    def by_aliases(self, aliases: Collection[str]) -> dict[str, str]:
+        return {a: self.store.aliases[a] for a in aliases if a in self.store.aliases}
 
     def add_assignment(self, assignment: PlanAssignment) -> None:
         self.store.assignments.append(assignment)
@@ -249,8 +257,18 @@ class FakeUnitOfWork(RatingUnitOfWork):
         self.counters = _Counters(store)
 
     def _commit(self) -> None:
+        self.store.held.extend(self.held_events)
         self.store.published.extend(self.pending_events)
         self.store.commits += 1
+
+    def release_held(self, key: str) -> int:
+        mine = [event for k, event in self.store.held if k == key]
+        self.store.held = [(k, event) for k, event in self.store.held if k != key]
+        self.store.published.extend(mine)
+        return len(mine)
+
+    def held_count(self, key: str) -> int:
+        return sum(1 for k, _ in self.store.held if k == key)
 
     def rollback(self) -> None:
         pass

@@ -206,3 +206,38 @@ def test_unreadable_files_are_usage_errors(tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("plans: []\nname: caf\xe9\n".encode("latin-1"))
     assert run(str(latin1))[0] == 1  # readable, but not a UTF-8 document
+
+
+PER_RATE_UNIT = """\
+products:
+  - {code: voice, unit: second}
+destinations:
+  - {name: UK, prefixes: ["44"]}
+plans:
+  - code: conference-pro
+    currency: EUR
+    versions:
+      - version: 1
+        valid_from: 2026-01-01T00:00:00Z
+        rates:
+          - id: uk
+            service: voice
+            destination: UK
+            first_increment: 1
+            next_increment: 1
+            unit_prices: {"*": "0.02"}
+            connection_fee: {"*": "-0.05"}
+"""
+
+
+def test_prices_per_rate_unit_are_checked_with_line_and_field() -> None:
+    # Issue 9 item 6: unit_prices need a rate_unit; a negative fee per band is named.
+    result = check_document(PER_RATE_UNIT)
+    assert problems_by_path(result.problems) == {
+        "plans[0].versions[0].rates[0].rate_unit": line_of(PER_RATE_UNIT, "- id: uk"),
+        "plans[0].versions[0].rates[0].connection_fee.*": line_of(PER_RATE_UNIT, "connection_fee"),
+    }
+    fixed = PER_RATE_UNIT.replace("-0.05", "0.05").replace(
+        "            unit_prices:", "            rate_unit: 60\n            unit_prices:"
+    )
+    assert check_document(fixed).valid
