@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite.clock_cli import clock_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.rating_cli import catalog_app, usage_app
@@ -40,6 +41,7 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+app.add_typer(clock_app, name="clock")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -106,6 +108,8 @@ def print_suite(state: SuiteState) -> None:
         console.print(f"[bold]traces[/]       exported to {state.otlp_endpoint}")
     console.print(f"[bold]token[/]        {state.token_file or 'from RECKON_SERVICE_TOKEN'}")
     console.print(f"[bold]data dir[/]     {state.data_dir}")
+    if state.test_clock:
+        console.print("[bold]test clock[/]   on: [bold]reckon clock show|advance 3d|set …[/]")
     first = state.services[0].address if state.services else "127.0.0.1:50051"
     console.print(
         f"\nTry: [bold]reckon demo[/]   [bold]reckon status[/]   "
@@ -126,12 +130,20 @@ def up(
         str | None,
         typer.Option(help="Comma-separated services to start (default: every built one)."),
     ] = None,
+    test_clock: Annotated[
+        bool,
+        typer.Option(
+            "--test-clock",
+            help="Run every service on one shared clock that `reckon clock` moves (not in "
+            "production).",
+        ),
+    ] = False,
 ) -> None:
     """Start every built service in the foreground, with embedded Redis and trace receiver."""
     stop = threading.Event()
     _stop_on_signals(stop)
     supervisor = Supervisor(
-        SuiteConfig(data_dir=data_dir, services=_parse_services(services)),
+        SuiteConfig(data_dir=data_dir, services=_parse_services(services), test_clock=test_clock),
         stop_requested=stop,
         report=_progress,
     )

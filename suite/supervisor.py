@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 import services
+from services.common.clock import TEST_CLOCK_ENV
 from suite.environment import build_service_env, dial_address, plan_addresses
 from suite.health import Health, check_health
 from suite.redis_server import EmbeddedRedis, free_port
@@ -69,6 +70,8 @@ class SuiteConfig:
     start_timeout: float = 60.0
     stop_grace: float = 10.0
     probe: ModuleProbe = module_runnable
+    # Every service reads "now" from the suite's shared test clock (ADR 0037).
+    test_clock: bool = False
 
 
 @dataclass
@@ -164,6 +167,8 @@ class Supervisor:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         self._refuse_if_running()
+        if self.config.test_clock and environ.get("RECKON_ENV", "").lower() == "production":
+            raise SuiteError("--test-clock is never available with RECKON_ENV=production")
         specs = select_services(self.config.services, self.config.probe)
         if not specs:
             raise SuiteError("no service is built yet: nothing to start")
@@ -195,6 +200,8 @@ class Supervisor:
                 receiver_endpoint=receiver_endpoint,
                 code_root=CODE_ROOT,
             )
+            # Set either way: an inherited RECKON_TEST_CLOCK must not pick the mode.
+            env[TEST_CLOCK_ENV] = "1" if self.config.test_clock else "0"
             self.processes.append(self._spawn(spec, addresses[spec.name], env))
             self._report(f"started {spec.name} (pid {self.processes[-1].pid})")
         self._wait_until_serving()
@@ -210,6 +217,7 @@ class Supervisor:
             otlp_endpoint=receiver_endpoint
             or next((environ[name] for name in OTLP_ENDPOINT_VARS if environ.get(name)), None),
             traces_file=str(self.traces_file) if self.receiver else None,
+            test_clock=self.config.test_clock,
             services=[
                 ServiceRecord(p.spec.name, p.address, p.pid, str(p.log_file))
                 for p in self.processes
