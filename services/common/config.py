@@ -8,7 +8,8 @@ first request that needs it.
 Variables shared by all services: ``RECKON_SERVICE_TOKEN`` (required),
 ``REDIS_URL`` (required), ``DATABASE_URL`` (default: a SQLite file per service
 in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
-``RECKON_LOG_LEVEL``, ``RECKON_OUTBOX_RETENTION_HOURS`` (default 24: how long
+``RECKON_LOG_LEVEL``, ``RECKON_SERVICE_TOKENS`` (more tokens servers accept, for a
+rotation: ADR 0038), ``RECKON_OUTBOX_RETENTION_HOURS`` (default 24: how long
 relayed events can be re-sent after Redis lost them), ``RECKON_ENV``
 (``development`` or ``production``), ``RECKON_TEST_CLOCK`` (``1``: read "now"
 from the suite's shared test clock, refused in production; ADR 0037).
@@ -130,7 +131,32 @@ class ServiceSettings(BaseSettings):
         return self.database_schema or self.service_name
 
 
-S = TypeVar("S", bound=ServiceSettings)
+class TokenSettings(BaseSettings):
+    """Service tokens a server accepts besides ``RECKON_SERVICE_TOKEN`` (ADR 0038).
+
+    ``RECKON_SERVICE_TOKENS=new-token,old-token``: during a rotation servers accept
+    both while clients move from the old ``RECKON_SERVICE_TOKEN`` to the new one.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    service_name: ClassVar[str] = "service"
+
+    service_tokens: str = Field(default="", validation_alias="RECKON_SERVICE_TOKENS")
+
+    @field_validator("service_tokens")
+    @classmethod
+    def _each_long_enough(cls, value: str) -> str:
+        for token in (t.strip() for t in value.split(",")):
+            if token and len(token) < 16:
+                raise ValueError("every token must be at least 16 characters")
+        return value
+
+    @property
+    def extra_tokens(self) -> list[str]:
+        return [t.strip() for t in self.service_tokens.split(",") if t.strip()]
+
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:
@@ -147,5 +173,5 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             message = "is required" if error["type"] == "missing" else error["msg"]
             problems.append(f"{name}: {message}" if error["loc"] else message)
         raise ConfigError(
-            f"{cls.service_name or 'service'} cannot start: " + "; ".join(problems)
+            f"{getattr(cls, 'service_name', '') or 'service'} cannot start: " + "; ".join(problems)
         ) from None

@@ -21,10 +21,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.common.config import TokenSettings, load_settings
 from services.common.errors import ReckonError, Unauthenticated
 from services.common.grpc_errors import to_rpc_status
 
@@ -142,11 +144,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
-class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls whose ``authorization: Bearer <token>`` is missing or wrong."""
+def presented_token(value: str | bytes) -> bytes | None:
+    """The token of ``authorization: Bearer <token>``; the scheme in any case (RFC 7235)."""
+    text = value.encode() if isinstance(value, str) else value
+    scheme, _, token = text.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip() or None
 
-    def __init__(self, token: str, domain: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls whose ``authorization: Bearer <token>`` is missing or wrong.
+
+    Every token in ``token`` and ``extra_tokens`` is accepted, so a new token can be
+    rolled out (``RECKON_SERVICE_TOKENS``) before the clients switch to it (ADR 0038).
+    """
+
+    def __init__(self, token: str, domain: str, extra_tokens: Sequence[str] = ()) -> None:
+        self._accepted = [t.encode() for t in (token, *extra_tokens) if t]
         self._domain = domain
 
     def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
@@ -154,8 +169,12 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
             return True
         for key, value in details.invocation_metadata or ():
             if key == TOKEN_METADATA_KEY:
-                presented = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(presented, self._expected)
+                token = presented_token(value)
+                if token is None:
+                    return False
+                # Compare with every accepted token (no early exit): timing tells nothing.
+                matches = [hmac.compare_digest(token, accepted) for accepted in self._accepted]
+                return any(matches)
         return False
 
     async def intercept_service(
@@ -186,6 +205,32 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, reject_unary, reject_stream)
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1`` and ``v1alpha`` (ADR 0038).
+
+    grpcio-reflection serves only v1alpha, but ``buf curl`` and newer grpcurl ask v1
+    first. The two protocols are the same messages under another package name, so
+    the v1 method is the v1alpha servicer behind v1's method path: same bytes.
+    """
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection_aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
+
+
 async def create_server(
     *,
     service_name: str,
@@ -193,13 +238,20 @@ async def create_server(
     service_token: str,
     bindings: Sequence[ServiceBinding],
     options: Sequence[tuple[str, Any]] = (),
+    extra_tokens: Sequence[str] | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; ``listen`` may use port 0 for a free port."""
+    """Build, bind and start a server; ``listen`` may use port 0 for a free port.
+
+    ``extra_tokens``: more service tokens to accept during a rotation; by default
+    those of ``RECKON_SERVICE_TOKENS`` (read through the config loader).
+    """
+    if extra_tokens is None:
+        extra_tokens = load_settings(TokenSettings).extra_tokens
     domain = f"reckon.{service_name}"
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            ServiceTokenInterceptor(service_token, domain),
+            ServiceTokenInterceptor(service_token, domain, extra_tokens),
             ErrorMappingInterceptor(domain),
         ],
         # One value per option, the caller's over the default: gRPC would take the
@@ -213,14 +265,7 @@ async def create_server(
         names.append(binding.full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    enable_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"{service_name} could not bind {listen}")

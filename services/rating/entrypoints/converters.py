@@ -15,7 +15,7 @@ from typing import Any, Final
 from google.type import money_pb2
 
 from reckon.rating.v1 import rating_pb2
-from services.common.errors import Violations
+from services.common.errors import InvalidArgument, Violations
 from services.common.money import Money
 from services.common.proto_convert import (
     money_from_proto,
@@ -62,8 +62,8 @@ _LATEST_EVENT = datetime(2200, 1, 1, tzinfo=UTC)
 
 def _event_time(value: Any, now: datetime, violations: Violations) -> datetime:
     try:
-        moment: datetime = timestamp_from_proto(value)
-    except (ValueError, OverflowError):
+        moment: datetime = timestamp_from_proto(value, "event_time")
+    except (ValueError, OverflowError, InvalidArgument):
         violations.add("event_time", "is not a valid timestamp")
         return now
     if not _EARLIEST_EVENT <= moment < _LATEST_EVENT:

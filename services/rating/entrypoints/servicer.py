@@ -661,9 +661,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             if not request.HasField(field_name):
                 violations.add(field_name, "is required")
         if request.HasField("period_start"):
-            start = timestamp_from_proto(request.period_start)
+            start = timestamp_from_proto(request.period_start, "period_start")
         if request.HasField("period_end"):
-            end = timestamp_from_proto(request.period_end)
+            end = timestamp_from_proto(request.period_end, "period_end")
         if start is not None and end is not None and end <= start:
             violations.add("period_end", "must be after period_start")
         violations.raise_if_any()
@@ -716,10 +716,10 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         violations.raise_if_any()
         query = UsageFilter(
             account_id=request.account_id,
-            period_start=timestamp_from_proto(request.period_start)
+            period_start=timestamp_from_proto(request.period_start, "period_start")
             if request.HasField("period_start")
             else None,
-            period_end=timestamp_from_proto(request.period_end)
+            period_end=timestamp_from_proto(request.period_end, "period_end")
             if request.HasField("period_end")
             else None,
             file_id=request.file_id,
