@@ -1,0 +1,123 @@
+"""The kit seen from outside a running suite: the test clock moves every service's time,
+reflection v1 answers, and a fuzzer generated from reflection finds no INTERNAL.
+
+One suite, started as `reckon up --test-clock` starts it, serves the module. The
+fuzzer runs last: it leaves odd records behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from services.common.clock import SharedTestClock
+from services.common.grpc_client import open_channel
+from suite.services import available_services
+from suite.state import SuiteState
+from suite.supervisor import SuiteConfig, Supervisor
+from tests.e2e.fuzz_requests import fuzz_server
+from tests.e2e.test_suite import embedded_defaults, reckon_cli
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+BUILT = [spec.name for spec in available_services()]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
+    supervisor = Supervisor(
+        SuiteConfig(
+            data_dir=tmp_path_factory.mktemp("kit-suite"),
+            free_ports=True,
+            environ=embedded_defaults(),
+            start_timeout=45,
+            stop_grace=5,
+            test_clock=True,
+        )
+    )
+    supervisor.start()
+    yield supervisor
+    supervisor.stop()
+
+
+@pytest.fixture(scope="module")
+def state(suite: Supervisor) -> SuiteState:
+    assert suite.state is not None
+    assert suite.state.test_clock
+    return suite.state
+
+
+async def _customer_create_time(state: SuiteState, name: str) -> datetime:
+    address = state.address_of("accounts")
+    assert address is not None
+    async with open_channel(address, state.token()) as channel:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        customer = await stub.CreateCustomer(
+            accounts_pb2.CreateCustomerRequest(
+                customer=accounts_pb2.Customer(display_name=name, email="tc@example.org"),
+                request_id=f"test-clock-{name}-{time.time_ns()}",
+            ),
+            timeout=10,
+        )
+    created: datetime = customer.customer.create_time.ToDatetime(tzinfo=UTC)
+    return created
+
+
+async def test_reckon_clock_moves_the_time_of_the_running_services(state: SuiteState) -> None:
+    shown = reckon_cli("clock", "set", "2031-05-01T00:00Z", "--data-dir", state.data_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "2031-05-01T00:00" in shown.stdout
+    # Every service follows the shared clock within its poll interval.
+    await asyncio.sleep(0.5)
+    created = await _customer_create_time(state, "Before")
+    assert datetime(2031, 5, 1, tzinfo=UTC) <= created < datetime(2031, 5, 1, 0, 5, tzinfo=UTC)
+    moved = reckon_cli("clock", "advance", "3d", "--data-dir", state.data_dir)
+    assert moved.returncode == 0, moved.stderr
+    await asyncio.sleep(0.5)
+    created = await _customer_create_time(state, "After")
+    assert created >= datetime(2031, 5, 4, tzinfo=UTC)
+    clock = SharedTestClock(state.redis_url)
+    clock.refresh()
+    assert abs(clock.now() - created) < timedelta(minutes=1)
+    clock.close()
+
+
+@pytest.mark.parametrize("package", ["grpc.reflection.v1", "grpc.reflection.v1alpha"])
+@pytest.mark.parametrize("service", BUILT)
+def test_every_service_answers_reflection_v1_and_v1alpha(
+    state: SuiteState, service: str, package: str
+) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    address = state.address_of(service)
+    assert address is not None
+    with grpc.insecure_channel(address) as channel:
+        info = channel.stream_stream(
+            f"/{package}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert any(name.startswith(f"reckon.{service}.") for name in names), names
+
+
+@pytest.mark.parametrize("service", BUILT)
+async def test_fuzzing_every_method_finds_no_internal_error(
+    state: SuiteState, service: str
+) -> None:
+    address = state.address_of(service)
+    assert address is not None
+    started = time.monotonic()
+    calls, findings = await fuzz_server(address, state.token())
+    elapsed = time.monotonic() - started
+    print(f"{service}: {calls} fuzzed calls in {elapsed:.1f}s, {len(findings)} findings")
+    assert calls > 0
+    report = "\n".join(sorted({str(f) for f in findings}))
+    assert not findings, f"{len(findings)} calls answered INTERNAL/UNKNOWN:\n{report}"
