@@ -7,6 +7,8 @@ and ``reckon trace TRACE_ID`` prints a trace the embedded receiver stored.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import tempfile
 import threading
@@ -70,12 +72,20 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM ask the supervisor to stop instead of killing it mid-way."""
+    """Ctrl-C and SIGTERM ask the supervisor to stop instead of killing it mid-way.
+
+    The handler only writes bytes to fd 2 and sets an event: a handler runs between
+    two bytecodes of whatever the main thread is doing, so a second signal can arrive
+    while the first one's message is being printed. Rich's console is not re-entrant
+    (a second signal within a millisecond crashed it), and os.write needs no state.
+    """
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
-            errors.print(f"\n{signal.Signals(signum).name}: stopping the suite…")
-        stop.set()
+            stop.set()
+            name = signal.Signals(signum).name
+            with contextlib.suppress(OSError):
+                os.write(2, f"\n{name}: stopping the suite…\n".encode())
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
