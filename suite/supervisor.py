@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -46,6 +46,10 @@ from suite.trace_receiver import TraceReceiver
 CODE_ROOT = Path(services.__file__).resolve().parent.parent
 OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 LOG_TAIL_LINES = 40
+# The embedded Redis is restarted when it dies, at most this often within the window
+# (a Redis that keeps dying has a cause a restart will not fix).
+REDIS_RESTARTS = 5
+REDIS_RESTART_WINDOW = 300.0
 
 Report = Callable[[str], None]
 
@@ -118,6 +122,9 @@ def _pid_alive(pid: int) -> bool:
 def _port_free(listen: str) -> bool:
     host, _, port = listen.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves bind: connections of a previous run that linger in
+        # TIME_WAIT must not make a restart on the same ports look "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host.strip("[]") or "127.0.0.1", int(port)))
         except OSError:
@@ -143,6 +150,7 @@ class Supervisor:
         self.token: ServiceToken | None = None
         self.state: SuiteState | None = None
         self._stopped = False
+        self._redis_restarts: list[float] = []
 
     @property
     def logs_dir(self) -> Path:
@@ -321,7 +329,40 @@ class Supervisor:
         if self.redis is not None and self.redis.process is not None:
             code = self.redis.process.poll()
             if code is not None:
-                return f"redis-server exited with code {code}; see {self.redis.directory}"
+                return self._restart_redis(code)
+        return None
+
+    def _restart_redis(self, code: int) -> str | None:
+        """Start the embedded Redis again on its port and data; None once it answers.
+
+        Services reconnect on their own (their clients retry, the outbox re-sends what
+        Redis lost), as they would under any process supervisor (ADR 0039).
+        """
+        assert self.redis is not None
+        assert self.redis.process is not None
+        died = f"redis-server (pid {self.redis.process.pid}) exited with code {code}"
+        now = time.monotonic()
+        self._redis_restarts = [t for t in self._redis_restarts if now - t < REDIS_RESTART_WINDOW]
+        if len(self._redis_restarts) >= REDIS_RESTARTS:
+            return (
+                f"{died}; restarted {REDIS_RESTARTS} times in {REDIS_RESTART_WINDOW:.0f}s, "
+                f"giving up; see {self.redis.directory / 'redis.log'}"
+            )
+        self._redis_restarts.append(now)
+        attempt = len(self._redis_restarts)
+        self._report(
+            f"{died}; restarting it on port {self.redis.port} with the same data "
+            f"(restart {attempt} of at most {REDIS_RESTARTS} in {REDIS_RESTART_WINDOW:.0f}s)"
+        )
+        time.sleep(0.1 * attempt)  # a little backoff when it keeps dying
+        try:
+            self.redis.start()
+        except RuntimeError as exc:
+            return f"{died}; the restart failed: {exc}"
+        self._report(f"redis-server is back (pid {self.redis.process.pid})")
+        if self.state is not None:
+            self.state = replace(self.state, redis_pid=self.redis.process.pid)
+            write_state(self.data_dir, self.state)
         return None
 
     def watch(self, interval: float = 0.5) -> str | None:

@@ -92,8 +92,7 @@ class RunningAccounts:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop the server, then the background tasks and connections."""
-        await self.server.set_serving(False)
-        await self.server.server.stop(
+        await self.server.drain(
             self.app.settings.shutdown_grace_seconds if grace is None else grace
         )
         await self.stop_background()

@@ -12,6 +12,7 @@ turns NOT_SERVING first so load balancers drain, then in-flight calls get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import signal
@@ -27,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.common.config import TokenSettings, load_settings
-from services.common.errors import ReckonError, Unauthenticated
+from services.common.errors import ReckonError, Unauthenticated, Unavailable
 from services.common.grpc_errors import to_rpc_status
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,23 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: list[str] = field(default_factory=list)
+    in_flight: InFlightCalls | None = None
+
+    async def drain(self, grace: float) -> None:
+        """Stop gracefully: NOT_SERVING, let calls finish for ``grace`` seconds, then
+        answer what is still running UNAVAILABLE (clients retry that; a cancelled
+        call they would not) before the server goes (ADR 0039)."""
+        await self.set_serving(False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.in_flight is not None:
+            # Keep a little of the grace to deliver the UNAVAILABLE answers.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.in_flight.wait_idle(), max(0.0, grace - min(0.5, grace / 4))
+                )
+            await self.in_flight.abort_all()
+        await self.server.stop(max(0.1, deadline - loop.time()))
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -68,6 +86,76 @@ class RunningServer:
 
 
 Behavior = Callable[..., Any]
+
+STOPPING = Unavailable(
+    "the service is stopping; retry the call (another replica, or this one once restarted)",
+    reason="SERVICE_STOPPING",
+)
+
+
+class InFlightCalls(grpc.aio.ServerInterceptor):
+    """Knows every call being served, so a stopping server can answer them UNAVAILABLE."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+        self._contexts: set[grpc.aio.ServicerContext] = set()
+        self._idle = asyncio.Event()
+
+    @property
+    def count(self) -> int:
+        # Not __len__: gRPC tests interceptors for truth, and an idle one would be skipped.
+        return len(self._contexts)
+
+    async def wait_idle(self) -> None:
+        """Return once no call is being served."""
+        while self._contexts:
+            self._idle.clear()
+            await self._idle.wait()
+
+    def _done(self, context: grpc.aio.ServicerContext) -> None:
+        self._contexts.discard(context)
+        if not self._contexts:
+            self._idle.set()
+
+    async def abort_all(self) -> None:
+        for context in list(self._contexts):
+            self._done(context)
+            # The call's own task goes on until the server stops; its answer is this.
+            with contextlib.suppress(Exception):
+                await _abort(context, STOPPING, self._domain)
+
+    async def intercept_service(
+        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        contexts, done = self._contexts, self._done
+
+        def wrap_unary(behavior: Behavior) -> Behavior:
+            async def tracked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                contexts.add(context)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    done(context)
+
+            return tracked
+
+        def wrap_stream(behavior: Behavior) -> Behavior:
+            async def tracked(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                contexts.add(context)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                finally:
+                    done(context)
+
+            return tracked
+
+        return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 def _wrap_handler(
@@ -248,9 +336,11 @@ async def create_server(
     if extra_tokens is None:
         extra_tokens = load_settings(TokenSettings).extra_tokens
     domain = f"reckon.{service_name}"
+    in_flight = InFlightCalls(domain)
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            in_flight,
             ServiceTokenInterceptor(service_token, domain, extra_tokens),
             ErrorMappingInterceptor(domain),
         ],
@@ -270,7 +360,13 @@ async def create_server(
     if port == 0:
         raise OSError(f"{service_name} could not bind {listen}")
     await server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=names,
+        in_flight=in_flight,
+    )
     await running.set_serving(True)
     return running
 
@@ -288,7 +384,6 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining for up to %.1fs", grace)
-    await running.set_serving(False)
-    await running.server.stop(grace)
+    await running.drain(grace)
     for callback in on_stop:
         await callback()
