@@ -10,7 +10,10 @@ fuzzed by the same test with no change.
 
 A finding is an answer with status INTERNAL or UNKNOWN, or a streamed answer
 that carries a ``google.rpc.Status`` with one of those codes: bad input must be
-INVALID_ARGUMENT (or NOT_FOUND, FAILED_PRECONDITION...), never a crash.
+INVALID_ARGUMENT (or NOT_FOUND, FAILED_PRECONDITION...), never a crash. Two
+consistency rules of the error model are findings too (issue 9 item 14): a
+NOT_FOUND without a ``ResourceInfo``, and NOT_FOUND for an id far longer than
+any id (that is INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+
+from services.common.grpc_errors import details_of
 
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
@@ -172,6 +177,13 @@ def _apply(message: Message, path: str, value: Any) -> None:
 class Probe:
     what: str
     request: Message
+    # An id field set to a string far longer than any id: must not be NOT_FOUND.
+    long_id: bool = False
+
+
+def _is_long_id(path: str, value: Any) -> bool:
+    name = path.rsplit(".", 1)[-1]
+    return name.endswith(("_id", "_code")) and isinstance(value, str) and len(value) > 1000
 
 
 def probes_for(request_type: type[Message], budget: int, seed: str) -> list[Probe]:
@@ -184,7 +196,7 @@ def probes_for(request_type: type[Message], budget: int, seed: str) -> list[Prob
             _apply(message, path, value)
         except (TypeError, ValueError, KeyError):
             continue  # a value this field's type cannot hold on the wire
-        singles.append(Probe(f"{path}={_short(value)}", message))
+        singles.append(Probe(f"{path}={_short(value)}", message, _is_long_id(path, value)))
     together: list[Probe] = []
     for round_ in range(4):
         message = request_type()
@@ -199,9 +211,12 @@ def probes_for(request_type: type[Message], budget: int, seed: str) -> list[Prob
                     continue
         together.append(Probe(f"every field bad at once (round {round_})", message))
     rng = random.Random(seed)
-    room = max(0, budget - 1 - len(together))
-    chosen = singles if len(singles) <= room else rng.sample(singles, room)
-    return [Probe("empty message", request_type()), *together, *chosen]
+    # Over-long ids are always tried (a consistency rule); the rest is sampled.
+    long_ids = [probe for probe in singles if probe.long_id and "." not in probe.what.split("=")[0]]
+    others = [probe for probe in singles if probe not in long_ids]
+    room = max(0, budget - 1 - len(together) - len(long_ids))
+    chosen = others if len(others) <= room else rng.sample(others, room)
+    return [Probe("empty message", request_type()), *together, *long_ids, *chosen]
 
 
 def _count(variants: list[Setter], path: str) -> int:
@@ -354,6 +369,13 @@ async def call(
             code, details = exc.code(), exc.details() or ""
         if code in BAD_CODES:
             return Finding(method.full_name, probe.what, code.name, details)
+        if code is grpc.StatusCode.NOT_FOUND:
+            if probe.long_id:
+                return Finding(
+                    method.full_name, probe.what, "NOT_FOUND", "an over-long id is bad input"
+                )
+            if not details_of(exc).resource_type:
+                return Finding(method.full_name, probe.what, "NOT_FOUND", "without ResourceInfo")
     except asyncio.CancelledError:
         raise
     for answer in answers:
