@@ -1,5 +1,6 @@
 """The kit seen from outside a running suite: the test clock moves every service's time,
-reflection v1 answers, and a fuzzer generated from reflection finds no INTERNAL.
+reflection v1 answers, a Node.js client works from the .proto files alone, and a
+fuzzer generated from reflection finds no INTERNAL.
 
 One suite, started as `reckon up --test-clock` starts it, serves the module. The
 fuzzer runs last: it leaves odd records behind.
@@ -8,6 +9,10 @@ fuzzer runs last: it leaves odd records behind.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +25,7 @@ from services.common.clock import SharedTestClock
 from services.common.grpc_client import open_channel
 from suite.services import available_services
 from suite.state import SuiteState
-from suite.supervisor import SuiteConfig, Supervisor
+from suite.supervisor import CODE_ROOT, SuiteConfig, Supervisor
 from tests.e2e.fuzz_requests import fuzz_server
 from tests.e2e.test_suite import embedded_defaults, reckon_cli
 
@@ -106,6 +111,49 @@ def test_every_service_answers_reflection_v1_and_v1alpha(
         answers = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in answers[0].list_services_response.service}
     assert any(name.startswith(f"reckon.{service}.") for name in names), names
+
+
+EXAMPLE = CODE_ROOT / "examples" / "node"
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+
+
+@pytest.mark.skipif(
+    not (NODE and NPM) and not os.environ.get("CI"),
+    reason="node/npm absent on this machine (CI has them: tools/ensure_services.sh)",
+)
+def test_the_node_js_example_creates_a_customer_and_reads_its_balance(state: SuiteState) -> None:
+    assert NODE, "CI must have node"
+    assert NPM, "CI must have npm"
+    if not (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").exists():
+        subprocess.run(
+            [NPM, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=EXAMPLE,
+            check=True,
+            timeout=300,
+        )
+    accounts, charging = state.address_of("accounts"), state.address_of("charging")
+    assert accounts is not None
+    assert charging is not None
+    run = subprocess.run(
+        [NODE, "create_customer.js"],
+        cwd=EXAMPLE,
+        env={
+            **os.environ,
+            "RECKON_ACCOUNTS_ADDR": accounts,
+            "RECKON_CHARGING_ADDR": charging,
+            "RECKON_SERVICE_TOKEN": state.token(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert answer["customer_id"].startswith("cus_")
+    assert answer["account_id"]
+    assert answer["billing_mode"].startswith("BILLING_MODE_")
+    assert isinstance(answer["buckets"], list)
 
 
 @pytest.mark.parametrize("service", BUILT)
