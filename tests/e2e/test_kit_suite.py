@@ -20,10 +20,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
+from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.clock import SharedTestClock
 from services.common.grpc_client import open_channel
+from services.common.grpc_errors import details_of
 from suite.services import available_services
 from suite.state import SuiteState
 from suite.supervisor import CODE_ROOT, SuiteConfig, Supervisor
@@ -123,6 +127,55 @@ def test_every_service_answers_reflection_v1_and_v1alpha(
         answers = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in answers[0].list_services_response.service}
     assert any(name.startswith(f"reckon.{service}.") for name in names), names
+
+
+BEFORE_YEAR_1 = timestamp_pb2.Timestamp(seconds=-62_135_596_801)
+NEGATIVE_NANOS = timestamp_pb2.Timestamp(seconds=1_800_000_000, nanos=-1)
+
+
+async def test_the_named_rpcs_refuse_bad_timestamps_naming_the_field(state: SuiteState) -> None:
+    """Issue 9 item 13: these answered INTERNAL."""
+    charging_address, rating_address = state.address_of("charging"), state.address_of("rating")
+    assert charging_address is not None
+    assert rating_address is not None
+    token = state.token()
+    async with open_channel(charging_address, token) as channel:
+        charging = charging_pb2_grpc.ChargingServiceStub(channel)
+        for stamp in (BEFORE_YEAR_1, NEGATIVE_NANOS):
+            with pytest.raises(grpc.aio.AioRpcError) as bucket:
+                await charging.CreateBucket(
+                    charging_pb2.CreateBucketRequest(
+                        bucket=charging_pb2.Bucket(account_id="acc_1", valid_from=stamp),
+                        request_id="fuzz-bucket",
+                    ),
+                    timeout=10,
+                )
+            assert details_of(bucket.value).code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "bucket.valid_from" in details_of(bucket.value).fields
+            with pytest.raises(grpc.aio.AioRpcError) as vouchers:
+                await charging.CreateVoucherBatch(
+                    charging_pb2.CreateVoucherBatchRequest(
+                        count=1, expire_time=stamp, request_id="fuzz-vouchers"
+                    ),
+                    timeout=10,
+                )
+            assert details_of(vouchers.value).code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "expire_time" in details_of(vouchers.value).fields
+    async with open_channel(rating_address, token) as channel:
+        rating = rating_pb2_grpc.RatingServiceStub(channel)
+        for stamp in (BEFORE_YEAR_1, NEGATIVE_NANOS):
+            with pytest.raises(grpc.aio.AioRpcError) as rerate:
+                await rating.Rerate(
+                    rating_pb2.RerateRequest(
+                        request_id="fuzz-rerate",
+                        account_id="acc_1",
+                        period_start=stamp,
+                        period_end=timestamp_pb2.Timestamp(seconds=1_900_000_000),
+                    ),
+                    timeout=10,
+                )
+            assert details_of(rerate.value).code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "period_start" in details_of(rerate.value).fields
 
 
 EXAMPLE = CODE_ROOT / "examples" / "node"
