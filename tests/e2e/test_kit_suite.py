@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from google.type import money_pb2
 
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
@@ -176,6 +177,75 @@ async def test_the_named_rpcs_refuse_bad_timestamps_naming_the_field(state: Suit
                 )
             assert details_of(rerate.value).code == grpc.StatusCode.INVALID_ARGUMENT
             assert "period_start" in details_of(rerate.value).fields
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _out_of_range(failure: pytest.ExceptionInfo[grpc.aio.AioRpcError], field: str) -> str:
+    details = details_of(failure.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    found = {v.field: v.description for v in details.violations}
+    assert field in found, found
+    return found[field]
+
+
+async def test_int64_max_amounts_are_out_of_range_everywhere(state: SuiteState) -> None:
+    """Issue 9 item 14: one wording for an amount no service can hold."""
+    token = state.token()
+    huge_eur = money_pb2.Money(currency_code="EUR", units=INT64_MAX)
+    async with open_channel(str(state.address_of("charging")), token) as channel:
+        charging = charging_pb2_grpc.ChargingServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as top_up:
+            await charging.TopUp(
+                charging_pb2.TopUpRequest(
+                    account_id="acc_1", amount=charging_pb2.Quantity(money=huge_eur)
+                ),
+                timeout=10,
+            )
+        assert "out of range" in _out_of_range(top_up, "amount.money.units")
+    async with open_channel(str(state.address_of("rating")), token) as channel:
+        rating = rating_pb2_grpc.RatingServiceStub(channel)
+        huge = rating_pb2.Quantity(value=INT64_MAX, unit=rating_pb2.QUANTITY_UNIT_SECOND)
+        with pytest.raises(grpc.aio.AioRpcError) as rated:
+            await rating.RateEvent(
+                rating_pb2.RateEventRequest(
+                    event=rating_pb2.UsageEvent(
+                        record_id="r1",
+                        account_id="acc_1",
+                        service="voice",
+                        event_time=timestamp_pb2.Timestamp(seconds=1_800_000_000),
+                        quantity=huge,
+                    )
+                ),
+                timeout=10,
+            )
+        assert "out of range" in _out_of_range(rated, "event.quantity.value")
+        with pytest.raises(grpc.aio.AioRpcError) as quoted:
+            await rating.Quote(
+                rating_pb2.QuoteRequest(account_id="acc_1", service="voice", quantity=huge),
+                timeout=10,
+            )
+        assert "out of range" in _out_of_range(quoted, "quantity.value")
+    async with open_channel(str(state.address_of("accounts")), token) as channel:
+        accounts = accounts_pb2_grpc.AccountsServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as account:
+            await accounts.CreateAccount(
+                accounts_pb2.CreateAccountRequest(
+                    account=accounts_pb2.Account(
+                        customer_id="cus_01hzzzzzzzzzzzzzzzzzzzzzzz",
+                        currency_code="EUR",
+                        payment_mode=accounts_pb2.PAYMENT_MODE_POSTPAID,
+                        credit_limit=huge_eur,
+                    ),
+                    request_id="huge-credit-limit",
+                ),
+                timeout=10,
+            )
+        descriptions = " ".join(
+            v.description for v in details_of(account.value).violations if "credit_limit" in v.field
+        )
+        assert "out of range" in descriptions, details_of(account.value).violations
 
 
 EXAMPLE = CODE_ROOT / "examples" / "node"
