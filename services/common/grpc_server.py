@@ -93,8 +93,12 @@ STOPPING = Unavailable(
 )
 
 
-class InFlightCalls(grpc.aio.ServerInterceptor):
-    """Knows every call being served, so a stopping server can answer them UNAVAILABLE."""
+class InFlightCalls:
+    """Knows every call being served, so a stopping server can answer them UNAVAILABLE.
+
+    Filled by ``ErrorMappingInterceptor``, which wraps every authorised call anyway:
+    no second wrapper (and generator hop per streamed message) on the hot path.
+    """
 
     def __init__(self, domain: str) -> None:
         self._domain = domain
@@ -103,8 +107,10 @@ class InFlightCalls(grpc.aio.ServerInterceptor):
 
     @property
     def count(self) -> int:
-        # Not __len__: gRPC tests interceptors for truth, and an idle one would be skipped.
         return len(self._contexts)
+
+    def add(self, context: grpc.aio.ServicerContext) -> None:
+        self._contexts.add(context)
 
     async def wait_idle(self) -> None:
         """Return once no call is being served."""
@@ -112,50 +118,17 @@ class InFlightCalls(grpc.aio.ServerInterceptor):
             self._idle.clear()
             await self._idle.wait()
 
-    def _done(self, context: grpc.aio.ServicerContext) -> None:
+    def done(self, context: grpc.aio.ServicerContext) -> None:
         self._contexts.discard(context)
         if not self._contexts:
             self._idle.set()
 
     async def abort_all(self) -> None:
         for context in list(self._contexts):
-            self._done(context)
+            self.done(context)
             # The call's own task goes on until the server stops; its answer is this.
             with contextlib.suppress(Exception):
                 await _abort(context, STOPPING, self._domain)
-
-    async def intercept_service(
-        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        contexts, done = self._contexts, self._done
-
-        def wrap_unary(behavior: Behavior) -> Behavior:
-            async def tracked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                contexts.add(context)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    done(context)
-
-            return tracked
-
-        def wrap_stream(behavior: Behavior) -> Behavior:
-            async def tracked(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                contexts.add(context)
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    done(context)
-
-            return tracked
-
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 def _wrap_handler(
@@ -184,8 +157,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: ReckonError, domain: 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps ``ReckonError`` to rich statuses; anything else becomes INTERNAL and is logged."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, in_flight: InFlightCalls | None = None) -> None:
         self._domain = domain
+        self._in_flight = in_flight or InFlightCalls(domain)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, grpc.aio.AbortError):
@@ -208,12 +182,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
 
+        in_flight = self._in_flight
+
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                in_flight.add(context)
                 try:
                     return await behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
@@ -221,11 +200,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             async def guarded(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
+                in_flight.add(context)
                 try:
                     async for response in behavior(request, context):
                         yield response
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
@@ -340,9 +322,8 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            in_flight,
             ServiceTokenInterceptor(service_token, domain, extra_tokens),
-            ErrorMappingInterceptor(domain),
+            ErrorMappingInterceptor(domain, in_flight),
         ],
         # One value per option, the caller's over the default: gRPC would take the
         # first of a repeated one (SO_REUSEPORT off unless asked, e.g. by charging's
