@@ -34,6 +34,7 @@ from suite.state import SuiteState
 from suite.supervisor import CODE_ROOT, SuiteConfig, Supervisor
 from suite.trace_receiver import read_spans
 from tests.e2e.fuzz_requests import fuzz_server
+from tests.e2e.test_redis_supervision import customer_with_balance
 from tests.e2e.test_suite import embedded_defaults, reckon_cli
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -47,7 +48,9 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
         SuiteConfig(
             data_dir=tmp_path_factory.mktemp("kit-suite"),
             free_ports=True,
-            environ=embedded_defaults(),
+            # An hour between maintenance runs: only a move of the clock can wake it
+            # within a test's patience (test_charging_maintenance_wakes_...).
+            environ={**embedded_defaults(), "CHARGING_MAINTENANCE_INTERVAL_SECONDS": "3600"},
             start_timeout=45,
             stop_grace=5,
             test_clock=True,
@@ -98,6 +101,46 @@ async def test_reckon_clock_moves_the_time_of_the_running_services(state: SuiteS
     clock.refresh()
     assert abs(clock.now() - created) < timedelta(minutes=1)
     clock.close()
+
+
+async def test_charging_maintenance_wakes_when_the_clock_moves(state: SuiteState) -> None:
+    """A weekend bucket ends on the test clock: charging forfeits it within seconds,
+    not at its next hourly maintenance run (issue 10 item 7)."""
+    account_id = await customer_with_balance(state)
+    clock = SharedTestClock(state.redis_url)
+    clock.refresh()
+    ends = clock.now() + timedelta(days=1)
+    async with open_channel(str(state.address_of("charging")), state.token()) as channel:
+        charging = charging_pb2_grpc.ChargingServiceStub(channel)
+        valid_until = timestamp_pb2.Timestamp()
+        valid_until.FromDatetime(ends)
+        created = await charging.CreateBucket(
+            charging_pb2.CreateBucketRequest(
+                bucket=charging_pb2.Bucket(
+                    account_id=account_id,
+                    unit_kind=charging_pb2.UNIT_KIND_TIME,
+                    valid_until=valid_until,
+                    label="weekend minutes",
+                ),
+                initial_amount=charging_pb2.Quantity(time_seconds=300),
+                request_id=f"weekend-{account_id}",
+            ),
+            timeout=10,
+        )
+        bucket_id = created.balance.bucket.bucket_id
+        await asyncio.to_thread(clock.advance, timedelta(days=2))
+        clock.close()
+        deadline = time.monotonic() + 15
+        while True:
+            balance = await charging.GetBalance(
+                charging_pb2.GetBalanceRequest(account_id=account_id), timeout=10
+            )
+            line = next(b for b in balance.buckets if b.bucket.bucket_id == bucket_id)
+            if line.available.time_seconds == 0:
+                break
+            assert time.monotonic() < deadline, f"not forfeited: {line}"
+            await asyncio.sleep(0.2)
+        assert not line.usable
 
 
 async def test_following_the_test_clock_leaves_no_spans(state: SuiteState) -> None:
