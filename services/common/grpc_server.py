@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
@@ -276,6 +277,7 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
 def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
@@ -285,6 +287,7 @@ def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> 
     first. The two protocols are the same messages under another package name, so
     the v1 method is the v1alpha servicer behind v1's method path: same bytes.
     """
+    _register_reflection_v1_descriptor()
     names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
     servicer = reflection_aio.ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
@@ -299,6 +302,32 @@ def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> 
         },
     )
     server.add_generic_rpc_handlers((v1,))
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Put ``grpc/reflection/v1/reflection.proto`` in the default pool, so reflection can
+    describe its own v1 service (``buf curl --list-methods`` asks for every service):
+    v1alpha's file under v1's package and name."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name, proto.package = REFLECTION_V1_FILE, new
+    proto.options.Clear()
+    for message in proto.message_type:
+        for message_field in message.field:
+            if message_field.type_name.startswith(f".{old}."):
+                message_field.type_name = f".{new}." + message_field.type_name[len(old) + 2 :]
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(f".{old}.", f".{new}.", 1)
+            method.output_type = method.output_type.replace(f".{old}.", f".{new}.", 1)
+    pool.Add(proto)
 
 
 async def create_server(

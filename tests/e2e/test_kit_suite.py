@@ -334,6 +334,46 @@ def test_the_node_js_example_creates_a_customer_and_reads_its_balance(state: Sui
     assert isinstance(answer["buckets"], list)
 
 
+BUF = CODE_ROOT / "node_modules" / ".bin" / "buf"
+
+
+@pytest.mark.skipif(
+    not BUF.exists() and not os.environ.get("CI"), reason="buf not installed (make setup)"
+)
+def test_buf_curl_lists_and_calls_through_reflection_v1(state: SuiteState) -> None:
+    """`buf curl` asks grpc.reflection.v1 (issue 9 item 16), with a lower-case bearer."""
+    address = state.address_of("accounts")
+    base = [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    listed = subprocess.run(
+        [*base, "--reflect-protocol", "grpc-v1", "--list-methods", f"http://{address}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "reckon.accounts.v1.AccountsService/CreateCustomer" in listed.stdout
+    created = subprocess.run(
+        [
+            *base,
+            "--reflect-protocol",
+            "grpc-v1",
+            "-H",
+            f"authorization: bearer {state.token()}",
+            "-d",
+            '{"customer": {"display_name": "Curl BV", "email": "curl@example.org"},'
+            ' "request_id": "buf-curl-1"}',
+            f"http://{address}/reckon.accounts.v1.AccountsService/CreateCustomer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["customer"]["customerId"].startswith("cus_")
+
+
 @pytest.mark.parametrize("service", BUILT)
 async def test_fuzzing_every_method_finds_no_internal_error(
     state: SuiteState, service: str
