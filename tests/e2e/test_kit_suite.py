@@ -84,19 +84,27 @@ async def _customer_create_time(state: SuiteState, name: str) -> datetime:
     return created
 
 
+async def _created_once_the_clock_shows(state: SuiteState, at_least: datetime) -> datetime:
+    """A customer's create time once accounts follows the moved clock (a poll or two)."""
+    deadline = time.monotonic() + 10
+    while True:
+        created = await _customer_create_time(state, f"At-{at_least:%Y%m%d}")
+        if created >= at_least or time.monotonic() > deadline:
+            return created
+        await asyncio.sleep(0.1)
+
+
 async def test_reckon_clock_moves_the_time_of_the_running_services(state: SuiteState) -> None:
     shown = reckon_cli("clock", "set", "2031-05-01T00:00Z", "--data-dir", state.data_dir)
     assert shown.returncode == 0, shown.stderr
     assert "2031-05-01T00:00" in shown.stdout
     # Every service follows the shared clock within its poll interval.
-    await asyncio.sleep(0.5)
-    created = await _customer_create_time(state, "Before")
+    created = await _created_once_the_clock_shows(state, datetime(2031, 5, 1, tzinfo=UTC))
     assert datetime(2031, 5, 1, tzinfo=UTC) <= created < datetime(2031, 5, 1, 0, 5, tzinfo=UTC)
     moved = reckon_cli("clock", "advance", "3d", "--data-dir", state.data_dir)
     assert moved.returncode == 0, moved.stderr
-    await asyncio.sleep(0.5)
-    created = await _customer_create_time(state, "After")
-    assert created >= datetime(2031, 5, 4, tzinfo=UTC)
+    created = await _created_once_the_clock_shows(state, datetime(2031, 5, 4, tzinfo=UTC))
+    assert datetime(2031, 5, 4, tzinfo=UTC) <= created < datetime(2031, 5, 4, 0, 5, tzinfo=UTC)
     clock = SharedTestClock(state.redis_url)
     clock.refresh()
     assert abs(clock.now() - created) < timedelta(minutes=1)
