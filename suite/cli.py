@@ -7,6 +7,8 @@ and ``reckon trace TRACE_ID`` prints a trace the embedded receiver stored.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import tempfile
 import threading
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite.clock_cli import clock_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.rating_cli import catalog_app, usage_app
@@ -30,6 +33,7 @@ from suite.state import SuiteState, SuiteStateError, read_state
 from suite.supervisor import StopRequested, SuiteConfig, SuiteError, Supervisor
 from suite.trace_receiver import read_spans
 from suite.trace_view import TraceSummary, summarise_traces, trace_tree
+from suite.version import print_version
 
 app = typer.Typer(
     help="Reckon: run, inspect and demo the charging and billing suite.",
@@ -40,6 +44,23 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+app.add_typer(clock_app, name="clock")
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the version and the gRPC contracts installed, then exit.",
+        ),
+    ] = False,
+) -> None:
+    """Reckon: run, inspect and demo the charging and billing suite."""
+
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -68,12 +89,20 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM ask the supervisor to stop instead of killing it mid-way."""
+    """Ctrl-C and SIGTERM ask the supervisor to stop instead of killing it mid-way.
+
+    The handler only writes bytes to fd 2 and sets an event: a handler runs between
+    two bytecodes of whatever the main thread is doing, so a second signal can arrive
+    while the first one's message is being printed. Rich's console is not re-entrant
+    (a second signal within a millisecond crashed it), and os.write needs no state.
+    """
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
-            errors.print(f"\n{signal.Signals(signum).name}: stopping the suite…")
-        stop.set()
+            stop.set()
+            name = signal.Signals(signum).name
+            with contextlib.suppress(OSError):
+                os.write(2, f"\n{name}: stopping the suite…\n".encode())
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -106,6 +135,8 @@ def print_suite(state: SuiteState) -> None:
         console.print(f"[bold]traces[/]       exported to {state.otlp_endpoint}")
     console.print(f"[bold]token[/]        {state.token_file or 'from RECKON_SERVICE_TOKEN'}")
     console.print(f"[bold]data dir[/]     {state.data_dir}")
+    if state.test_clock:
+        console.print("[bold]test clock[/]   on: [bold]reckon clock show|advance 3d|set …[/]")
     first = state.services[0].address if state.services else "127.0.0.1:50051"
     console.print(
         f"\nTry: [bold]reckon demo[/]   [bold]reckon status[/]   "
@@ -126,12 +157,20 @@ def up(
         str | None,
         typer.Option(help="Comma-separated services to start (default: every built one)."),
     ] = None,
+    test_clock: Annotated[
+        bool,
+        typer.Option(
+            "--test-clock",
+            help="Run every service on one shared clock that `reckon clock` moves (not in "
+            "production).",
+        ),
+    ] = False,
 ) -> None:
     """Start every built service in the foreground, with embedded Redis and trace receiver."""
     stop = threading.Event()
     _stop_on_signals(stop)
     supervisor = Supervisor(
-        SuiteConfig(data_dir=data_dir, services=_parse_services(services)),
+        SuiteConfig(data_dir=data_dir, services=_parse_services(services), test_clock=test_clock),
         stop_requested=stop,
         report=_progress,
     )

@@ -45,6 +45,8 @@ class SuiteState:
     otlp_endpoint: str | None
     traces_file: str | None
     services: list[ServiceRecord] = field(default_factory=list)
+    # Started with `reckon up --test-clock`: `reckon clock` may move the suite's time.
+    test_clock: bool = False
     version: int = STATE_VERSION
 
     def address_of(self, service: str) -> str | None:

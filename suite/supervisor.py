@@ -20,12 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 import services
+from services.common.clock import TEST_CLOCK_ENV
 from suite.environment import build_service_env, dial_address, plan_addresses
 from suite.health import Health, check_health
 from suite.redis_server import EmbeddedRedis, free_port
@@ -45,6 +46,10 @@ from suite.trace_receiver import TraceReceiver
 CODE_ROOT = Path(services.__file__).resolve().parent.parent
 OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 LOG_TAIL_LINES = 40
+# The embedded Redis is restarted when it dies, at most this often within the window
+# (a Redis that keeps dying has a cause a restart will not fix).
+REDIS_RESTARTS = 5
+REDIS_RESTART_WINDOW = 300.0
 
 Report = Callable[[str], None]
 
@@ -69,6 +74,8 @@ class SuiteConfig:
     start_timeout: float = 60.0
     stop_grace: float = 10.0
     probe: ModuleProbe = module_runnable
+    # Every service reads "now" from the suite's shared test clock (ADR 0037).
+    test_clock: bool = False
 
 
 @dataclass
@@ -115,6 +122,9 @@ def _pid_alive(pid: int) -> bool:
 def _port_free(listen: str) -> bool:
     host, _, port = listen.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves bind: connections of a previous run that linger in
+        # TIME_WAIT must not make a restart on the same ports look "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host.strip("[]") or "127.0.0.1", int(port)))
         except OSError:
@@ -140,6 +150,7 @@ class Supervisor:
         self.token: ServiceToken | None = None
         self.state: SuiteState | None = None
         self._stopped = False
+        self._redis_restarts: list[float] = []
 
     @property
     def logs_dir(self) -> Path:
@@ -164,6 +175,8 @@ class Supervisor:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         self._refuse_if_running()
+        if self.config.test_clock and environ.get("RECKON_ENV", "").lower() == "production":
+            raise SuiteError("--test-clock is never available with RECKON_ENV=production")
         specs = select_services(self.config.services, self.config.probe)
         if not specs:
             raise SuiteError("no service is built yet: nothing to start")
@@ -195,6 +208,8 @@ class Supervisor:
                 receiver_endpoint=receiver_endpoint,
                 code_root=CODE_ROOT,
             )
+            # Set either way: an inherited RECKON_TEST_CLOCK must not pick the mode.
+            env[TEST_CLOCK_ENV] = "1" if self.config.test_clock else "0"
             self.processes.append(self._spawn(spec, addresses[spec.name], env))
             self._report(f"started {spec.name} (pid {self.processes[-1].pid})")
         self._wait_until_serving()
@@ -210,6 +225,7 @@ class Supervisor:
             otlp_endpoint=receiver_endpoint
             or next((environ[name] for name in OTLP_ENDPOINT_VARS if environ.get(name)), None),
             traces_file=str(self.traces_file) if self.receiver else None,
+            test_clock=self.config.test_clock,
             services=[
                 ServiceRecord(p.spec.name, p.address, p.pid, str(p.log_file))
                 for p in self.processes
@@ -313,7 +329,40 @@ class Supervisor:
         if self.redis is not None and self.redis.process is not None:
             code = self.redis.process.poll()
             if code is not None:
-                return f"redis-server exited with code {code}; see {self.redis.directory}"
+                return self._restart_redis(code)
+        return None
+
+    def _restart_redis(self, code: int) -> str | None:
+        """Start the embedded Redis again on its port and data; None once it answers.
+
+        Services reconnect on their own (their clients retry, the outbox re-sends what
+        Redis lost), as they would under any process supervisor (ADR 0039).
+        """
+        assert self.redis is not None
+        assert self.redis.process is not None
+        died = f"redis-server (pid {self.redis.process.pid}) exited with code {code}"
+        now = time.monotonic()
+        self._redis_restarts = [t for t in self._redis_restarts if now - t < REDIS_RESTART_WINDOW]
+        if len(self._redis_restarts) >= REDIS_RESTARTS:
+            return (
+                f"{died}; restarted {REDIS_RESTARTS} times in {REDIS_RESTART_WINDOW:.0f}s, "
+                f"giving up; see {self.redis.directory / 'redis.log'}"
+            )
+        self._redis_restarts.append(now)
+        attempt = len(self._redis_restarts)
+        self._report(
+            f"{died}; restarting it on port {self.redis.port} with the same data "
+            f"(restart {attempt} of at most {REDIS_RESTARTS} in {REDIS_RESTART_WINDOW:.0f}s)"
+        )
+        time.sleep(0.1 * attempt)  # a little backoff when it keeps dying
+        try:
+            self.redis.start()
+        except RuntimeError as exc:
+            return f"{died}; the restart failed: {exc}"
+        if self.state is not None:
+            self.state = replace(self.state, redis_pid=self.redis.process.pid)
+            write_state(self.data_dir, self.state)
+        self._report(f"redis-server is back (pid {self.redis.process.pid})")
         return None
 
     def watch(self, interval: float = 0.5) -> str | None:

@@ -32,7 +32,7 @@ from services.accounts.entrypoints.grpc_servicer import SERVICE_NAME, AccountsSe
 from services.accounts.entrypoints.scheduler import DueChangesScheduler
 from services.accounts.service_layer.plan_catalog import PlanCatalog, WellFormedPlanCatalog
 from services.accounts.service_layer.unit_of_work import AccountsUnitOfWork
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, clock_from_config, close_clock
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
 from services.common.migrations import upgrade_to_head
@@ -66,6 +66,7 @@ class AccountsApp:
     rating_catalog: RatingPlanCatalog | None = None
 
     def close_clients(self) -> None:
+        close_clock(self.clock)
         if self.rating_catalog is not None:
             self.rating_catalog.close()
 
@@ -91,8 +92,7 @@ class RunningAccounts:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop the server, then the background tasks and connections."""
-        await self.server.set_serving(False)
-        await self.server.server.stop(
+        await self.server.drain(
             self.app.settings.shutdown_grace_seconds if grace is None else grace
         )
         await self.stop_background()
@@ -143,7 +143,7 @@ async def build(
     clock: Clock | None = None,
     catalog: PlanCatalog | None = None,
 ) -> AccountsApp:
-    clock = clock or SystemClock()
+    clock = clock or clock_from_config(settings)
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
     relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
@@ -167,6 +167,7 @@ async def build(
         ),
         scheduler=DueChangesScheduler(
             uow_factory,
+            clock=clock,
             interval_seconds=settings.due_changes_interval_seconds,
             batch_size=settings.due_changes_batch_size,
         ),

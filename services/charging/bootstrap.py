@@ -44,7 +44,7 @@ from services.charging.service_layer.pricing import InMemoryPricing, tariffs_fro
 from services.charging.service_layer.rebuild import AccountLoader
 from services.charging.service_layer.supervision import Maintenance, Sweeper, every
 from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, clock_from_config, close_clock
 from services.common.db import is_sqlite, make_engine
 from services.common.events import stream_for
 from services.common.migrations import upgrade_to_head
@@ -113,9 +113,21 @@ class ChargingApp:
             event_types=ACCOUNT_EVENTS,
         )
         return [
-            every(s.sweep_interval_seconds, stop, self.sweeper.sweep_once, "sweep"),
-            every(s.backstop_interval_seconds, stop, self.sweeper.backstop_once, "backstop"),
-            every(s.maintenance_interval_seconds, stop, self.maintenance.run_once, "maintenance"),
+            every(s.sweep_interval_seconds, stop, self.sweeper.sweep_once, "sweep", self.clock),
+            every(
+                s.backstop_interval_seconds,
+                stop,
+                self.sweeper.backstop_once,
+                "backstop",
+                self.clock,
+            ),
+            every(
+                s.maintenance_interval_seconds,
+                stop,
+                self.maintenance.run_once,
+                "maintenance",
+                self.clock,
+            ),
             self.relay.run(stop),
             usage.run(stop),
             states.run(stop),
@@ -143,6 +155,7 @@ class ChargingApp:
             await self.redis.aclose()
         if self.owns_engine:
             self.engine.dispose()
+        close_clock(self.clock)
 
 
 def bootstrap(
@@ -154,7 +167,7 @@ def bootstrap(
     engine: Engine | None = None,
     migrate: bool | None = None,
 ) -> ChargingApp:
-    clock = clock or SystemClock()
+    clock = clock or clock_from_config(settings)
     owns_engine = engine is None
     if engine is None:
         engine = make_engine(

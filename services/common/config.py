@@ -8,8 +8,12 @@ first request that needs it.
 Variables shared by all services: ``RECKON_SERVICE_TOKEN`` (required),
 ``REDIS_URL`` (required), ``DATABASE_URL`` (default: a SQLite file per service
 in ``RECKON_DATA_DIR``), ``RECKON_DATA_DIR`` (default ``./data``),
-``RECKON_LOG_LEVEL``, ``RECKON_OUTBOX_RETENTION_HOURS`` (default 24: how long
-relayed events can be re-sent after Redis lost them). Per service, with its prefix (``ACCOUNTS_``):
+``RECKON_LOG_LEVEL``, ``RECKON_SERVICE_TOKENS`` (more tokens servers accept, for a
+rotation: ADR 0038), ``RECKON_OUTBOX_RETENTION_HOURS`` (default 24: how long
+relayed events can be re-sent after Redis lost them), ``RECKON_ENV``
+(``development`` or ``production``), ``RECKON_TEST_CLOCK`` (``1``: read "now"
+from the suite's shared test clock, refused in production; ADR 0037).
+Per service, with its prefix (``ACCOUNTS_``):
 ``*_LISTEN`` (host:port to bind), ``*_DATABASE_URL`` and ``*_DATABASE_SCHEMA``.
 Peers are dialled at ``<SERVICE>_ADDR``.
 
@@ -26,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORTS: dict[str, int] = {
@@ -68,6 +72,10 @@ class ServiceSettings(BaseSettings):
         default=24, gt=0, validation_alias="RECKON_OUTBOX_RETENTION_HOURS"
     )
 
+    environment: str = Field(default="development", validation_alias="RECKON_ENV")
+    # The suite's shared test clock instead of the machine's (services.common.clock).
+    test_clock: bool = Field(default=False, validation_alias="RECKON_TEST_CLOCK")
+
     listen: str = "127.0.0.1:0"
     database_url: str | None = None
     database_schema: str | None = None
@@ -94,6 +102,21 @@ class ServiceSettings(BaseSettings):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return value.upper()
 
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        if value.lower() not in {"development", "production"}:
+            raise ValueError("expected development or production")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _no_test_clock_in_production(self) -> ServiceSettings:
+        if self.test_clock and self.environment == "production":
+            raise ValueError(
+                "RECKON_TEST_CLOCK: a test clock is never available with RECKON_ENV=production"
+            )
+        return self
+
     @property
     def outbox_retention(self) -> timedelta:
         return timedelta(hours=self.outbox_retention_hours)
@@ -114,7 +137,32 @@ class ServiceSettings(BaseSettings):
         return self.database_schema or self.service_name
 
 
-S = TypeVar("S", bound=ServiceSettings)
+class TokenSettings(BaseSettings):
+    """Service tokens a server accepts besides ``RECKON_SERVICE_TOKEN`` (ADR 0038).
+
+    ``RECKON_SERVICE_TOKENS=new-token,old-token``: during a rotation servers accept
+    both while clients move from the old ``RECKON_SERVICE_TOKEN`` to the new one.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    service_name: ClassVar[str] = "service"
+
+    service_tokens: str = Field(default="", validation_alias="RECKON_SERVICE_TOKENS")
+
+    @field_validator("service_tokens")
+    @classmethod
+    def _each_long_enough(cls, value: str) -> str:
+        for token in (t.strip() for t in value.split(",")):
+            if token and len(token) < 16:
+                raise ValueError("every token must be at least 16 characters")
+        return value
+
+    @property
+    def extra_tokens(self) -> list[str]:
+        return [t.strip() for t in self.service_tokens.split(",") if t.strip()]
+
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 FILE_SUFFIX = "_FILE"
@@ -165,7 +213,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             if name in cls.model_fields and cls.model_fields[name].validation_alias is None:
                 name = f"{prefix}{name}".upper()
             message = "is required" if error["type"] == "missing" else error["msg"]
-            problems.append(f"{name}: {message}")
+            problems.append(f"{name}: {message}" if error["loc"] else message)
         raise ConfigError(
-            f"{cls.service_name or 'service'} cannot start: " + "; ".join(problems)
+            f"{getattr(cls, 'service_name', '') or 'service'} cannot start: " + "; ".join(problems)
         ) from None

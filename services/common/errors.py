@@ -71,8 +71,24 @@ class InvalidArgument(ReckonError):
 
 
 class NotFound(ReckonError):
+    """Carries a ``ResourceInfo`` on the wire: the type and name given here, else
+    read from the reason (``ACCOUNT_NOT_FOUND`` -> ``account``) and metadata."""
+
     kind = ErrorKind.NOT_FOUND
     default_reason = "NOT_FOUND"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        resource_type: str = "",
+        resource_name: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
 
 
 class AlreadyExists(ReckonError):

@@ -33,7 +33,32 @@ _STATUS_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grp
 
 
 def to_rpc_status(error: ReckonError, *, domain: str) -> grpc.Status:
-    """A gRPC status carrying ``ErrorInfo`` (always) and ``BadRequest`` (for field errors)."""
+    """A gRPC status carrying ``ErrorInfo`` (always), ``BadRequest`` (for field errors)
+    and ``ResourceInfo`` (for NOT_FOUND)."""
+    return rpc_status.to_status(status_proto(error, domain=domain))
+
+
+def resource_of(error: ReckonError) -> tuple[str, str]:
+    """(resource type, name) of a NOT_FOUND: given, or read from its reason and metadata.
+
+    ``ACCOUNT_NOT_FOUND`` with ``{"account_id": "acc_1"}`` is ("account", "acc_1");
+    ``UNKNOWN_PLAN`` is ("plan", "").
+    """
+    kind = getattr(error, "resource_type", "") or (
+        error.reason.removesuffix("_NOT_FOUND").removeprefix("UNKNOWN_").lower()
+    )
+    name = getattr(error, "resource_name", "")
+    if not name:
+        for key in (f"{kind}_id", f"{kind}_code", f"{kind.rsplit('_', 1)[-1]}_id"):
+            if error.metadata.get(key):
+                name = error.metadata[key]
+                break
+    return kind, name
+
+
+def status_proto(error: ReckonError, *, domain: str) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of an error: for a call's trailers, or an answer on a
+    stream that goes on (charging's and rating's streams)."""
     status = status_pb2.Status(code=_CODES[error.kind], message=error.message)
     info = any_pb2.Any()
     info.Pack(
@@ -52,7 +77,18 @@ def to_rpc_status(error: ReckonError, *, domain: str) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    if error.kind is ErrorKind.NOT_FOUND:
+        resource_type, resource_name = resource_of(error)
+        resource = any_pb2.Any()
+        resource.Pack(
+            error_details_pb2.ResourceInfo(
+                resource_type=resource_type,
+                resource_name=resource_name,
+                description=error.message,
+            )
+        )
+        status.details.append(resource)
+    return status
 
 
 @dataclass
@@ -65,6 +101,9 @@ class ErrorDetails:
     domain: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     violations: list[FieldViolation] = field(default_factory=list)
+    # ResourceInfo of a NOT_FOUND: what kind of thing, and which, was not found.
+    resource_type: str = ""
+    resource_name: str = ""
 
     @property
     def fields(self) -> set[str]:
@@ -97,6 +136,13 @@ def _read_details(status: status_pb2.Status, result: ErrorDetails) -> None:
             detail.Unpack(info)
             result.reason, result.domain = info.reason, info.domain
             result.metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+            result.resource_type, result.resource_name = (
+                resource.resource_type,
+                resource.resource_name,
+            )
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)

@@ -12,6 +12,7 @@ turns NOT_SERVING first so load balancers drain, then in-flight calls get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import signal
@@ -20,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-from services.common.errors import ReckonError, Unauthenticated
+from services.common.config import TokenSettings, load_settings
+from services.common.errors import ReckonError, Unauthenticated, Unavailable
 from services.common.grpc_errors import to_rpc_status
 from services.common.rpc_metrics import RpcMetricsInterceptor
 from services.common.tls import TlsFiles, server_credentials
@@ -56,6 +60,23 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: list[str] = field(default_factory=list)
+    in_flight: InFlightCalls | None = None
+
+    async def drain(self, grace: float) -> None:
+        """Stop gracefully: NOT_SERVING, let calls finish for ``grace`` seconds, then
+        answer what is still running UNAVAILABLE (clients retry that; a cancelled
+        call they would not) before the server goes (ADR 0039)."""
+        await self.set_serving(False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.in_flight is not None:
+            # Keep a little of the grace to deliver the UNAVAILABLE answers.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.in_flight.wait_idle(), max(0.0, grace - min(0.5, grace / 4))
+                )
+            await self.in_flight.abort_all()
+        await self.server.stop(max(0.1, deadline - loop.time()))
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -68,6 +89,49 @@ class RunningServer:
 
 
 Behavior = Callable[..., Any]
+
+STOPPING = Unavailable(
+    "the service is stopping; retry the call (another replica, or this one once restarted)",
+    reason="SERVICE_STOPPING",
+)
+
+
+class InFlightCalls:
+    """Knows every call being served, so a stopping server can answer them UNAVAILABLE.
+
+    Filled by ``ErrorMappingInterceptor``, which wraps every authorised call anyway:
+    no second wrapper (and generator hop per streamed message) on the hot path.
+    """
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+        self._contexts: set[grpc.aio.ServicerContext] = set()
+        self._idle = asyncio.Event()
+
+    @property
+    def count(self) -> int:
+        return len(self._contexts)
+
+    def add(self, context: grpc.aio.ServicerContext) -> None:
+        self._contexts.add(context)
+
+    async def wait_idle(self) -> None:
+        """Return once no call is being served."""
+        while self._contexts:
+            self._idle.clear()
+            await self._idle.wait()
+
+    def done(self, context: grpc.aio.ServicerContext) -> None:
+        self._contexts.discard(context)
+        if not self._contexts:
+            self._idle.set()
+
+    async def abort_all(self) -> None:
+        for context in list(self._contexts):
+            self.done(context)
+            # The call's own task goes on until the server stops; its answer is this.
+            with contextlib.suppress(Exception):
+                await _abort(context, STOPPING, self._domain)
 
 
 def _wrap_handler(
@@ -96,8 +160,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: ReckonError, domain: 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps ``ReckonError`` to rich statuses; anything else becomes INTERNAL and is logged."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, in_flight: InFlightCalls | None = None) -> None:
         self._domain = domain
+        self._in_flight = in_flight or InFlightCalls(domain)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, grpc.aio.AbortError):
@@ -120,12 +185,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
 
+        in_flight = self._in_flight
+
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                in_flight.add(context)
                 try:
                     return await behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
@@ -133,22 +203,38 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             async def guarded(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
+                in_flight.add(context)
                 try:
                     async for response in behavior(request, context):
                         yield response
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
         return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
-class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls whose ``authorization: Bearer <token>`` is missing or wrong."""
+def presented_token(value: str | bytes) -> bytes | None:
+    """The token of ``authorization: Bearer <token>``; the scheme in any case (RFC 7235)."""
+    text = value.encode() if isinstance(value, str) else value
+    scheme, _, token = text.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip() or None
 
-    def __init__(self, token: str, domain: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls whose ``authorization: Bearer <token>`` is missing or wrong.
+
+    Every token in ``token`` and ``extra_tokens`` is accepted, so a new token can be
+    rolled out (``RECKON_SERVICE_TOKENS``) before the clients switch to it (ADR 0038).
+    """
+
+    def __init__(self, token: str, domain: str, extra_tokens: Sequence[str] = ()) -> None:
+        self._accepted = [t.encode() for t in (token, *extra_tokens) if t]
         self._domain = domain
 
     def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
@@ -156,8 +242,12 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
             return True
         for key, value in details.invocation_metadata or ():
             if key == TOKEN_METADATA_KEY:
-                presented = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(presented, self._expected)
+                token = presented_token(value)
+                if token is None:
+                    return False
+                # Compare with every accepted token (no early exit): timing tells nothing.
+                matches = [hmac.compare_digest(token, accepted) for accepted in self._accepted]
+                return any(matches)
         return False
 
     async def intercept_service(
@@ -188,6 +278,60 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, reject_unary, reject_stream)
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1`` and ``v1alpha`` (ADR 0038).
+
+    grpcio-reflection serves only v1alpha, but ``buf curl`` and newer grpcurl ask v1
+    first. The two protocols are the same messages under another package name, so
+    the v1 method is the v1alpha servicer behind v1's method path: same bytes.
+    """
+    _register_reflection_v1_descriptor()
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection_aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Put ``grpc/reflection/v1/reflection.proto`` in the default pool, so reflection can
+    describe its own v1 service (``buf curl --list-methods`` asks for every service):
+    v1alpha's file under v1's package and name."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name, proto.package = REFLECTION_V1_FILE, new
+    proto.options.Clear()
+    for message in proto.message_type:
+        for message_field in message.field:
+            if message_field.type_name.startswith(f".{old}."):
+                message_field.type_name = f".{new}." + message_field.type_name[len(old) + 2 :]
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(f".{old}.", f".{new}.", 1)
+            method.output_type = method.output_type.replace(f".{old}.", f".{new}.", 1)
+    pool.Add(proto)
+
+
 async def create_server(
     *,
     service_name: str,
@@ -196,14 +340,20 @@ async def create_server(
     bindings: Sequence[ServiceBinding],
     options: Sequence[tuple[str, Any]] = (),
     tls: TlsFiles | None = None,
+    extra_tokens: Sequence[str] | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; ``listen`` may use port 0 for a free port.
 
     TLS (mutual with a client CA) when ``tls``, else the ``RECKON_TLS_*`` variables, name
-    a certificate; plaintext otherwise (services/common/tls.py).
+    a certificate; plaintext otherwise (services/common/tls.py). ``extra_tokens``: more
+    service tokens to accept during a rotation; by default those of
+    ``RECKON_SERVICE_TOKENS`` (read through the config loader).
     """
     tls = tls if tls is not None else TlsFiles.from_env()
+    if extra_tokens is None:
+        extra_tokens = load_settings(TokenSettings).extra_tokens
     domain = f"reckon.{service_name}"
+    in_flight = InFlightCalls(domain)
     server = grpc.aio.server(
         interceptors=[
             # Probes are not traced: a trace every few seconds per pod says nothing.
@@ -211,8 +361,8 @@ async def create_server(
                 filter_=filters.negate(filters.service_prefix("grpc.health.v1"))
             ),
             RpcMetricsInterceptor(_wrap_handler),
-            ServiceTokenInterceptor(service_token, domain),
-            ErrorMappingInterceptor(domain),
+            ServiceTokenInterceptor(service_token, domain, extra_tokens),
+            ErrorMappingInterceptor(domain, in_flight),
         ],
         # One value per option, the caller's over the default: gRPC would take the
         # first of a repeated one (SO_REUSEPORT off unless asked, e.g. by charging's
@@ -225,14 +375,7 @@ async def create_server(
         names.append(binding.full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    enable_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     if tls.serves_tls:
         port = server.add_secure_port(listen, server_credentials(tls))
     else:
@@ -240,7 +383,13 @@ async def create_server(
     if port == 0:
         raise OSError(f"{service_name} could not bind {listen}")
     await server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=names,
+        in_flight=in_flight,
+    )
     await running.set_serving(True)
     return running
 
@@ -258,7 +407,6 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining for up to %.1fs", grace)
-    await running.set_serving(False)
-    await running.server.stop(grace)
+    await running.drain(grace)
     for callback in on_stop:
         await callback()

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, clock_from_config, close_clock
 from services.common.db import make_engine
 from services.common.migrations import upgrade_to_head
 from services.common.outbox import OutboxRelay
@@ -55,6 +55,7 @@ class RatingApp:
     spool_dir: Path
 
     def close(self) -> None:
+        close_clock(self.clock)
         self.engine.dispose()
 
 
@@ -64,7 +65,7 @@ def bootstrap(
     clock: Clock | None = None,
     redis_client: aioredis.Redis | None = None,
 ) -> RatingApp:
-    clock = clock or SystemClock()
+    clock = clock or clock_from_config(settings)
     orm.start_mappers()
     engine = make_engine(settings.effective_database_url, settings.effective_database_schema)
     if settings.migrate_on_start:

@@ -12,12 +12,12 @@ subscription and the others skip it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from services.accounts.service_layer import handlers
 from services.accounts.service_layer.unit_of_work import AccountsUnitOfWork
+from services.common.clock import Clock, SystemClock, clock_sleep
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,14 @@ class DueChangesScheduler:
         self,
         uow_factory: Callable[[], AccountsUnitOfWork],
         *,
+        clock: Clock | None = None,
         interval_seconds: float = 30.0,
         batch_size: int = 500,
     ) -> None:
         self._uow_factory = uow_factory
         self._interval = interval_seconds
+        # Only to wake on test-clock moves: handlers read "now" from their unit of work.
+        self._clock = clock or SystemClock()
         self._batch_size = batch_size
 
     async def run_once(self) -> int:
@@ -50,5 +53,5 @@ class DueChangesScheduler:
                 raise
             except Exception:
                 log.exception("applying due subscription changes failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+            # Wakes early when the test clock moves, so a change due at the new "now" applies.
+            await clock_sleep(self._clock, self._interval, stop=stop)

@@ -240,10 +240,11 @@ def quantity_to_proto(quantity: Quantity) -> pb.Quantity:
     return pb.Quantity(service_units=quantity.amount, unit_name=unit.code)
 
 
-def instant_or_none(message: object, name: str) -> datetime | None:
+def instant_or_none(message: object, name: str, prefix: str = "bucket.") -> datetime | None:
+    """The instant in field ``name``; a bad one is INVALID_ARGUMENT naming ``prefix + name``."""
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
-    return timestamp_from_proto(getattr(message, name))
+    return timestamp_from_proto(getattr(message, name), prefix + name)
 
 
 # -- policy --------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             v.add("value", "must be positive")
         if not request.HasField("expire_time"):
             v.add("expire_time", "is required")
-        elif timestamp_from_proto(request.expire_time) <= self._handlers.clock.now():
+        elif timestamp_from_proto(request.expire_time, "expire_time") <= self._handlers.clock.now():
             v.add("expire_time", "must be in the future")
         cv.text(request.label, "label", v, limit=256)
         rid = cv.request_id(request.request_id, v)

@@ -39,7 +39,7 @@ from services.charging.service_layer.catalog import ServiceCatalog
 from services.charging.service_layer.handlers import ChargingHandlers
 from services.charging.service_layer.ports import BalanceStore, LedgerWriter
 from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
-from services.common.clock import Clock
+from services.common.clock import Clock, clock_sleep
 from services.common.telemetry import meter
 
 log = logging.getLogger(__name__)
@@ -282,9 +282,16 @@ class Maintenance:
 
 
 async def every(
-    interval: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], name: str
+    interval: float,
+    stop: asyncio.Event,
+    work: Callable[[], Awaitable[object]],
+    name: str,
+    clock: Clock | None = None,
 ) -> None:
-    """Run ``work`` every ``interval`` seconds until ``stop``; failures are logged, not fatal."""
+    """Run ``work`` every ``interval`` seconds until ``stop``; failures are logged, not fatal.
+
+    With a test clock, a move of the clock runs ``work`` at once (ADR 0037).
+    """
     while not stop.is_set():
         try:
             await work()
@@ -292,5 +299,8 @@ async def every(
             raise
         except Exception:
             log.exception("%s failed; continuing", name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if clock is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+        else:
+            await clock_sleep(clock, interval, stop=stop)

@@ -42,8 +42,7 @@ class RunningRating:
         return f"{host}:{self.server.port}"
 
     async def stop(self, grace: float = 1.0) -> None:
-        await self.server.set_serving(False)
-        await self.server.server.stop(grace)
+        await self.server.drain(grace)
         await self.stop_background()
 
     async def stop_background(self) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
-from services.common.errors import InvalidArgument, NotFound, Violations
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
+from services.common.grpc_errors import status_proto
 from services.common.proto_convert import (
     decode_page_token,
     encode_page_token,
@@ -57,6 +58,12 @@ MAX_REQUEST_ID: Final = 128
 MAX_FILE_NAME: Final = 255
 MAX_DESTINATION_UPLOAD: Final = 64 * 1024 * 1024
 MAX_QUOTE_UNITS: Final = 10**15
+
+# The ErrorInfo domain of rating's errors (create_server uses the same).
+DOMAIN = "reckon.rating"
+# Longer ids and codes than any rating issues are bad input, not "not found".
+MAX_CODE = 64
+MAX_FILE_ID = 40
 
 
 def _request_id(value: str, violations: Violations) -> None:
@@ -177,11 +184,17 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
     ) -> rating_pb2.GetPlanResponse:
         violations = Violations()
         violations.require(request.plan_code, "plan_code")
+        if len(request.plan_code) > MAX_CODE:
+            violations.add("plan_code", f"must be at most {MAX_CODE} characters")
         violations.raise_if_any()
         tariff = await self._run(self._app.tariffs.current)
         plan = tariff.catalog.plan(request.plan_code)
         if plan is None:
-            raise NotFound(f"no price plan {request.plan_code[:100]!r}", reason="UNKNOWN_PLAN")
+            raise NotFound(
+                f"no price plan {request.plan_code!r}",
+                reason="UNKNOWN_PLAN",
+                resource_name=request.plan_code,
+            )
         return rating_pb2.GetPlanResponse(plan=convert.plan_to_proto(plan))
 
     async def ListPlans(
@@ -191,7 +204,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         size = page_size_from_proto(request.page_size, violations)
         cursor = decode_page_token(request.page_token, violations)
         violations.raise_if_any()
-        tariff = await self._run(self._app.tariffs.current)
+        tariff = await self._run(self._app.tariffs.current_or_none)
+        if tariff is None:  # no catalog applied yet: no plans, not an error
+            return rating_pb2.ListPlansResponse()
         after = (cursor or {}).get("code", "")
         plans = sorted((p for p in tariff.catalog.plans if p.code > after), key=lambda p: p.code)
         page = plans[:size]
@@ -207,7 +222,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         size = page_size_from_proto(request.page_size, violations)
         cursor = decode_page_token(request.page_token, violations)
         violations.raise_if_any()
-        tariff = await self._run(self._app.tariffs.current)
+        tariff = await self._run(self._app.tariffs.current_or_none)
+        if tariff is None:  # no catalog applied yet: no packages, not an error
+            return rating_pb2.ListPricePackagesResponse()
         after = (cursor or {}).get("code", "")
         packages = sorted(
             (
@@ -347,12 +364,14 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         self, index: int, record_id: str, start: Any, outcome: PricedUsage | PricingFailure
     ) -> rating_pb2.RateEventResult:
         if isinstance(outcome, PricingFailure):
+            error = outcome.error or FailedPrecondition(outcome.message, reason=outcome.reason)
             return rating_pb2.RateEventResult(
                 index=index,
                 record_id=record_id,
                 error=rating_pb2.RatingError(
                     reason=outcome.reason, message=outcome.message, field=outcome.field
                 ),
+                status=status_proto(error, domain=DOMAIN),
             )
         return rating_pb2.RateEventResult(
             index=index, record_id=record_id, charge=self._priced(outcome, start)
@@ -406,6 +425,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
                                     message=first_problem.description,
                                     field=first_problem.field,
                                 ),
+                                status=status_proto(
+                                    InvalidArgument(list(violations.items)), domain=DOMAIN
+                                ),
                             )
                         )
                     else:
@@ -439,7 +461,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         else:
             units = request.quantity.value
             if not 0 <= units <= MAX_QUOTE_UNITS:
-                violations.add("quantity.value", f"must be 0..{MAX_QUOTE_UNITS}")
+                violations.add(
+                    "quantity.value", f"is out of range: must be 0 to {MAX_QUOTE_UNITS} (10^15)"
+                )
             unit = convert.UNIT_NAMES.get(request.quantity.unit, "")
         usage = convert.quote_usage(
             request, violations, now=self._app.clock.now(), quantity_value=units, unit=unit
@@ -526,13 +550,19 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
     ) -> rating_pb2.GetImportFileResponse:
         violations = Violations()
         violations.require(request.file_id, "file_id")
+        if len(request.file_id) > MAX_FILE_ID:
+            violations.add("file_id", f"must be at most {MAX_FILE_ID} characters")
         violations.raise_if_any()
 
         def load() -> rating_pb2.ImportFile:
             with self._app.uow_factory() as uow:
-                found = uow.imports.get(request.file_id[:40])
+                found = uow.imports.get(request.file_id)
                 if found is None:
-                    raise NotFound(f"no import {request.file_id[:40]!r}", reason="UNKNOWN_FILE")
+                    raise NotFound(
+                        f"no import {request.file_id!r}",
+                        reason="UNKNOWN_FILE",
+                        resource_name=request.file_id,
+                    )
                 return convert.import_file_to_proto(found)
 
         return rating_pb2.GetImportFileResponse(file=await self._run(load))
@@ -674,9 +704,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             if not request.HasField(field_name):
                 violations.add(field_name, "is required")
         if request.HasField("period_start"):
-            start = timestamp_from_proto(request.period_start)
+            start = timestamp_from_proto(request.period_start, "period_start")
         if request.HasField("period_end"):
-            end = timestamp_from_proto(request.period_end)
+            end = timestamp_from_proto(request.period_end, "period_end")
         if start is not None and end is not None and end <= start:
             violations.add("period_end", "must be after period_start")
         violations.raise_if_any()
@@ -733,10 +763,10 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             service=request.service,
             include_held=request.include_held,
             account_id=request.account_id,
-            period_start=timestamp_from_proto(request.period_start)
+            period_start=timestamp_from_proto(request.period_start, "period_start")
             if request.HasField("period_start")
             else None,
-            period_end=timestamp_from_proto(request.period_end)
+            period_end=timestamp_from_proto(request.period_end, "period_end")
             if request.HasField("period_end")
             else None,
             file_id=request.file_id,

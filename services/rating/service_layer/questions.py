@@ -54,6 +54,8 @@ class PricingFailure:
     reason: str
     message: str
     field: str = ""
+    # The error itself, for the google.rpc.Status of a streamed answer.
+    error: ReckonError | None = None
 
 
 def _explain(
@@ -108,7 +110,9 @@ def rate_events(
             )
         except ReckonError as exc:
             field = getattr(exc, "violations", None)
-            results.append(PricingFailure(exc.reason, exc.message, field[0].field if field else ""))
+            results.append(
+                PricingFailure(exc.reason, exc.message, field[0].field if field else "", exc)
+            )
             continue
         results.append(_explain(tariff, known, usage, charge))
     return results

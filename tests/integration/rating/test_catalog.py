@@ -80,10 +80,10 @@ async def test_check_names_line_and_field_of_every_problem(
     by_field = {v.field: v.description for v in details.violations}
     assert by_field["document.plans[0].versions[0].rates[0].prices.*.nxt"].startswith("line 20:")
     assert by_field["document.plans[0].versions[0].rates[0].next_increment"].startswith("line 19:")
-    # Nothing was applied.
-    with pytest.raises(grpc.aio.AioRpcError) as none_yet:
-        await stub.ListPlans(rating_pb2.ListPlansRequest())
-    assert details_of(none_yet.value).reason == "NO_CATALOG"
+    # Nothing was applied: before any catalog, the list of plans is empty (not an error).
+    none_yet = await stub.ListPlans(rating_pb2.ListPlansRequest())
+    assert list(none_yet.plans) == []
+    assert not (await stub.ListPricePackages(rating_pb2.ListPricePackagesRequest())).price_packages
 
 
 async def test_unknown_destination_reference_is_reported_with_its_line(
