@@ -16,7 +16,12 @@ import pytest
 from reckon.echo.v1 import echo_pb2, echo_pb2_grpc
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
-from services.common.grpc_server import RunningServer, ServiceBinding, create_server
+from services.common.grpc_server import (
+    TOKEN_METADATA_KEY,
+    RunningServer,
+    ServiceBinding,
+    create_server,
+)
 from tests.conftest import TEST_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
@@ -55,11 +60,19 @@ async def server() -> AsyncIterator[RunningServer]:
 async def test_calls_still_running_at_the_end_of_the_grace_get_unavailable(
     server: RunningServer,
 ) -> None:
-    async with open_channel(f"127.0.0.1:{server.port}", TEST_TOKEN) as channel:
+    # The server's own answer, seen without the kit channel's retry on UNAVAILABLE
+    # (ADR 0047), which would re-send the call to a server that is gone.
+    auth = ((TOKEN_METADATA_KEY, f"Bearer {TEST_TOKEN}"),)
+    options = [("grpc.enable_retries", 0)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
-        quick = asyncio.ensure_future(stub.Echo(echo_pb2.EchoRequest(payload=b"0.1"), timeout=10))
-        slow = asyncio.ensure_future(stub.Echo(echo_pb2.EchoRequest(payload=b"30"), timeout=10))
-        stream = stub.EchoStream(timeout=10)
+        quick = asyncio.ensure_future(
+            stub.Echo(echo_pb2.EchoRequest(payload=b"0.1"), timeout=10, metadata=auth)
+        )
+        slow = asyncio.ensure_future(
+            stub.Echo(echo_pb2.EchoRequest(payload=b"30"), timeout=10, metadata=auth)
+        )
+        stream = stub.EchoStream(timeout=10, metadata=auth)
         await stream.write(echo_pb2.EchoStreamRequest(payload=b"open"))
         assert (await stream.read()).payload == b"open"
         await asyncio.sleep(0.1)
