@@ -313,11 +313,13 @@ def create_endpoint(
 ) -> WebhookEndpoint:
     violations = Violations()
     problem = webhook_url_problem(url, own_ports)
-    violations.check(problem is None, "url", problem or "")
+    violations.check(problem is None, "endpoint.url", problem or "")
     owner_problem = email_problem(owner_email)
-    violations.check(owner_problem is None, "owner_email", owner_problem or "")
+    violations.check(owner_problem is None, "endpoint.owner_email", owner_problem or "")
     violations.check(
-        all(t and t.isidentifier() for t in event_types), "event_types", "event type names only"
+        all(t and t.isidentifier() for t in event_types),
+        "endpoint.event_types",
+        "event type names only",
     )
     violations.raise_if_any()
     fingerprint = f"{url}|{','.join(event_types)}|{owner_email}|{description}"
