@@ -85,9 +85,10 @@ class SmscSimulator:
             f"id:{pdu.smsc_id} sub:001 dlvrd:001 submit date:2601010000 "
             f"done date:2601010000 stat:{self.receipt_state} err:000 text:"
         )
-        await session.deliver_sm(
-            pdu.source_addr,
-            text.encode(),
-            source_addr=pdu.destination_addr,
-            esm_class=0x04,
-        )
+        with contextlib.suppress(smpp34.SmppError):  # the session ended meanwhile
+            await session.deliver_sm(
+                pdu.source_addr,
+                text.encode(),
+                source_addr=pdu.destination_addr,
+                esm_class=0x04,
+            )
