@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry import trace
 
 from services.common.clock import Clock
+from services.common.errors import Aborted
 from services.common.ids import new_id
 from services.common.telemetry import tracer
 from services.notifications.domain.model import Category, Channel, Message, MessageStatus
@@ -51,6 +52,8 @@ from services.notifications.service_layer.unit_of_work import (
 )
 
 log = logging.getLogger(__name__)
+
+_RECORD_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,17 @@ class Dispatcher:
         await asyncio.to_thread(self._record_webhook, message.message_id, code, error, elapsed)
 
     def _record_webhook(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
+        # Attempts to one endpoint finish concurrently and each may change the endpoint's
+        # failure record (a versioned row): the loser of a conflict records again.
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            try:
+                self._record_webhook_once(message_id, code, error, elapsed_ms)
+                return
+            except Aborted:
+                if attempt == _RECORD_ATTEMPTS:
+                    raise
+
+    def _record_webhook_once(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
         with self._uow_factory() as uow:
             message = uow.messages.get(message_id)
             assert message is not None

@@ -9,6 +9,7 @@ key ``(event_id, channel, recipient)`` make a redelivered event plan nothing new
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,7 +323,9 @@ def create_endpoint(
         "event type names only",
     )
     violations.raise_if_any()
-    fingerprint = f"{url}|{','.join(event_types)}|{owner_email}|{description}"
+    fingerprint = hashlib.sha256(
+        "\x1f".join([url, ",".join(event_types), owner_email, description]).encode()
+    ).hexdigest()
     with uow:
         replayed = uow.replayed_resource("CreateWebhookEndpoint", request_id, fingerprint)
         if replayed:

@@ -154,7 +154,7 @@ async def notifications(
     clock = ManualClock(datetime(2027, 1, 15, 12, 0, tzinfo=UTC))
     catcher = MailCatcher(tmp_path / "mail").start()
     smsc = await SmscSimulator().start()
-    receiver = WebhookReceiver().start()
+    receiver = WebhookReceiver(clock).start()
     documents = InvoiceDocumentsStandIn()
     settings = load_settings(
         NotificationsSettings,

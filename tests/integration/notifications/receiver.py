@@ -1,21 +1,49 @@
 """A webhook receiver for tests: a real HTTP server that verifies Standard Webhooks signatures.
 
 It answers ``status`` (200 by default) to every POST, after checking the signature
-with the ``standardwebhooks`` verifier against ``secrets`` (any of them may match).
+with the ``standardwebhooks`` verifier (its 5-minute window on ``clock``) against
+``secrets`` (any of them may match).
 ``received`` keeps (headers, body, verified) of every request.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from services.common.clock import Clock, SystemClock
+
+
+class _VerifierOnClock(Webhook):
+    """The library's verifier, its 5-minute window measured on the test clock.
+
+    Only the "now" of the timestamp check changes (the method is the library's own,
+    name-mangled); the signature check is the library's, untouched.
+    """
+
+    clock: Clock = SystemClock()
+
+    def _Webhook__verify_timestamp(self, timestamp_header: str) -> datetime:
+        tolerance = timedelta(minutes=5)
+        now = self.clock.now()
+        try:
+            timestamp = datetime.fromtimestamp(float(timestamp_header), tz=UTC)
+        except ValueError:
+            raise WebhookVerificationError("Invalid Signature Headers") from None
+        if timestamp < now - tolerance:
+            raise WebhookVerificationError("Message timestamp too old")
+        if timestamp > now + tolerance:
+            raise WebhookVerificationError("Message timestamp too new")
+        return timestamp
+
 
 class WebhookReceiver:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         self.status = 200
         self.secrets: list[str] = []
         self.received: list[tuple[dict[str, str], bytes, bool]] = []
@@ -48,7 +76,9 @@ class WebhookReceiver:
     def verify(self, headers: dict[str, str], body: bytes) -> bool:
         for secret in self.secrets:
             try:
-                Webhook(secret).verify(body, headers)
+                verifier = _VerifierOnClock(secret)
+                verifier.clock = self.clock
+                verifier.verify(body, headers)
             except WebhookVerificationError:
                 continue
             return True
