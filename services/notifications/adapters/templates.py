@@ -67,11 +67,14 @@ class JinjaRenderer:
             self._loaded[language] = (mtime, document)
             return document
 
-    def _parts(self, template: str, language: str, needed: tuple[str, ...]) -> dict[str, str]:
+    def _parts(
+        self, template: str, language: str, needed: tuple[str, ...]
+    ) -> tuple[str, dict[str, str]]:
+        """The template's parts and the language they are in (English as the fallback)."""
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             parts = self._catalog(candidate).get(template)
             if isinstance(parts, dict) and all(isinstance(parts.get(p), str) for p in needed):
-                return parts
+                return candidate, parts
         raise TemplateProblem(f"unknown template {template!r} (parts {', '.join(needed)})")
 
     def has(self, template: str, channel: str) -> bool:
@@ -91,7 +94,7 @@ class JinjaRenderer:
             raise TemplateProblem(f"template {name} failed to render: {exc!r}") from exc
 
     def email(self, template: str, language: str, context: Mapping[str, Any]) -> RenderedEmail:
-        parts = self._parts(template, language, _EMAIL_PARTS)
+        language, parts = self._parts(template, language, _EMAIL_PARTS)
         subject = self._render(self._text, parts["subject"], f"{template}.subject", context)
         return RenderedEmail(
             subject=" ".join(subject.split()),  # one line: a header cannot hold newlines
@@ -103,7 +106,7 @@ class JinjaRenderer:
         )
 
     def sms(self, template: str, language: str, context: Mapping[str, Any]) -> str:
-        parts = self._parts(template, language, ("sms",))
+        _, parts = self._parts(template, language, ("sms",))
         return self._render(self._text, parts["sms"], f"{template}.sms", context).strip()
 
 
