@@ -34,6 +34,8 @@ class CustomerCreated(DomainEvent):
     referred_by: str
     referrer_customer_id: str
     create_time: datetime
+    # Added for notifications (SMS): the customer's E.164 number, or "".
+    phone_number: str = ""
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,7 @@ class Customer:
             referred_by=customer.referred_by,
             referrer_customer_id=customer.referrer_customer_id or "",
             create_time=now,
+            phone_number=customer.phone_number,
         )
         return customer, event
 
