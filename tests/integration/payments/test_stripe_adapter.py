@@ -113,7 +113,8 @@ def test_refund_full_and_partial(stripe_provider: StripeProvider) -> None:
         amount=Money.of("15.00", "EUR"),
         idempotency_key="ref-2",
     )
-    assert part.status is ProviderStatus.SUCCEEDED and rest.status is ProviderStatus.SUCCEEDED
+    assert part.status is ProviderStatus.SUCCEEDED
+    assert rest.status is ProviderStatus.SUCCEEDED
     assert part.provider_reference.startswith("re_")
 
 

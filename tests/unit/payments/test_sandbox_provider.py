@@ -52,7 +52,8 @@ def test_each_test_card_attaches_then_charges_as_documented(
     sandbox: SandboxProvider, number: str
 ) -> None:
     token = sandbox.tokenise_card(card(number), today=TODAY)
-    assert token.last4 == number[-4:] and token.brand == "visa"
+    assert token.last4 == number[-4:]
+    assert token.brand == "visa"
     assert number not in token.token
     result = sandbox.charge(token=token.token, amount=EUR10, idempotency_key=f"k-{number}")
     assert (result.status, result.decline_code) == EXPECTED[number]
@@ -60,8 +61,10 @@ def test_each_test_card_attaches_then_charges_as_documented(
 
 
 def test_hard_declines_are_lost_and_stolen_not_insufficient_funds() -> None:
-    assert is_hard_decline("lost_card") and is_hard_decline("stolen_card")
-    assert not is_hard_decline("insufficient_funds") and not is_hard_decline("processing_error")
+    assert is_hard_decline("lost_card")
+    assert is_hard_decline("stolen_card")
+    assert not is_hard_decline("insufficient_funds")
+    assert not is_hard_decline("processing_error")
 
 
 def test_the_silent_card_is_charged_but_the_answer_is_lost(sandbox: SandboxProvider) -> None:
@@ -77,7 +80,8 @@ def test_a_key_is_charged_once_and_refused_with_other_parameters(sandbox: Sandbo
     token = sandbox.tokenise_card(card("4242424242424242"), today=TODAY).token
     first = sandbox.charge(token=token, amount=EUR10, idempotency_key="k")
     again = sandbox.charge(token=token, amount=EUR10, idempotency_key="k")
-    assert first == again and sandbox.charges_made == 1
+    assert first == again
+    assert sandbox.charges_made == 1
     with pytest.raises(ProviderError):
         sandbox.charge(token=token, amount=Money.of("11", "EUR"), idempotency_key="k")
 
