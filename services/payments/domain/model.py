@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from services.common.money import Money
@@ -160,8 +161,8 @@ class Payment:
     # The janitor's next question about a SENT/UNKNOWN/PENDING attempt.
     next_check_at: datetime | None = None
     checks_done: int = 0
-    refunded: Money | None = None
-    credit: Money | None = None  # what exceeded the invoices: account credit
+    refunded_amount: Decimal = Decimal(0)
+    credit_amount: Decimal = Decimal(0)  # what exceeded the invoices: account credit
     # Effects in other services still to be applied (invoicing allocation, charging top-up).
     effects_pending: bool = False
     attempts: list[Attempt] = field(default_factory=list)
@@ -178,9 +179,16 @@ class Payment:
         return self.attempts[-1] if self.attempts else None
 
     @property
+    def refunded(self) -> Money:
+        return Money(self.refunded_amount, self.amount.currency)
+
+    @property
+    def credit(self) -> Money:
+        return Money(self.credit_amount, self.amount.currency)
+
+    @property
     def refundable(self) -> Money:
-        refunded = self.refunded or Money.zero(self.amount.currency)
-        return self.amount - refunded
+        return self.amount - self.refunded
 
     # -- state machine -------------------------------------------------------------------
     def start_attempt(self, attempt_id: str, now: datetime) -> Attempt:
