@@ -168,6 +168,16 @@ payment_allocations = Table(
 )
 Index(None, payment_allocations.c.invoice_id)
 
+# The structured creditor reference (RF) of each issued invoice, kept when it is
+# announced: what customers quote on transfers and statements are matched by.
+invoice_references = Table(
+    "invoice_references",
+    metadata,
+    Column("reference", String(25), primary_key=True),
+    Column("invoice_id", String(_ID), nullable=False, unique=True),
+    Column("account_id", String(_ID), nullable=False),
+)
+
 # Lines of imported bank statements (camt.053) and what became of each.
 statement_lines = Table(
     "statement_lines",

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from services.payments.adapters.orm import (
+    invoice_references,
     payment_methods,
     payments,
     retry_policies,
@@ -74,6 +75,23 @@ class SqlSettingsRepository:
                 .values(retry_days=days)
             )
 
+    def add_invoice_reference(self, reference: str, invoice_id: str, account_id: str) -> None:
+        found = self.invoice_by_reference(reference)
+        if found is None:
+            self._session.execute(
+                insert(invoice_references).values(
+                    reference=reference, invoice_id=invoice_id, account_id=account_id
+                )
+            )
+
+    def invoice_by_reference(self, reference: str) -> tuple[str, str] | None:
+        row = self._session.execute(
+            select(invoice_references.c.invoice_id, invoice_references.c.account_id).where(
+                invoice_references.c.reference == reference
+            )
+        ).first()
+        return (str(row.invoice_id), str(row.account_id)) if row else None
+
 
 class SqlPaymentRepository:
     def __init__(self, session: Session) -> None:
@@ -136,6 +154,14 @@ class SqlPaymentRepository:
             select(Payment)
             .where(payments.c.settled_at >= start, payments.c.settled_at < end)
             .order_by(payments.c.settled_at)
+        )
+        return list(self._session.scalars(query))
+
+    def unresolved_between(self, start: datetime, end: datetime) -> Sequence[Payment]:
+        query = select(Payment).where(
+            payments.c.created_at >= start,
+            payments.c.created_at < end,
+            payments.c.state.in_([PaymentState.PENDING, PaymentState.UNKNOWN]),
         )
         return list(self._session.scalars(query))
 

@@ -1,9 +1,9 @@
 """Payments tables: methods, account settings, retry policies, payments with attempts and
-allocations, statement lines, and the kit's outbox, inbox and idempotency keys.
+allocations, invoice references, statement lines, and the kit's outbox, inbox and keys.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-06 02:14:48.746656
+Create Date: 2026-12-06 02:19:41.707783
 """
 
 from collections.abc import Sequence
@@ -39,6 +39,14 @@ def upgrade() -> None:
         sa.Column("resource_id", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("scope", "request_id", name=op.f("pk_idempotency_keys")),
+    )
+    op.create_table(
+        "invoice_references",
+        sa.Column("reference", sa.String(length=25), nullable=False),
+        sa.Column("invoice_id", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("reference", name=op.f("pk_invoice_references")),
+        sa.UniqueConstraint("invoice_id", name=op.f("uq_invoice_references_invoice_id")),
     )
     op.create_table(
         "outbox",
@@ -312,6 +320,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_unrelayed")
 
     op.drop_table("outbox")
+    op.drop_table("invoice_references")
     op.drop_table("idempotency_keys")
     op.drop_table("account_settings")
     # ### end Alembic commands ###
