@@ -51,7 +51,7 @@ _NO_ANSWER = "__no_answer__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
 
-Callback = Callable[[bytes, dict[str, str]], None]
+Callback = Callable[[bytes, dict[str, str]], object]
 
 
 def luhn_valid(number: str) -> bool:

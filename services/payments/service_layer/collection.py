@@ -127,7 +127,7 @@ class Collector:
                 self._plan_effects(payment)
                 uow.publish(_succeeded(payment))
                 uow.commit()
-            self.apply_effects(payment.payment_id)
+            self._try_effects(payment.payment_id)
             return self._reload(payment.payment_id)
         attempt_id = new_id("att")
         with self.uow_factory() as uow:
@@ -283,7 +283,7 @@ class Collector:
             else:
                 self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self.apply_effects(payment_id)
+        self._try_effects(payment_id)
 
     def run_retries(self, limit: int = 100) -> int:
         """Send the collections whose retry (or direct-debit due date) has come."""
@@ -319,7 +319,7 @@ class Collector:
                 return False
             changed = self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self.apply_effects(payment.payment_id)
+        self._try_effects(payment.payment_id)
         return changed
 
     # -- internals ---------------------------------------------------------------------------
@@ -350,7 +350,7 @@ class Collector:
             assert payment is not None
             self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self.apply_effects(payment_id)
+        self._try_effects(payment_id)
 
     def _record(
         self, uow: PaymentsUnitOfWork, payment: Payment, attempt_id: str, result: ProviderResult
@@ -424,11 +424,16 @@ class Collector:
         with self.uow_factory() as uow:
             pending = list(uow.payments.with_effects_pending(limit))
         for payment_id in pending:
-            try:
-                self.apply_effects(payment_id)
-            except Exception:  # noqa: BLE001 - the other service may be down; next round
-                log.warning("payment %s: effects not applied yet; retrying", payment_id)
+            self._try_effects(payment_id)
         return len(pending)
+
+    def _try_effects(self, payment_id: str) -> None:
+        # The money has moved and is recorded: a peer that is down delays the allocation
+        # or top-up (the effects runner retries it), it does not fail the payment.
+        try:
+            self.apply_effects(payment_id)
+        except Exception as exc:  # noqa: BLE001 - any peer failure: retried next round
+            log.warning("payment %s: effects not applied yet (%s); retrying", payment_id, exc)
 
     def _allocation_plan(self, payment: Payment) -> list[Allocation]:
         """Oldest first over the chosen invoices, else over the account's open invoices."""

@@ -319,7 +319,7 @@ class MethodsService:
                 payment_id=original.payment_id,
                 invoice_id=invoice_id,
                 amount=part,
-                reason=reason or kind.value.lower(),
+                kind=kind.value,
             )
         return reversal
 

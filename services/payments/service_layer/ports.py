@@ -39,8 +39,6 @@ class InvoicingPort(Protocol):
         """Invoices of the account with something still due, oldest first."""
         ...
 
-    def find_by_reference(self, reference: str) -> OpenInvoice | None: ...
-
     def record_payment(
         self, *, request_id: str, payment_id: str, allocations: Sequence[tuple[str, Money]]
     ) -> None: ...
@@ -50,8 +48,10 @@ class InvoicingPort(Protocol):
     ) -> None: ...
 
     def reverse_payment(
-        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, reason: str
-    ) -> None: ...
+        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, kind: str
+    ) -> None:
+        """Take back an allocation; ``kind`` is REFUND or CHARGEBACK."""
+        ...
 
 
 class ChargingPort(Protocol):

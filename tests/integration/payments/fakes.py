@@ -81,7 +81,7 @@ class FakeInvoicing:
         self.seen.add(request_id)
 
     def reverse_payment(
-        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, reason: str
+        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, kind: str
     ) -> None:
         if request_id in self.seen:
             return
