@@ -203,7 +203,8 @@ async def test_every_test_card_over_the_api_and_no_pan_left_anywhere(
         haystacks.extend(str(v) for v in (span.attributes or {}).values())
         for event in span.events:
             haystacks.extend(str(v) for v in (event.attributes or {}).values())
-    for _, fields in await api.redis.xrange("reckon:events:payments"):
+    entries: Any = await api.redis.xrange("reckon:events:payments")
+    for _, fields in entries:
         haystacks.append(str(fields))
     text = "\n".join(haystacks)
     assert "acc0" in text  # the haystack is real
@@ -252,7 +253,7 @@ async def test_bad_input_names_the_field_and_writes_nothing(api: Api) -> None:
     await add_card(api, "acc1", "4242424242424242")
     api.invoicing.issue("inv1", "acc1", "10")
     before = api.row_counts()
-    base = {
+    base: dict[str, Any] = {
         "account_id": "acc1",
         "customer_id": "cus_acc1",
         "currency_code": "EUR",
