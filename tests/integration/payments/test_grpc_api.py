@@ -8,9 +8,11 @@ afterwards: not in any SQL table, log record, span or event of the run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -31,6 +33,7 @@ from services.charging.entrypoints.grpc_servicer import binding
 from services.common.clock import ManualClock
 from services.common.config import load_settings
 from services.common.db import make_engine
+from services.common.events import EventEnvelope
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.grpc_server import RunningServer, create_server
@@ -38,6 +41,7 @@ from services.payments.adapters.orm import metadata
 from services.payments.adapters.sandbox import NEVER_ANSWERS, TEST_CARDS, SandboxProvider
 from services.payments.bootstrap import running_service
 from services.payments.config import PaymentsSettings
+from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from suite.redis_server import EmbeddedRedis
 from tests.conftest import TEST_TOKEN, TestDatabase
 from tests.integration.charging.support import START, charging_app
@@ -65,6 +69,8 @@ class Api:
     sandbox: SandboxProvider
     invoicing: FakeInvoicing
     redis: aioredis.Redis
+    clock: ManualClock
+    callbacks: ProviderCallbacks
 
     def dump(self) -> str:
         """Every value of every payments table, as text."""
@@ -130,6 +136,8 @@ async def api(
                     sandbox,
                     invoicing,
                     redis_client,
+                    clock,
+                    service.app.callbacks,
                 )
             finally:
                 await channel.close()
@@ -308,3 +316,96 @@ async def test_bad_input_names_the_field_and_writes_nothing(api: Api) -> None:
     )
     assert api.row_counts() == before
     assert api.sandbox.charges_made == 0
+
+
+async def wait_for_payment(api: Api, account: str, state: int, within: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        reply = await api.stub.ListPayments(pb.ListPaymentsRequest(account_id=account))
+        if reply.payments and reply.payments[-1].state == state:
+            return reply.payments[-1]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no {state} payment for {account}: {reply.payments}")
+        await asyncio.sleep(0.05)
+
+
+def invoice_issued(invoice_id: str, account: str, amount: str, due: str) -> dict[Any, Any]:
+    envelope = EventEnvelope(
+        event_id=f"evt-{invoice_id}",
+        event_type="InvoiceIssued",
+        source="invoicing",
+        aggregate_id=invoice_id,
+        occurred_at=START,
+        payload={
+            "invoice_id": invoice_id,
+            "number": f"INV-2026-{invoice_id}",
+            "account_id": account,
+            "customer_id": f"cus_{account}",
+            "currency": "EUR",
+            "status": "OPEN",
+            "amount_due": {"amount": amount, "currency": "EUR"},
+            "due_date": due,
+            "resend": False,
+        },
+    )
+    return {"envelope": envelope.to_json()}
+
+
+async def test_an_issued_invoice_is_collected_from_the_event(api: Api) -> None:
+    await add_card(api, "auto1", "4242424242424242")
+    api.invoicing.issue("i100", "auto1", "42.50")
+    for _ in range(2):  # delivered twice: collected once
+        await api.redis.xadd(
+            "reckon:events:invoicing", invoice_issued("i100", "auto1", "42.50", "2026-03-15")
+        )
+    payment = await wait_for_payment(api, "auto1", pb.PAYMENT_STATE_SUCCEEDED)
+    assert payment.channel == pb.CHANNEL_ONLINE_CARD
+    assert [a.invoice_id for a in payment.allocations] == ["i100"]
+    assert api.invoicing.due("i100").is_zero()
+    await asyncio.sleep(0.3)
+    listed = await api.stub.ListPayments(pb.ListPaymentsRequest(account_id="auto1"))
+    assert len(listed.payments) == 1
+    assert api.sandbox.charges_made == 1
+
+
+async def test_a_direct_debit_is_sent_on_the_due_date_and_settles_by_signed_callback(
+    api: Api,
+) -> None:
+    reply = await api.stub.AddPaymentMethod(
+        pb.AddPaymentMethodRequest(
+            account_id="dd1",
+            customer_id="cus_dd1",
+            currency_code="EUR",
+            kind=pb.PAYMENT_METHOD_KIND_SEPA_DEBIT,
+            iban="DE89 3704 0044 0532 0130 00",
+            mandate_reference="MANDATE-1",
+            mandate_signed_date=date_pb2.Date(year=2026, month=1, day=2),
+            request_id="dd1",
+        )
+    )
+    assert reply.payment_method.iban_masked == "DE89**************3000"
+    api.invoicing.issue("i200", "dd1", "19.99")
+    clock = api.clock
+    due = (clock.now() + timedelta(days=3)).date().isoformat()
+    await api.redis.xadd("reckon:events:invoicing", invoice_issued("i200", "dd1", "19.99", due))
+    created = await wait_for_payment(api, "dd1", pb.PAYMENT_STATE_PENDING)
+    assert not created.attempts  # waits for the due date
+    clock.advance(timedelta(days=3))
+    sent = await wait_for_payment(api, "dd1", pb.PAYMENT_STATE_PENDING)
+    for _ in range(100):
+        sent = (
+            await api.stub.GetPayment(pb.GetPaymentRequest(payment_id=created.payment_id))
+        ).payment
+        if sent.attempts:
+            break
+        await asyncio.sleep(0.05)
+    assert sent.channel == pb.CHANNEL_DIRECT_DEBIT
+    assert len(sent.attempts) == 1
+    clock.advance(timedelta(days=2))
+    settled = await wait_for_payment(api, "dd1", pb.PAYMENT_STATE_SUCCEEDED)
+    assert settled.payment_id == created.payment_id
+    assert api.invoicing.due("i200").is_zero()
+    # A forged callback is refused and changes nothing.
+    body, headers = api.sandbox.signed_callback(sent.attempts[0].attempt_id)
+    with pytest.raises(CallbackRejected):
+        api.callbacks.receive(body.replace(b"SUCCEEDED", b"FAILED"), headers)
