@@ -71,6 +71,7 @@ class Api:
     redis: aioredis.Redis
     clock: ManualClock
     callbacks: ProviderCallbacks
+    address: str
 
     def dump(self) -> str:
         """Every value of every payments table, as text."""
@@ -138,6 +139,7 @@ async def api(
                     redis_client,
                     clock,
                     service.app.callbacks,
+                    f"127.0.0.1:{service.port}",
                 )
             finally:
                 await channel.close()
@@ -409,3 +411,35 @@ async def test_a_direct_debit_is_sent_on_the_due_date_and_settles_by_signed_call
     body, headers = api.sandbox.signed_callback(sent.attempts[0].attempt_id)
     with pytest.raises(CallbackRejected):
         api.callbacks.receive(body.replace(b"SUCCEEDED", b"FAILED"), headers)
+
+
+async def test_the_cli_records_a_desk_payment_and_reports_it(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from suite.payments_cli import payments_app
+
+    api.invoicing.issue("i300", "desk1", "30")
+    await add_card(api, "desk1", "4242424242424242")
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("COLUMNS", "250")
+    address = ["--addr", api.address]
+    runner = CliRunner()
+    paid = await asyncio.to_thread(
+        runner.invoke, payments_app, ["pay", "desk1", "50", "--reference", "R-1", *address]
+    )
+    assert paid.exit_code == 0, paid.output
+    assert "succeeded" in paid.output
+    assert api.invoicing.due("i300").is_zero()
+    assert api.invoicing.credit["desk1"].amount == 20
+    day = api.clock.now().date().isoformat()
+    report = await asyncio.to_thread(runner.invoke, payments_app, ["report", day, *address])
+    assert report.exit_code == 0, report.output
+    assert "cash_desk" in report.output
+    assert "50.00 EUR" in report.output
+    refused = await asyncio.to_thread(
+        runner.invoke, payments_app, ["pay", *address, "--", "desk1", "-5"]
+    )
+    assert refused.exit_code == 1
+    assert "payment.amount" in refused.output
