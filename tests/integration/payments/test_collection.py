@@ -221,3 +221,33 @@ def test_bad_payments_are_refused_and_write_nothing(world: PaymentsWorld) -> Non
     assert currency.value.violations[0].field == "payment.amount.currency_code"
     assert world.row_counts() == before
     assert world.sandbox.charges_made == 0
+
+
+def test_refunds_full_and_partial_and_a_chargeback_reopen_the_invoice(
+    world: PaymentsWorld,
+) -> None:
+    from services.payments.service_layer.commands import RecordChargeback, Refund
+
+    world.card("acc1")
+    world.invoicing.issue("inv1", "acc1", "100")
+    payment = world.collector.collect_invoice(CollectInvoice("inv1", "acc1", eur("100")))
+    assert payment is not None
+    part = world.methods.refund(Refund(payment.payment_id, eur("30"), "r1", "goodwill"))
+    assert part.state is PaymentState.SUCCEEDED
+    assert part.provider_reference
+    assert world.invoicing.due("inv1") == eur("30")
+    again = world.methods.refund(Refund(payment.payment_id, eur("30"), "r1", "goodwill"))
+    assert again.payment_id == part.payment_id
+    assert world.invoicing.due("inv1") == eur("30")
+    with pytest.raises(InvalidArgument):
+        world.methods.refund(Refund(payment.payment_id, eur("80"), "r2"))
+    chargeback = world.methods.chargeback(
+        RecordChargeback(payment.payment_id, None, "cb1", "fraudulent")
+    )
+    assert chargeback.amount == eur("70")
+    assert world.invoicing.due("inv1") == eur("100")
+    assert world.payment(payment.payment_id).refundable == eur("0")
+    with pytest.raises(InvalidArgument):
+        world.methods.refund(Refund(payment.payment_id, None, "r3"))
+    assert world.outbox_types() == ["PaymentSucceeded", "PaymentRefunded", "ChargebackReceived"]
+    assert any('"reason":"fraudulent"' in p for p in world.outbox_payloads())
