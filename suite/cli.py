@@ -24,6 +24,7 @@ from rich.table import Table
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.mail_cli import mail_app
+from suite.payments_cli import payments_app
 from suite.rating_cli import catalog_app, usage_app
 from suite.service_token import TokenError
 from suite.services import UnknownServiceError
@@ -42,6 +43,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(mail_app, name="mail")
+app.add_typer(payments_app, name="payments")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -58,6 +58,15 @@ ensure_redis() {
   say "Redis started"
 }
 
+# localstripe (GPL-3), the Stripe-compatible server the payments tests start: in its own
+# venv, run as a separate process, never imported by Reckon.
+ensure_localstripe() {
+  [ -x .venv-localstripe/bin/localstripe ] && { say "localstripe is installed"; return 0; }
+  python3 -m venv .venv-localstripe && .venv-localstripe/bin/pip install -q 'localstripe>=1.15,<2' \
+    && say "localstripe installed" || say "WARNING: could not install localstripe"
+}
+
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
+ensure_localstripe
 exit 0
