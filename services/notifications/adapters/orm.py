@@ -137,6 +137,14 @@ account_links = Table(
     Column("time_zone", String(64), nullable=False),
 )
 
+# Invoice numbers from invoicing's events: confirmations name the invoice a payment paid.
+invoice_refs = Table(
+    "invoice_refs",
+    metadata,
+    Column("invoice_id", String(_ID), primary_key=True),
+    Column("number", String(64), nullable=False),
+)
+
 preferences = Table(
     "preferences",
     metadata,

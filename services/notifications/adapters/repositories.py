@@ -9,6 +9,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifications.adapters.orm import (
+    invoice_refs,
     messages,
     preferences,
     sms_refs,
@@ -161,6 +162,15 @@ class SqlContactRepository:
 
     def add_link(self, link: AccountLink) -> None:
         self._session.add(link)
+
+    def invoice_number(self, invoice_id: str) -> str | None:
+        return self._session.execute(
+            select(invoice_refs.c.number).where(invoice_refs.c.invoice_id == invoice_id)
+        ).scalar()
+
+    def remember_invoice(self, invoice_id: str, number: str) -> None:
+        if self.invoice_number(invoice_id) is None:
+            self._session.execute(insert(invoice_refs).values(invoice_id=invoice_id, number=number))
 
 
 class SqlPreferenceRepository:

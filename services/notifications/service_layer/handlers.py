@@ -61,6 +61,9 @@ def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: 
         now = uow.clock.now()
         payload = envelope.payload
         _learn_contacts(envelope.event_type, payload, uow, now)
+        invoice_ids = _invoice_ids(payload)
+        if envelope.source == "invoicing" and invoice_ids and payload.get("number"):
+            uow.contacts.remember_invoice(invoice_ids[0], str(payload["number"]))
         customer_id = str(payload.get("customer_id") or "")
         link = uow.contacts.link(str(payload.get("account_id") or ""))
         if not customer_id and link is not None:
@@ -95,6 +98,10 @@ def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: 
                     payload={
                         "event": payload,
                         "customer": {"display_name": contact.display_name, "email": contact.email},
+                        "invoices": [
+                            {"invoice_id": i, "number": uow.contacts.invoice_number(i) or i}
+                            for i in invoice_ids
+                        ],
                         "attach": attach,
                     },
                     now=now,
@@ -133,7 +140,7 @@ def _message(
         channel=channel,
         recipient=recipient,
         customer_id=customer_id,
-        invoice_id=str(envelope.payload.get("invoice_id") or ""),
+        invoice_id=next(iter(_invoice_ids(envelope.payload)), ""),
         template=template,
         language=language,
         category=category,
@@ -143,6 +150,15 @@ def _message(
         next_attempt_at=now,
         updated_at=now,
     )
+
+
+def _invoice_ids(payload: Mapping[str, Any]) -> list[str]:
+    """The invoices an event concerns: invoicing's ``invoice_id``, payments' ``invoice_ids``."""
+    many = payload.get("invoice_ids")
+    if isinstance(many, list) and many:
+        return [str(i) for i in many if i]
+    one = payload.get("invoice_id")
+    return [str(one)] if one else []
 
 
 def _plan_webhooks(

@@ -131,18 +131,26 @@ async def test_payment_confirmation_and_sms_only_where_asked(notifications: Noti
             preference=pb.Preference(customer_id="cus_bob", channel=pb.CHANNEL_SMS, opted_in=True)
         )
     )
-    for customer in ("cus_ada", "cus_bob"):
+    await n.publish("invoicing", "InvoiceIssued", invoice_issued(invoice_id="inv_1"))
+    await n.wait_messages(1)
+    await n.dispatch()
+    for path in n.catcher.messages():
+        path.unlink()
+    for customer in ("cus_ada", "cus_bob"):  # payments' PaymentSucceeded payload
         await n.publish("payments", "PaymentSucceeded", {
-            "payment_id": f"pay_{customer}", "customer_id": customer, "invoice_id": "inv_1",
-            "invoice_number": "INV-2027-000001", "amount": {"amount": "121.00", "currency": "EUR"},
+            "payment_id": f"pay_{customer}", "account_id": "acc_x", "customer_id": customer,
+            "amount": {"amount": "121.00", "currency": "EUR"}, "channel": "CARD",
+            "purpose": "INVOICE", "provider_reference": "ch_1", "invoice_ids": ["inv_1"],
+            "settled_at": None,
         })  # fmt: skip
-    await n.wait_messages(3)
+    await n.wait_messages(4)
     await n.dispatch()
     subjects = sorted(m["Subject"] for m in parsed_mail(n))
     assert subjects == ["Payment received: 121.00 EUR"] * 2
     body = parsed_mail(n)[0].get_body(("plain",))
     assert body is not None
-    assert "INV-2027-000001 is paid" in body.get_content()
+    assert "Invoice INV-2027-000001 is paid." in body.get_content()
+    assert [m.invoice_id for m in n.messages(customer_id="cus_bob")] == ["inv_1", "inv_1"]
     [sms] = n.smsc.received
     assert sms.destination_addr == "31687654321"
     assert sms.short_message == b"Reckon: 121.00 EUR was charged. Thank you."

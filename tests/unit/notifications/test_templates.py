@@ -32,7 +32,11 @@ EVENT: dict[str, Any] = {
     "endpoint_id": "whe_1",
     "url": "https://crm.example.com/hook",
 }
-CONTEXT = {"event": EVENT, "customer": {"display_name": "Ada <Lovelace>", "email": "a@b.c"}}
+CONTEXT = {
+    "event": EVENT,
+    "customer": {"display_name": "Ada <Lovelace>", "email": "a@b.c"},
+    "invoices": [{"invoice_id": "inv_1", "number": "INV-2027-000001"}],
+}
 ENGLISH = yaml.safe_load((DEFAULT_DIR / "en.yaml").read_text(encoding="utf-8"))
 
 
