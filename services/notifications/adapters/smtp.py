@@ -86,13 +86,14 @@ class SmtpEmailSender:
         self.target = parse_smtp_url(url)
         self._mail_from = mail_from
         self._timeout = timeout
+        # Once: loading the CA store costs ~90 ms, more than sending an invoice.
+        self._tls = ssl.create_default_context()
+        if not self.target.verify_tls:
+            self._tls.check_hostname = False
+            self._tls.verify_mode = ssl.CERT_NONE
 
     async def send(self, email: OutgoingEmail) -> str:
         target = self.target
-        context = ssl.create_default_context()
-        if not target.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         mime = build_mime(email, self._mail_from)
         try:
             errors, answer = await aiosmtplib.send(
@@ -103,7 +104,7 @@ class SmtpEmailSender:
                 start_tls=target.starttls,
                 username=target.username or None,
                 password=target.password or None,
-                tls_context=context,
+                tls_context=self._tls,
                 timeout=self._timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:

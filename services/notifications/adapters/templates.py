@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, StrictUndefined, TemplateError
+from jinja2 import Environment, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.notifications.domain.model import DEFAULT_LANGUAGE, LANGUAGES
@@ -47,6 +47,7 @@ class JinjaRenderer:
         self._loaded: dict[str, tuple[float, dict[str, Any]]] = {}
         self._text = _environment(False)
         self._html = _environment(True)
+        self._compiled_cache: dict[tuple[int, str], Template] = {}
 
     def _catalog(self, language: str) -> dict[str, Any]:
         path = self._dir / f"{language}.yaml"
@@ -85,9 +86,20 @@ class JinjaRenderer:
             return False
         return True
 
+    def _compiled(self, env: Environment, source: str) -> Template:
+        # Compiling is most of a render's cost; sources change only when files do.
+        key = (id(env), source)
+        template = self._compiled_cache.get(key)
+        if template is None:
+            template = env.from_string(source)
+            if len(self._compiled_cache) > 1000:
+                self._compiled_cache.clear()
+            self._compiled_cache[key] = template
+        return template
+
     def _render(self, env: Environment, source: str, name: str, context: Mapping[str, Any]) -> str:
         try:
-            return env.from_string(source).render(**context)
+            return self._compiled(env, source).render(**context)
         except TemplateError as exc:
             raise TemplateProblem(f"template {name} failed to render: {exc}") from exc
         except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:

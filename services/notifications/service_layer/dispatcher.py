@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,10 @@ class Dispatcher:
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # This process's writes to the queue, one at a time: on SQLite concurrent writers
+        # wait in the busy handler's sleeps (most of a send's cost at 16 at once), and
+        # each write is one short transaction anyway.
+        self._writing = threading.Lock()
 
     def notify(self) -> None:
         """Wake the dispatcher (from any thread): new messages were queued."""
@@ -123,34 +128,49 @@ class Dispatcher:
 
     async def dispatch_once(self) -> int:
         """Attempt every message due now; returns how many were attempted."""
-        ids = await asyncio.to_thread(self._due)
-        if not ids:
+        claimed = await asyncio.to_thread(self._claim_due)
+        if not claimed:
             return 0
         gate = asyncio.Semaphore(self.settings.concurrency)
 
-        async def one(message_id: str) -> bool:
+        async def one(message: Message) -> None:
             async with gate:
-                return await self.attempt(message_id)
+                await self._attempt_claimed(message)
 
-        results = await asyncio.gather(*(one(i) for i in ids))
-        return sum(results)
+        await asyncio.gather(*(one(message) for message in claimed))
+        return len(claimed)
 
-    def _due(self) -> list[str]:
-        with self._uow_factory() as uow:
-            return list(uow.messages.due(self._clock.now(), self.settings.batch_size))
-
-    def _claim(self, message_id: str) -> Message | None:
-        with self._uow_factory() as uow:
-            if not uow.messages.claim(message_id, self._clock.now(), self.settings.lease):
-                return None
+    def _claim_due(self) -> list[Message]:
+        """Take the due messages for one attempt each, in one transaction (with a lease)."""
+        with self._writing, self._uow_factory() as uow:
+            now = self._clock.now()
+            ids = [
+                message_id
+                for message_id in uow.messages.due(now, self.settings.batch_size)
+                if uow.messages.claim(message_id, now, self.settings.lease)
+            ]
             uow.commit()
         with self._uow_factory() as uow:
-            return uow.messages.get(message_id)
+            return [m for m in (uow.messages.get(i) for i in ids) if m is not None]
 
     async def attempt(self, message_id: str) -> bool:
-        message = await asyncio.to_thread(self._claim, message_id)
+        """Attempt one message now if it is queued and no dispatcher holds it."""
+
+        def claim() -> Message | None:
+            with self._writing, self._uow_factory() as uow:
+                if not uow.messages.claim(message_id, self._clock.now(), self.settings.lease):
+                    return None
+                uow.commit()
+            with self._uow_factory() as uow:
+                return uow.messages.get(message_id)
+
+        message = await asyncio.to_thread(claim)
         if message is None:
             return False  # another dispatcher has it, or it is no longer queued
+        await self._attempt_claimed(message)
+        return True
+
+    async def _attempt_claimed(self, message: Message) -> None:
         with tracer().start_as_current_span(
             f"reckon.notifications.send {message.channel.value}",
             kind=trace.SpanKind.CLIENT,
@@ -164,7 +184,6 @@ class Dispatcher:
                 await self._attempt_webhook(message)
             else:
                 await self._attempt(message)
-        return True
 
     async def _attempt(self, message: Message) -> None:
         refs: list[str] = []
@@ -222,7 +241,7 @@ class Dispatcher:
         )
 
     def _record(self, message_id: str, outcome: str, detail: str, refs: list[str]) -> None:
-        with self._uow_factory() as uow:
+        with self._writing, self._uow_factory() as uow:
             message = uow.messages.get(message_id)
             assert message is not None
             now = self._clock.now()
