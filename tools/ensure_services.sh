@@ -69,4 +69,6 @@ ensure_localstripe() {
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
 ensure_localstripe
+# openssl makes the self-signed certificate of the notifications STARTTLS test.
+command -v openssl >/dev/null || apt_install openssl || say "WARNING: could not install openssl"
 exit 0
