@@ -211,7 +211,7 @@ def _draft_one(
     uow_factory: UowFactory, pricer: drafting.FeePricer, run_id: str, account_id: str
 ) -> None:
     with uow_factory() as uow:
-        run = uow.runs.get(run_id, details=False)
+        run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.RUNNING:
             return
         if uow.runs.item_status(run_id, account_id) != ItemStatus.PENDING:
@@ -268,7 +268,7 @@ def _fail(uow_factory: UowFactory, run_id: str, account_id: str, exc: ReckonErro
 
 def _accept_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
     with uow_factory() as uow:
-        run = uow.runs.get(run_id, details=False)
+        run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.ACCEPTING:
             return
         if uow.runs.item_status(run_id, account_id) != ItemStatus.DRAFTED:
@@ -284,8 +284,19 @@ def _accept_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
 
 def maybe_complete(uow_factory: UowFactory, run_id: str) -> None:
     with uow_factory() as uow:
-        run = uow.runs.lock(run_id)
-        if run is None:
+        # Cheap checks first (an index probe), the lock and the counts only at the end.
+        header = uow.runs.header(run_id)
+        if header is None:
+            return
+        if header.state == BillRunState.RUNNING and uow.runs.has_items(run_id, ItemStatus.PENDING):
+            return
+        if header.state == BillRunState.ACCEPTING and uow.runs.has_items(
+            run_id, ItemStatus.DRAFTED
+        ):
+            return
+        locked = uow.runs.lock(run_id)
+        run = uow.runs.get(run_id, details=False)
+        if locked is None or run is None:
             return
         now = uow.clock.now()
         if run.state == BillRunState.RUNNING and run.count(ItemStatus.PENDING) == 0:
