@@ -82,6 +82,7 @@ messages = Table(
     Column("updated_at", UtcDateTime, nullable=True),
     Column("lease_until", UtcDateTime, nullable=True),
     Column("response_code", Integer, nullable=False),
+    Column("trace_context", JSON, nullable=False),
     UniqueConstraint("event_id", "channel", "recipient"),
 )
 # The dispatcher's query: queued messages whose attempt is due, oldest first.

@@ -95,6 +95,8 @@ class Message:
     # Attempts taken by a dispatcher until this instant (so two never send one message).
     lease_until: datetime | None = None
     response_code: int = 0  # webhooks: the receiver's last HTTP status
+    # W3C trace context of the event's consumption: the send joins the event's trace.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_final(self) -> bool:

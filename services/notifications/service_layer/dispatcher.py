@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from services.common.clock import Clock
 from services.common.errors import Aborted
@@ -173,6 +174,7 @@ class Dispatcher:
     async def _attempt_claimed(self, message: Message) -> None:
         with tracer().start_as_current_span(
             f"reckon.notifications.send {message.channel.value}",
+            context=extract(message.trace_context or {}),
             kind=trace.SpanKind.CLIENT,
             attributes={
                 "reckon.message.id": message.message_id,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
+from opentelemetry.propagate import inject
+
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.common.events import EventEnvelope
 from services.common.ids import new_id
@@ -133,6 +135,8 @@ def _message(
     payload: dict[str, Any],
     now: datetime,
 ) -> Message:
+    carrier: dict[str, str] = {}
+    inject(carrier)  # the consumer's span: the send continues the event's trace
     return Message(
         message_id=new_id("msg"),
         event_id=envelope.event_id,
@@ -149,6 +153,7 @@ def _message(
         created_at=now,
         next_attempt_at=now,
         updated_at=now,
+        trace_context=carrier,
     )
 
 

@@ -105,6 +105,7 @@ def upgrade() -> None:
             "lease_until", services.common.sqltypes.UtcDateTime(timezone=True), nullable=True
         ),
         sa.Column("response_code", sa.Integer(), nullable=False),
+        sa.Column("trace_context", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_messages")),
         sa.UniqueConstraint(
             "event_id", "channel", "recipient", name=op.f("uq_messages_event_id_channel_recipient")
