@@ -221,7 +221,11 @@ async def build(
         consumer=notifications_consumer(
             client,
             uow_factory,
-            Planning(rules=rules, own_ports=settings.own_ports),
+            Planning(
+                rules=rules,
+                own_ports=settings.own_ports,
+                max_event_age=timedelta(hours=settings.max_event_age_hours),
+            ),
             on_planned=wake,
             claim_idle_ms=settings.claim_idle_ms,
         ),

@@ -44,6 +44,8 @@ class NotificationsSettings(ServiceSettings):
     # An event a crashed consumer left pending is delivered again after this long.
     claim_idle_ms: int = Field(default=30_000, ge=1000)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # Events older than this (e.g. a new consumer group reading a long stream) send nothing.
+    max_event_age_hours: float = Field(default=72.0, gt=0)
     smtp_url: str | None = Field(default=None, validation_alias="SMTP_URL")
     smpp_url: str | None = Field(default=None, validation_alias="SMPP_URL")
     invoicing_addr: str | None = Field(default=None, validation_alias="INVOICING_ADDR")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from services.notifications.service_layer.unit_of_work import (
     NotificationsUnitOfWork,
 )
 
+log = logging.getLogger(__name__)
+
 CONSUMER: Final = "notifications"
 # Events that are bookkeeping between services, not business facts for integrations.
 NOT_FOR_WEBHOOKS: Final = frozenset({"UsageRated", "UsageBatchRated"})
@@ -53,6 +56,9 @@ SECRET_OVERLAP: Final = timedelta(hours=24)  # both secrets sign for this long a
 class Planning:
     rules: RuleBook
     own_ports: frozenset[int] = field(default_factory=frozenset)
+    # Events older than this make no messages (contacts are still learnt): a consumer
+    # group created on a long stream must not e-mail last year's invoices again.
+    max_event_age: timedelta = timedelta(days=3)
 
 
 def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: Planning) -> int:
@@ -72,6 +78,10 @@ def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: 
             customer_id = link.customer_id
         contact = uow.contacts.get(customer_id) if customer_id else None
         planned = 0
+        if now - envelope.occurred_at > planning.max_event_age:
+            log.info("event %s is too old to notify about; skipped", envelope.event_id)
+            uow.commit()
+            return 0
         if contact is not None:
             time_zone = link.time_zone if link is not None else contact.time_zone
             for rule in planning.rules.select(envelope.event_type, payload, contact.group_id):

@@ -7,6 +7,7 @@ import email.policy
 from datetime import timedelta
 from typing import Any
 
+from services.common.events import EventEnvelope, stream_for
 from services.notifications.domain.model import Channel, MessageStatus
 from services.notifications.domain.sms import decode_part
 from tests.integration.notifications.conftest import Notifications, wait_for
@@ -211,3 +212,25 @@ async def test_sms_waits_for_the_end_of_quiet_hours(notifications: Notifications
     n.clock.advance(timedelta(hours=1))
     await n.dispatch()
     assert len(n.smsc.received) == 1
+
+
+async def test_events_older_than_three_days_send_nothing(notifications: Notifications) -> None:
+    # A consumer group created on a long stream reads its history: no old invoice again.
+    n = notifications
+    await n.customer()
+    old = EventEnvelope(
+        "evt_old", "InvoiceIssued", "invoicing", "inv_old",
+        n.clock.now() - timedelta(days=3, minutes=1), invoice_issued(invoice_id="inv_old"),
+    )  # fmt: skip
+    await n.redis.xadd(stream_for("invoicing"), {"envelope": old.to_json()})
+    fresh = await n.publish("invoicing", "InvoiceIssued", invoice_issued())
+    [message] = await n.wait_messages(1)
+    await wait_for(lambda: _consumed_two(n), 10, "both events consumed")
+    assert [m.event_id for m in n.all_messages()] == [fresh]
+    assert message.invoice_id == "inv_001"
+
+
+async def _consumed_two(n: Notifications) -> bool:
+    info: Any = await n.redis.xinfo_groups("reckon:events:invoicing")
+    pending: Any = await n.redis.xpending("reckon:events:invoicing", "notifications")
+    return bool(info and info[0]["entries-read"] == 2 and pending["pending"] == 0)
