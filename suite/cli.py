@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite.billrun_cli import billrun_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.payments_cli import payments_app
@@ -42,6 +43,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(payments_app, name="payments")
+app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
