@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from services.common.clock import Clock
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.common.money import Money
@@ -254,7 +254,11 @@ class Collector:
         with self.uow_factory() as uow:
             due = list(uow.payments.due_for_check(self.clock.now(), limit))
         for payment_id in due:
-            self._check(payment_id)
+            try:
+                self._check(payment_id)
+            except Aborted:
+                # Another replica or a callback resolved it at the same moment: theirs stands.
+                log.info("payment %s: resolved concurrently", payment_id)
         return len(due)
 
     def _check(self, payment_id: str) -> None:
@@ -292,24 +296,38 @@ class Collector:
             due = list(uow.payments.due_for_retry(self.clock.now(), limit))
         sent = 0
         for payment_id in due:
-            with self.uow_factory() as uow:
-                payment = uow.payments.get(payment_id)
-                if payment is None or payment.next_retry_at is None:
-                    continue
-                if payment.next_retry_at > self.clock.now():
-                    continue
-                method = uow.methods.get(payment.method_id)
-                if method is None or method.removed:
-                    payment.next_retry_at = None
-                    uow.commit()
-                    continue
-                attempt_id = new_id("att")
-                payment.start_attempt(attempt_id, self.clock.now())
-                uow.commit()
-                self._send(uow, payment, attempt_id, method.token)
-            self._try_effects(payment)
-            sent += 1
+            try:
+                sent += self._retry(payment_id)
+            except Aborted:
+                log.info("payment %s: retried concurrently by another worker", payment_id)
         return sent
+
+    def _retry(self, payment_id: str) -> int:
+        with self.uow_factory() as uow:
+            payment = uow.payments.get(payment_id)
+            if payment is None or payment.next_retry_at is None:
+                return 0
+            if payment.next_retry_at > self.clock.now():
+                return 0
+            method = uow.methods.get(payment.method_id)
+            if method is None or method.removed or self._settled_meanwhile(payment):
+                # No method to charge, or the invoices were paid another way (a desk, a
+                # transfer, credit): charging again would take the money twice.
+                payment.next_retry_at = None
+                uow.commit()
+                return 0
+            attempt_id = new_id("att")
+            payment.start_attempt(attempt_id, self.clock.now())
+            uow.commit()
+            self._send(uow, payment, attempt_id, method.token)
+        self._try_effects(payment)
+        return 1
+
+    def _settled_meanwhile(self, payment: Payment) -> bool:
+        if payment.purpose is not Purpose.INVOICE or not payment.invoice_list:
+            return False
+        invoices = [self.invoicing.get_invoice(i) for i in payment.invoice_list]
+        return all(i is None or not i.amount_due.is_positive() for i in invoices)
 
     # -- provider callbacks ------------------------------------------------------------------
     def apply_callback(self, attempt_id: str, result: ProviderResult) -> bool:
