@@ -267,8 +267,10 @@ class Collector:
             if payment is None or payment.last_attempt is None:
                 return
             attempt_id = payment.last_attempt.attempt_id
+            method = uow.methods.get(payment.method_id) if payment.method_id else None
+            token = method.token if method is not None else ""
         try:
-            result = self.provider.lookup(attempt_id)
+            result = self.provider.lookup(attempt_id, token=token)
         except ProviderTimeout:
             result = None
         with self.uow_factory() as uow:
