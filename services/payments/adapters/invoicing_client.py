@@ -99,6 +99,9 @@ class GrpcInvoicing:
                     invoice_id=invoice_id,
                     payment_id=payment_id,
                     amount=money_to_proto(amount),
+                    # Paid meanwhile (a desk payment beside the card on file): the excess
+                    # becomes account credit instead of a refusal that would strand it.
+                    excess_to_account_credit=True,
                     request_id=f"{request_id}:{invoice_id}",
                 ),
                 timeout=self._timeout,

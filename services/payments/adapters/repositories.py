@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from services.payments.adapters.orm import (
     invoice_references,
+    payment_allocations,
     payment_methods,
     payments,
     retry_policies,
@@ -148,6 +149,20 @@ class SqlPaymentRepository:
             .limit(limit)
         )
         return list(self._session.scalars(query))
+
+    def effects_applied(self, payment_id: str) -> None:
+        # Two statements instead of loading the payment with its attempts and allocations;
+        # the version moves on, so a concurrent ORM change of the row is still detected.
+        self._session.execute(
+            update(payments)
+            .where(payments.c.payment_id == payment_id)
+            .values(effects_pending=False, version=payments.c.version + 1)
+        )
+        self._session.execute(
+            update(payment_allocations)
+            .where(payment_allocations.c.payment_id == payment_id)
+            .values(applied=True)
+        )
 
     def settled_between(self, start: datetime, end: datetime) -> Sequence[Payment]:
         query = (

@@ -216,7 +216,7 @@ class SandboxProvider:
             self._refunds[idempotency_key] = result
             return result
 
-    def lookup(self, idempotency_key: str) -> ProviderResult:
+    def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
         self._answer_or_time_out()
         with self._lock:
             charge = self._charges.get(idempotency_key)

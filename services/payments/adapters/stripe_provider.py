@@ -116,9 +116,10 @@ class StripeProvider:
             raise ProviderError(_message(exc), code=_code(exc)) from None
         return _result_of(refund.status or "", refund.id, "")
 
-    def lookup(self, idempotency_key: str) -> ProviderResult:
-        customer = self._customer_of_key.get(idempotency_key)
-        if customer is None:
+    def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
+        # The method's token is the Stripe customer: asked after a restart too.
+        customer = token or self._customer_of_key.get(idempotency_key)
+        if not customer:
             return ProviderResult(ProviderStatus.NOT_FOUND)
         try:
             charges = self._client.v1.charges.list(params={"customer": customer, "limit": 100})

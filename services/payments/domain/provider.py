@@ -118,6 +118,10 @@ class PaymentProvider(Protocol):
         self, *, provider_reference: str, amount: Money, idempotency_key: str
     ) -> ProviderResult: ...
 
-    def lookup(self, idempotency_key: str) -> ProviderResult:
-        """What became of the request sent with ``idempotency_key`` (NOT_FOUND: never arrived)."""
+    def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
+        """What became of the request sent with ``idempotency_key`` (NOT_FOUND: never arrived).
+
+        ``token`` is the method the charge was sent for: a provider that can only list
+        charges per customer (Stripe without search) looks there.
+        """
         ...

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from services.common.clock import Clock
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.common.money import Money
@@ -127,8 +127,8 @@ class Collector:
                 self._plan_effects(payment)
                 uow.publish(_succeeded(payment))
                 uow.commit()
-            self._try_effects(payment.payment_id)
-            return self._reload(payment.payment_id)
+            self._try_effects(payment)
+            return payment
         attempt_id = new_id("att")
         with self.uow_factory() as uow:
             uow.remember_request(
@@ -137,8 +137,9 @@ class Collector:
             payment.start_attempt(attempt_id, self.clock.now())
             uow.payments.add(payment)
             uow.commit()
-        self._send(payment.payment_id, attempt_id, method.token)
-        return self._reload(payment.payment_id)
+            self._send(uow, payment, attempt_id, method.token)
+        self._try_effects(payment)
+        return payment
 
     def _method_for(
         self, uow: PaymentsUnitOfWork, command: CreatePayment, default_id: str
@@ -242,10 +243,10 @@ class Collector:
                 payment.start_attempt(attempt_id, self.clock.now())
             uow.payments.add(payment)
             uow.commit()
-            token = method.token
-        if attempt_id:
-            self._send(payment.payment_id, attempt_id, token)
-        return self._reload(payment.payment_id)
+            if attempt_id:
+                self._send(uow, payment, attempt_id, method.token)
+        self._try_effects(payment)
+        return payment
 
     # -- the janitor and the retry runner ----------------------------------------------------
     def run_janitor(self, limit: int = 100) -> int:
@@ -253,7 +254,11 @@ class Collector:
         with self.uow_factory() as uow:
             due = list(uow.payments.due_for_check(self.clock.now(), limit))
         for payment_id in due:
-            self._check(payment_id)
+            try:
+                self._check(payment_id)
+            except Aborted:
+                # Another replica or a callback resolved it at the same moment: theirs stands.
+                log.info("payment %s: resolved concurrently", payment_id)
         return len(due)
 
     def _check(self, payment_id: str) -> None:
@@ -262,8 +267,10 @@ class Collector:
             if payment is None or payment.last_attempt is None:
                 return
             attempt_id = payment.last_attempt.attempt_id
+            method = uow.methods.get(payment.method_id) if payment.method_id else None
+            token = method.token if method is not None else ""
         try:
-            result = self.provider.lookup(attempt_id)
+            result = self.provider.lookup(attempt_id, token=token)
         except ProviderTimeout:
             result = None
         with self.uow_factory() as uow:
@@ -283,7 +290,7 @@ class Collector:
             else:
                 self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self._try_effects(payment_id)
+        self._try_effects(payment)
 
     def run_retries(self, limit: int = 100) -> int:
         """Send the collections whose retry (or direct-debit due date) has come."""
@@ -291,24 +298,38 @@ class Collector:
             due = list(uow.payments.due_for_retry(self.clock.now(), limit))
         sent = 0
         for payment_id in due:
-            with self.uow_factory() as uow:
-                payment = uow.payments.get(payment_id)
-                if payment is None or payment.next_retry_at is None:
-                    continue
-                if payment.next_retry_at > self.clock.now():
-                    continue
-                method = uow.methods.get(payment.method_id)
-                if method is None or method.removed:
-                    payment.next_retry_at = None
-                    uow.commit()
-                    continue
-                attempt_id = new_id("att")
-                payment.start_attempt(attempt_id, self.clock.now())
-                uow.commit()
-                token = method.token
-            self._send(payment_id, attempt_id, token)
-            sent += 1
+            try:
+                sent += self._retry(payment_id)
+            except Aborted:
+                log.info("payment %s: retried concurrently by another worker", payment_id)
         return sent
+
+    def _retry(self, payment_id: str) -> int:
+        with self.uow_factory() as uow:
+            payment = uow.payments.get(payment_id)
+            if payment is None or payment.next_retry_at is None:
+                return 0
+            if payment.next_retry_at > self.clock.now():
+                return 0
+            method = uow.methods.get(payment.method_id)
+            if method is None or method.removed or self._settled_meanwhile(payment):
+                # No method to charge, or the invoices were paid another way (a desk, a
+                # transfer, credit): charging again would take the money twice.
+                payment.next_retry_at = None
+                uow.commit()
+                return 0
+            attempt_id = new_id("att")
+            payment.start_attempt(attempt_id, self.clock.now())
+            uow.commit()
+            self._send(uow, payment, attempt_id, method.token)
+        self._try_effects(payment)
+        return 1
+
+    def _settled_meanwhile(self, payment: Payment) -> bool:
+        if payment.purpose is not Purpose.INVOICE or not payment.invoice_list:
+            return False
+        invoices = [self.invoicing.get_invoice(i) for i in payment.invoice_list]
+        return all(i is None or not i.amount_due.is_positive() for i in invoices)
 
     # -- provider callbacks ------------------------------------------------------------------
     def apply_callback(self, attempt_id: str, result: ProviderResult) -> bool:
@@ -319,38 +340,38 @@ class Collector:
                 return False
             changed = self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self._try_effects(payment.payment_id)
+        self._try_effects(payment)
         return changed
 
     # -- internals ---------------------------------------------------------------------------
-    def _send(self, payment_id: str, attempt_id: str, token: str) -> None:
-        with self.uow_factory() as uow:
-            payment = uow.payments.get(payment_id)
-            assert payment is not None
-            amount = payment.amount
+    def _send(self, uow: PaymentsUnitOfWork, payment: Payment, attempt_id: str, token: str) -> None:
+        """Call the provider for an attempt ``uow`` has just committed, and record the answer.
+
+        The unit's session stays open but holds no transaction during the call (it
+        ended with the commit); the answer is recorded on the same objects in a second
+        transaction, whose UPDATE names the version the first one wrote, so a concurrent
+        change (the janitor, a callback) makes it fail rather than overwrite.
+        """
+        payment_id = payment.payment_id
         try:
             result = self.provider.charge(
-                token=token, amount=amount, idempotency_key=attempt_id, description=payment_id
+                token=token,
+                amount=payment.amount,
+                idempotency_key=attempt_id,
+                description=payment_id,
             )
         except ProviderTimeout:
             log.warning("payment %s: no answer from the provider; outcome unknown", payment_id)
-            with self.uow_factory() as uow:
-                payment = uow.payments.get(payment_id)
-                assert payment is not None
-                payment.mark_unknown(attempt_id, self.clock.now())
-                uow.commit()
+            payment.mark_unknown(attempt_id, self.clock.now())
+            uow.commit()
             return
         except ProviderError as exc:
             # Refused outright (the token is gone, the request invalid): nothing to retry.
             result = ProviderResult(ProviderStatus.FAILED, "", "do_not_try_again", str(exc))
         if self.after_provider_call is not None:
             self.after_provider_call(payment_id)
-        with self.uow_factory() as uow:
-            payment = uow.payments.get(payment_id)
-            assert payment is not None
-            self._record(uow, payment, attempt_id, result)
-            uow.commit()
-        self._try_effects(payment_id)
+        self._record(uow, payment, attempt_id, result)
+        uow.commit()
 
     def _record(
         self, uow: PaymentsUnitOfWork, payment: Payment, attempt_id: str, result: ProviderResult
@@ -378,62 +399,77 @@ class Collector:
         return True
 
     def _plan_effects(self, payment: Payment) -> None:
+        """Decide, with the success, where the money goes (read from invoicing now)."""
         payment.effects_pending = True
+        if payment.purpose is Purpose.INVOICE and not payment.allocations:
+            payment.allocations = self._allocation_plan(payment)
+        allocated = sum(
+            (a.amount for a in payment.allocations), Money.zero(payment.amount.currency)
+        )
+        if payment.purpose is Purpose.INVOICE:
+            payment.credit_amount = (payment.amount - allocated).amount
 
     def apply_effects(self, payment_id: str) -> None:
-        """Allocate a succeeded payment in invoicing or top up charging; safe to repeat."""
+        """Apply a succeeded payment's effects (the effects runner's entry); safe to repeat."""
         with self.uow_factory() as uow:
             payment = uow.payments.get(payment_id)
-            if payment is None or not payment.effects_pending:
-                return
-            if payment.purpose is Purpose.TOP_UP:
-                self.charging.top_up(
+        if payment is not None:
+            self._apply_effects_of(payment)
+
+    def _apply_effects_of(self, payment: Payment) -> None:
+        """Allocate in invoicing (and credit the rest) or top up charging, then mark it done.
+
+        Every call carries a request id derived from the payment id, so doing this again
+        after a crash or a peer's timeout changes nothing on the other side.
+        """
+        if not payment.effects_pending or payment.state is not PaymentState.SUCCEEDED:
+            return
+        if payment.purpose is Purpose.TOP_UP:
+            self.charging.top_up(
+                request_id=payment.payment_id,
+                account_id=payment.account_id,
+                amount=payment.amount,
+            )
+        else:
+            if payment.allocations:
+                self.invoicing.record_payment(
                     request_id=payment.payment_id,
-                    account_id=payment.account_id,
-                    amount=payment.amount,
+                    payment_id=payment.payment_id,
+                    allocations=[(a.invoice_id, a.amount) for a in payment.allocations],
                 )
-            else:
-                if not payment.allocations:
-                    payment.allocations = self._allocation_plan(payment)
-                    payment.credit_amount = (
-                        payment.amount
-                        - sum(
-                            (a.amount for a in payment.allocations),
-                            Money.zero(payment.amount.currency),
-                        )
-                    ).amount
-                if payment.allocations:
-                    self.invoicing.record_payment(
-                        request_id=payment.payment_id,
-                        payment_id=payment.payment_id,
-                        allocations=[(a.invoice_id, a.amount) for a in payment.allocations],
-                    )
-                    for allocation in payment.allocations:
-                        allocation.applied = True
-                if payment.credit_amount > 0:
-                    self.invoicing.add_account_credit(
-                        request_id=f"{payment.payment_id}:credit",
-                        account_id=payment.account_id,
-                        amount=payment.credit,
-                        payment_id=payment.payment_id,
-                    )
-            payment.effects_pending = False
+            if payment.credit_amount > 0:
+                self.invoicing.add_account_credit(
+                    request_id=f"{payment.payment_id}:credit",
+                    account_id=payment.account_id,
+                    amount=payment.credit,
+                    payment_id=payment.payment_id,
+                )
+        with self.uow_factory() as uow:
+            uow.payments.effects_applied(payment.payment_id)
             uow.commit()
+        payment.effects_pending = False
+        for allocation in payment.allocations:
+            allocation.applied = True
 
     def run_effects(self, limit: int = 100) -> int:
         with self.uow_factory() as uow:
             pending = list(uow.payments.with_effects_pending(limit))
         for payment_id in pending:
-            self._try_effects(payment_id)
+            with self.uow_factory() as uow:
+                payment = uow.payments.get(payment_id)
+            if payment is not None:
+                self._try_effects(payment)
         return len(pending)
 
-    def _try_effects(self, payment_id: str) -> None:
+    def _try_effects(self, payment: Payment) -> None:
         # The money has moved and is recorded: a peer that is down delays the allocation
         # or top-up (the effects runner retries it), it does not fail the payment.
         try:
-            self.apply_effects(payment_id)
+            self._apply_effects_of(payment)
         except Exception as exc:  # noqa: BLE001 - any peer failure: retried next round
-            log.warning("payment %s: effects not applied yet (%s); retrying", payment_id, exc)
+            log.warning(
+                "payment %s: effects not applied yet (%s); retrying", payment.payment_id, exc
+            )
 
     def _allocation_plan(self, payment: Payment) -> list[Allocation]:
         """Oldest first over the chosen invoices, else over the account's open invoices."""
@@ -447,12 +483,6 @@ class Collector:
             ]
         parts, _ = allocate_oldest_first(payment.amount, open_)
         return [Allocation(payment.payment_id, i, m) for i, m in parts]
-
-    def _reload(self, payment_id: str) -> Payment:
-        with self.uow_factory() as uow:
-            payment = uow.payments.get(payment_id)
-            assert payment is not None
-            return payment
 
 
 def _channel_of(method: PaymentMethod) -> Channel:

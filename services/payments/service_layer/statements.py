@@ -24,7 +24,11 @@ from services.common.errors import InvalidArgument, ReckonError
 from services.common.ids import new_id
 from services.common.money import Money, MoneyError
 from services.payments.domain.model import Channel, Payment, PaymentState, TransactionKind
-from services.payments.domain.references import is_creditor_reference, normalise_reference
+from services.payments.domain.references import (
+    creditor_reference,
+    is_creditor_reference,
+    normalise_reference,
+)
 from services.payments.service_layer.collection import Collector
 from services.payments.service_layer.commands import CreatePayment
 from services.payments.service_layer.ports import InvoicingPort, PaymentsUnitOfWork
@@ -93,50 +97,85 @@ def _text(element: etree._Element, path: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
+def _money_at(element: etree._Element, paths: tuple[str, ...], field: str) -> Money | None:
+    for path in paths:
+        found = _find(element, path)
+        if found is None:
+            continue
+        try:
+            return Money.of(Decimal((found.text or "").strip()), found.get("Ccy") or "")
+        except (InvalidOperation, MoneyError):
+            raise InvalidArgument.field(field, "invalid amount or currency") from None
+    return None
+
+
+def _children(element: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in element if _local(c) == name]
+
+
 def parse_camt053(document: bytes) -> tuple[str, list[StatementEntry]]:
-    """The statement id and its credit entries; INVALID_ARGUMENT if it is not camt.053."""
+    """The statement id and its credit transfers; INVALID_ARGUMENT if it is not camt.053.
+
+    Every ``Stmt`` of the document is read. An entry that is not booked (``Sts`` PDNG or
+    INFO) or is a reversal (``RvslInd``) is skipped; a batch entry with several
+    ``TxDtls`` gives one line per transaction, with the transaction's own amount.
+    """
     try:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
         root = etree.fromstring(document, parser)
     except etree.XMLSyntaxError as exc:
         raise InvalidArgument.field("camt053", f"not well-formed XML: {exc}") from None
-    statement = _find(root, "BkToCstmrStmt/Stmt")
-    if statement is None:
+    container = _find(root, "BkToCstmrStmt")
+    statements = _children(container, "Stmt") if container is not None else []
+    if not statements:
         raise InvalidArgument.field("camt053", "no BkToCstmrStmt/Stmt: not a camt.053 statement")
-    statement_id = _text(statement, "Id") or new_id("stmt")
+    statement_id = _text(statements[0], "Id") or new_id("stmt")
     entries: list[StatementEntry] = []
-    for index, entry in enumerate(c for c in statement if _local(c) == "Ntry"):
-        if _text(entry, "CdtDbtInd") != "CRDT":
-            continue  # only money coming in pays invoices
-        amount_el = _find(entry, "Amt")
-        try:
-            amount = Money.of(
-                Decimal((amount_el.text or "").strip()) if amount_el is not None else "x",
-                (amount_el.get("Ccy") or "") if amount_el is not None else "",
+    for s_index, statement in enumerate(statements):
+        for index, entry in enumerate(_children(statement, "Ntry")):
+            field = f"camt053.Stmt[{s_index}].Ntry[{index}]"
+            status = (_text(entry, "Sts/Cd") or _text(entry, "Sts")).upper()
+            if status in ("PDNG", "INFO") or _text(entry, "RvslInd").lower() == "true":
+                continue
+            booked_text = _text(entry, "BookgDt/Dt") or _text(entry, "BookgDt/DtTm")[:10]
+            try:
+                booked = date.fromisoformat(booked_text)
+            except ValueError:
+                raise InvalidArgument.field(f"{field}.BookgDt", "missing date") from None
+            entry_amount = _money_at(entry, ("Amt",), f"{field}.Amt")
+            entry_side = _text(entry, "CdtDbtInd")
+            entry_ref = (
+                _text(entry, "AcctSvcrRef")
+                or _text(entry, "NtryRef")
+                or f"{statement_id}:{s_index}:{index}"
             )
-        except (InvalidOperation, MoneyError):
-            raise InvalidArgument.field(
-                f"camt053.Ntry[{index}].Amt", "missing or invalid amount or currency"
-            ) from None
-        booked_text = _text(entry, "BookgDt/Dt") or _text(entry, "BookgDt/DtTm")[:10]
-        try:
-            booked = date.fromisoformat(booked_text)
-        except ValueError:
-            raise InvalidArgument.field(f"camt053.Ntry[{index}].BookgDt", "missing date") from None
-        details = _find(entry, "NtryDtls/TxDtls")
-        scope = details if details is not None else entry
-        reference = _text(scope, "RmtInf/Strd/CdtrRefInf/Ref")
-        if not reference:
-            unstructured = _text(scope, "RmtInf/Ustrd")
-            reference = _reference_in(unstructured) or unstructured
-        debtor = _text(scope, "RltdPties/Dbtr/Nm") or _text(scope, "RltdPties/Dbtr/Pty/Nm")
-        entry_ref = (
-            _text(entry, "AcctSvcrRef")
-            or _text(entry, "NtryRef")
-            or _text(scope, "Refs/AcctSvcrRef")
-            or f"{statement_id}:{index}"
-        )
-        entries.append(StatementEntry(entry_ref, booked, amount, reference.strip(), debtor))
+            details = [
+                tx for block in _children(entry, "NtryDtls") for tx in _children(block, "TxDtls")
+            ]
+            for t_index, tx in enumerate(details or [entry]):
+                side = _text(tx, "CdtDbtInd") if tx is not entry else ""
+                if (side or entry_side) != "CRDT":
+                    continue  # only money coming in pays invoices
+                amount = (
+                    _money_at(tx, ("AmtDtls/TxAmt/Amt", "Amt"), f"{field}.TxDtls[{t_index}]")
+                    if tx is not entry
+                    else None
+                )
+                if amount is None and len(details) <= 1:
+                    amount = entry_amount
+                if amount is None:
+                    raise InvalidArgument.field(f"{field}.Amt", "missing amount")
+                reference = _text(tx, "RmtInf/Strd/CdtrRefInf/Ref")
+                if not reference:
+                    unstructured = " ".join(
+                        (u.text or "").strip()
+                        for block in _children(tx, "RmtInf")
+                        for u in _children(block, "Ustrd")
+                    )
+                    reference = _reference_in(unstructured) or unstructured
+                debtor = _text(tx, "RltdPties/Dbtr/Nm") or _text(tx, "RltdPties/Dbtr/Pty/Nm")
+                line_ref = entry_ref if len(details) <= 1 else f"{entry_ref}/{t_index + 1}"
+                entries.append(StatementEntry(line_ref, booked, amount, reference.strip(), debtor))
     return statement_id, entries
 
 
@@ -182,6 +221,9 @@ class Statements:
         if not reference:
             return LineOutcome(entry, "UNMATCHED", "no payment reference")
         if not is_creditor_reference(reference):
+            # Free text: an invoice number quoted instead of its RF reference.
+            reference = self._reference_of_number(entry.reference) or reference
+        if not is_creditor_reference(reference):
             return LineOutcome(entry, "UNMATCHED", f"{reference[:40]} is not an RF reference")
         with self.uow_factory() as uow:
             invoice_ref = uow.settings.invoice_by_reference(reference)
@@ -224,6 +266,18 @@ class Statements:
         except ReckonError as exc:
             return LineOutcome(entry, "UNMATCHED", exc.message)
         return LineOutcome(entry, outcome, reason, payment.payment_id)
+
+    def _reference_of_number(self, text: str) -> str:
+        """The RF reference of an invoice whose number appears in ``text``, if any."""
+        for token in re.findall(r"[A-Za-z0-9][A-Za-z0-9/_.-]{3,}", text.upper()):
+            body = re.sub(r"[^A-Z0-9]", "", token)[-21:]
+            if not body:
+                continue
+            candidate = creditor_reference(body)
+            with self.uow_factory() as uow:
+                if uow.settings.invoice_by_reference(candidate) is not None:
+                    return candidate
+        return ""
 
     # -- reconciliation -----------------------------------------------------------------------
     def reconciliation(self, day: date) -> list[ChannelTotals]:

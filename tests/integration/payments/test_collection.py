@@ -251,3 +251,18 @@ def test_refunds_full_and_partial_and_a_chargeback_reopen_the_invoice(
         world.methods.refund(Refund(payment.payment_id, None, "r3"))
     assert world.outbox_types() == ["PaymentSucceeded", "PaymentRefunded", "ChargebackReceived"]
     assert any('"reason":"fraudulent"' in p for p in world.outbox_payloads())
+
+
+def test_no_retry_charges_an_invoice_paid_another_way(world: PaymentsWorld) -> None:
+    world.card("acc1", "4000000000009995")  # insufficient funds
+    world.invoicing.issue("inv1", "acc1", "20")
+    payment = world.collector.collect_invoice(CollectInvoice("inv1", "acc1", eur("20")))
+    assert payment is not None
+    assert payment.next_retry_at is not None
+    pay(world, "acc1", "20", "desk", channel=Channel.CASH_DESK, invoice_ids=("inv1",))
+    assert world.invoicing.due("inv1") == eur("0")
+    world.clock.advance(timedelta(days=8))
+    assert world.collector.run_retries() == 0
+    stopped = world.payment(payment.payment_id)
+    assert stopped.next_retry_at is None
+    assert len(stopped.attempts) == 1

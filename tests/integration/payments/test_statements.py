@@ -129,3 +129,35 @@ def test_a_document_that_is_not_camt053_is_refused(statements: Statements) -> No
     assert refused.value.violations[0].field == "camt053"
     with pytest.raises(InvalidArgument):
         statements.import_camt053(b"not xml")
+
+
+def test_a_batch_entry_pending_and_reversed_entries_and_a_quoted_invoice_number(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    issue(world, "inv1", "acc1", "25.00", "INV-2026-000011")
+    ref2 = issue(world, "inv2", "acc2", "40.00", "INV-2026-000012")
+    document = f"""<?xml version="1.0"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>
+<GrpHdr><MsgId>M</MsgId><CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr>
+<Stmt><Id>S8</Id>
+ <Ntry><NtryRef>B1</NtryRef><Amt Ccy="EUR">65.00</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+  <Sts><Cd>BOOK</Cd></Sts><BookgDt><Dt>2026-03-02</Dt></BookgDt>
+  <NtryDtls>
+   <TxDtls><AmtDtls><TxAmt><Amt Ccy="EUR">25.00</Amt></TxAmt></AmtDtls>
+    <RmtInf><Ustrd>Payment for invoice INV-2026-000011, thank you</Ustrd></RmtInf></TxDtls>
+   <TxDtls><AmtDtls><TxAmt><Amt Ccy="EUR">40.00</Amt></TxAmt></AmtDtls>
+    <RmtInf><Strd><CdtrRefInf><Ref>{ref2}</Ref></CdtrRefInf></Strd></RmtInf></TxDtls>
+  </NtryDtls></Ntry>
+ <Ntry><NtryRef>P1</NtryRef><Amt Ccy="EUR">9.00</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+  <Sts><Cd>PDNG</Cd></Sts><BookgDt><Dt>2026-03-02</Dt></BookgDt></Ntry>
+ <Ntry><NtryRef>R1</NtryRef><Amt Ccy="EUR">9.00</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+  <RvslInd>true</RvslInd><Sts><Cd>BOOK</Cd></Sts><BookgDt><Dt>2026-03-02</Dt></BookgDt></Ntry>
+</Stmt></BkToCstmrStmt></Document>""".encode()
+    statement_id, lines = statements.import_camt053(document)
+    assert statement_id == "S8"
+    assert [(line.entry.entry_reference, line.outcome) for line in lines] == [
+        ("B1/1", "MATCHED"),
+        ("B1/2", "MATCHED"),
+    ]
+    assert world.invoicing.due("inv1") == eur("0")
+    assert world.invoicing.due("inv2") == eur("0")

@@ -11,14 +11,26 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
+from services.common.clock import ManualClock
+from services.common.db import make_engine
+from services.common.migrations import upgrade_to_head
 from services.common.money import Money
 from services.payments.adapters.stripe_provider import StripeProvider
+from services.payments.adapters.unit_of_work import SqlPaymentsUnitOfWork, session_factory
+from services.payments.bootstrap import MIGRATIONS
+from services.payments.domain.model import MethodKind, PaymentState
 from services.payments.domain.provider import CardDetails, ProviderStatus
+from services.payments.service_layer.collection import Collector
+from services.payments.service_layer.commands import AddPaymentMethod, CollectInvoice, Refund
+from services.payments.service_layer.methods import MethodsService
+from services.payments.service_layer.ports import PaymentsUnitOfWork
+from tests.conftest import TestDatabase
+from tests.integration.payments.fakes import FakeCharging, FakeInvoicing
 
 ROOT = Path(__file__).resolve().parents[3]
 TODAY = date(2026, 3, 1)
@@ -120,3 +132,63 @@ def test_refund_full_and_partial(stripe_provider: StripeProvider) -> None:
 
 def test_a_key_never_sent_is_not_found(stripe_provider: StripeProvider) -> None:
     assert stripe_provider.lookup("never-sent").status is ProviderStatus.NOT_FOUND
+
+
+def test_a_lost_answer_is_found_by_a_fresh_adapter_given_the_method(localstripe: str) -> None:
+    sender = StripeProvider("sk_test_reckon", api_base=localstripe)
+    card = sender.tokenise_card(CardDetails("4242424242424242", 12, 2030, "123"), today=TODAY)
+    sent = sender.charge(token=card.token, amount=Money.of("3.00", "EUR"), idempotency_key="k-9")
+    restarted = StripeProvider("sk_test_reckon", api_base=localstripe)  # no memory of k-9
+    found = restarted.lookup("k-9", token=card.token)
+    assert (found.status, found.provider_reference) == (
+        ProviderStatus.SUCCEEDED,
+        sent.provider_reference,
+    )
+    assert restarted.lookup("k-10", token=card.token).status is ProviderStatus.NOT_FOUND
+
+
+def test_the_service_collects_and_refunds_through_stripe(
+    localstripe: str, database: TestDatabase
+) -> None:
+    engine = make_engine(database.url, database.schema, instrument=False)
+    upgrade_to_head(engine, MIGRATIONS)
+    sessions = session_factory(engine)
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    provider = StripeProvider("sk_test_reckon", api_base=localstripe)
+    invoicing = FakeInvoicing()
+
+    def uow() -> PaymentsUnitOfWork:
+        return SqlPaymentsUnitOfWork(sessions, clock=clock)
+
+    collector = Collector(uow, provider, invoicing, FakeCharging(), clock)
+    methods = MethodsService(uow, provider, invoicing, clock)
+    try:
+        for account, number in (("good", "4242424242424242"), ("bad", "4000000000000341")):
+            methods.add_method(
+                AddPaymentMethod(
+                    account,
+                    f"cus_{account}",
+                    "EUR",
+                    MethodKind.CARD,
+                    card=CardDetails(number, 12, 2030, "123"),
+                )
+            )
+            invoicing.issue(f"inv-{account}", account, "19.99")
+        paid = collector.collect_invoice(
+            CollectInvoice("inv-good", "good", Money.of("19.99", "EUR"))
+        )
+        declined = collector.collect_invoice(
+            CollectInvoice("inv-bad", "bad", Money.of("19.99", "EUR"))
+        )
+        assert paid is not None
+        assert declined is not None
+        assert paid.state is PaymentState.SUCCEEDED
+        assert paid.provider_reference.startswith("ch_")
+        assert invoicing.due("inv-good").is_zero()
+        assert declined.state is PaymentState.FAILED
+        assert declined.next_retry_at is not None  # a generic decline is retried
+        refund = methods.refund(Refund(paid.payment_id, Money.of("4.99", "EUR"), "r-1"))
+        assert refund.provider_reference.startswith("re_")
+        assert invoicing.due("inv-good") == Money.of("4.99", "EUR")
+    finally:
+        engine.dispose()
