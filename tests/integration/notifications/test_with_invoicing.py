@@ -4,6 +4,7 @@ invoicing's GetInvoiceDocument serves attached byte for byte."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from google.type import money_pb2
 
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from services.common.config import load_settings
+from services.common.db import make_engine
 from services.notifications.adapters.documents import GrpcInvoiceDocuments
 from services.notifications.adapters.smtp import SmtpEmailSender
 from services.notifications.bootstrap import Channels, RunningNotifications, running_service
@@ -37,10 +39,11 @@ def eur(amount: str) -> money_pb2.Money:
     )
 
 
-@pytest.fixture
-async def notifications_beside(
-    world: World, database: TestDatabase, tmp_path: Path, redis_client: aioredis.Redis
+@contextlib.asynccontextmanager
+async def notifications_for(
+    world: World, database: TestDatabase, tmp_path: Path
 ) -> AsyncIterator[tuple[RunningNotifications, MailCatcher]]:
+    """Notifications beside a running invoicing (and whatever else shares its Redis)."""
     catcher = MailCatcher(tmp_path / "mail").start()
     settings = load_settings(
         NotificationsSettings,
@@ -59,6 +62,19 @@ async def notifications_beside(
             yield service, catcher
     finally:
         catcher.stop()
+        if database.schema:
+            drop = make_engine(database.url, None, instrument=False)
+            with drop.begin() as connection:
+                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{database.schema}_ntf" CASCADE')
+            drop.dispose()
+
+
+@pytest.fixture
+async def notifications_beside(
+    world: World, database: TestDatabase, tmp_path: Path, redis_client: aioredis.Redis
+) -> AsyncIterator[tuple[RunningNotifications, MailCatcher]]:
+    async with notifications_for(world, database, tmp_path) as running:
+        yield running
 
 
 async def test_an_issued_invoice_is_emailed_with_invoicings_pdf(
