@@ -23,6 +23,7 @@ from services.notifications.adapters.smtp import SmtpEmailSender
 from services.notifications.bootstrap import Channels, RunningNotifications, running_service
 from services.notifications.config import NotificationsSettings
 from services.notifications.domain.model import Channel, MessageStatus
+from services.notifications.service_layer import handlers
 from suite.mail_catcher import MailCatcher
 from tests.conftest import TEST_TOKEN, TestDatabase
 from tests.integration.invoicing.conftest import World
@@ -81,8 +82,14 @@ async def test_an_issued_invoice_is_emailed_with_invoicings_pdf(
     world: World, notifications_beside: tuple[RunningNotifications, MailCatcher]
 ) -> None:
     service, catcher = notifications_beside
-    _, account_id = await world.account()  # CustomerCreated (language nl), AccountCreated
+    customer_id, account_id = await world.account()  # CustomerCreated (nl), AccountCreated
     await world.processed(2)
+    handlers.set_preference(  # this customer wants the e-invoice (UBL) beside the PDF
+        service.app.uow_factory(),
+        handlers.PreferenceChange(
+            customer_id, Channel.EMAIL, False, False, False, "", None, None, wants_einvoice=True
+        ),
+    )
     await world.stub.AddPendingItem(
         ipb.AddPendingItemRequest(
             account_id=account_id, description="Conference call", amount=eur("100.00"),
@@ -113,6 +120,12 @@ async def test_an_issued_invoice_is_emailed_with_invoicings_pdf(
     )
     assert pdf.get_filename() == document.file_name
     assert pdf.get_payload(decode=True) == document.content
+    [xml] = [p for p in mail.walk() if p.get_content_type() == "application/xml"]
+    ubl = await world.stub.GetInvoiceDocument(
+        ipb.GetInvoiceDocumentRequest(invoice_id=invoice.invoice_id, format=ipb.DOCUMENT_FORMAT_UBL)
+    )
+    assert xml.get_payload(decode=True) == ubl.content
+    assert b"urn:oasis:names:specification:ubl:schema:xsd:Invoice-2" in ubl.content
     with service.app.uow_factory() as uow:
         [message] = uow.messages.list(invoice_id=invoice.invoice_id, limit=10)
     assert message.status is MessageStatus.SENT
