@@ -24,8 +24,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from suite.clock_cli import clock_app
+from suite.billrun_cli import billrun_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
+from suite.mail_cli import mail_app
+from suite.payments_cli import payments_app
 from suite.rating_cli import catalog_app, usage_app
 from suite.service_token import TokenError
 from suite.services import UnknownServiceError
@@ -61,6 +64,9 @@ def _options(
 ) -> None:
     """Reckon: run, inspect and demo the charging and billing suite."""
 
+app.add_typer(mail_app, name="mail")
+app.add_typer(payments_app, name="payments")
+app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

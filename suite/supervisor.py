@@ -29,6 +29,7 @@ import services
 from services.common.clock import TEST_CLOCK_ENV
 from suite.environment import build_service_env, dial_address, plan_addresses
 from suite.health import Health, check_health
+from suite.mail_catcher import MailCatcher, mail_dir
 from suite.redis_server import EmbeddedRedis, free_port
 from suite.service_token import ServiceToken, load_or_create_token
 from suite.services import ModuleProbe, ServiceSpec, module_runnable, select_services
@@ -147,6 +148,7 @@ class Supervisor:
         self.processes: list[ServiceProcess] = []
         self.redis: EmbeddedRedis | None = None
         self.receiver: TraceReceiver | None = None
+        self.mail_catcher: MailCatcher | None = None
         self.token: ServiceToken | None = None
         self.state: SuiteState | None = None
         self._stopped = False
@@ -191,6 +193,11 @@ class Supervisor:
             self._report(f"starting Redis (persistent, in {self.data_dir / 'redis'})")
             self.redis = EmbeddedRedis(self.data_dir / "redis", persist=True).start()
             redis_url = self.redis.url
+        if not environ.get("SMTP_URL") and any(s.name == "notifications" for s in specs):
+            # The local mail catcher: notifications' e-mails land in <data>/mail.
+            self.mail_catcher = MailCatcher(mail_dir(self.data_dir)).start()
+            environ = {**environ, "SMTP_URL": self.mail_catcher.url}
+            self._report(f"mail catcher on {self.mail_catcher.host}:{self.mail_catcher.port}")
         receiver_endpoint = None
         if not any(environ.get(name) for name in OTLP_ENDPOINT_VARS):
             self.receiver = TraceReceiver(traces_file=self.traces_file).start()
@@ -384,6 +391,8 @@ class Supervisor:
         if self.redis is not None:
             self._report("stopping Redis")
             self.redis.stop()
+        if self.mail_catcher is not None:
+            self.mail_catcher.stop()
         if self.receiver is not None:
             # Last: services flush their final spans while shutting down.
             self.receiver.stop()

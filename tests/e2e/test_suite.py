@@ -291,6 +291,9 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(state: SuiteState
         assert "the last grant used the credit up exactly" in output
     assert "TOP_UP" in output  # the ledger
     assert "USAGE" in output
+    # Payments: the invoice collected from the card on file; a declined card, then paid.
+    assert "(SUCCEEDED), invoice PAID" in output
+    assert "declined (insufficient_funds; retry planned" in output
 
 
 def _port_open(url: str) -> bool:

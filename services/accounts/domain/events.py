@@ -35,6 +35,8 @@ class CustomerCreated(DomainEvent):
     referrer_customer_id: str
     create_time: datetime
     external_ref: str = ""  # the operator's reference, "" when none
+    # Added for notifications (SMS): the customer's E.164 number, or "".
+    phone_number: str = ""
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ class Customer:
             referrer_customer_id=customer.referrer_customer_id or "",
             create_time=now,
             external_ref=external_ref or "",
+            phone_number=customer.phone_number,
         )
         return customer, event
 

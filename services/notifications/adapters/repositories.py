@@ -1,0 +1,215 @@
+"""SQL repositories of the notifications service (mapped classes plus a few Core statements)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.notifications.adapters.orm import (
+    invoice_refs,
+    messages,
+    preferences,
+    sms_refs,
+    webhook_attempts,
+    webhook_endpoints,
+)
+from services.notifications.domain.model import (
+    AccountLink,
+    Channel,
+    Contact,
+    Message,
+    MessageStatus,
+    Preference,
+    WebhookEndpoint,
+)
+from services.notifications.service_layer.unit_of_work import DeliveryAttempt
+
+
+class SqlMessageRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def exists(self, event_id: str, channel: Channel, recipient: str) -> bool:
+        found = self._session.execute(
+            select(messages.c.message_id).where(
+                messages.c.event_id == event_id,
+                messages.c.channel == channel,
+                messages.c.recipient == recipient,
+            )
+        ).first()
+        return found is not None
+
+    def add(self, message: Message) -> None:
+        self._session.add(message)
+
+    def get(self, message_id: str) -> Message | None:
+        return self._session.get(Message, message_id)
+
+    def due(self, now: datetime, limit: int) -> Sequence[str]:
+        rows = self._session.execute(
+            select(messages.c.message_id)
+            .where(
+                messages.c.status == MessageStatus.QUEUED,
+                messages.c.next_attempt_at <= now,
+                or_(messages.c.lease_until.is_(None), messages.c.lease_until < now),
+            )
+            .order_by(messages.c.next_attempt_at)
+            .limit(limit)
+        )
+        return [row[0] for row in rows]
+
+    def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
+        # One conditional UPDATE: of two dispatchers only one sees its row change.
+        result = self._session.execute(
+            update(messages)
+            .where(
+                messages.c.message_id == message_id,
+                messages.c.status == MessageStatus.QUEUED,
+                or_(messages.c.lease_until.is_(None), messages.c.lease_until < now),
+            )
+            .values(lease_until=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0)) == 1
+
+    def list(
+        self,
+        *,
+        customer_id: str = "",
+        invoice_id: str = "",
+        recipient: str = "",
+        after: str = "",
+        limit: int,
+    ) -> Sequence[Message]:
+        query = select(Message).order_by(messages.c.message_id).limit(limit)
+        if customer_id:
+            query = query.where(messages.c.customer_id == customer_id)
+        if invoice_id:
+            query = query.where(messages.c.invoice_id == invoice_id)
+        if recipient:
+            query = query.where(messages.c.recipient == recipient)
+        if after:
+            query = query.where(messages.c.message_id > after)
+        return list(self._session.scalars(query))
+
+    def of_recipient_between(
+        self, recipient: str, start: datetime, end: datetime
+    ) -> Sequence[Message]:
+        return list(
+            self._session.scalars(
+                select(Message)
+                .where(
+                    messages.c.recipient == recipient,
+                    messages.c.created_at >= start,
+                    messages.c.created_at < end,
+                )
+                .order_by(messages.c.created_at)
+            )
+        )
+
+    def add_sms_ref(self, provider_id: str, message_id: str) -> None:
+        self._session.execute(
+            insert(sms_refs).values(provider_id=provider_id, message_id=message_id)
+        )
+
+    def by_sms_ref(self, provider_id: str) -> Message | None:
+        message_id = self._session.execute(
+            select(sms_refs.c.message_id).where(sms_refs.c.provider_id == provider_id)
+        ).scalar()
+        return self.get(message_id) if message_id else None
+
+    def log_attempt(self, attempt: DeliveryAttempt) -> None:
+        self._session.execute(
+            insert(webhook_attempts).values(
+                attempt_id=attempt.attempt_id,
+                endpoint_id=attempt.endpoint_id,
+                message_id=attempt.message_id,
+                event_type=attempt.event_type,
+                attempted_at=attempt.attempted_at,
+                response_code=attempt.response_code,
+                error=attempt.error,
+                duration_ms=attempt.duration_ms,
+            )
+        )
+
+    def attempts(self, endpoint_id: str, *, after: str, limit: int) -> Sequence[DeliveryAttempt]:
+        query = (
+            select(webhook_attempts)
+            .where(webhook_attempts.c.endpoint_id == endpoint_id)
+            .order_by(webhook_attempts.c.attempt_id)
+            .limit(limit)
+        )
+        if after:
+            query = query.where(webhook_attempts.c.attempt_id > after)
+        return [DeliveryAttempt(**row._mapping) for row in self._session.execute(query)]
+
+
+class SqlContactRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, customer_id: str) -> Contact | None:
+        return self._session.get(Contact, customer_id)
+
+    def add(self, contact: Contact) -> None:
+        self._session.add(contact)
+
+    def link(self, account_id: str) -> AccountLink | None:
+        return self._session.get(AccountLink, account_id)
+
+    def add_link(self, link: AccountLink) -> None:
+        self._session.add(link)
+
+    def invoice_number(self, invoice_id: str) -> str | None:
+        return self._session.execute(
+            select(invoice_refs.c.number).where(invoice_refs.c.invoice_id == invoice_id)
+        ).scalar()
+
+    def remember_invoice(self, invoice_id: str, number: str) -> None:
+        if self.invoice_number(invoice_id) is None:
+            self._session.execute(insert(invoice_refs).values(invoice_id=invoice_id, number=number))
+
+
+class SqlPreferenceRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, customer_id: str, channel: Channel) -> Preference | None:
+        return self._session.get(Preference, (customer_id, channel))
+
+    def of_customer(self, customer_id: str) -> Sequence[Preference]:
+        return list(
+            self._session.scalars(
+                select(Preference).where(preferences.c.customer_id == customer_id)
+            )
+        )
+
+    def add(self, preference: Preference) -> None:
+        self._session.add(preference)
+
+
+class SqlEndpointRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self._session.get(WebhookEndpoint, endpoint_id)
+
+    def add(self, endpoint: WebhookEndpoint) -> None:
+        self._session.add(endpoint)
+
+    def enabled(self) -> Sequence[WebhookEndpoint]:
+        return list(
+            self._session.scalars(
+                select(WebhookEndpoint).where(webhook_endpoints.c.enabled.is_(True))
+            )
+        )
+
+    def list(self, *, after: str, limit: int) -> Sequence[WebhookEndpoint]:
+        query = select(WebhookEndpoint).order_by(webhook_endpoints.c.endpoint_id).limit(limit)
+        if after:
+            query = query.where(webhook_endpoints.c.endpoint_id > after)
+        return list(self._session.scalars(query))

@@ -1,0 +1,145 @@
+"""The gRPC face of the notifications service: proto in, handler, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from reckon.notifications.v1 import notifications_pb2 as pb
+from reckon.notifications.v1 import notifications_pb2_grpc
+from services.common.errors import InvalidArgument
+from services.common.proto_convert import timestamp_from_proto
+from services.notifications.entrypoints import translate
+from services.notifications.service_layer import handlers
+from services.notifications.service_layer.unit_of_work import NotificationsUnitOfWork
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NotificationsService"].full_name
+
+R = TypeVar("R")
+
+
+class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer):
+    def __init__(
+        self,
+        uow_factory: Callable[[], NotificationsUnitOfWork],
+        *,
+        own_ports: frozenset[int],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._own_ports = own_ports
+        self._on_queued = on_queued
+
+    async def _run(self, call: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        return await asyncio.to_thread(call, self._uow_factory(), *args, **kwargs)
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Any
+    ) -> pb.ListMessagesResponse:
+        key = f"{request.customer_id}|{request.invoice_id}|{request.endpoint_id}"
+        size, after = translate.page(request.page_size, request.page_token, key)
+        found = await self._run(
+            handlers.list_messages,
+            customer_id=request.customer_id,
+            invoice_id=request.invoice_id,
+            endpoint_id=request.endpoint_id,
+            after=after,
+            limit=size,
+        )
+        return pb.ListMessagesResponse(
+            messages=[translate.message_to_proto(m) for m in found.items],
+            next_page_token=translate.next_token(found.next_after, key),
+        )
+
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: Any
+    ) -> pb.GetMessageResponse:
+        message = await self._run(handlers.get_message, request.message_id)
+        return pb.GetMessageResponse(message=translate.message_to_proto(message))
+
+    async def RetryMessage(
+        self, request: pb.RetryMessageRequest, context: Any
+    ) -> pb.RetryMessageResponse:
+        message = await self._run(handlers.retry_message, request.message_id)
+        self._on_queued()
+        return pb.RetryMessageResponse(message=translate.message_to_proto(message))
+
+    async def SetPreference(
+        self, request: pb.SetPreferenceRequest, context: Any
+    ) -> pb.SetPreferenceResponse:
+        change = translate.preference_change(request)
+        preference = await self._run(handlers.set_preference, change)
+        return pb.SetPreferenceResponse(preference=translate.preference_to_proto(preference))
+
+    async def GetPreferences(
+        self, request: pb.GetPreferencesRequest, context: Any
+    ) -> pb.GetPreferencesResponse:
+        if not request.customer_id:
+            raise InvalidArgument.field("customer_id", "required")
+        found = await self._run(handlers.get_preferences, request.customer_id)
+        return pb.GetPreferencesResponse(
+            preferences=[translate.preference_to_proto(p) for p in found]
+        )
+
+    async def CreateWebhookEndpoint(
+        self, request: pb.CreateWebhookEndpointRequest, context: Any
+    ) -> pb.CreateWebhookEndpointResponse:
+        given = request.endpoint
+        endpoint = await self._run(
+            handlers.create_endpoint,
+            url=given.url,
+            event_types=list(given.event_types),
+            owner_email=given.owner_email,
+            description=given.description,
+            own_ports=self._own_ports,
+            request_id=request.request_id,
+        )
+        return pb.CreateWebhookEndpointResponse(endpoint=translate.endpoint_to_proto(endpoint))
+
+    async def GetWebhookEndpoint(
+        self, request: pb.GetWebhookEndpointRequest, context: Any
+    ) -> pb.GetWebhookEndpointResponse:
+        def get(uow: NotificationsUnitOfWork, endpoint_id: str) -> Any:
+            with uow:
+                return handlers._endpoint(uow, endpoint_id)
+
+        endpoint = await self._run(get, request.endpoint_id)
+        return pb.GetWebhookEndpointResponse(endpoint=translate.endpoint_to_proto(endpoint))
+
+    async def RotateWebhookSecret(
+        self, request: pb.RotateWebhookSecretRequest, context: Any
+    ) -> pb.RotateWebhookSecretResponse:
+        endpoint = await self._run(handlers.rotate_secret, request.endpoint_id)
+        return pb.RotateWebhookSecretResponse(endpoint=translate.endpoint_to_proto(endpoint))
+
+    async def EnableWebhookEndpoint(
+        self, request: pb.EnableWebhookEndpointRequest, context: Any
+    ) -> pb.EnableWebhookEndpointResponse:
+        endpoint = await self._run(handlers.enable_endpoint, request.endpoint_id)
+        return pb.EnableWebhookEndpointResponse(endpoint=translate.endpoint_to_proto(endpoint))
+
+    async def ListWebhookAttempts(
+        self, request: pb.ListWebhookAttemptsRequest, context: Any
+    ) -> pb.ListWebhookAttemptsResponse:
+        size, after = translate.page(request.page_size, request.page_token, request.endpoint_id)
+        found = await self._run(handlers.delivery_log, request.endpoint_id, after=after, limit=size)
+        return pb.ListWebhookAttemptsResponse(
+            attempts=[translate.attempt_to_proto(a) for a in found.items],
+            next_page_token=translate.next_token(found.next_after, request.endpoint_id),
+        )
+
+    async def ReplayWebhookMessages(
+        self, request: pb.ReplayWebhookMessagesRequest, context: Any
+    ) -> pb.ReplayWebhookMessagesResponse:
+        start = timestamp_from_proto(request.start_time) if request.HasField("start_time") else None
+        end = timestamp_from_proto(request.end_time) if request.HasField("end_time") else None
+        queued = await self._run(
+            handlers.replay,
+            request.endpoint_id,
+            message_id=request.message_id,
+            start=start,
+            end=end,
+        )
+        self._on_queued()
+        return pb.ReplayWebhookMessagesResponse(queued=queued)

@@ -1,0 +1,383 @@
+"""The dispatcher: sends queued messages, records each attempt, schedules retries.
+
+Each message is taken with a lease (a conditional UPDATE, so of several
+dispatchers one sends it), built (template rendered, documents fetched), handed
+to its channel, and the outcome recorded in a second transaction:
+- accepted: SENT (SMS: DELIVERED or BOUNCED later, from the delivery receipt);
+- temporary failure (server down, 4xx, timeout, webhook non-2xx): queued again
+  after the channel's next delay (ADR 0031), never dropped;
+- permanent failure (5xx for the recipient, a template that fails to render):
+  FAILED or BOUNCED with the reason; ``RetryMessage`` queues it again.
+A crash between the server's acceptance and the record leaves the lease to
+expire and the message is sent again with the same Message-ID / webhook-id, so
+the receiver recognises the repeat (ADR 0031).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+
+from services.common.clock import Clock
+from services.common.errors import Aborted
+from services.common.ids import new_id
+from services.common.telemetry import tracer
+from services.notifications.domain.model import Category, Channel, Message, MessageStatus
+from services.notifications.domain.signing import sign
+from services.notifications.service_layer.ports import (
+    Attachment,
+    EmailSender,
+    InvoiceDocuments,
+    OutgoingEmail,
+    PermanentFailure,
+    Renderer,
+    SmsGateway,
+    TemplateProblem,
+    TemporaryFailure,
+    WebhookSender,
+)
+from services.notifications.service_layer.unit_of_work import (
+    DeliveryAttempt,
+    NotificationsUnitOfWork,
+)
+
+log = logging.getLogger(__name__)
+
+_RECORD_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    mail_from: str = "Reckon <billing@reckon.localhost>"
+    message_id_domain: str = "notifications.reckon"
+    sms_sender: str = "Reckon"
+    lease: timedelta = timedelta(minutes=5)
+    batch_size: int = 100
+    concurrency: int = 16
+
+
+def email_message_id(event_id: str, recipient: str, domain: str) -> str:
+    """Message-ID of the e-mail for this event and recipient: a resend carries the same one."""
+    digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
+    return f"<{event_id}.{digest}@{domain}>"
+
+
+def sms_reference(message_id: str) -> int:
+    return hashlib.sha256(message_id.encode()).digest()[0]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        uow_factory: Callable[[], NotificationsUnitOfWork],
+        clock: Clock,
+        *,
+        renderer: Renderer,
+        email: EmailSender | None,
+        sms: SmsGateway | None,
+        webhooks: WebhookSender | None,
+        documents: InvoiceDocuments | None,
+        settings: DispatchSettings = DispatchSettings(),
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._renderer = renderer
+        self._email = email
+        self._sms = sms
+        self._webhooks = webhooks
+        self._documents = documents
+        self.settings = settings
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # This process's writes to the queue, one at a time: on SQLite concurrent writers
+        # wait in the busy handler's sleeps (most of a send's cost at 16 at once), and
+        # each write is one short transaction anyway.
+        self._writing = threading.Lock()
+
+    def notify(self) -> None:
+        """Wake the dispatcher (from any thread): new messages were queued."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                sent = await self.dispatch_once()
+                await self.poll_receipts()
+            except Exception:
+                log.exception("notifications dispatcher pass failed; retrying")
+                sent = 0
+            if sent < self.settings.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    async def dispatch_once(self) -> int:
+        """Attempt every message due now; returns how many were attempted."""
+        claimed = await asyncio.to_thread(self._claim_due)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(message: Message) -> None:
+            async with gate:
+                await self._attempt_claimed(message)
+
+        await asyncio.gather(*(one(message) for message in claimed))
+        return len(claimed)
+
+    def _claim_due(self) -> list[Message]:
+        """Take the due messages for one attempt each, in one transaction (with a lease)."""
+        with self._writing, self._uow_factory() as uow:
+            now = self._clock.now()
+            ids = [
+                message_id
+                for message_id in uow.messages.due(now, self.settings.batch_size)
+                if uow.messages.claim(message_id, now, self.settings.lease)
+            ]
+            uow.commit()
+        with self._uow_factory() as uow:
+            return [m for m in (uow.messages.get(i) for i in ids) if m is not None]
+
+    async def attempt(self, message_id: str) -> bool:
+        """Attempt one message now if it is queued and no dispatcher holds it."""
+
+        def claim() -> Message | None:
+            with self._writing, self._uow_factory() as uow:
+                if not uow.messages.claim(message_id, self._clock.now(), self.settings.lease):
+                    return None
+                uow.commit()
+            with self._uow_factory() as uow:
+                return uow.messages.get(message_id)
+
+        message = await asyncio.to_thread(claim)
+        if message is None:
+            return False  # another dispatcher has it, or it is no longer queued
+        await self._attempt_claimed(message)
+        return True
+
+    async def _attempt_claimed(self, message: Message) -> None:
+        with tracer().start_as_current_span(
+            f"reckon.notifications.send {message.channel.value}",
+            context=extract(message.trace_context or {}),
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "reckon.message.id": message.message_id,
+                "reckon.event.id": message.event_id,
+                "reckon.event.type": message.event_type,
+            },
+        ):
+            if message.channel is Channel.WEBHOOK:
+                await self._attempt_webhook(message)
+            else:
+                await self._attempt(message)
+
+    async def _attempt(self, message: Message) -> None:
+        refs: list[str] = []
+        try:
+            if message.channel is Channel.EMAIL:
+                answer = await self._send_email(message)
+            else:
+                refs = await self._send_sms(message)
+                answer = ",".join(refs)
+        except TemplateProblem as exc:
+            await asyncio.to_thread(self._record, message.message_id, "failed", str(exc), refs)
+        except PermanentFailure as exc:
+            await asyncio.to_thread(self._record, message.message_id, "bounced", str(exc), refs)
+        except (TemporaryFailure, OSError, TimeoutError) as exc:
+            await asyncio.to_thread(
+                self._record, message.message_id, "retry", str(exc) or type(exc).__name__, refs
+            )
+        else:
+            await asyncio.to_thread(self._record, message.message_id, "sent", answer, refs)
+
+    async def _send_email(self, message: Message) -> str:
+        if self._email is None:
+            raise TemporaryFailure("no SMTP server is configured (SMTP_URL)")
+        rendered = self._renderer.email(message.template, message.language, message.payload)
+        attachments: list[Attachment] = []
+        for kind in message.payload.get("attach", []):
+            if self._documents is None:
+                raise TemporaryFailure("invoicing is not configured (INVOICING_ADDR)")
+            attachments.append(await self._documents.fetch(message.invoice_id, kind))
+        email_id = email_message_id(
+            message.event_id, message.recipient, self.settings.message_id_domain
+        )
+        await self._email.send(
+            OutgoingEmail(
+                message_id=email_id,
+                to=message.recipient,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                attachments=attachments,
+                headers={"X-Reckon-Event-Id": message.event_id},
+            )
+        )
+        return email_id
+
+    async def _send_sms(self, message: Message) -> list[str]:
+        if self._sms is None:
+            raise TemporaryFailure("no SMSC is configured (SMPP_URL)")
+        text = self._renderer.sms(message.template, message.language, message.payload)
+        return await self._sms.send(
+            self.settings.sms_sender,
+            message.recipient,
+            text,
+            sms_reference(message.message_id),
+        )
+
+    def _record(self, message_id: str, outcome: str, detail: str, refs: list[str]) -> None:
+        with self._writing, self._uow_factory() as uow:
+            message = uow.messages.get(message_id)
+            assert message is not None
+            now = self._clock.now()
+            if outcome == "sent":
+                message.sent(now, detail)
+                for ref in refs:
+                    uow.messages.add_sms_ref(ref, message_id)
+            elif outcome == "retry":
+                message.failed_for_now(now, detail)
+                log.warning("message %s: %s; attempt %d", message_id, detail, message.attempts)
+            else:
+                message.failed(now, detail, bounced=outcome == "bounced")
+                log.warning("message %s %s: %s", message_id, message.status.value, detail)
+            uow.commit()
+
+    # -- webhooks ---------------------------------------------------------------------------
+    async def _attempt_webhook(self, message: Message) -> None:
+        with self._uow_factory() as uow:
+            endpoint = uow.endpoints.get(message.recipient)
+        if endpoint is None or not endpoint.enabled or self._webhooks is None:
+            reason = "endpoint disabled" if endpoint is not None else "endpoint deleted"
+            if self._webhooks is None:
+                reason = "webhook delivery is not configured"
+            await asyncio.to_thread(self._record, message.message_id, "failed", reason, [])
+            return
+        now = self._clock.now()
+        body = _json_bytes(message.payload["body"])
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message.event_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": sign(endpoint.signing_secrets(now), message.event_id, now, body),
+            "user-agent": "Reckon-Webhooks/1",
+        }
+        started = time.perf_counter()
+        code, error = 0, ""
+        try:
+            response = await self._webhooks.post(endpoint.url, headers, body)
+            code = response.status_code
+            if not 200 <= code < 300:
+                error = f"HTTP {code}: {response.body[:200]}"
+        except TemporaryFailure as exc:
+            error = str(exc) or "no answer"
+        elapsed = int((time.perf_counter() - started) * 1000)
+        await asyncio.to_thread(self._record_webhook, message.message_id, code, error, elapsed)
+
+    def _record_webhook(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
+        # Attempts to one endpoint finish concurrently and each may change the endpoint's
+        # failure record (a versioned row): the loser of a conflict records again.
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            try:
+                self._record_webhook_once(message_id, code, error, elapsed_ms)
+                return
+            except Aborted:
+                if attempt == _RECORD_ATTEMPTS:
+                    raise
+
+    def _record_webhook_once(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
+        with self._uow_factory() as uow:
+            message = uow.messages.get(message_id)
+            assert message is not None
+            endpoint = uow.endpoints.get(message.recipient)
+            assert endpoint is not None
+            now = self._clock.now()
+            uow.messages.log_attempt(
+                DeliveryAttempt(
+                    attempt_id=new_id("wha"),
+                    endpoint_id=endpoint.endpoint_id,
+                    message_id=message_id,
+                    event_type=message.event_type,
+                    attempted_at=now,
+                    response_code=code,
+                    error=error[:1000],
+                    duration_ms=elapsed_ms,
+                )
+            )
+            if not error:
+                message.sent(now, f"HTTP {code}", response_code=code)
+                endpoint.delivered()
+            else:
+                message.failed_for_now(now, error, response_code=code)
+                if endpoint.delivery_failed(now):
+                    self._tell_owner(uow, endpoint.endpoint_id, now)
+            uow.commit()
+
+    def _tell_owner(self, uow: NotificationsUnitOfWork, endpoint_id: str, now: datetime) -> None:
+        endpoint = uow.endpoints.get(endpoint_id)
+        assert endpoint is not None
+        log.warning("webhook endpoint %s disabled: %s", endpoint_id, endpoint.disabled_reason)
+        event_id = f"{endpoint_id}.disabled.{int(now.timestamp())}"
+        uow.messages.add(
+            Message(
+                message_id=new_id("msg"),
+                event_id=event_id,
+                event_type="WebhookEndpointDisabled",
+                channel=Channel.EMAIL,
+                recipient=endpoint.owner_email,
+                customer_id="",
+                invoice_id="",
+                template="webhook_disabled",
+                language="en",
+                category=Category.SERVICE,
+                payload={
+                    "event": {"endpoint_id": endpoint_id, "url": endpoint.url},
+                    "customer": {"display_name": "", "email": endpoint.owner_email},
+                    "attach": [],
+                },
+                status=MessageStatus.QUEUED,
+                created_at=now,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+
+    # -- SMS delivery receipts --------------------------------------------------------------
+    async def poll_receipts(self) -> int:
+        if self._sms is None:
+            return 0
+        receipts = await self._sms.receipts()
+        if receipts:
+            await asyncio.to_thread(self._apply_receipts, receipts)
+        return len(receipts)
+
+    def _apply_receipts(self, receipts: list[tuple[str, bool, str]]) -> None:
+        with self._uow_factory() as uow:
+            now = self._clock.now()
+            for provider_id, delivered, state in receipts:
+                message = uow.messages.by_sms_ref(provider_id)
+                if message is None:
+                    log.info("delivery receipt for unknown SMS %s (%s)", provider_id, state)
+                    continue
+                message.receipt(now, delivered, f"SMSC: {state}")
+            uow.commit()
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

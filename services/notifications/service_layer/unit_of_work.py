@@ -1,0 +1,115 @@
+"""The unit of work the notifications handlers run in, and its repositories.
+
+Lists are keyset-paginated on the time-ordered id: ``after`` is the last id of
+the previous page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from services.common.clock import Clock
+from services.common.unit_of_work import UnitOfWork
+from services.notifications.domain.model import (
+    AccountLink,
+    Channel,
+    Contact,
+    Message,
+    Preference,
+    WebhookEndpoint,
+)
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    attempt_id: str
+    endpoint_id: str
+    message_id: str
+    event_type: str
+    attempted_at: datetime
+    response_code: int
+    error: str
+    duration_ms: int
+
+
+class MessageRepository(Protocol):
+    def exists(self, event_id: str, channel: Channel, recipient: str) -> bool: ...
+
+    def add(self, message: Message) -> None: ...
+
+    def get(self, message_id: str) -> Message | None: ...
+
+    def due(self, now: datetime, limit: int) -> Sequence[str]:
+        """Ids of queued messages whose attempt is due and that no dispatcher holds."""
+        ...
+
+    def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
+        """Take the message for one attempt (True), unless another dispatcher holds it."""
+        ...
+
+    def list(
+        self,
+        *,
+        customer_id: str = "",
+        invoice_id: str = "",
+        recipient: str = "",
+        after: str = "",
+        limit: int,
+    ) -> Sequence[Message]: ...
+
+    def of_recipient_between(
+        self, recipient: str, start: datetime, end: datetime
+    ) -> Sequence[Message]: ...
+
+    def add_sms_ref(self, provider_id: str, message_id: str) -> None: ...
+
+    def by_sms_ref(self, provider_id: str) -> Message | None: ...
+
+    def log_attempt(self, attempt: DeliveryAttempt) -> None: ...
+
+    def attempts(
+        self, endpoint_id: str, *, after: str, limit: int
+    ) -> Sequence[DeliveryAttempt]: ...
+
+
+class ContactRepository(Protocol):
+    def get(self, customer_id: str) -> Contact | None: ...
+
+    def add(self, contact: Contact) -> None: ...
+
+    def link(self, account_id: str) -> AccountLink | None: ...
+
+    def add_link(self, link: AccountLink) -> None: ...
+
+    def invoice_number(self, invoice_id: str) -> str | None: ...
+
+    def remember_invoice(self, invoice_id: str, number: str) -> None: ...
+
+
+class PreferenceRepository(Protocol):
+    def get(self, customer_id: str, channel: Channel) -> Preference | None: ...
+
+    def of_customer(self, customer_id: str) -> Sequence[Preference]: ...
+
+    def add(self, preference: Preference) -> None: ...
+
+
+class EndpointRepository(Protocol):
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    def add(self, endpoint: WebhookEndpoint) -> None: ...
+
+    def enabled(self) -> Sequence[WebhookEndpoint]: ...
+
+    def list(self, *, after: str, limit: int) -> Sequence[WebhookEndpoint]: ...
+
+
+class NotificationsUnitOfWork(UnitOfWork):
+    messages: MessageRepository
+    contacts: ContactRepository
+    preferences: PreferenceRepository
+    endpoints: EndpointRepository
+    clock: Clock
