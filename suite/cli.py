@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from suite.clock_cli import clock_app
 from suite.billrun_cli import billrun_app
+from suite.clock_cli import clock_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.mail_cli import mail_app
@@ -63,6 +63,7 @@ def _options(
     ] = False,
 ) -> None:
     """Reckon: run, inspect and demo the charging and billing suite."""
+
 
 app.add_typer(mail_app, name="mail")
 app.add_typer(payments_app, name="payments")
