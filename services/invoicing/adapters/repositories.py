@@ -827,14 +827,18 @@ class SqlNumbers:
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def next(self, series: str) -> int:
-        dialect = self._s.get_bind().dialect.name
-        module: Any = postgresql if dialect == "postgresql" else sqlite
+    def ensure(self, series: str) -> None:
+        """Create the series row if it is new (a concurrent creator is no conflict)."""
+        bind = self._s.get_bind()
+        module: Any = postgresql if bind.dialect.name == "postgresql" else sqlite
         self._s.execute(
             module.insert(number_series)
             .values(series=series, last_number=0)
             .on_conflict_do_nothing(index_elements=["series"])
         )
+
+    def next(self, series: str) -> int:
+        self.ensure(series)
         number = self._s.scalar(
             update(number_series)
             .where(number_series.c.series == series)

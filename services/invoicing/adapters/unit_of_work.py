@@ -12,6 +12,7 @@ from services.common.clock import Clock
 from services.common.events import EventEnvelope
 from services.common.ids import new_id
 from services.common.sql_uow import SqlUnitOfWork
+from services.invoicing.adapters.batch_repository import SqlBatch
 from services.invoicing.adapters.billing_repositories import (
     SqlBillRuns,
     SqlCreditNotes,
@@ -95,3 +96,4 @@ class SqlInvoicingUnitOfWork(SqlUnitOfWork, InvoicingUnitOfWork):
         self.credit_notes = SqlCreditNotes(session)
         self.disputes = SqlDisputes(session)
         self.runs = SqlBillRuns(session)
+        self.batch = SqlBatch(session)
