@@ -260,16 +260,21 @@ def add_pending_item(uow_factory: UowFactory, new: NewPendingItem, idem: Idem) -
             and uow.invoices.get(new.reference_invoice_id, lines=False) is None
         ):
             raise InvalidArgument.field("reference_invoice_id", "no such invoice")
+        category, rate = new.tax_category, new.tax_rate
+        if new.kind == LineKind.TOP_UP and not category:
+            # Prepaid credit is taxed when it is used, not when it is bought: the
+            # receipt of a top-up carries no VAT (category O, outside the scope).
+            category, rate = "O", Decimal(0)
         item = PendingItem(
             pending_item_id=new_id("pit"),
             account_id=new.account_id,
             kind=new.kind,
             description=new.description,
-            service=new.service or "other",
+            service=new.service or ("top-up" if new.kind == LineKind.TOP_UP else "other"),
             create_time=uow.clock.now(),
             amount=new.amount,
-            tax_category=new.tax_category,
-            tax_rate=new.tax_rate,
+            tax_category=category,
+            tax_rate=rate,
             reference_invoice_id=new.reference_invoice_id,
         )
         uow.pending.add(item, account.currency)

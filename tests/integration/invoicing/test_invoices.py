@@ -373,3 +373,27 @@ async def test_a_parent_account_takes_its_childs_charges_on_one_invoice(world: W
         ("", Decimal("1")),
         (child, Decimal("2.5")),
     ]
+
+
+async def test_a_prepaid_top_up_gets_a_paid_receipt(world: World) -> None:
+    _, account_id = await world.account()
+    await world.processed(2)
+    await world.stub.AddPendingItem(
+        pb.AddPendingItemRequest(
+            account_id=account_id, description="Top-up", amount=eur("20"), kind=pb.LINE_KIND_TOP_UP
+        )
+    )
+    receipt = (
+        await world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(account_id=account_id, finalize=True)
+        )
+    ).invoice
+    assert [(g.tax_category, amount(g.tax_amount)) for g in receipt.vat_breakdown] == [
+        ("O", Decimal(0))
+    ]
+    paid = await world.stub.RecordPayment(
+        pb.RecordPaymentRequest(
+            invoice_id=receipt.invoice_id, payment_id="pay_top", amount=eur("20")
+        )
+    )
+    assert paid.status == pb.INVOICE_STATUS_PAID
