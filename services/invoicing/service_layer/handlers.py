@@ -164,11 +164,15 @@ def record_payment(
 
     def change(uow: InvoicingUnitOfWork, invoice: Invoice, now: datetime) -> None:
         _currency(invoice.currency, amount, "amount")
+        payable = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+        if invoice.status not in payable and not (
+            excess_to_account_credit and invoice.status == InvoiceStatus.PAID
+        ):
+            invoice.record_payment(payment_id, amount, now)  # refuses with the status
         allocated, excess = amount, Money.zero(invoice.currency)
         if excess_to_account_credit and amount > invoice.amount_due:
+            # What the invoice does not owe (all of it, once PAID) is held as account credit.
             allocated, excess = invoice.amount_due, amount - invoice.amount_due
-            if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID):
-                allocated, excess = Money.zero(invoice.currency), amount
         if allocated.is_positive():
             invoice.record_payment(payment_id, allocated, now)
             uow.invoices.add_payment(invoice_id, payment_id, allocated, "ALLOCATION", now)
