@@ -13,7 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Float, Row, cast, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
@@ -157,6 +157,19 @@ class SqlInvoices:
         )
         return {currency: str(total) for currency, total in rows}
 
+    def _number(self, column: Any) -> Any:
+        # SQLite keeps exact decimals as text (ExactDecimal), and text compares as text
+        # there: compare its numeric value. Amounts have at most 9 decimals, exact in a
+        # double for the 2-decimal bounds of a search. PostgreSQL compares NUMERIC.
+        if self._s.get_bind().dialect.name == "sqlite":
+            return cast(column, Float)
+        return column
+
+    def _bound(self, value: Decimal) -> Any:
+        if self._s.get_bind().dialect.name == "sqlite":
+            return literal(float(value), Float)
+        return value
+
     def search(self, where: InvoiceFilter, *, today: date, after: str, limit: int) -> list[Invoice]:
         c = invoices.c
         conditions: list[Any] = []
@@ -174,9 +187,9 @@ class SqlInvoices:
         if where.statuses:
             conditions.append(c.status.in_([s.value for s in where.statuses]))
         if where.min_total is not None:
-            conditions.append(c.total_gross >= where.min_total)
+            conditions.append(self._number(c.total_gross) >= self._bound(where.min_total))
         if where.max_total is not None:
-            conditions.append(c.total_gross <= where.max_total)
+            conditions.append(self._number(c.total_gross) <= self._bound(where.max_total))
         if where.currency:
             conditions.append(c.currency == where.currency)
         if where.issue_date_from:
@@ -193,10 +206,10 @@ class SqlInvoices:
             conditions.append(c.status.in_(["OPEN", "PARTIALLY_PAID"]))
             conditions.append(c.due_date < today)
         if where.disputed_only:
-            conditions.append(c.disputed_amount > 0)
+            conditions.append(self._number(c.disputed_amount) > self._bound(Decimal(0)))
         if after:
             conditions.append(c.invoice_id < after)
-        query = select(invoices).where(and_(*conditions)).order_by(c.invoice_id.desc()).limit(limit)
+        query = select(invoices).where(*conditions).order_by(c.invoice_id.desc()).limit(limit)
         return [_invoice(row, []) for row in self._s.execute(query)]
 
     def payments(self, invoice_id: str) -> list[tuple[str, Money, str, datetime]]:
