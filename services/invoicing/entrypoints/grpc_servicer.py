@@ -20,6 +20,7 @@ from services.common.proto_convert import (
     money_from_proto,
     money_to_proto,
     page_size_from_proto,
+    timestamp_from_proto,
     timestamp_to_proto,
 )
 from services.invoicing.entrypoints import translate as tr
@@ -237,6 +238,9 @@ class InvoicingServicer(BillRunRpcs, invoicing_pb2_grpc.InvoicingServiceServicer
             payment_id,
             amount,
             excess_to_account_credit=request.excess_to_account_credit,
+            received_at=timestamp_from_proto(request.receive_time)
+            if request.HasField("receive_time")
+            else None,
             idem=idem,
         )
         return pb.RecordPaymentResponse(

@@ -159,6 +159,7 @@ def record_payment(
     *,
     excess_to_account_credit: bool,
     idem: Idem,
+    received_at: datetime | None = None,
 ) -> tuple[Invoice, Money]:
     credited: list[Money] = []
 
@@ -175,7 +176,9 @@ def record_payment(
             allocated, excess = invoice.amount_due, amount - invoice.amount_due
         if allocated.is_positive():
             invoice.record_payment(payment_id, allocated, now)
-            uow.invoices.add_payment(invoice_id, payment_id, allocated, "ALLOCATION", now)
+            uow.invoices.add_payment(
+                invoice_id, payment_id, allocated, "ALLOCATION", received_at or now
+            )
             uow.invoices.save(invoice)
             facts = events.facts(invoice)
             if invoice.status == InvoiceStatus.PAID:

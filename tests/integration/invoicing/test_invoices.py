@@ -345,6 +345,17 @@ async def test_late_fee_goes_on_an_immediate_invoice_and_account_credit_pays_it(
     assert amount(balance.balance) == 0
     pending = await world.stub.ListPendingItems(pb.ListPendingItemsRequest(account_id=account_id))
     assert list(pending.pending_items) == []
+    received = pb.RecordPaymentRequest(
+        invoice_id=invoice.invoice_id, payment_id="pay_b", amount=eur("7.10")
+    )
+    received.receive_time.FromDatetime(datetime(2027, 1, 9, 10, tzinfo=UTC))
+    assert (await world.stub.RecordPayment(received)).status == pb.INVOICE_STATUS_PAID
+    payments = (
+        await world.stub.GetInvoice(pb.GetInvoiceRequest(invoice_id=invoice.invoice_id))
+    ).payments
+    assert [p.record_time.ToDatetime(tzinfo=UTC) for p in payments] == [
+        datetime(2027, 1, 9, 10, tzinfo=UTC)
+    ]
 
 
 async def test_a_parent_account_takes_its_childs_charges_on_one_invoice(world: World) -> None:
