@@ -408,3 +408,33 @@ async def test_a_prepaid_top_up_gets_a_paid_receipt(world: World) -> None:
         )
     )
     assert paid.status == pb.INVOICE_STATUS_PAID
+
+
+async def test_a_cancelled_run_leaves_no_invoice_and_the_next_run_bills_the_same(
+    world: World,
+) -> None:
+    _, account_id = await month_of_basic(world)
+    scope = pb.BillRunScope(account_id=account_id)
+    first = await world.stub.StartBillRun(pb.StartBillRunRequest(scope=scope))
+    await run_to(world, first.bill_run.bill_run_id, pb.BILL_RUN_STATE_DRAFTED)
+    cancelled = await world.stub.CancelBillRun(
+        pb.CancelBillRunRequest(bill_run_id=first.bill_run.bill_run_id)
+    )
+    assert cancelled.bill_run.state == pb.BILL_RUN_STATE_CANCELLED
+    assert world.row_counts()["invoices"] == 0
+    reason, _ = await refused(
+        world.stub.AcceptBillRun(pb.AcceptBillRunRequest(bill_run_id=first.bill_run.bill_run_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert reason == "INVALID_BILL_RUN_STATE"
+    second = await world.stub.StartBillRun(pb.StartBillRunRequest(scope=scope, auto_accept=True))
+    await run_to(world, second.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    (invoice,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_id))
+    ).invoices
+    # The cancelled draft took no number: the first invoice is number 1.
+    assert (invoice.number, amount(invoice.total_gross)) == ("INV-2027-000001", Decimal("76.28"))
+    sent = await world.stub.SendBillRun(
+        pb.SendBillRunRequest(bill_run_id=second.bill_run.bill_run_id)
+    )
+    assert sent.invoices_sent == 1
