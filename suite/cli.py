@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from suite.environment import AddressError
-from suite.health import Health, check_health
+from suite.health import Health, check_service
 from suite.rating_cli import catalog_app, usage_app
 from suite.service_token import TokenError
 from suite.services import UnknownServiceError
@@ -166,7 +166,7 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     table.add_column("health")
     healthy = True
     for record in state.services:
-        health = check_health(record.address)
+        health = check_service(record.name, record.address)
         healthy &= health is Health.SERVING
         style = "green" if health is Health.SERVING else "bold red"
         table.add_row(record.name, record.address, str(record.pid), f"[{style}]{health}[/]")
@@ -198,7 +198,8 @@ def running_suite(data_dir: Path) -> SuiteState | None:
     except SuiteStateError:
         return None
     if state.services and all(
-        check_health(record.address, timeout=1.0) is Health.SERVING for record in state.services
+        check_service(record.name, record.address, timeout=1.0) is Health.SERVING
+        for record in state.services
     ):
         return state
     return None
