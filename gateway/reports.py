@@ -79,7 +79,8 @@ def _stamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
+    # A time without a zone (``--from 2026-03-01``) is read as UTC, never as local time.
+    stamp.FromDatetime(value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC))
     return stamp
 
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite import gateway_cli
 from suite.environment import AddressError
 from suite.health import Health, check_service
 from suite.rating_cli import catalog_app, usage_app
@@ -40,6 +41,7 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

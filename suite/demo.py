@@ -920,6 +920,7 @@ class DemoResult:
     completed: int
     skipped: int
     failed: str | None
+    customer_id: str = ""  # the story's customer, for a self-care login
 
 
 def _configure_tracing(state: SuiteState) -> Any:
@@ -986,6 +987,8 @@ async def play_story(
     finally:
         for channel in channels.values():
             await channel.close()
+    customer = story.facts.get("customer")
+    result.customer_id = customer.customer_id if customer is not None else ""
     return result
 
 
@@ -1042,4 +1045,11 @@ def play_demo(state: SuiteState, console: Console) -> int:
     elif result.trace_id:
         console.print(f"trace id [bold]{result.trace_id}[/], exported to {state.otlp_endpoint}")
     telemetry.shutdown()
+    if result.customer_id:
+        from suite.gateway_cli import demo_login
+
+        selfcare = demo_login(state, result.customer_id)
+        if selfcare is not None:
+            url, login, password = selfcare
+            console.print(f"\nSelf-care: [bold]{url}[/]  login {login}  password {password}")
     return 1 if result.failed else 0
