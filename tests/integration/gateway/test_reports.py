@@ -97,7 +97,7 @@ def test_consumption_equals_the_sum_of_what_rating_holds(
             totals[line["service"]] = totals.get(line["service"], Decimal(0)) + Decimal(
                 line["amount"]["amount"]
             )
-    assert {r["service"]: Decimal(r["amount"]) for r in CONSUMPTION} == totals
+    assert {r["service"]: Decimal(str(r["amount"])) for r in CONSUMPTION} == totals
 
 
 def test_a_period_selects_the_usage_inside_it(gateway: Gateway, data: dict[str, Any]) -> None:
