@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import grpc
 import swagger_ui_bundle
@@ -190,6 +190,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path == "/oauth/token":  # OAuth2 clients expect RFC 6749's shape
+            problem = json.loads(bytes(_validation_problem(exc).body))
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": problem["detail"]},
+                status_code=400,
+            )
         return _validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -219,14 +225,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     async def oauth_token(
         request: Request,
-        grant_type: Annotated[str, Form(max_length=64)],
-        client_id: Annotated[str, Form(max_length=64)],
-        client_secret: Annotated[str, Form(max_length=200)],
+        grant_type: Annotated[Literal["client_credentials"], Form()],
+        client_id: Annotated[str, Form(min_length=1, max_length=64)],
+        client_secret: Annotated[str, Form(min_length=1, max_length=200)],
         scope: Annotated[str, Form(max_length=100)] = "",
     ) -> JSONResponse:
         """OAuth2 client credentials (RFC 6749 4.4): an access token for an API client."""
-        if grant_type != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         auth: Authenticator = request.app.state.authenticator
         if auth.limiter.take(f"token:{client_id}") > 0:
             return JSONResponse(
