@@ -33,6 +33,7 @@ from gateway.store import CredentialStore
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
 from reckon.rating.v1 import rating_pb2 as rpb
+from services.common.money import currency_exponent, is_known_currency
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -141,8 +142,16 @@ async def logout(request: Request) -> RedirectResponse:
 
 
 def _money(message: Any) -> str:
+    """For people: at least the currency's minor digits (25.10 EUR), never fewer digits
+    than the exact amount has (0.125 EUR stays 0.125)."""
     value = money_to_json(message)
-    return f"{value['amount']} {value['currency_code']}"
+    amount, currency = Decimal(value["amount"]), value["currency_code"]
+    if is_known_currency(currency):
+        places = currency_exponent(currency)
+        exponent = amount.as_tuple().exponent
+        if isinstance(exponent, int) and -exponent < places:
+            amount = amount.quantize(Decimal(1).scaleb(-places))
+    return f"{amount} {currency}"
 
 
 def _quantity(quantity: cpb.Quantity) -> str:

@@ -58,6 +58,15 @@ ensure_redis() {
   say "Redis started"
 }
 
+# The gateway's browser test drives Debian's Chromium with Playwright (which cannot
+# download its own browsers here).
+ensure_chromium() {
+  if command -v chromium >/dev/null; then say "Chromium is installed"; return 0; fi
+  say "chromium not installed: installing from Debian packages"
+  apt_install chromium || say "could not install chromium: the gateway's browser test will fail"
+}
+
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
+ensure_chromium
 exit 0

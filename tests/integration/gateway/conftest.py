@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -148,7 +149,7 @@ class Gateway:
     """The app under test, its HTTP client and its credential store."""
 
     app: FastAPI
-    http: TestClient
+    http: httpx.Client  # a TestClient in-process, or a plain client of a live server
     store: CredentialStore
 
     def key(self, *scopes: str) -> dict[str, str]:
