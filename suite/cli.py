@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from suite import gateway_cli
+from suite.billrun_cli import billrun_app
 from suite.environment import AddressError
 from suite.health import Health, check_service
 from suite.rating_cli import catalog_app, usage_app
@@ -42,6 +43,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
+app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
