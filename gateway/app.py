@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import api, reports, selfcare
+from gateway import api, billing, reports, selfcare
 from gateway.auth import Authenticator, RateLimiter
 from gateway.clients import ServiceClients
 from gateway.config import GatewaySettings
@@ -123,6 +123,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             accounts=settings.accounts_addr,
             rating=settings.rating_addr,
             charging=settings.charging_addr,
+            invoicing=settings.invoicing_addr,
             token=settings.service_token.get_secret_value(),
             timeout=settings.call_timeout_seconds,
         )
@@ -255,6 +256,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     app.include_router(api.router)
+    app.include_router(billing.router)
     app.include_router(reports.router)
     app.include_router(reports.pages)
     app.include_router(selfcare.router)

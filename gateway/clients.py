@@ -10,6 +10,7 @@ import grpc
 from gateway.auth import Principal
 from reckon.accounts.v1 import accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2_grpc
+from reckon.invoicing.v1 import invoicing_pb2_grpc
 from reckon.rating.v1 import rating_pb2_grpc
 from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_channel
@@ -20,18 +21,28 @@ class ServiceClients:
     accounts: Any
     rating: Any
     charging: Any
+    invoicing: Any
     channels: list[grpc.aio.Channel]
     timeout: float
 
     @classmethod
     def open(
-        cls, *, accounts: str, rating: str, charging: str, token: str, timeout: float
+        cls,
+        *,
+        accounts: str,
+        rating: str,
+        charging: str,
+        invoicing: str,
+        token: str,
+        timeout: float,
     ) -> ServiceClients:
-        channels = [open_channel(address, token) for address in (accounts, rating, charging)]
+        addresses = (accounts, rating, charging, invoicing)
+        channels = [open_channel(address, token) for address in addresses]
         return cls(
             accounts=accounts_pb2_grpc.AccountsServiceStub(channels[0]),
             rating=rating_pb2_grpc.RatingServiceStub(channels[1]),
             charging=charging_pb2_grpc.ChargingServiceStub(channels[2]),
+            invoicing=invoicing_pb2_grpc.InvoicingServiceStub(channels[3]),
             channels=channels,
             timeout=timeout,
         )

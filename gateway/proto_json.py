@@ -6,7 +6,8 @@ protos' field names without a hand-written model per message (ADR 0044):
 - field names are the proto names (``account_id``, not ``accountId``);
 - ``google.type.Money`` is ``{"currency_code": "EUR", "amount": "12.34"}``: an exact
   decimal string, never a float;
-- ``google.protobuf.Timestamp`` is an RFC 3339 string, ``null`` when unset;
+- ``google.protobuf.Timestamp`` is an RFC 3339 string, ``google.type.Date``
+  ``YYYY-MM-DD``, ``null`` when unset;
 - enums are their value names (``ACCOUNT_STATE_ACTIVE``);
 - a message field that is not set is ``null``; repeated fields are lists; every
   scalar is always present (its default when unset), so a shape never varies.
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 _NANOS = Decimal(10) ** 9
 _MONEY = "google.type.Money"
 _TIMESTAMP = "google.protobuf.Timestamp"
+_DATE = "google.type.Date"
 _FIELD_MASK = "google.protobuf.FieldMask"
 _SKIPPED = {_FIELD_MASK}
 
@@ -91,6 +93,8 @@ def _value_json(field: Any, value: Any) -> Any:
             return money_to_json(value)
         if name == _TIMESTAMP:
             return _timestamp_text(value)
+        if name == _DATE:
+            return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
         return to_json(value)
     if field.enum_type is not None:
         number = field.enum_type.values_by_number.get(value)
@@ -128,7 +132,7 @@ def _value_type(field: Any) -> Any:
         name = field.message_type.full_name
         if name == _MONEY:
             return MoneyJson
-        if name == _TIMESTAMP:
+        if name in (_TIMESTAMP, _DATE):
             return str
         return model_for(field.message_type)
     if field.enum_type is not None:

@@ -5,7 +5,8 @@
 - ``reckon gateway user add LOGIN --customer cus_...``: a self-care login bound to a
   customer; ``--operator --scope admin`` for an operator login to the report pages.
   The password is asked for (or read from ``RECKON_GATEWAY_PASSWORD``).
-- ``reckon report consumption|tariff-popularity [--from --to] [--format]``: the same
+- ``reckon report NAME [--from --to --as-of] [--format]`` (consumption,
+  tariff-popularity, revenue, receivables-aging, payment-discipline): the same
   report functions as the gateway's ``/v1/reports``, against the running suite.
 
 The credential commands open the gateway's store directly (``GATEWAY_DATABASE_URL``,
@@ -142,12 +143,20 @@ def demo_login(state: SuiteState, customer_id: str) -> tuple[str, str, str] | No
 
 # --- reports ---------------------------------------------------------------------------
 def report(
-    name: Annotated[str, typer.Argument(help="consumption or tariff-popularity")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="consumption, tariff-popularity, revenue, receivables-aging, payment-discipline"
+        ),
+    ],
     period_from: Annotated[
         datetime | None, typer.Option("--from", help="Start (inclusive), ISO 8601.")
     ] = None,
     period_to: Annotated[
         datetime | None, typer.Option("--to", help="End (exclusive), ISO 8601.")
+    ] = None,
+    as_of: Annotated[
+        datetime | None, typer.Option("--as-of", help="Day to age against (default today).")
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     data_dir: DataDir = Path("data"),
@@ -170,11 +179,13 @@ def report(
             accounts=state.address_of("accounts") or "",
             rating=state.address_of("rating") or "",
             charging=state.address_of("charging") or "",
+            invoicing=state.address_of("invoicing") or "127.0.0.1:0",
             token=token,
             timeout=30,
         )
         try:
-            return await run_report(name, clients, period_from, period_to)
+            day = as_of.date() if as_of is not None else None
+            return await run_report(name, clients, period_from, period_to, day)
         finally:
             await clients.close()
 

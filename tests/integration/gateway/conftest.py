@@ -96,7 +96,7 @@ def start_services(data_dir: Path) -> Supervisor:
     supervisor = Supervisor(
         SuiteConfig(
             data_dir=data_dir,
-            services=["accounts", "rating", "charging"],
+            services=["accounts", "rating", "charging", "invoicing"],
             free_ports=True,
             environ={**environ, "OTEL_SDK_DISABLED": "true"},
             start_timeout=60,
@@ -129,6 +129,7 @@ def gateway_settings(state: SuiteState, data_dir: Path, **overrides: Any) -> Gat
         accounts_addr=state.address_of("accounts") or "",
         rating_addr=state.address_of("rating") or "",
         charging_addr=state.address_of("charging") or "",
+        invoicing_addr=state.address_of("invoicing") or "",
         **overrides,
     )
 
@@ -177,6 +178,7 @@ class CustomerSetup:
     subscription_id: str
     login: str
     password: str
+    invoice_id: str = ""  # set by tests that invoice the account
 
 
 def new_customer(
@@ -330,3 +332,53 @@ def serve_live(settings: GatewaySettings) -> LiveGateway:
 def stop_live(live: LiveGateway) -> None:
     live.server.should_exit = True
     live.thread.join(timeout=10)
+
+
+def open_invoice(state: SuiteState, account_id: str, amount: str = "10.00") -> Any:
+    """An OPEN invoice of ``amount`` EUR net: a pending item invoiced at once, once
+    invoicing knows the account (from accounts' events)."""
+    from reckon.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
+    from services.common.money import Money
+    from services.common.proto_convert import money_to_proto
+
+    channel = open_sync_channel(state.address_of("invoicing") or "", state.token(), traced=False)
+    with channel:
+        stub = invoicing_pb2_grpc.InvoicingServiceStub(channel)
+        wait_for(
+            f"invoicing to know {account_id}",
+            lambda: stub.AddPendingItem(
+                invoicing_pb2.AddPendingItemRequest(
+                    account_id=account_id,
+                    description="Activation",
+                    amount=money_to_proto(Money.of(amount, "EUR")),
+                    request_id=f"item-{account_id}-{amount}",
+                ),
+                timeout=10,
+            ),
+        )
+        reply = stub.CreateImmediateInvoice(
+            invoicing_pb2.CreateImmediateInvoiceRequest(
+                account_id=account_id, finalize=True, request_id=f"inv-{account_id}-{amount}"
+            ),
+            timeout=30,
+        )
+    return reply.invoice
+
+
+def record_payment(state: SuiteState, invoice_id: str, amount: str) -> Any:
+    """Allocate ``amount`` EUR received now to the invoice (as payments would)."""
+    from reckon.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
+    from services.common.money import Money
+    from services.common.proto_convert import money_to_proto
+
+    channel = open_sync_channel(state.address_of("invoicing") or "", state.token(), traced=False)
+    with channel:
+        return invoicing_pb2_grpc.InvoicingServiceStub(channel).RecordPayment(
+            invoicing_pb2.RecordPaymentRequest(
+                invoice_id=invoice_id,
+                payment_id=f"pay-{invoice_id[-8:]}-{amount}",
+                amount=money_to_proto(Money.of(amount, "EUR")),
+                request_id=f"pay-{invoice_id}-{amount}",
+            ),
+            timeout=30,
+        )

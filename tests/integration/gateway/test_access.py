@@ -36,6 +36,7 @@ from tests.integration.gateway.conftest import (
     gateway_settings,
     import_usage,
     new_customer,
+    open_invoice,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -161,6 +162,8 @@ def world(gateway: Gateway, suite: SuiteState) -> World:
     alice = new_customer(gateway, admin, "Alice")
     bob = new_customer(gateway, admin, "Bob")
     import_usage(suite, [(f"bob-sms-{bob.account_id[-6:]}", bob.account_id, "sms", "", 1)])
+    alice.invoice_id = open_invoice(suite, alice.account_id).invoice_id
+    bob.invoice_id = open_invoice(suite, bob.account_id).invoice_id
     login = gateway.store.verify_password(alice.login, alice.password)
     assert login is not None
     token, session = gateway.store.open_session(login, 1)
@@ -179,6 +182,7 @@ def url_for(endpoint: Endpoint, owner: CustomerSetup) -> str:
         "customer_id": owner.customer_id,
         "account_id": owner.account_id,
         "subscription_id": owner.subscription_id,
+        "invoice_id": owner.invoice_id,
         "add_on_code": "extra",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], endpoint.path)

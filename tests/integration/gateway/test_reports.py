@@ -7,6 +7,11 @@ Ben on ``plus`` (0.05 and 0.05); VAT 0% so gross is net. Usage:
 - Cat: nothing.
 So consumption: sms 5 records, 5 events, 0.40 EUR; voice 2 records, 120 s, 0.25 EUR.
 Tariff popularity: basic 2 (66.7 %), plus 1 (33.3 %).
+Invoices (net = gross, VAT 0%, due 14 days after issue): Ann 10.00 paid in full today,
+Ben 20.00 unpaid, Cat 5.00 with 2.00 paid. Revenue this month: 3 invoices, 35 gross.
+Receivables (23.00) are all not yet due today, and 31-60 days late 45 days after the
+due date. Payment discipline a day after the due date: Ann on time (100 %), Ben and
+Cat overdue (0 %).
 The same figures come from the JSON and CSV endpoints, the page, and ``reckon report``,
 and they equal the sums of what rating and accounts hold.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +29,13 @@ import pytest
 
 from suite.state import SuiteState
 from suite.supervisor import CODE_ROOT
-from tests.integration.gateway.conftest import Gateway, import_usage, new_customer
+from tests.integration.gateway.conftest import (
+    Gateway,
+    import_usage,
+    new_customer,
+    open_invoice,
+    record_payment,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -56,7 +68,7 @@ def data(gateway: Gateway, suite: SuiteState) -> dict[str, Any]:
     admin = gateway.key("admin")
     ann = new_customer(gateway, admin, "Ann", plan="basic")
     ben = new_customer(gateway, admin, "Ben", plan="plus")
-    new_customer(gateway, admin, "Cat", plan="basic")
+    cat = new_customer(gateway, admin, "Cat", plan="basic")
     a, b = ann.account_id, ben.account_id
     import_usage(
         suite,
@@ -70,7 +82,71 @@ def data(gateway: Gateway, suite: SuiteState) -> dict[str, Any]:
             ("ben-call", b, "voice", "0205550102", 30),
         ],
     )
-    return {"admin": admin, "reader": gateway.key("read")}
+    invoices = {
+        "ann": open_invoice(suite, a, "10.00"),
+        "ben": open_invoice(suite, b, "20.00"),
+        "cat": open_invoice(suite, cat.account_id, "5.00"),
+    }
+    record_payment(suite, invoices["ann"].invoice_id, "10.00")
+    record_payment(suite, invoices["cat"].invoice_id, "2.00")
+    due = invoices["ben"].due_date
+    return {
+        "admin": admin,
+        "reader": gateway.key("read"),
+        "due": date(due.year, due.month, due.day),
+        "issued": invoices["ben"].issue_date,
+        "customers": {"ann": ann.customer_id, "ben": ben.customer_id, "cat": cat.customer_id},
+    }
+
+
+def test_revenue_per_month_is_the_hand_computed_figure(
+    gateway: Gateway, data: dict[str, Any]
+) -> None:
+    answer = gateway.http.get("/v1/reports/revenue", headers=data["reader"]).json()
+    month = f"{data['issued'].year:04d}-{data['issued'].month:02d}"
+    assert answer["rows"] == [
+        {
+            "month": month,
+            "currency_code": "EUR",
+            "invoices": 3,
+            "net": "35",
+            "tax": "0",
+            "gross": "35",
+            "credited": "0",
+        }
+    ]
+
+
+def test_receivables_age_by_days_past_due(gateway: Gateway, data: dict[str, Any]) -> None:
+    def aging(as_of: date) -> Any:
+        return gateway.http.get(
+            "/v1/reports/receivables-aging",
+            params={"as_of": as_of.isoformat()},
+            headers=data["reader"],
+        ).json()["rows"]
+
+    zero = {"0-30": "0", "31-60": "0", "61-90": "0", "90+": "0"}
+    assert aging(data["due"]) == [{"currency_code": "EUR", "not_due": "23", **zero, "total": "23"}]
+    late = aging(data["due"] + timedelta(days=45))
+    assert late == [
+        {"currency_code": "EUR", "not_due": "0", **{**zero, "31-60": "23"}, "total": "23"}
+    ]
+    assert aging(data["due"] + timedelta(days=91))[0]["90+"] == "23"
+
+
+def test_payment_discipline_per_customer(gateway: Gateway, data: dict[str, Any]) -> None:
+    answer = gateway.http.get(
+        "/v1/reports/payment-discipline",
+        params={"as_of": (data["due"] + timedelta(days=1)).isoformat()},
+        headers=data["reader"],
+    ).json()
+    rows = {r["customer_id"]: r for r in answer["rows"]}
+    ids = data["customers"]
+    assert rows[ids["ann"]]["paid_on_time"] == 1
+    assert rows[ids["ann"]]["on_time_percent"] == "100"
+    assert rows[ids["ben"]]["overdue"] == 1
+    assert rows[ids["cat"]]["overdue"] == 1
+    assert rows[ids["cat"]]["on_time_percent"] == "0"
 
 
 def test_consumption_by_service_is_the_hand_computed_figure(
@@ -138,7 +214,7 @@ def test_the_report_page_shows_the_figures_and_charts(
     page = gateway.http.get("/reports", headers=data["reader"])
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert page.text.count("<svg") == 2
+    assert page.text.count("<svg") == 4
     assert "66.7 %" in page.text
     assert "0.25 EUR" in page.text
 
