@@ -32,6 +32,7 @@ from gateway.proto_json import money_to_json
 from gateway.store import CredentialStore
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
+from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from reckon.rating.v1 import rating_pb2 as rpb
 from services.common.money import currency_exponent, is_known_currency
 
@@ -164,6 +165,10 @@ def _quantity(quantity: cpb.Quantity) -> str:
     return f"{getattr(quantity, kind)} {unit}"
 
 
+def _day(value: Any) -> str:
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}" if value.year else ""
+
+
 def _short_enum(name: str) -> str:
     for prefix in ("ACCOUNT_STATE_", "SUBSCRIPTION_STATE_", "BILLING_MODE_"):
         name = name.removeprefix(prefix)
@@ -221,6 +226,13 @@ async def _dashboard_data(
         metadata=scope,
         timeout=clients.timeout,
     )
+    invoices_call = clients.invoicing.SearchInvoices(
+        ipb.SearchInvoicesRequest(
+            customer_id=customer_id, account_id=account.account_id, page_size=24
+        ),
+        metadata=scope,
+        timeout=clients.timeout,
+    )
     plans_call = clients.rating.ListPlans(
         rpb.ListPlansRequest(page_size=200), metadata=scope, timeout=clients.timeout
     )
@@ -231,6 +243,12 @@ async def _dashboard_data(
             raise
         balance = None
     subs, usage, plans = await asyncio.gather(subs_call, usage_call, plans_call)
+    try:
+        invoices = list((await invoices_call).invoices)
+    except grpc.aio.AioRpcError as exc:  # no invoicing in this suite: the page goes on
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+            raise
+        invoices = []
     per_day: dict[str, Decimal] = defaultdict(Decimal)
     currency = account.currency_code
     for line in usage.rated_usage:
@@ -252,6 +270,19 @@ async def _dashboard_data(
             for b in (balance.buckets if balance is not None else [])
         ],
         state=_short_enum(apb.AccountState.Name(account.state)),
+        invoices=[
+            {
+                "invoice_id": i.invoice_id,
+                "number": i.number,
+                "issued": _day(i.issue_date),
+                "due": _day(i.due_date),
+                "status": ipb.InvoiceStatus.Name(i.status).removeprefix("INVOICE_STATUS_").lower(),
+                "total": _money(i.total_gross),
+                "amount_due": _money(i.amount_due),
+                "payable": i.status in (ipb.INVOICE_STATUS_OPEN, ipb.INVOICE_STATUS_PARTIALLY_PAID),
+            }
+            for i in invoices
+        ],
         subscriptions=list(subs.subscriptions),
         plans=list(plans.plans),
         usage=[
