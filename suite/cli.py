@@ -25,6 +25,7 @@ from suite import gateway_cli
 from suite.billrun_cli import billrun_app
 from suite.environment import AddressError
 from suite.health import Health, check_service
+from suite.payments_cli import payments_app
 from suite.rating_cli import catalog_app, usage_app
 from suite.service_token import TokenError
 from suite.services import UnknownServiceError
@@ -43,6 +44,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
+app.add_typer(payments_app, name="payments")
 app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)

@@ -66,6 +66,14 @@ ensure_chromium() {
   apt_install chromium || say "could not install chromium: the gateway's browser test will fail"
 }
 
+# localstripe (GPL-3), the Stripe-compatible server the payments tests start: in its own
+# venv, run as a separate process, never imported by Reckon.
+ensure_localstripe() {
+  [ -x .venv-localstripe/bin/localstripe ] && { say "localstripe is installed"; return 0; }
+  python3 -m venv .venv-localstripe && .venv-localstripe/bin/pip install -q 'localstripe>=1.15,<2' \
+    && say "localstripe installed" || say "WARNING: could not install localstripe"
+}
+
 # Invoice PDFs (WeasyPrint, ADR 0026): Pango for text layout, fonts with Latin and Cyrillic.
 ensure_document_libraries() {
   if ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0 && fc-list 2>/dev/null | grep -qi dejavu; then
@@ -79,5 +87,6 @@ ensure_document_libraries() {
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
 ensure_chromium
+ensure_localstripe
 ensure_document_libraries
 exit 0

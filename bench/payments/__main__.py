@@ -1,0 +1,202 @@
+"""Collection run: ``python -m bench.payments [--invoices N] [--workers W] [--database-url URL]``.
+
+Issues N open invoices to N accounts, each with a sandbox card on file, and
+collects them all through ``Collector.collect_invoice``: the same path an
+``InvoiceIssued`` event takes (idempotency key, payment and attempt committed
+before the provider call, the sandbox charge, the result with its
+``PaymentSucceeded`` event in the outbox, the allocation in invoicing). Invoicing
+is an in-memory stand-in here, so the figure is payments' own cost.
+
+The floor is measured in the same run: the sandbox's own ``charge`` calls alone,
+N of them with fresh keys. Reported: payments/s end to end, floor calls/s, the
+ratio, and the process's peak RSS before and after the run (flat memory: the
+collector keeps nothing per payment). Default N is small (2,000) so it runs in
+seconds; ``--invoices 100000`` gives the full figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.common.clock import ManualClock
+from services.common.db import make_engine
+from services.common.migrations import upgrade_to_head
+from services.common.money import Money
+from services.payments.adapters.sandbox import SandboxProvider
+from services.payments.adapters.unit_of_work import SqlPaymentsUnitOfWork, session_factory
+from services.payments.bootstrap import MIGRATIONS
+from services.payments.domain.model import AccountPaymentSettings, MethodKind, PaymentMethod
+from services.payments.domain.provider import CardDetails
+from services.payments.service_layer.collection import Collector
+from services.payments.service_layer.commands import CollectInvoice
+from services.payments.service_layer.ports import OpenInvoice, PaymentsUnitOfWork
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@dataclass
+class MemoryInvoicing:
+    invoices: dict[str, OpenInvoice] = field(default_factory=dict)
+
+    def get_invoice(self, invoice_id: str) -> OpenInvoice | None:
+        return self.invoices.get(invoice_id)
+
+    def open_invoices(self, account_id: str) -> Sequence[OpenInvoice]:
+        return [i for i in self.invoices.values() if i.account_id == account_id]
+
+    def record_payment(
+        self, *, request_id: str, payment_id: str, allocations: Sequence[tuple[str, Money]]
+    ) -> None:
+        for invoice_id, amount in allocations:
+            invoice = self.invoices[invoice_id]
+            self.invoices[invoice_id] = replace(invoice, amount_due=invoice.amount_due - amount)
+
+    def add_account_credit(
+        self, *, request_id: str, account_id: str, amount: Money, payment_id: str
+    ) -> None:
+        return None
+
+    def reverse_payment(
+        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, kind: str
+    ) -> None:
+        return None
+
+
+class NoCharging:
+    def top_up(self, *, request_id: str, account_id: str, amount: Money) -> None:
+        return None
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--schema", default="bench_payments")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    n = args.invoices
+
+    scratch = tempfile.mkdtemp(prefix="bench-payments-")
+    url = args.database_url or f"sqlite:///{Path(scratch) / 'payments.db'}"
+    schema = args.schema if not url.startswith("sqlite") else None
+    if schema:
+        reset = make_engine(url, None, instrument=False)
+        with reset.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        reset.dispose()
+    engine = make_engine(url, schema, instrument=False, pool_size=max(args.workers, 1) + 2)
+    upgrade_to_head(engine, MIGRATIONS)
+    sessions = session_factory(engine)
+    clock = ManualClock(START)
+    sandbox = SandboxProvider(clock)
+    invoicing = MemoryInvoicing()
+
+    def uow() -> PaymentsUnitOfWork:
+        return SqlPaymentsUnitOfWork(sessions, clock=clock)
+
+    collector = Collector(uow, sandbox, invoicing, NoCharging(), clock)
+
+    # Setup (not timed): N accounts with a card on file and an open invoice each.
+    card = sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=START.date())
+    amount = Money.of("12.34", "EUR")
+    batch = 1000
+    for first in range(0, n, batch):
+        with uow() as unit:
+            for i in range(first, min(n, first + batch)):
+                account = f"acc_{i:07d}"
+                method = PaymentMethod(
+                    f"pm_{i:07d}",
+                    f"cus_{i:07d}",
+                    account,
+                    MethodKind.CARD,
+                    "sandbox",
+                    token=card.token,
+                    card_brand=card.brand,
+                    card_last4=card.last4,
+                    card_exp_month=12,
+                    card_exp_year=2030,
+                    created_at=START,
+                )
+                unit.methods.add(method)
+                unit.settings.add(
+                    AccountPaymentSettings(
+                        account, method.customer_id, "EUR", "", True, method.method_id
+                    )
+                )
+                invoicing.invoices[f"inv_{i:07d}"] = OpenInvoice(
+                    f"inv_{i:07d}", account, f"INV-{i}", START, None, amount
+                )
+            unit.commit()
+    rss_before = peak_rss_mib()
+
+    def collect(i: int) -> None:
+        payment = collector.collect_invoice(CollectInvoice(f"inv_{i:07d}", f"acc_{i:07d}", amount))
+        assert payment is not None
+        assert payment.state.value == "SUCCEEDED"
+
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    if args.workers == 0:  # inline, in this thread (for profiling)
+        for i in range(n):
+            collect(i)
+    else:
+        with ThreadPoolExecutor(args.workers) as pool:
+            list(pool.map(collect, range(n), chunksize=64))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    rss_after = peak_rss_mib()
+    paid = sum(1 for i in invoicing.invoices.values() if i.amount_due.is_zero())
+    assert paid == n, f"{paid} of {n} invoices paid"
+    with engine.connect() as connection:
+        events = connection.exec_driver_sql(
+            "SELECT count(*) FROM outbox WHERE event_type = 'PaymentSucceeded'"
+        ).scalar_one()
+    assert events == n, f"{events} PaymentSucceeded events for {n} payments"
+
+    # The floor: the sandbox's own charge calls alone, same count, same process.
+    floor_sandbox = SandboxProvider(clock)
+    floor_token = floor_sandbox.tokenise_card(
+        CardDetails("4242424242424242", 12, 2030), today=START.date()
+    ).token
+    floor_started = time.perf_counter()
+    for i in range(n):
+        floor_sandbox.charge(token=floor_token, amount=amount, idempotency_key=f"floor-{i}")
+    floor_elapsed = time.perf_counter() - floor_started
+    engine.dispose()
+
+    result = {
+        "invoices": n,
+        "workers": args.workers,
+        "database": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "payments_per_second": round(n / elapsed, 1),
+        "floor_calls_per_second": round(n / floor_elapsed, 1),
+        "ratio_to_floor": round((n / elapsed) / (n / floor_elapsed), 5),
+        "seconds": round(elapsed, 2),
+        # CPU of this process per payment: steadier than the rate on a shared machine.
+        "cpu_ms_per_payment": round(cpu * 1000 / n, 3),
+        "peak_rss_mib_before": round(rss_before, 1),
+        "peak_rss_mib_after": round(rss_after, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":
+    main()

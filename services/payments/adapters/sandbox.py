@@ -1,0 +1,282 @@
+"""The built-in sandbox PSP: the embedded default provider of ``reckon up``.
+
+It behaves like a real provider so the rest of Reckon cannot tell the difference:
+card numbers are tokenised here and never handed back (the vault keeps only what
+the card does, its brand, last four and expiry), each idempotency key is
+carried out once and its first answer replayed, and the test cards of DOMAIN.md
+succeed, decline or never answer. Direct debits and bank transfer intents are
+accepted as PENDING and settle later (``settle_due``), each result delivered as
+a callback signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature``) that the payments service verifies before believing it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from base64 import b64encode
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from standardwebhooks.webhooks import Webhook
+
+from services.common.clock import Clock
+from services.common.ids import new_id
+from services.common.money import Money
+from services.payments.domain.provider import (
+    CardDetails,
+    CardToken,
+    ProviderError,
+    ProviderResult,
+    ProviderStatus,
+    ProviderTimeout,
+)
+
+# Test card -> decline code ("" succeeds). Stripe's numbers, so people recognise them.
+TEST_CARDS: dict[str, str] = {
+    "4242424242424242": "",
+    "4000000000000002": "generic_decline",
+    "4000000000009995": "insufficient_funds",
+    "4000000000009987": "lost_card",
+    "4000000000009979": "stolen_card",
+    "4000000000000069": "expired_card",
+    "4000000000000119": "processing_error",
+    "4000000000000341": "generic_decline",  # attaches fine, fails when charged
+}
+# The provider carries the charge out but its answer never reaches Reckon.
+NEVER_ANSWERS = "4000000000009920"
+_NO_ANSWER = "__no_answer__"
+# A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
+FAILING_IBAN = "DE62370400440532013001"
+
+Callback = Callable[[bytes, dict[str, str]], object]
+
+
+def luhn_valid(number: str) -> bool:
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        return False
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = int(char)
+        if index % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def brand_of(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in {"51", "52", "53", "54", "55"} or (
+        number[:4].isdigit() and (2221 <= int(number[:4]) <= 2720)
+    ):
+        return "mastercard"
+    if number[:2] in {"34", "37"}:
+        return "amex"
+    return "unknown"
+
+
+@dataclass
+class _Vaulted:
+    behaviour: str  # decline code, "" to succeed, _NO_ANSWER, or "sepa:<ok|code>"
+    kind: str  # "card" | "sepa"
+
+
+@dataclass
+class _Charge:
+    key: str
+    token: str
+    amount: Money
+    reference: str
+    status: ProviderStatus
+    decline_code: str = ""
+    settle_at: datetime | None = None
+    refunded: Money | None = None
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + b64encode(secrets.token_bytes(24)).decode()
+
+
+class SandboxProvider:
+    """A PSP in process memory. Thread-safe; its counters let tests count real charges."""
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        webhook_secret: str | None = None,
+        settle_after: timedelta = timedelta(days=2),
+    ) -> None:
+        self._clock = clock
+        self.webhook_secret = webhook_secret or new_webhook_secret()
+        self._signer = Webhook(self.webhook_secret)
+        self._settle_after = settle_after
+        self._lock = threading.Lock()
+        self._vault: dict[str, _Vaulted] = {}
+        self._charges: dict[str, _Charge] = {}  # by idempotency key
+        self._by_reference: dict[str, _Charge] = {}
+        self._refunds: dict[str, ProviderResult] = {}
+        self._callback: Callback | None = None
+        self.answering = True  # False: every call times out (a provider gone silent)
+        self.calls = 0
+
+    # -- what tests and the service wire up ---------------------------------------------
+    def on_callback(self, callback: Callback) -> None:
+        self._callback = callback
+
+    @property
+    def charges_made(self) -> int:
+        """Charges the "card networks" carried out (succeeded ones), across all keys."""
+        with self._lock:
+            return sum(1 for c in self._charges.values() if c.status is ProviderStatus.SUCCEEDED)
+
+    # -- the provider port ----------------------------------------------------------------
+    def tokenise_card(self, card: CardDetails, *, today: date) -> CardToken:
+        self._answer_or_time_out()
+        number = card.number.replace(" ", "")
+        if not luhn_valid(number):
+            raise ProviderError("the card number is not valid", code="invalid_number")
+        if not 1 <= card.exp_month <= 12 or (card.exp_year, card.exp_month) < (
+            today.year,
+            today.month,
+        ):
+            raise ProviderError(
+                "the card has expired or its expiry is invalid", code="invalid_expiry"
+            )
+        behaviour = _NO_ANSWER if number == NEVER_ANSWERS else TEST_CARDS.get(number, "")
+        token = new_id("sbxcard")
+        with self._lock:
+            self._vault[token] = _Vaulted(behaviour, "card")
+        return CardToken(token, brand_of(number), number[-4:], card.exp_month, card.exp_year)
+
+    def register_mandate(self, *, iban: str, mandate_reference: str) -> str:
+        self._answer_or_time_out()
+        token = new_id("sbxmandate")
+        outcome = "insufficient_funds" if iban == FAILING_IBAN else ""
+        with self._lock:
+            self._vault[token] = _Vaulted(outcome, "sepa")
+        return token
+
+    def charge(
+        self, *, token: str, amount: Money, idempotency_key: str, description: str = ""
+    ) -> ProviderResult:
+        self._answer_or_time_out()
+        with self._lock:
+            self.calls += 1
+            done = self._charges.get(idempotency_key)
+            if done is not None:
+                if done.token != token or done.amount != amount:
+                    raise ProviderError(
+                        "idempotency key reused with different parameters", code="idempotency_error"
+                    )
+                return self._result(done)
+            vaulted = self._vault.get(token)
+            if vaulted is None:
+                raise ProviderError("no such payment method token", code="resource_missing")
+            if not amount.is_positive():
+                raise ProviderError("amount must be positive", code="amount_too_small")
+            reference = new_id("sbxch")
+            charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
+            if vaulted.kind == "sepa":
+                charge.status = ProviderStatus.PENDING
+                charge.decline_code = vaulted.behaviour
+                charge.settle_at = self._clock.now() + self._settle_after
+            elif vaulted.behaviour not in ("", _NO_ANSWER):
+                charge.status = ProviderStatus.FAILED
+                charge.decline_code = vaulted.behaviour
+            self._charges[idempotency_key] = charge
+            self._by_reference[reference] = charge
+            if vaulted.behaviour == _NO_ANSWER:
+                # Carried out, but the answer is lost on the way back.
+                raise ProviderTimeout("the provider did not answer in time")
+            return self._result(charge)
+
+    def refund(
+        self, *, provider_reference: str, amount: Money, idempotency_key: str
+    ) -> ProviderResult:
+        self._answer_or_time_out()
+        with self._lock:
+            if idempotency_key in self._refunds:
+                return self._refunds[idempotency_key]
+            charge = self._by_reference.get(provider_reference)
+            if charge is None or charge.status is not ProviderStatus.SUCCEEDED:
+                raise ProviderError(
+                    "no succeeded charge with that reference", code="charge_missing"
+                )
+            refunded = charge.refunded or Money.zero(amount.currency)
+            if amount.currency != charge.amount.currency or refunded + amount > charge.amount:
+                raise ProviderError("refund exceeds the charge", code="amount_too_large")
+            charge.refunded = refunded + amount
+            result = ProviderResult(ProviderStatus.SUCCEEDED, new_id("sbxre"))
+            self._refunds[idempotency_key] = result
+            return result
+
+    def lookup(self, idempotency_key: str) -> ProviderResult:
+        self._answer_or_time_out()
+        with self._lock:
+            charge = self._charges.get(idempotency_key)
+            if charge is None:
+                refund = self._refunds.get(idempotency_key)
+                return refund or ProviderResult(ProviderStatus.NOT_FOUND)
+            return self._result(charge)
+
+    # -- asynchronous settlement ----------------------------------------------------------
+    def settle_due(self) -> int:
+        """Settle direct debits whose day has come and send each result as a signed callback."""
+        now = self._clock.now()
+        settled: list[_Charge] = []
+        with self._lock:
+            for charge in self._charges.values():
+                if (
+                    charge.status is ProviderStatus.PENDING
+                    and charge.settle_at
+                    and charge.settle_at <= now
+                ):
+                    charge.status = (
+                        ProviderStatus.FAILED if charge.decline_code else ProviderStatus.SUCCEEDED
+                    )
+                    settled.append(charge)
+        for charge in settled:
+            self._send_callback(charge)
+        return len(settled)
+
+    def signed_callback(self, charge_key: str) -> tuple[bytes, dict[str, str]]:
+        """The signed callback body and headers for a charge (also what ``settle_due`` sends)."""
+        with self._lock:
+            charge = self._charges[charge_key]
+        body = json.dumps(
+            {
+                "type": f"charge.{charge.status.value.lower()}",
+                "idempotency_key": charge.key,
+                "provider_reference": charge.reference,
+                "status": charge.status.value,
+                "decline_code": charge.decline_code,
+            }
+        ).encode()
+        message_id = new_id("msg")
+        # Signed with wall-clock time: receivers reject messages older than 5 minutes.
+        stamp = datetime.now(UTC)
+        headers = {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": self._signer.sign(message_id, stamp, body),
+        }
+        return body, headers
+
+    def _send_callback(self, charge: _Charge) -> None:
+        if self._callback is not None:
+            body, headers = self.signed_callback(charge.key)
+            self._callback(body, headers)
+
+    def _result(self, charge: _Charge) -> ProviderResult:
+        decline = charge.decline_code if charge.status is ProviderStatus.FAILED else ""
+        return ProviderResult(charge.status, charge.reference, decline)
+
+    def _answer_or_time_out(self) -> None:
+        if not self.answering:
+            raise ProviderTimeout("the provider is not answering")

@@ -1,0 +1,201 @@
+"""The gRPC face of the payments service: proto in, use case in a worker thread, proto out.
+
+Use cases block (SQL, the provider, peers' blocking stubs), so each runs in a
+thread that inherits the call's trace context. Errors are ``ReckonError``s that
+the kit's interceptor maps to rich statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from reckon.payments.v1 import payments_pb2 as pb
+from reckon.payments.v1 import payments_pb2_grpc
+from services.common.errors import InvalidArgument, Violations
+from services.common.proto_convert import money_to_proto
+from services.payments.entrypoints import translate
+from services.payments.service_layer import commands as cmd
+from services.payments.service_layer.collection import Collector
+from services.payments.service_layer.methods import MethodsService
+from services.payments.service_layer.statements import Statements
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+R = TypeVar("R")
+# A statement file larger than this is refused rather than parsed.
+MAX_STATEMENT_BYTES = 20 * 1024 * 1024
+
+
+async def _run(call: Callable[[], R]) -> R:
+    return await asyncio.to_thread(call)
+
+
+class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
+    def __init__(
+        self, methods: MethodsService, collector: Collector, statements: Statements
+    ) -> None:
+        self._methods = methods
+        self._collector = collector
+        self._statements = statements
+
+    async def AddPaymentMethod(
+        self, request: pb.AddPaymentMethodRequest, context: Any
+    ) -> pb.AddPaymentMethodResponse:
+        command = translate.add_method_command(request)
+        method = await _run(lambda: self._methods.add_method(command))
+        settings = await _run(lambda: self._methods.get_settings(method.account_id))
+        return pb.AddPaymentMethodResponse(
+            payment_method=translate.method_to_proto(method, settings.default_method_id)
+        )
+
+    async def ListPaymentMethods(
+        self, request: pb.ListPaymentMethodsRequest, context: Any
+    ) -> pb.ListPaymentMethodsResponse:
+        if not request.account_id:
+            raise InvalidArgument.field("account_id", "is required")
+        methods = await _run(lambda: self._methods.list_methods(request.account_id))
+        default = ""
+        if methods:
+            default = (
+                await _run(lambda: self._methods.get_settings(request.account_id))
+            ).default_method_id
+        return pb.ListPaymentMethodsResponse(
+            payment_methods=[translate.method_to_proto(m, default) for m in methods]
+        )
+
+    async def RemovePaymentMethod(
+        self, request: pb.RemovePaymentMethodRequest, context: Any
+    ) -> pb.RemovePaymentMethodResponse:
+        if not request.method_id:
+            raise InvalidArgument.field("method_id", "is required")
+        method = await _run(lambda: self._methods.remove_method(request.method_id))
+        return pb.RemovePaymentMethodResponse(payment_method=translate.method_to_proto(method))
+
+    async def GetPaymentSettings(
+        self, request: pb.GetPaymentSettingsRequest, context: Any
+    ) -> pb.GetPaymentSettingsResponse:
+        settings = await _run(lambda: self._methods.get_settings(request.account_id))
+        return pb.GetPaymentSettingsResponse(settings=translate.settings_to_proto(settings))
+
+    async def UpdatePaymentSettings(
+        self, request: pb.UpdatePaymentSettingsRequest, context: Any
+    ) -> pb.UpdatePaymentSettingsResponse:
+        if not request.account_id:
+            raise InvalidArgument.field("account_id", "is required")
+        command = cmd.UpdateSettings(
+            account_id=request.account_id,
+            auto_collect=request.auto_collect if request.HasField("auto_collect") else None,
+            default_method_id=request.default_method_id,
+            group_id=request.group_id if request.HasField("group_id") else None,
+        )
+        settings = await _run(lambda: self._methods.update_settings(command))
+        return pb.UpdatePaymentSettingsResponse(settings=translate.settings_to_proto(settings))
+
+    async def SetRetrySchedule(
+        self, request: pb.SetRetryScheduleRequest, context: Any
+    ) -> pb.SetRetryScheduleResponse:
+        days = list(request.retry_days)
+        if not days:
+            raise InvalidArgument.field("retry_days", "is required")
+        text = await _run(lambda: self._methods.set_retry_schedule(request.group_id, days))
+        return pb.SetRetryScheduleResponse(retry_days=[int(d) for d in text.split(",")])
+
+    async def CreatePayment(
+        self, request: pb.CreatePaymentRequest, context: Any
+    ) -> pb.CreatePaymentResponse:
+        command = translate.create_payment_command(request)
+        payment = await _run(lambda: self._collector.create_payment(command))
+        return pb.CreatePaymentResponse(payment=translate.payment_to_proto(payment))
+
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: Any
+    ) -> pb.GetPaymentResponse:
+        payment = await _run(lambda: self._methods.get_payment(request.payment_id))
+        return pb.GetPaymentResponse(payment=translate.payment_to_proto(payment))
+
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: Any
+    ) -> pb.ListPaymentsResponse:
+        query = translate.history_query(request)
+        found = list(await _run(lambda: self._methods.history(query)))
+        return pb.ListPaymentsResponse(
+            payments=[translate.payment_to_proto(p) for p in found],
+            next_page_token=translate.next_page_token(found, query.limit),
+        )
+
+    async def RefundPayment(
+        self, request: pb.RefundPaymentRequest, context: Any
+    ) -> pb.RefundPaymentResponse:
+        command = cmd.Refund(
+            payment_id=request.payment_id,
+            amount=translate.optional_amount(request.amount, request.HasField("amount"), "amount"),
+            request_id=request.request_id,
+            reason=request.reason,
+        )
+        _require_request(request.payment_id, request.request_id)
+        refund = await _run(lambda: self._methods.refund(command))
+        return pb.RefundPaymentResponse(refund=translate.payment_to_proto(refund))
+
+    async def RecordChargeback(
+        self, request: pb.RecordChargebackRequest, context: Any
+    ) -> pb.RecordChargebackResponse:
+        command = cmd.RecordChargeback(
+            payment_id=request.payment_id,
+            amount=translate.optional_amount(request.amount, request.HasField("amount"), "amount"),
+            request_id=request.request_id,
+            reason=request.reason,
+        )
+        _require_request(request.payment_id, request.request_id)
+        chargeback = await _run(lambda: self._methods.chargeback(command))
+        return pb.RecordChargebackResponse(chargeback=translate.payment_to_proto(chargeback))
+
+    async def ImportBankStatement(
+        self, request: pb.ImportBankStatementRequest, context: Any
+    ) -> pb.ImportBankStatementResponse:
+        if not request.camt053 or len(request.camt053) > MAX_STATEMENT_BYTES:
+            raise InvalidArgument.field("camt053", "is required (at most 20 MiB)")
+        statement_id, lines = await _run(lambda: self._statements.import_camt053(request.camt053))
+        return pb.ImportBankStatementResponse(
+            statement_id=statement_id,
+            lines=[
+                pb.StatementLine(
+                    entry_reference=line.entry.entry_reference,
+                    booking_date=translate.date_to_proto(line.entry.booked_on),
+                    amount=money_to_proto(line.entry.amount),
+                    reference=line.entry.reference,
+                    outcome=line.outcome,
+                    reason=line.reason,
+                    payment_id=line.payment_id,
+                )
+                for line in lines
+            ],
+        )
+
+    async def GetReconciliationReport(
+        self, request: pb.GetReconciliationReportRequest, context: Any
+    ) -> pb.GetReconciliationReportResponse:
+        day = translate.date_from_proto(request.date, "date")
+        totals = await _run(lambda: self._statements.reconciliation(day))
+        return pb.GetReconciliationReportResponse(
+            totals=[
+                pb.ChannelTotal(
+                    channel=translate.CHANNEL_TO_PROTO[t.channel],
+                    currency_code=t.currency,
+                    payments=t.payments,
+                    collected=money_to_proto(t.collected),
+                    reversals=t.reversals,
+                    reversed=money_to_proto(t.reversed),
+                    net=money_to_proto(t.net),
+                    unresolved=t.unresolved,
+                )
+                for t in totals
+            ]
+        )
+
+
+def _require_request(payment_id: str, request_id: str) -> None:
+    v = Violations()
+    v.require(payment_id, "payment_id")
+    v.require(request_id, "request_id")
+    v.raise_if_any()

@@ -1,0 +1,131 @@
+"""camt.053 import: matched, partial, unmatched and duplicate lines; the reconciliation report."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.common.money import Money
+from services.payments.domain.model import Channel, MethodKind
+from services.payments.service_layer.commands import AddPaymentMethod
+from services.payments.service_layer.invoice_events import (
+    IssuedInvoice,
+    invoice_reference,
+    on_invoice_issued,
+)
+from services.payments.service_layer.statements import Statements
+from tests.integration.payments.conftest import PaymentsWorld, eur
+
+NS = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"
+
+
+def entry(
+    ref: str, amount: str, reference: str, *, structured: bool = True, ccy: str = "EUR"
+) -> str:
+    remittance = (
+        f"<Strd><CdtrRefInf><Tp><CdOrPrtry><Cd>SCOR</Cd></CdOrPrtry></Tp><Ref>{reference}</Ref>"
+        "</CdtrRefInf></Strd>"
+        if structured
+        else f"<Ustrd>{reference}</Ustrd>"
+    )
+    return f"""
+    <Ntry><NtryRef>{ref}</NtryRef><Amt Ccy="{ccy}">{amount}</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+      <Sts>BOOK</Sts><BookgDt><Dt>2026-03-02</Dt></BookgDt><ValDt><Dt>2026-03-02</Dt></ValDt>
+      <AcctSvcrRef>{ref}</AcctSvcrRef>
+      <NtryDtls><TxDtls><RltdPties><Dbtr><Nm>Ada Lovelace</Nm></Dbtr></RltdPties>
+      <RmtInf>{remittance}</RmtInf></TxDtls></NtryDtls></Ntry>"""
+
+
+def statement(*entries: str) -> bytes:
+    debit = """<Ntry><Amt Ccy="EUR">5.00</Amt><CdtDbtInd>DBIT</CdtDbtInd>
+      <BookgDt><Dt>2026-03-02</Dt></BookgDt></Ntry>"""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="{NS}"><BkToCstmrStmt><GrpHdr><MsgId>M1</MsgId>
+<CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr><Stmt><Id>STMT-2026-03-02</Id>
+<Acct><Id><IBAN>NL91ABNA0417164300</IBAN></Id></Acct>{"".join(entries)}{debit}</Stmt>
+</BkToCstmrStmt></Document>""".encode()
+
+
+def issue(world: PaymentsWorld, invoice_id: str, account: str, amount: str, number: str) -> str:
+    world.invoicing.issue(invoice_id, account, amount)
+    on_invoice_issued(
+        world.collector,
+        IssuedInvoice(
+            f"evt-{invoice_id}",
+            invoice_id,
+            number,
+            account,
+            f"cus_{account}",
+            "EUR",
+            eur(amount),
+            date(2026, 3, 15),
+            False,
+        ),
+    )
+    return invoice_reference(number, invoice_id)
+
+
+@pytest.fixture
+def statements(world: PaymentsWorld) -> Statements:
+    return Statements(world.collector.uow_factory, world.collector, world.invoicing, world.clock)
+
+
+def test_transfers_are_matched_by_reference_and_amount(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    full = issue(world, "inv1", "acc1", "100.00", "INV-2026-000001")
+    part = issue(world, "inv2", "acc2", "80.00", "INV-2026-000002")
+    paid = issue(world, "inv3", "acc3", "10.00", "INV-2026-000003")
+    world.invoicing.record_payment(
+        request_id="x", payment_id="p0", allocations=[("inv3", eur("10"))]
+    )
+    transfer = world.methods.add_method(
+        AddPaymentMethod("acc4", "cus_acc4", "EUR", MethodKind.BANK_TRANSFER)
+    )
+    world.invoicing.issue("inv4", "acc4", "30.00")
+    spaced = " ".join(full[i : i + 4] for i in range(0, len(full), 4))
+    document = statement(
+        entry("E1", "100.00", spaced),
+        entry("E2", "50.00", f"Invoice payment {part} thanks", structured=False),
+        entry("E3", "10.00", paid),
+        entry("E4", "12.00", "RF00NOPE"),
+        entry("E5", "7.00", "", structured=False),
+        entry("E6", "45.00", transfer.payment_reference),
+    )
+    statement_id, lines = statements.import_camt053(document)
+    assert statement_id == "STMT-2026-03-02"
+    outcome = {line.entry.entry_reference: line.outcome for line in lines}
+    assert outcome == {
+        "E1": "MATCHED",
+        "E2": "PARTIAL",
+        "E3": "UNMATCHED",
+        "E4": "UNMATCHED",
+        "E5": "UNMATCHED",
+        "E6": "MATCHED",
+    }
+    reasons = {line.entry.entry_reference: line.reason for line in lines}
+    assert "already paid" in reasons["E3"]
+    assert "no payment reference" in reasons["E5"]
+    assert world.invoicing.due("inv1") == eur("0")
+    assert world.invoicing.due("inv2") == eur("30.00")
+    assert world.invoicing.due("inv4") == eur("0")
+    assert world.invoicing.credit["acc4"] == eur("15.00")
+    # The same statement again records nothing new.
+    _, again = statements.import_camt053(document)
+    assert {line.outcome for line in again} == {"DUPLICATE"}
+    assert world.invoicing.due("inv2") == eur("30.00")
+
+    report = statements.reconciliation(date(2026, 3, 1))
+    (transfers,) = report
+    assert transfers.channel is Channel.BANK_TRANSFER
+    assert (transfers.payments, transfers.collected) == (3, Money.of("195.00", "EUR"))
+
+
+def test_a_document_that_is_not_camt053_is_refused(statements: Statements) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        statements.import_camt053(b"<Document><Nothing/></Document>")
+    assert refused.value.violations[0].field == "camt053"
+    with pytest.raises(InvalidArgument):
+        statements.import_camt053(b"not xml")

@@ -1,0 +1,153 @@
+"""The sandbox PSP behaves like a real one: every test card, tokens, idempotency, callbacks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from services.common.clock import ManualClock
+from services.common.money import Money
+from services.payments.adapters.sandbox import NEVER_ANSWERS, TEST_CARDS, SandboxProvider
+from services.payments.domain.provider import (
+    CardDetails,
+    ProviderError,
+    ProviderStatus,
+    ProviderTimeout,
+    is_hard_decline,
+)
+
+TODAY = date(2026, 3, 1)
+EUR10 = Money.of("10.00", "EUR")
+
+EXPECTED = {
+    "4242424242424242": (ProviderStatus.SUCCEEDED, ""),
+    "4000000000000002": (ProviderStatus.FAILED, "generic_decline"),
+    "4000000000009995": (ProviderStatus.FAILED, "insufficient_funds"),
+    "4000000000009987": (ProviderStatus.FAILED, "lost_card"),
+    "4000000000009979": (ProviderStatus.FAILED, "stolen_card"),
+    "4000000000000069": (ProviderStatus.FAILED, "expired_card"),
+    "4000000000000119": (ProviderStatus.FAILED, "processing_error"),
+    "4000000000000341": (ProviderStatus.FAILED, "generic_decline"),
+}
+
+
+@pytest.fixture
+def sandbox() -> SandboxProvider:
+    return SandboxProvider(ManualClock(datetime(2026, 3, 1, tzinfo=UTC)))
+
+
+def card(number: str) -> CardDetails:
+    return CardDetails(number, 12, 2030, "123")
+
+
+def test_every_listed_test_card_is_covered() -> None:
+    assert set(EXPECTED) == set(TEST_CARDS)
+
+
+@pytest.mark.parametrize("number", sorted(EXPECTED))
+def test_each_test_card_attaches_then_charges_as_documented(
+    sandbox: SandboxProvider, number: str
+) -> None:
+    token = sandbox.tokenise_card(card(number), today=TODAY)
+    assert token.last4 == number[-4:]
+    assert token.brand == "visa"
+    assert number not in token.token
+    result = sandbox.charge(token=token.token, amount=EUR10, idempotency_key=f"k-{number}")
+    assert (result.status, result.decline_code) == EXPECTED[number]
+    assert result.provider_reference
+
+
+def test_hard_declines_are_lost_and_stolen_not_insufficient_funds() -> None:
+    assert is_hard_decline("lost_card")
+    assert is_hard_decline("stolen_card")
+    assert not is_hard_decline("insufficient_funds")
+    assert not is_hard_decline("processing_error")
+
+
+def test_the_silent_card_is_charged_but_the_answer_is_lost(sandbox: SandboxProvider) -> None:
+    token = sandbox.tokenise_card(card(NEVER_ANSWERS), today=TODAY)
+    with pytest.raises(ProviderTimeout):
+        sandbox.charge(token=token.token, amount=EUR10, idempotency_key="lost")
+    assert sandbox.lookup("lost").status is ProviderStatus.SUCCEEDED
+    assert sandbox.lookup("never-sent").status is ProviderStatus.NOT_FOUND
+    assert sandbox.charges_made == 1
+
+
+def test_a_key_is_charged_once_and_refused_with_other_parameters(sandbox: SandboxProvider) -> None:
+    token = sandbox.tokenise_card(card("4242424242424242"), today=TODAY).token
+    first = sandbox.charge(token=token, amount=EUR10, idempotency_key="k")
+    again = sandbox.charge(token=token, amount=EUR10, idempotency_key="k")
+    assert first == again
+    assert sandbox.charges_made == 1
+    with pytest.raises(ProviderError):
+        sandbox.charge(token=token, amount=Money.of("11", "EUR"), idempotency_key="k")
+
+
+@pytest.mark.parametrize(
+    ("number", "month", "year"),
+    [("4242424242424241", 12, 2030), ("4242424242424242", 1, 2026), ("4242424242424242", 13, 2030)],
+)
+def test_bad_numbers_and_expiries_are_refused_at_tokenisation(
+    sandbox: SandboxProvider, number: str, month: int, year: int
+) -> None:
+    with pytest.raises(ProviderError):
+        sandbox.tokenise_card(CardDetails(number, month, year), today=TODAY)
+
+
+def test_refunds_never_exceed_the_charge(sandbox: SandboxProvider) -> None:
+    token = sandbox.tokenise_card(card("4242424242424242"), today=TODAY).token
+    charged = sandbox.charge(token=token, amount=EUR10, idempotency_key="c")
+    part = sandbox.refund(
+        provider_reference=charged.provider_reference,
+        amount=Money.of("4", "EUR"),
+        idempotency_key="r1",
+    )
+    assert part.status is ProviderStatus.SUCCEEDED
+    with pytest.raises(ProviderError):
+        sandbox.refund(
+            provider_reference=charged.provider_reference,
+            amount=Money.of("7", "EUR"),
+            idempotency_key="r2",
+        )
+
+
+def test_direct_debits_settle_later_with_signed_callbacks() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    sandbox = SandboxProvider(clock)
+    received: list[tuple[bytes, dict[str, str]]] = []
+    sandbox.on_callback(lambda body, headers: received.append((body, headers)))
+    good = sandbox.register_mandate(iban="DE89370400440532013000", mandate_reference="M1")
+    bad = sandbox.register_mandate(iban="DE62370400440532013001", mandate_reference="M2")
+    assert (
+        sandbox.charge(token=good, amount=EUR10, idempotency_key="g").status
+        is ProviderStatus.PENDING
+    )
+    assert (
+        sandbox.charge(token=bad, amount=EUR10, idempotency_key="b").status
+        is ProviderStatus.PENDING
+    )
+    assert sandbox.settle_due() == 0
+    clock.advance(timedelta(days=2))
+    assert sandbox.settle_due() == 2
+    verifier = Webhook(sandbox.webhook_secret)
+    outcomes = {}
+    for body, headers in received:
+        message = verifier.verify(body, headers)
+        outcomes[message["idempotency_key"]] = (message["status"], message["decline_code"])
+    assert outcomes == {"g": ("SUCCEEDED", ""), "b": ("FAILED", "insufficient_funds")}
+    body, headers = received[0]
+    tampered = json.dumps({**json.loads(body), "status": "SUCCEEDED"}).replace(" ", "  ").encode()
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(tampered, headers)
+
+
+def test_a_silent_provider_times_out_every_call(sandbox: SandboxProvider) -> None:
+    token = sandbox.tokenise_card(card("4242424242424242"), today=TODAY).token
+    sandbox.answering = False
+    with pytest.raises(ProviderTimeout):
+        sandbox.charge(token=token, amount=EUR10, idempotency_key="x")
+    sandbox.answering = True
+    assert sandbox.lookup("x").status is ProviderStatus.NOT_FOUND
