@@ -124,6 +124,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             rating=settings.rating_addr,
             charging=settings.charging_addr,
             invoicing=settings.invoicing_addr,
+            payments=settings.payments_addr,
             token=settings.service_token.get_secret_value(),
             timeout=settings.call_timeout_seconds,
         )

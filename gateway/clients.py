@@ -11,6 +11,7 @@ from gateway.auth import Principal
 from reckon.accounts.v1 import accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2_grpc
 from reckon.invoicing.v1 import invoicing_pb2_grpc
+from reckon.payments.v1 import payments_pb2_grpc
 from reckon.rating.v1 import rating_pb2_grpc
 from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_channel
@@ -22,6 +23,7 @@ class ServiceClients:
     rating: Any
     charging: Any
     invoicing: Any
+    payments: Any
     channels: list[grpc.aio.Channel]
     timeout: float
 
@@ -33,16 +35,18 @@ class ServiceClients:
         rating: str,
         charging: str,
         invoicing: str,
+        payments: str,
         token: str,
         timeout: float,
     ) -> ServiceClients:
-        addresses = (accounts, rating, charging, invoicing)
+        addresses = (accounts, rating, charging, invoicing, payments)
         channels = [open_channel(address, token) for address in addresses]
         return cls(
             accounts=accounts_pb2_grpc.AccountsServiceStub(channels[0]),
             rating=rating_pb2_grpc.RatingServiceStub(channels[1]),
             charging=charging_pb2_grpc.ChargingServiceStub(channels[2]),
             invoicing=invoicing_pb2_grpc.InvoicingServiceStub(channels[3]),
+            payments=payments_pb2_grpc.PaymentsServiceStub(channels[4]),
             channels=channels,
             timeout=timeout,
         )

@@ -7,7 +7,8 @@ Shared (see ``services.common.config``): ``RECKON_SERVICE_TOKEN`` and ``REDIS_UR
 ``GATEWAY_JWT_SECRET`` (signs OAuth2 access tokens; default derived from the service
 token), ``GATEWAY_RATE_LIMIT_PER_MINUTE``, ``GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE``,
 ``GATEWAY_SESSION_HOURS``, ``GATEWAY_SECURE_COOKIES``. Peers: ``ACCOUNTS_ADDR``,
-``RATING_ADDR``, ``CHARGING_ADDR``, ``INVOICING_ADDR``.
+``RATING_ADDR``, ``CHARGING_ADDR``, ``INVOICING_ADDR``,
+``PAYMENTS_ADDR``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class GatewaySettings(ServiceSettings):
     )
     invoicing_addr: str = Field(
         default=f"127.0.0.1:{DEFAULT_PORTS['invoicing']}", validation_alias="INVOICING_ADDR"
+    )
+    payments_addr: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['payments']}", validation_alias="PAYMENTS_ADDR"
     )
     jwt_secret: SecretStr | None = None
     # Access tokens of the OAuth2 client-credentials grant live this long.

@@ -69,6 +69,12 @@ _KEYS = (
     "status",
     "download",
     "amount_due",
+    "payment",
+    "payments",
+    "pay",
+    "pay_with_card",
+    "card_number",
+    "channel",
 )
 
 _ROWS: dict[str, tuple[str, ...]] = {
@@ -124,6 +130,12 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Status",
         "Download",
         "Amount due",
+        "Payment",
+        "Payments",
+        "Pay",
+        "Pay with a card",
+        "Card number",
+        "Channel",
     ),
     "nl": (
         "Mijn account",
@@ -177,6 +189,12 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Status",
         "Downloaden",
         "Te betalen",
+        "Betaling",
+        "Betalingen",
+        "Betalen",
+        "Betalen met een kaart",
+        "Kaartnummer",
+        "Kanaal",
     ),
     "es": (
         "Mi cuenta",
@@ -230,6 +248,12 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Estado",
         "Descargar",
         "Importe pendiente",
+        "Pago",
+        "Pagos",
+        "Pagar",
+        "Pagar con tarjeta",
+        "Número de tarjeta",
+        "Canal",
     ),
     "ru": (
         "Мой счёт",
@@ -283,6 +307,12 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Статус",
         "Скачать",
         "К оплате",
+        "Платёж",
+        "Платежи",
+        "Оплатить",
+        "Оплатить картой",
+        "Номер карты",
+        "Канал",
     ),
     "fr": (
         "Mon compte",
@@ -336,6 +366,12 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Statut",
         "Télécharger",
         "Montant dû",
+        "Paiement",
+        "Paiements",
+        "Payer",
+        "Payer par carte",
+        "Numéro de carte",
+        "Canal",
     ),
 }
 

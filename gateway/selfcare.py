@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from gateway import api
+from gateway import api, billing
 from gateway.auth import SESSION_COOKIE, Authenticator, Principal, RateLimiter
 from gateway.charts import bar_chart
 from gateway.clients import scope_metadata
@@ -33,6 +33,7 @@ from gateway.store import CredentialStore
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
+from reckon.payments.v1 import payments_pb2 as ppb
 from reckon.rating.v1 import rating_pb2 as rpb
 from services.common.money import currency_exponent, is_known_currency
 
@@ -233,6 +234,11 @@ async def _dashboard_data(
         metadata=scope,
         timeout=clients.timeout,
     )
+    payments_call = clients.payments.ListPayments(
+        ppb.ListPaymentsRequest(account_id=account.account_id, page_size=50),
+        metadata=scope,
+        timeout=clients.timeout,
+    )
     plans_call = clients.rating.ListPlans(
         rpb.ListPlansRequest(page_size=200), metadata=scope, timeout=clients.timeout
     )
@@ -249,6 +255,12 @@ async def _dashboard_data(
         if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
             raise
         invoices = []
+    try:
+        payments = list((await payments_call).payments)
+    except grpc.aio.AioRpcError as exc:  # no payments service in this suite
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+            raise
+        payments = []
     per_day: dict[str, Decimal] = defaultdict(Decimal)
     currency = account.currency_code
     for line in usage.rated_usage:
@@ -270,6 +282,16 @@ async def _dashboard_data(
             for b in (balance.buckets if balance is not None else [])
         ],
         state=_short_enum(apb.AccountState.Name(account.state)),
+        payments=[
+            {
+                "when": p.create_time.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M"),
+                "amount": _money(p.amount),
+                "channel": ppb.Channel.Name(p.channel).removeprefix("CHANNEL_").lower(),
+                "state": ppb.PaymentState.Name(p.state).removeprefix("PAYMENT_STATE_").lower(),
+                "decline": p.decline_code,
+            }
+            for p in reversed(payments)
+        ],
         invoices=[
             {
                 "invoice_id": i.invoice_id,
@@ -307,9 +329,10 @@ async def dashboard(
     principal: Customer,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
     done: Annotated[str | None, Query(max_length=10)] = None,
+    payment: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     data = await _dashboard_data(request, principal, account_id)
-    return render(request, "dashboard.html", {**data, "done": done == "1"})
+    return render(request, "dashboard.html", {**data, "done": done == "1", "payment": payment})
 
 
 def _back(account_id: str) -> RedirectResponse:
@@ -376,3 +399,25 @@ async def remove_add_on(
         timeout=clients.timeout,
     )
     return _back(subscription.account_id)
+
+
+@router.post("/invoices/{invoice_id}/pay")
+async def pay_invoice(
+    request: Request,
+    principal: Customer,
+    invoice_id: api.Id,
+    card_number: Annotated[str, Form(max_length=23)],
+    exp_month: Annotated[int, Form(ge=1, le=12)],
+    exp_year: Annotated[int, Form(ge=2000, le=2100)],
+    cvc: Annotated[str, Form(max_length=4)],
+) -> RedirectResponse:
+    """Pay what the invoice owes with a card; the page then shows the invoice's status."""
+    card = billing.CardIn(number=card_number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
+    payment = await billing.pay_invoice(
+        request, principal, invoice_id, billing.PayIn(card=card), None
+    )
+    state = ppb.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_").lower()
+    return RedirectResponse(
+        f"/selfcare/?account_id={quote(payment.account_id)}&done=1&payment={state}",
+        status_code=303,
+    )

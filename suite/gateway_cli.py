@@ -180,6 +180,7 @@ def report(
             rating=state.address_of("rating") or "",
             charging=state.address_of("charging") or "",
             invoicing=state.address_of("invoicing") or "127.0.0.1:0",
+            payments=state.address_of("payments") or "127.0.0.1:0",
             token=token,
             timeout=30,
         )

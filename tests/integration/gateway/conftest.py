@@ -96,7 +96,7 @@ def start_services(data_dir: Path) -> Supervisor:
     supervisor = Supervisor(
         SuiteConfig(
             data_dir=data_dir,
-            services=["accounts", "rating", "charging", "invoicing"],
+            services=["accounts", "rating", "charging", "invoicing", "payments"],
             free_ports=True,
             environ={**environ, "OTEL_SDK_DISABLED": "true"},
             start_timeout=60,
@@ -130,6 +130,7 @@ def gateway_settings(state: SuiteState, data_dir: Path, **overrides: Any) -> Gat
         rating_addr=state.address_of("rating") or "",
         charging_addr=state.address_of("charging") or "",
         invoicing_addr=state.address_of("invoicing") or "",
+        payments_addr=state.address_of("payments") or "",
         **overrides,
     )
 

@@ -64,10 +64,22 @@ BODIES: dict[str, dict[str, Any]] = {
     "PlanChangeIn": {"plan_code": "plus"},
     "AddOnIn": {"add_on_code": "extra"},
     "TopUpIn": {"amount": "1", "currency_code": "EUR"},
+    "PayIn": {
+        "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    },
+    "CardMethodIn": {
+        "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    },
 }
 FORMS: dict[str, dict[str, str]] = {
     "/selfcare/subscriptions/{subscription_id}/plan": {"plan_code": "plus"},
     "/selfcare/subscriptions/{subscription_id}/add-ons": {"add_on_code": "extra"},
+    "/selfcare/invoices/{invoice_id}/pay": {
+        "card_number": "4242424242424242",
+        "exp_month": "12",
+        "exp_year": "2030",
+        "cvc": "123",
+    },
 }
 
 

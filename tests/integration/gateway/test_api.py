@@ -176,6 +176,46 @@ def test_invoices_are_searched_read_and_downloaded(
         assert document.json()["reason"] == "DOCUMENTS_UNAVAILABLE"
 
 
+def test_an_invoice_is_paid_with_a_test_card_and_shows_in_the_history(
+    gateway: Gateway, suite: SuiteState, admin: dict[str, str], alice: CustomerSetup
+) -> None:
+    invoice = open_invoice(suite, alice.account_id, "7.25")
+    card = {"number": "4000 0000 0000 0002", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    declined = gateway.http.post(
+        f"/v1/invoices/{invoice.invoice_id}/pay",
+        json={"card": card},
+        headers={**admin, "Idempotency-Key": f"pay-declined-{invoice.invoice_id}"},
+    )
+    assert declined.status_code == 200, declined.text
+    assert declined.json()["state"] == "PAYMENT_STATE_FAILED"
+    assert declined.json()["decline_code"] == "generic_decline"
+    card["number"] = "4242424242424242"
+    paid = gateway.http.post(
+        f"/v1/invoices/{invoice.invoice_id}/pay",
+        json={"card": card},
+        headers={**admin, "Idempotency-Key": f"pay-{invoice.invoice_id}"},
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["state"] == "PAYMENT_STATE_SUCCEEDED"
+    assert paid.json()["amount"] == {"currency_code": "EUR", "amount": "7.25"}
+    details = gateway.http.get(f"/v1/invoices/{invoice.invoice_id}", headers=admin).json()
+    assert details["invoice"]["status"] == "INVOICE_STATUS_PAID"
+    again = gateway.http.post(
+        f"/v1/invoices/{invoice.invoice_id}/pay", json={"card": card}, headers=admin
+    )
+    assert again.status_code == 409
+    assert again.json()["reason"] == "INVOICE_NOT_PAYABLE"
+    history = gateway.http.get(f"/v1/accounts/{alice.account_id}/payments", headers=admin)
+    states = [p["state"] for p in history.json()["payments"]]
+    assert "PAYMENT_STATE_SUCCEEDED" in states
+    assert "PAYMENT_STATE_FAILED" in states
+    methods = gateway.http.get(
+        f"/v1/accounts/{alice.account_id}/payment-methods", headers=admin
+    ).json()["payment_methods"]
+    assert {m["card_last4"] for m in methods} >= {"4242", "0002"}
+    assert "4242424242424242" not in history.text + str(methods)
+
+
 def test_oauth2_client_credentials_give_a_scoped_access_token(gateway: Gateway) -> None:
     _, key = gateway.store.add_api_client("erp", frozenset({"read", "write"}))
     client_id, secret = key.split(".", 1)
