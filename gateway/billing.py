@@ -28,7 +28,7 @@ from gateway.api import (
     request_id,
 )
 from gateway.auth import Principal
-from gateway.problems import GatewayProblem
+from gateway.problems import GatewayProblem, openapi_problem_responses
 from gateway.proto_json import model_for, page_model, to_json
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from reckon.payments.v1 import payments_pb2 as ppb
@@ -312,3 +312,50 @@ async def list_payments(
         principal,
     )
     return JSONResponse(to_json(answer))
+
+
+# --- PSP callbacks -----------------------------------------------------------------------
+MAX_CALLBACK_BYTES = 1_000_000
+# Hop-by-hop and credential headers are not the provider's message: never passed on.
+NOT_PASSED = frozenset({"authorization", "cookie", "x-api-key", "connection", "host"})
+
+
+class CallbackOut(BaseModel):
+    applied: bool
+
+
+@router.post(
+    "/psp/{provider}/webhook",
+    response_model=CallbackOut,
+    responses=openapi_problem_responses(413),
+    tags=["payments"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def psp_webhook(request: Request, provider: Literal["sandbox", "stripe"]) -> JSONResponse:
+    """A payment provider's result callback (Standard Webhooks signature headers).
+
+    No API key: the callback proves itself by its signature, which payments checks
+    with its webhook secret (403 ``CALLBACK_REJECTED`` when it does not
+    verify). The body and headers are passed on byte for byte."""
+    auth = request.app.state.authenticator
+    address = request.client.host if request.client else "?"
+    if auth.limiter.take(f"psp:{address}") > 0:
+        raise GatewayProblem(
+            429, "RATE_LIMITED", "too many callbacks", headers={"Retry-After": "1"}
+        )
+    body = await request.body()
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise GatewayProblem(413, "CALLBACK_TOO_LARGE", "a callback is at most 1 MB")
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_PASSED}
+    answer = await call(
+        request,
+        clients_of(request).payments.HandleProviderCallback,
+        ppb.HandleProviderCallbackRequest(provider=provider, body=body, headers=headers),
+        None,
+    )
+    return JSONResponse({"applied": answer.applied})

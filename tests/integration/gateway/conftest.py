@@ -9,6 +9,7 @@ prices, no tax) keeps the figures easy to compute by hand.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import threading
@@ -85,6 +86,8 @@ OUTSIDE_SETTINGS = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 )
 WAIT_SECONDS = 20.0
+# Known to the tests so they can sign provider callbacks as the PSP would.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"reckon-gateway-test-webhook-key!").decode()
 
 
 def start_services(data_dir: Path) -> Supervisor:
@@ -98,7 +101,11 @@ def start_services(data_dir: Path) -> Supervisor:
             data_dir=data_dir,
             services=["accounts", "rating", "charging", "invoicing", "payments"],
             free_ports=True,
-            environ={**environ, "OTEL_SDK_DISABLED": "true"},
+            environ={
+                **environ,
+                "OTEL_SDK_DISABLED": "true",
+                "PAYMENTS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            },
             start_timeout=60,
             stop_grace=5,
         )

@@ -51,6 +51,7 @@ PUBLIC = {
     ("GET", "/selfcare/login"),
     ("POST", "/selfcare/login"),
     ("POST", "/selfcare/logout"),  # ends whatever session the cookie names
+    ("POST", "/v1/psp/{provider}/webhook"),  # proves itself by its signature (payments checks)
 }
 # A JSON body valid enough to pass validation, per body model (a new model needs one).
 BODIES: dict[str, dict[str, Any]] = {

@@ -3,12 +3,18 @@ OAuth2 access tokens, rate limits and the audit log."""
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+
 import pytest
 from fastapi.testclient import TestClient
+from standardwebhooks.webhooks import Webhook
 
 from gateway.app import create_app
 from suite.state import SuiteState
 from tests.integration.gateway.conftest import (
+    WEBHOOK_SECRET,
     CustomerSetup,
     Gateway,
     gateway_settings,
@@ -214,6 +220,40 @@ def test_an_invoice_is_paid_with_a_test_card_and_shows_in_the_history(
     ).json()["payment_methods"]
     assert {m["card_last4"] for m in methods} >= {"4242", "0002"}
     assert "4242424242424242" not in history.text + str(methods)
+
+
+def test_a_provider_callback_is_passed_to_payments_which_checks_its_signature(
+    gateway: Gateway,
+) -> None:
+    body = json.dumps({"idempotency_key": "att_unknown", "status": "SUCCEEDED"})
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": "msg_test_1",
+        "webhook-timestamp": str(int(time.time())),
+    }
+    signer = Webhook(WEBHOOK_SECRET)
+    signature = signer.sign("msg_test_1", datetime.now(UTC), body)
+    forged = gateway.http.post(
+        "/v1/psp/sandbox/webhook",
+        content=body,
+        headers={**headers, "webhook-signature": "v1,bm90LXRoZS1zaWduYXR1cmU="},
+    )
+    assert forged.status_code == 403, forged.text
+    assert forged.json()["reason"] == "CALLBACK_REJECTED"
+    assert forged.json()["domain"] == "reckon.payments"
+    tampered = gateway.http.post(
+        "/v1/psp/sandbox/webhook",
+        content=body.replace("SUCCEEDED", "FAILED"),
+        headers={**headers, "webhook-signature": signature},
+    )
+    assert tampered.status_code == 403
+    genuine = gateway.http.post(
+        "/v1/psp/sandbox/webhook",
+        content=body,
+        headers={**headers, "webhook-signature": signature},
+    )
+    assert genuine.status_code == 200, genuine.text
+    assert genuine.json() == {"applied": False}  # verified; it names no attempt we know
 
 
 def test_oauth2_client_credentials_give_a_scoped_access_token(gateway: Gateway) -> None:
