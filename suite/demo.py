@@ -1037,6 +1037,13 @@ def play_demo(state: SuiteState, console: Console) -> int:
             f"[bold green]Story complete[/]: {result.completed} steps"
             + (f", {result.skipped} waiting for services not built yet" if result.skipped else "")
         )
+    if result.customer_id:
+        from suite.gateway_cli import demo_login
+
+        selfcare = demo_login(state, result.customer_id)
+        if selfcare is not None:
+            url, login, password = selfcare
+            console.print(f"Self-care: [bold]{url}[/]  login {login}  password {password}")
     if result.trace_id and state.traces_file:
         spans = wait_for_trace(Path(state.traces_file), result.trace_id, TRACE_WAIT_SECONDS)
         console.print()
@@ -1045,11 +1052,4 @@ def play_demo(state: SuiteState, console: Console) -> int:
     elif result.trace_id:
         console.print(f"trace id [bold]{result.trace_id}[/], exported to {state.otlp_endpoint}")
     telemetry.shutdown()
-    if result.customer_id:
-        from suite.gateway_cli import demo_login
-
-        selfcare = demo_login(state, result.customer_id)
-        if selfcare is not None:
-            url, login, password = selfcare
-            console.print(f"\nSelf-care: [bold]{url}[/]  login {login}  password {password}")
     return 1 if result.failed else 0

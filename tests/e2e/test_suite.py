@@ -279,6 +279,8 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(state: SuiteState
     assert "NO_TARIFF" in output
     trace_line = output.strip().splitlines()[-1]
     assert trace_line.startswith("trace id ")
+    # The gateway runs beside the services: the demo customer gets a self-care login.
+    assert "Self-care: http://127.0.0.1:" in output
     # One trace: the accounts story, accounts asking rating, rating's import.
     assert "reckon.event.consume CustomerCreated" in output
     assert "/reckon.rating.v1.RatingService/GetPlan" in output
