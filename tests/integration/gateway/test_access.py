@@ -26,6 +26,7 @@ from gateway.app import create_app
 from gateway.auth import CSRF_HEADER, SESSION_COOKIE
 from gateway.config import GatewaySettings
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from reckon.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_sync_channel
@@ -325,6 +326,23 @@ def test_the_services_check_the_customer_scope_again(suite: SuiteState, world: W
             ).account.customer_id
             == world.bob.customer_id
         )
+    with open_sync_channel(suite.address_of("invoicing") or "", token, traced=False) as channel:
+        invoicing = invoicing_pb2_grpc.InvoicingServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            invoicing.GetInvoice(
+                invoicing_pb2.GetInvoiceRequest(invoice_id=world.bob.invoice_id), metadata=scope
+            )
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as refused:
+            invoicing.SearchInvoices(
+                invoicing_pb2.SearchInvoicesRequest(customer_id=world.bob.customer_id),
+                metadata=scope,
+            )
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+        own = invoicing.GetInvoice(
+            invoicing_pb2.GetInvoiceRequest(invoice_id=world.alice.invoice_id), metadata=scope
+        )
+        assert own.invoice.customer_id == world.alice.customer_id
     with open_sync_channel(suite.address_of("rating") or "", token, traced=False) as channel:
         rating = rating_pb2_grpc.RatingServiceStub(channel)
         request = rating_pb2.ListRatedUsageRequest(account_id=world.bob.account_id)
