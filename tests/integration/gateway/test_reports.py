@@ -232,3 +232,23 @@ def test_reckon_report_prints_the_same_figures(suite: SuiteState, data: dict[str
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[1:]
     assert rows == ["sms,event,EUR,5,5,0.4", "voice,second,EUR,2,120,0.25"]
+
+
+def test_an_operator_logs_in_to_the_report_pages(gateway: Gateway, data: dict[str, Any]) -> None:
+    gateway.store.add_login(
+        "ops@example.com", "operator-password", customer_id=None, scopes=frozenset({"read"})
+    )
+    gateway.http.cookies.clear()
+    assert gateway.http.get("/reports").status_code == 401  # the login form
+    login = gateway.http.post(
+        "/selfcare/login",
+        data={"login": "ops@example.com", "password": "operator-password"},
+        follow_redirects=False,
+    )
+    assert login.status_code == 303
+    assert login.headers["location"] == "/reports"
+    page = gateway.http.get("/reports?lang=fr")
+    assert page.status_code == 200
+    assert "Popularité des forfaits" in page.text
+    assert gateway.http.get("/selfcare/").status_code == 403  # not a customer login
+    gateway.http.cookies.clear()
