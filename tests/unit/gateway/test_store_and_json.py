@@ -3,6 +3,7 @@ proto -> JSON, problem details, rate limits, aging buckets, SVG charts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -154,3 +155,34 @@ def test_charts_escape_labels_and_scale_to_the_largest_value() -> None:
     assert "&lt;b&gt;" in svg
     assert "t &amp; t" in svg
     assert svg.count("<rect") == 2
+
+
+def test_service_calls_carry_the_token_the_scope_and_the_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway import clients
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(clients, "_tracer", provider.get_tracer("test"))
+    sent: dict[str, str] = {}
+
+    class Stub:
+        async def GetAccount(self, request: object, metadata: object, timeout: float) -> str:  # noqa: ASYNC109
+            sent.update(dict(metadata))  # type: ignore[call-overload]
+            return "answer"
+
+    stub = clients.TracedStub(Stub(), "reckon.accounts.v1.AccountsService", "s3cret-token")
+    scope = (("x-reckon-customer-id", "cus_1"),)
+    assert asyncio.run(stub.GetAccount("request", metadata=scope, timeout=1.0)) == "answer"
+    assert sent["authorization"] == "Bearer s3cret-token"
+    assert sent["x-reckon-customer-id"] == "cus_1"
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "/reckon.accounts.v1.AccountsService/GetAccount"
+    assert span.context is not None
+    assert f"{span.context.trace_id:032x}" in sent["traceparent"]
