@@ -156,6 +156,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "on POSTs to make retries safe."
         ),
         lifespan=lifespan,
+        # operationId = the route function's name (list_customers, pay...): what client
+        # generators turn into method names, instead of FastAPI's path-derived ids.
+        generate_unique_id_function=lambda route: route.name,
         docs_url=None,
         redoc_url=None,
     )

@@ -49,6 +49,10 @@ def test_the_document_is_openapi_3_1(live: LiveGateway) -> None:
     document = httpx.get(f"{live.url}/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     assert "/v1/accounts/{account_id}/balance" in document["paths"]
+    # Client generators name methods after operationIds: unique and readable.
+    ids = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert "get_balance" in ids
     docs = httpx.get(f"{live.url}/docs")
     assert docs.status_code == 200
     assert "/static/swagger/swagger-ui-bundle.js" in docs.text
