@@ -65,6 +65,10 @@ class Principal:
 class RateLimiter:
     """A token bucket per key: ``per_minute`` requests, refilled continuously."""
 
+    # Keys include login names and addresses anyone can invent: past this many, buckets
+    # that have refilled completely (so hold no information) are dropped.
+    MAX_KEYS = 50_000
+
     def __init__(self, per_minute: int) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
@@ -73,6 +77,8 @@ class RateLimiter:
     def take(self, key: str) -> float:
         """0 when allowed, else the seconds until the next request would be."""
         now = time.monotonic()
+        if len(self._buckets) > self.MAX_KEYS:
+            self._forget_full(now)
         tokens, last = self._buckets.get(key, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
         if tokens >= 1.0:
@@ -80,6 +86,14 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        refill = self.capacity / self.rate
+        self._buckets = {
+            key: (tokens, last)
+            for key, (tokens, last) in self._buckets.items()
+            if now - last < refill
+        }
 
 
 class Authenticator:

@@ -131,6 +131,25 @@ def test_the_rate_limiter_refills_over_time() -> None:
     assert limiter.take("k") == 0
 
 
+def test_the_rate_limiter_forgets_idle_keys_when_it_has_too_many(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(RateLimiter, "MAX_KEYS", 3)
+    limiter = RateLimiter(per_minute=60)  # a bucket refills completely in 60 s
+    for key in ("a", "b", "c", "d"):
+        limiter.take(key)
+    clock[0] += 30
+    limiter.take("e")  # too many keys, but none is full again yet: all kept
+    assert set(limiter._buckets) == {"a", "b", "c", "d", "e"}
+    clock[0] += 31
+    limiter.take("f")  # a-d refilled (61 s), e not (31 s)
+    assert set(limiter._buckets) == {"e", "f"}
+
+
 @pytest.mark.parametrize(
     ("days", "bucket"),
     [
