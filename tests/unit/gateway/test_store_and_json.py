@@ -134,10 +134,9 @@ def test_the_rate_limiter_refills_over_time() -> None:
 def test_the_rate_limiter_forgets_idle_keys_when_it_has_too_many(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway import auth
 
     clock = [1000.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("gateway.auth.time.monotonic", lambda: clock[0])
     monkeypatch.setattr(RateLimiter, "MAX_KEYS", 3)
     limiter = RateLimiter(per_minute=60)  # a bucket refills completely in 60 s
     for key in ("a", "b", "c", "d"):
