@@ -380,6 +380,47 @@ TEXTS: dict[str, dict[str, str]] = {
 }
 
 
+# Words of states and statuses the pages show (account, invoice, payment), per language.
+_STATUS_WORDS = (
+    "active", "suspended", "barred", "closed", "draft", "open", "paid", "partially_paid",
+    "void", "uncollectible", "pending", "succeeded", "failed", "unknown",
+)  # fmt: skip
+_STATUS_ROWS: dict[str, tuple[str, ...]] = {
+    "en": (
+        "active", "suspended", "barred", "closed", "draft", "open", "paid", "partly paid",
+        "void", "uncollectible", "pending", "succeeded", "failed", "unknown",
+    ),
+    "nl": (
+        "actief", "opgeschort", "geblokkeerd", "gesloten", "concept", "open", "betaald",
+        "deels betaald", "vervallen", "oninbaar", "in behandeling", "gelukt", "mislukt",
+        "onbekend",
+    ),
+    "es": (
+        "activa", "suspendida", "bloqueada", "cerrada", "borrador", "abierta", "pagada",
+        "pagada en parte", "anulada", "incobrable", "pendiente", "correcto", "fallido",
+        "desconocido",
+    ),
+    "ru": (
+        "активен", "приостановлен", "заблокирован", "закрыт", "черновик", "открыт",
+        "оплачен", "оплачен частично", "аннулирован", "безнадёжный", "в обработке",
+        "успешно", "отклонён", "неизвестно",
+    ),
+    "fr": (
+        "actif", "suspendu", "bloqué", "fermé", "brouillon", "ouverte", "payée",
+        "payée en partie", "annulée", "irrécouvrable", "en attente", "réussi", "échoué",
+        "inconnu",
+    ),
+}  # fmt: skip
+STATUS_TEXTS: dict[str, dict[str, str]] = {
+    lang: dict(zip(_STATUS_WORDS, row, strict=True)) for lang, row in _STATUS_ROWS.items()
+}
+
+
+def status_word(lang: str, word: str) -> str:
+    """A state or status for people (``partially_paid`` -> ``deels betaald``)."""
+    return STATUS_TEXTS.get(lang, STATUS_TEXTS["en"]).get(word, word)
+
+
 def pick_language(requested: str | None, *preferences: str | None) -> str:
     """The first supported language among the request's choice and the preferences
     (a customer's ``nl-NL``, an ``Accept-Language`` header)."""

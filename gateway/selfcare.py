@@ -26,7 +26,7 @@ from gateway import api, billing
 from gateway.auth import SESSION_COOKIE, Authenticator, Principal, RateLimiter
 from gateway.charts import bar_chart
 from gateway.clients import scope_metadata
-from gateway.i18n import LANGUAGE_NAMES, LANGUAGES, pick_language, texts
+from gateway.i18n import LANGUAGE_NAMES, LANGUAGES, pick_language, status_word, texts
 from gateway.problems import GatewayProblem
 from gateway.proto_json import money_to_json
 from gateway.store import CredentialStore
@@ -59,6 +59,7 @@ def render(
         name,
         {
             "t": texts(lang),
+            "st": lambda word: status_word(lang, word),
             "lang": lang,
             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
             **context,

@@ -143,6 +143,8 @@ def test_a_customer_logs_in_sees_the_balance_and_changes_the_plan(
     page.select_option("select[name=lang]", "nl")
     page.wait_for_selector("text=Saldo")
     assert page.locator("html").get_attribute("lang") == "nl"
+    assert page.inner_text("#account-state") == "actief"
+    assert row.locator(".invoice-status").inner_text() == "betaald"
     page.screenshot(path=str(ARTIFACTS / "selfcare-nl.png"), full_page=True)
     page.click("text=Uitloggen")
     page.wait_for_selector("#sign-in")
