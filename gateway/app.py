@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -164,6 +165,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(AuditMiddleware)
+    # Outermost: one server span per request (not for probes and static files), parent
+    # of the client spans of the service calls it makes (gateway.clients).
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls="healthz,static/",
+        exclude_spans=["receive", "send"],
+    )
     app.mount(
         "/static/swagger",
         StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
