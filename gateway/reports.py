@@ -300,7 +300,8 @@ async def payment_discipline(clients: ServiceClients, as_of: date) -> Report:
     for customer in sorted(tally):
         row = tally[customer]
         settled = row["paid_on_time"] + row["paid_late"] + row["overdue"]
-        share = Decimal(row["paid_on_time"] * 100) / settled if settled else Decimal(0)
+        # Empty while nothing has fallen due yet: no share to speak of.
+        share = Decimal(row["paid_on_time"] * 100) / settled if settled else None
         rows.append(
             {
                 "customer_id": customer,
@@ -309,7 +310,7 @@ async def payment_discipline(clients: ServiceClients, as_of: date) -> Report:
                 "paid_late": row["paid_late"],
                 "overdue": row["overdue"],
                 "not_due": row["not_due"],
-                "on_time_percent": _text(share.quantize(Decimal("0.1"))),
+                "on_time_percent": "" if share is None else _text(share.quantize(Decimal("0.1"))),
             }
         )
     columns = (

@@ -147,6 +147,13 @@ def test_payment_discipline_per_customer(gateway: Gateway, data: dict[str, Any])
     assert rows[ids["ben"]]["overdue"] == 1
     assert rows[ids["cat"]]["overdue"] == 1
     assert rows[ids["cat"]]["on_time_percent"] == "0"
+    before = gateway.http.get(
+        "/v1/reports/payment-discipline",
+        params={"as_of": data["due"].isoformat()},
+        headers=data["reader"],
+    ).json()
+    ben = next(r for r in before["rows"] if r["customer_id"] == ids["ben"])
+    assert (ben["not_due"], ben["on_time_percent"]) == (1, "")  # nothing has fallen due
 
 
 def test_consumption_by_service_is_the_hand_computed_figure(
