@@ -23,10 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite import gateway_cli
 from suite.billrun_cli import billrun_app
 from suite.clock_cli import clock_app
 from suite.environment import AddressError
-from suite.health import Health, check_health
+from suite.health import Health, check_service
 from suite.mail_cli import mail_app
 from suite.payments_cli import payments_app
 from suite.rating_cli import catalog_app, usage_app
@@ -66,6 +67,7 @@ def _options(
 
 
 app.add_typer(mail_app, name="mail")
+gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
 app.add_typer(payments_app, name="payments")
 app.add_typer(billrun_app, name="billrun")
 
@@ -212,7 +214,7 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     table.add_column("health")
     healthy = True
     for record in state.services:
-        health = check_health(record.address)
+        health = check_service(record.name, record.address)
         healthy &= health is Health.SERVING
         style = "green" if health is Health.SERVING else "bold red"
         table.add_row(record.name, record.address, str(record.pid), f"[{style}]{health}[/]")
@@ -244,7 +246,8 @@ def running_suite(data_dir: Path) -> SuiteState | None:
     except SuiteStateError:
         return None
     if state.services and all(
-        check_health(record.address, timeout=1.0) is Health.SERVING for record in state.services
+        check_service(record.name, record.address, timeout=1.0) is Health.SERVING
+        for record in state.services
     ):
         return state
     return None

@@ -924,6 +924,7 @@ class DemoResult:
     completed: int
     skipped: int
     failed: str | None
+    customer_id: str = ""  # the story's customer, for a self-care login
 
 
 def _configure_tracing(state: SuiteState) -> Any:
@@ -990,6 +991,8 @@ async def play_story(
     finally:
         for channel in channels.values():
             await channel.close()
+    customer = story.facts.get("customer")
+    result.customer_id = customer.customer_id if customer is not None else ""
     return result
 
 
@@ -1038,6 +1041,13 @@ def play_demo(state: SuiteState, console: Console) -> int:
             f"[bold green]Story complete[/]: {result.completed} steps"
             + (f", {result.skipped} waiting for services not built yet" if result.skipped else "")
         )
+    if result.customer_id:
+        from suite.gateway_cli import demo_login
+
+        selfcare = demo_login(state, result.customer_id)
+        if selfcare is not None:
+            url, login, password = selfcare
+            console.print(f"Self-care: [bold]{url}[/]  login {login}  password {password}")
     if result.trace_id and state.traces_file:
         spans = wait_for_trace(Path(state.traces_file), result.trace_id, TRACE_WAIT_SECONDS)
         console.print()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from enum import StrEnum
 
 import grpc
@@ -29,3 +31,17 @@ def check_health(address: str, *, timeout: float = 2.0, service: str = "") -> He
     if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
         return Health.NOT_SERVING
     return Health.UNKNOWN
+
+
+HTTP_SERVICES = frozenset({"gateway"})
+
+
+def check_service(name: str, address: str, *, timeout: float = 2.0) -> Health:
+    """Health of one suite member: gRPC health, or ``GET /healthz`` for the HTTP gateway."""
+    if name not in HTTP_SERVICES:
+        return check_health(address, timeout=timeout)
+    try:
+        with urllib.request.urlopen(f"http://{address}/healthz", timeout=timeout) as answer:
+            return Health.SERVING if answer.status == 200 else Health.NOT_SERVING
+    except (urllib.error.URLError, OSError):
+        return Health.UNREACHABLE

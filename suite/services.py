@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from services.common.config import DEFAULT_PORTS
 
+GATEWAY_PORT = 8080  # GATEWAY_LISTEN overrides it, like <SVC>_LISTEN
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -21,10 +23,12 @@ class ServiceSpec:
 
     name: str
     default_port: int
+    # Set for what is not under services/ (the gateway: ``python -m gateway``).
+    module_name: str = ""
 
     @property
     def module(self) -> str:
-        return f"services.{self.name}"
+        return self.module_name or f"services.{self.name}"
 
     @property
     def env_prefix(self) -> str:
@@ -33,17 +37,21 @@ class ServiceSpec:
 
 
 # Start order: accounts and rating answer questions the others ask.
-REGISTRY: tuple[ServiceSpec, ...] = tuple(
-    ServiceSpec(name, DEFAULT_PORTS[name])
-    for name in (
-        "accounts",
-        "rating",
-        "charging",
-        "invoicing",
-        "payments",
-        "dunning",
-        "notifications",
-    )
+REGISTRY: tuple[ServiceSpec, ...] = (
+    *(
+        ServiceSpec(name, DEFAULT_PORTS[name])
+        for name in (
+            "accounts",
+            "rating",
+            "charging",
+            "invoicing",
+            "payments",
+            "dunning",
+            "notifications",
+        )
+    ),
+    # Last: the HTTP edge calls the others (its health is HTTP, see suite.health).
+    ServiceSpec("gateway", GATEWAY_PORT, module_name="gateway"),
 )
 
 ModuleProbe = Callable[[str], bool]

@@ -28,7 +28,7 @@ from typing import IO
 import services
 from services.common.clock import TEST_CLOCK_ENV
 from suite.environment import build_service_env, dial_address, plan_addresses
-from suite.health import Health, check_health
+from suite.health import Health, check_service
 from suite.mail_catcher import MailCatcher, mail_dir
 from suite.redis_server import EmbeddedRedis, free_port
 from suite.service_token import ServiceToken, load_or_create_token
@@ -249,7 +249,10 @@ class Supervisor:
             return
         if previous.supervisor_pid == os.getpid() or not _pid_alive(previous.supervisor_pid):
             return  # left over from a suite that did not stop cleanly
-        if any(check_health(s.address, timeout=1.0) is Health.SERVING for s in previous.services):
+        if any(
+            check_service(s.name, s.address, timeout=1.0) is Health.SERVING
+            for s in previous.services
+        ):
             raise SuiteError(
                 f"a suite is already running from {self.data_dir} "
                 f"(supervisor pid {previous.supervisor_pid}); stop it first"
@@ -309,7 +312,7 @@ class Supervisor:
                         f"{child.spec.name} exited with code {code} while starting; "
                         f"last lines of {child.log_file}:\n{child.log_tail()}"
                     )
-                if check_health(child.address, timeout=0.5) is Health.SERVING:
+                if check_service(child.spec.name, child.address, timeout=0.5) is Health.SERVING:
                     waiting.remove(child)
                     self._report(f"{child.spec.name} is serving on {child.address}")
             if not waiting:

@@ -58,6 +58,14 @@ ensure_redis() {
   say "Redis started"
 }
 
+# The gateway's browser test drives Debian's Chromium with Playwright (which cannot
+# download its own browsers here).
+ensure_chromium() {
+  if command -v chromium >/dev/null; then say "Chromium is installed"; return 0; fi
+  say "chromium not installed: installing from Debian packages"
+  apt_install chromium || say "could not install chromium: the gateway's browser test will fail"
+}
+
 # localstripe (GPL-3), the Stripe-compatible server the payments tests start: in its own
 # venv, run as a separate process, never imported by Reckon.
 ensure_localstripe() {
@@ -86,6 +94,7 @@ ensure_node() {
 ensure_node
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
+ensure_chromium
 ensure_localstripe
 # openssl makes the self-signed certificate of the notifications STARTTLS test.
 command -v openssl >/dev/null || apt_install openssl || say "WARNING: could not install openssl"

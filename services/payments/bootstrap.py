@@ -192,7 +192,7 @@ async def build(
         invoice_events=invoice_issued_consumer(
             client, collector, claim_idle_ms=settings.invoice_events_claim_idle_ms
         ),
-        servicer=PaymentsServicer(methods, collector, statements),
+        servicer=PaymentsServicer(methods, collector, statements, callbacks),
         closers=closers,
     )
 

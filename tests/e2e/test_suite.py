@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
+from suite.health import HTTP_SERVICES, Health, check_service
 from suite.state import SuiteState
 from suite.supervisor import CODE_ROOT, SuiteConfig, Supervisor
 from suite.trace_receiver import ReceivedSpan
@@ -110,7 +111,12 @@ def process_exists(pid: int) -> bool:
 
 async def test_every_started_service_is_serving(state: SuiteState) -> None:
     assert "accounts" in [record.name for record in state.services]
+    # The HTTP gateway is started beside the services and answers its own health check.
+    gateway = next(record for record in state.services if record.name == "gateway")
+    assert check_service("gateway", gateway.address) is Health.SERVING
     for record in state.services:
+        if record.name in HTTP_SERVICES:
+            continue
         async with grpc.aio.insecure_channel(record.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             overall = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -273,6 +279,8 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(state: SuiteState
     assert "NO_TARIFF" in output
     trace_line = output.strip().splitlines()[-1]
     assert trace_line.startswith("trace id ")
+    # The gateway runs beside the services: the demo customer gets a self-care login.
+    assert "Self-care: http://127.0.0.1:" in output
     # One trace: the accounts story, accounts asking rating, rating's import.
     assert "reckon.event.consume CustomerCreated" in output
     assert "/reckon.rating.v1.RatingService/GetPlan" in output

@@ -21,6 +21,7 @@ from services.accounts.service_layer import commands as cmd
 from services.accounts.service_layer import handlers
 from services.accounts.service_layer.plan_catalog import PlanCatalog
 from services.accounts.service_layer.unit_of_work import AccountsUnitOfWork
+from services.common.customer_scope import check_owner, customer_scope
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AccountsService"].full_name
 
@@ -52,6 +53,12 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
         self, request: pb.GetCustomerRequest, context: Any
     ) -> pb.GetCustomerResponse:
         customer = await self._run(handlers.get_customer, translate.get_customer_query(request))
+        check_owner(
+            customer_scope(context),
+            customer.customer_id,
+            reason="CUSTOMER_NOT_FOUND",
+            what="customer",
+        )
         return pb.GetCustomerResponse(customer=translate.customer_to_proto(customer))
 
     async def ListCustomers(
@@ -84,11 +91,17 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
         self, request: pb.GetAccountRequest, context: Any
     ) -> pb.GetAccountResponse:
         account = await self._run(handlers.get_account, translate.get_account_query(request))
+        check_owner(
+            customer_scope(context), account.customer_id, reason="ACCOUNT_NOT_FOUND", what="account"
+        )
         return pb.GetAccountResponse(account=translate.account_to_proto(account))
 
     async def ListAccounts(
         self, request: pb.ListAccountsRequest, context: Any
     ) -> pb.ListAccountsResponse:
+        scope = customer_scope(context)
+        if scope is not None:
+            check_owner(scope, request.customer_id, reason="CUSTOMER_NOT_FOUND", what="customer")
         query, key = translate.list_accounts_query(request)
         page = await self._run(handlers.list_accounts, query)
         return pb.ListAccountsResponse(

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from reckon.invoicing.v1 import invoicing_pb2 as pb
 from reckon.invoicing.v1 import invoicing_pb2_grpc
+from services.common.customer_scope import check_owner, customer_scope
 from services.common.errors import FailedPrecondition, Violations
 from services.common.proto_convert import (
     decode_page_token,
@@ -68,6 +69,13 @@ class InvoicingServicer(BillRunRpcs, invoicing_pb2_grpc.InvoicingServiceServicer
         invoice_id = tr.resource_id(v, request.invoice_id, "invoice_id", "inv")
         v.raise_if_any()
         details = await self._run(handlers.get_invoice, self._uf, invoice_id)
+        # A customer's call (via the gateway) sees only that customer's invoices.
+        check_owner(
+            customer_scope(context),
+            details.invoice.customer_id,
+            reason="INVOICE_NOT_FOUND",
+            what="invoice",
+        )
         response = pb.GetInvoiceResponse(
             invoice=tr.invoice_to_proto(details.invoice),
             history=[tr.history_to_proto(e) for e in details.history],
@@ -85,6 +93,9 @@ class InvoicingServicer(BillRunRpcs, invoicing_pb2_grpc.InvoicingServiceServicer
     async def SearchInvoices(
         self, request: pb.SearchInvoicesRequest, context: Any
     ) -> pb.SearchInvoicesResponse:
+        scope = customer_scope(context)
+        if scope is not None:
+            check_owner(scope, request.customer_id, reason="CUSTOMER_NOT_FOUND", what="customer")
         v = Violations()
         limit = page_size_from_proto(request.page_size, v)
         cursor = decode_page_token(request.page_token, v)

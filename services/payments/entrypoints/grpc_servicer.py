@@ -13,9 +13,15 @@ from typing import Any, TypeVar
 
 from reckon.payments.v1 import payments_pb2 as pb
 from reckon.payments.v1 import payments_pb2_grpc
-from services.common.errors import InvalidArgument, Violations
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Violations,
+)
 from services.common.proto_convert import money_to_proto
 from services.payments.entrypoints import translate
+from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from services.payments.service_layer import commands as cmd
 from services.payments.service_layer.collection import Collector
 from services.payments.service_layer.methods import MethodsService
@@ -33,11 +39,30 @@ async def _run(call: Callable[[], R]) -> R:
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def __init__(
-        self, methods: MethodsService, collector: Collector, statements: Statements
+        self,
+        methods: MethodsService,
+        collector: Collector,
+        statements: Statements,
+        callbacks: ProviderCallbacks | None = None,
     ) -> None:
         self._methods = methods
         self._collector = collector
         self._statements = statements
+        self._callbacks = callbacks
+
+    async def HandleProviderCallback(
+        self, request: pb.HandleProviderCallbackRequest, context: Any
+    ) -> pb.HandleProviderCallbackResponse:
+        """A webhook passed on by the gateway: verified here, where the secret is."""
+        if self._callbacks is None:
+            raise FailedPrecondition("callbacks are not set up", reason="CALLBACKS_UNAVAILABLE")
+        callbacks = self._callbacks
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        try:
+            applied = await _run(lambda: callbacks.receive(request.body, headers))
+        except CallbackRejected as exc:
+            raise PermissionDenied(f"callback refused: {exc}", reason="CALLBACK_REJECTED") from None
+        return pb.HandleProviderCallbackResponse(applied=bool(applied))
 
     async def AddPaymentMethod(
         self, request: pb.AddPaymentMethodRequest, context: Any

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
+from services.common.customer_scope import check_owner, customer_scope
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.common.grpc_errors import status_proto
 from services.common.proto_convert import (
@@ -774,8 +775,15 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             include_history=request.include_history,
         )
 
+        scope = customer_scope(context)
+
         def load() -> rating_pb2.ListRatedUsageResponse:
             with self._app.uow_factory() as uow:
+                if scope is not None:
+                    # A customer's call (via the gateway) sees only its own accounts' usage.
+                    known = uow.accounts.get(request.account_id) if request.account_id else None
+                    owner = known.customer_id if known is not None else None
+                    check_owner(scope, owner, reason="ACCOUNT_NOT_FOUND", what="account")
                 rows = uow.usage.list(query, after, size + 1)
             tariff = self._app.tariffs.current_or_none()
             number_of = partial(normalised, tariff) if tariff is not None else None

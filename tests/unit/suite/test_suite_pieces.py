@@ -37,6 +37,7 @@ def test_registry_covers_every_service_of_the_architecture() -> None:
         "payments",
         "dunning",
         "notifications",
+        "gateway",
     }
 
 

@@ -1,0 +1,1 @@
+"""The HTTP/JSON edge of Reckon: API, self-care pages, reports (see README.md)."""
