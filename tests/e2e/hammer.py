@@ -253,7 +253,7 @@ class StreamClient:
                 if waiting:
                     waiting.pop(0).set_result(reply)
         except grpc.aio.AioRpcError as failure:
-            self._fail(f"stream {failure.code().name}")
+            self._fail(f"stream {failure.code().name}: {failure.details()}")
             return
         self._fail("stream ended")
 
