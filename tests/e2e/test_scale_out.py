@@ -90,6 +90,7 @@ plans:
 # Charging's deadline on a rating call: long enough to wait out a rating restart
 # (the call waits for the channel to be ready), shorter than the caller's RPC_TIMEOUT.
 RATING_TIMEOUT_SECONDS = 4.0
+SWEEP_LEASE_MS = 2000
 # The same with a single rating process restarted (the second test).
 RESTART_RATING_TIMEOUT_SECONDS = 10.0
 # A CPU second or so per replica in the first phase says round_robin used both.
@@ -132,6 +133,9 @@ class Infrastructure:
                 "RECKON_DATA_DIR": str(self.tmp / name),
                 "RATING_ADDR": rating_addr,
                 "CHARGING_RATING_TIMEOUT_SECONDS": str(RATING_TIMEOUT_SECONDS),
+                # Accounts a killed replica had leased for sweeping wait for the lease
+                # to run out (default 30 s) before the survivor sweeps them.
+                "CHARGING_SWEEP_LEASE_MS": str(SWEEP_LEASE_MS),
                 **extra,
             },
             self.tmp / f"{name}.log",
@@ -267,7 +271,7 @@ async def test_two_replicas_each_one_killed_under_the_hammer(
         await wait_until_nothing_reserved(
             charging,
             [a.account_id for a in accounts],
-            VALIDITY_SECONDS + GRACE_SECONDS + RETURN_SLACK_SECONDS + 3,
+            VALIDITY_SECONDS + GRACE_SECONDS + RETURN_SLACK_SECONDS + SWEEP_LEASE_MS / 1000 + 3,
         )
         figures = await check_books(charging, accounts, seen)
     print(
