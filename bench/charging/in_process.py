@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from google.type import money_pb2
 from pydantic import SecretStr
@@ -130,9 +131,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 4, 32, 256])
     parser.add_argument("--requests", type=int, default=8000, help="Updates per measurement")
+    parser.add_argument(
+        "--sdk-metrics",
+        action="store_true",
+        help="record metrics with the OpenTelemetry SDK (as a deployed service does)",
+    )
     args = parser.parse_args()
+    reader = None
+    if args.sdk_metrics:
+        # What the service's instruments cost when they record for real; the default
+        # (SDK disabled) measures the code alone.
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     os.environ.setdefault("OTEL_SDK_DISABLED", "true")
     asyncio.run(run(args.in_flight, args.requests))
+    if reader is not None:
+        print_histograms(reader)
+
+
+def print_histograms(reader: Any) -> None:
+    """One JSON line per histogram series: name, attributes, count, mean (ms or units)."""
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if hasattr(point, "bucket_counts") and point.count:
+                        line = {
+                            "histogram": metric.name,
+                            "attributes": dict(point.attributes or {}),
+                            "count": point.count,
+                            "mean": round(point.sum / point.count, 3),
+                        }
+                        print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ default 0; 3 cut a unary Update's CPU by about a quarter at the price of p99
 latency, ADR 0019) and ``CHARGING_TARIFFS``: a
 JSON object of in-memory tariffs used when no rating service is wired in, e.g.
 ``{"voice": {"price": "0.10", "currency": "EUR", "per_units": 60, "increment": 60}}``.
-Peer: ``RATING_ADDR`` (host:port of the rating service). When set, money-priced
+Peer: ``RATING_ADDR`` (host:port of the rating service, or a gRPC target naming its
+replicas: ``ipv4:10.0.0.1:50052,10.0.0.2:50052``, ``dns:///rating:50052``; calls are
+spread round-robin and wait for a ready replica, ADR 0052). When set, money-priced
 services are priced by rating's ``Quote``/``UnitsForAmount`` (RAT-8), each call
 bounded by ``CHARGING_RATING_TIMEOUT_SECONDS``; unset, the in-memory tariffs are
 used and a warning says so at start.

@@ -42,6 +42,11 @@ SERVICE_CONFIG: dict[str, Any] = {
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
+    # A restarted peer is found again within about a second (gRPC's default backoff
+    # grows to 120 s): calls waiting for it (wait_for_ready) are bounded by their
+    # deadline, seconds (ADR 0052).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 

@@ -11,6 +11,10 @@ unknown account, bad destination number) is ``NotPriced``: the rating group is
 answered DIAMETER_RATING_FAILED (5031), nothing reserved. Rating not answering
 (unreachable, deadline, overloaded) is ``PricingUnavailable`` (gRPC UNAVAILABLE to
 the caller, nothing written): never a free grant.
+
+Calls wait for a ready rating (``wait_for_ready``) within their deadline rather than
+failing at once while no replica is connected: a rating restart (seconds) costs the
+credit-control requests made meanwhile some latency, not an error (ADR 0052).
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ class RatingPricing:
             quantity=rating_pb2.Quantity(value=units),
         )
         try:
-            reply = await self._stub.Quote(request, timeout=self._timeout)
+            reply = await self._stub.Quote(request, timeout=self._timeout, wait_for_ready=True)
         except grpc.RpcError as error:
             raise self._refusal("Quote", account_id, service, error) from None
         return _money(reply.charge.gross, service)
@@ -127,7 +131,9 @@ class RatingPricing:
             amount=money_to_proto(amount),
         )
         try:
-            reply = await self._stub.UnitsForAmount(request, timeout=self._timeout)
+            reply = await self._stub.UnitsForAmount(
+                request, timeout=self._timeout, wait_for_ready=True
+            )
         except grpc.RpcError as error:
             raise self._refusal("UnitsForAmount", account_id, service, error) from None
         return max(int(reply.quantity.value), 0)

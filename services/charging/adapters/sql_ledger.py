@@ -492,6 +492,12 @@ class SqlLedgerWriter:
         self._batch_sizes = meter().create_histogram(
             "reckon.charging.ledger.batch", unit="{request}", description="requests per commit"
         )
+        # One point per group commit (not per request): what a batch waited on SQL (ADR 0052).
+        self._commit_duration = meter().create_histogram(
+            "reckon.charging.ledger.commit.duration",
+            unit="ms",
+            description="Duration of one ledger group commit, thread hand-over included",
+        )
 
     async def commit(self, entries: Sequence[JournalEntry], extras: Sequence[SqlOnly] = ()) -> None:
         if not entries and not extras:
@@ -580,6 +586,7 @@ class SqlLedgerWriter:
         entries = [e for item in fresh for e in item.entries]
         extras = [x for item in fresh for x in item.extras]
         carriers = {e.entry_id: item.carrier for item in fresh for e in item.entries}
+        started = time.perf_counter()
         try:
             if self._inline:
                 # SQLite is a local file: a commit of a batch takes ~0.1-0.3 ms of CPU
@@ -600,6 +607,7 @@ class SqlLedgerWriter:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
+        self._commit_duration.record((time.perf_counter() - started) * 1000.0)
         for item in fresh:
             if not item.future.done():
                 item.future.set_result(None)

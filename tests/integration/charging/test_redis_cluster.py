@@ -10,11 +10,6 @@ module started.
 
 from __future__ import annotations
 
-import random
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -31,81 +26,16 @@ from tests.integration.charging import (
     test_supervision,
 )
 from tests.integration.charging.support import charging_app, new_account
+from tests.redis_cluster import start_cluster, stop_cluster
 
 pytestmark = pytest.mark.slow
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too; Redis needs port <= 55535."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(20_000, 55_000)
-        try:
-            for candidate in (port, port + 10_000):
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedRedis]]:
-    if shutil.which("redis-cli") is None:
-        pytest.skip("redis-cli is needed to create a cluster")
-    nodes = []
-    try:
-        for _ in range(3):
-            port = cluster_port()
-            directory = tmp_path_factory.mktemp(f"cluster-{port}")
-            node = EmbeddedRedis(
-                directory,
-                port=port,
-                extra_args=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(directory / "nodes.conf"),
-                    "--cluster-node-timeout",
-                    "5000",
-                ],
-            )
-            nodes.append(node.start())
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{n.port}" for n in nodes),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            states = [
-                subprocess.run(
-                    ["redis-cli", "-p", str(n.port), "cluster", "info"],
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                ).stdout
-                for n in nodes
-            ]
-            if all("cluster_state:ok" in s for s in states):
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("the cluster did not become ready")
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()  # by the PID we started
+    nodes = start_cluster(lambda port: tmp_path_factory.mktemp(f"cluster-{port}"))
+    yield nodes
+    stop_cluster(nodes)
 
 
 @pytest.fixture
