@@ -57,9 +57,21 @@ log = logging.getLogger(__name__)
 
 
 def connect_redis(settings: ChargingSettings) -> RedisClient:
+    """The Redis of balances and reservations: its own when CHARGING_BALANCE_REDIS_URL
+    names one (a Redis Cluster with CHARGING_REDIS_CLUSTER), else the suite's REDIS_URL."""
+    url = settings.balance_redis_url or settings.redis_url
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url)
-    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        return RedisCluster.from_url(url)
+    return aioredis.Redis.from_url(url, health_check_interval=30)
+
+
+def connect_bus(settings: ChargingSettings, balances: RedisClient) -> tuple[aioredis.Redis, bool]:
+    """The event bus (outbox relay, consumers): the suite's REDIS_URL, shared with the
+    other services. The balances' client serves it when both are one Redis (ADR 0059)."""
+    if settings.balance_redis_url:
+        return aioredis.Redis.from_url(settings.redis_url, health_check_interval=30), True
+    # A cluster client serves the same single-key stream commands.
+    return cast(aioredis.Redis, balances), False
 
 
 @dataclass
@@ -79,7 +91,9 @@ class ChargingApp:
     relay: OutboxRelay
     usage: UsageConsumer
     states: AccountStateConsumer
+    bus: aioredis.Redis
     owns_redis: bool = True
+    owns_bus: bool = False
     owns_pricing: bool = False
     owns_engine: bool = True
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -95,9 +109,7 @@ class ChargingApp:
 
     def background(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
         s = self.settings
-        # The kit's relay and consumers take a redis.asyncio client; a cluster client
-        # serves the same single-key stream commands.
-        client = cast(aioredis.Redis, self.redis)
+        client = self.bus
         usage = StreamConsumer(
             client,
             group=USAGE_CONSUMER,
@@ -153,6 +165,8 @@ class ChargingApp:
             await self.pricing.close()
         if self.owns_redis:
             await self.redis.aclose()
+        if self.owns_bus:
+            await self.bus.aclose()
         if self.owns_engine:
             self.engine.dispose()
         close_clock(self.clock)
@@ -180,10 +194,11 @@ def bootstrap(
     store = RedisBalanceStore(
         redis, shards=settings.index_shards, wait_turns=settings.batch_wait_turns
     )
+    bus, owns_bus = connect_bus(settings, redis)
     relay = OutboxRelay(
         engine,
         orm.kit.outbox,
-        cast(aioredis.Redis, redis),
+        bus,
         clock,
         retention=settings.outbox_retention,
     )
@@ -283,7 +298,9 @@ def bootstrap(
         relay=relay,
         usage=usage,
         states=states,
+        bus=bus,
         owns_redis=owns_redis,
+        owns_bus=owns_bus,
         owns_engine=owns_engine,
         owns_pricing=owns_pricing,
     )

@@ -2,8 +2,10 @@
 
 ``CHARGING_LISTEN`` (default ``127.0.0.1:50053``), ``CHARGING_DATABASE_URL`` /
 ``CHARGING_DATABASE_SCHEMA``, ``CHARGING_WORKERS`` (server processes sharing the
-port with SO_REUSEPORT; background work runs in the first), ``CHARGING_REDIS_CLUSTER``
-(``REDIS_URL`` names one node of a Redis Cluster), grant validity and grace,
+port with SO_REUSEPORT; background work runs in the first), ``CHARGING_BALANCE_REDIS_URL``
+(balances in a Redis of their own; the event bus stays on ``REDIS_URL``),
+``CHARGING_REDIS_CLUSTER`` (that Redis, or ``REDIS_URL``, names one node of a Redis
+Cluster), grant validity and grace,
 default quotas, the idempotency window, the sweeper's cadence and index shards,
 the rebuild fence and the ledger writer's bounds, bucket-expiry warnings, the
 voucher secret (default: derived from the service token),
@@ -40,6 +42,9 @@ class ChargingSettings(ServiceSettings):
     listen: str = f"127.0.0.1:{DEFAULT_PORTS['charging']}"
     workers: int = Field(default=1, ge=1, le=64)
     redis_cluster: bool = False
+    # Balances and reservations in a Redis of their own (e.g. a Redis Cluster sharded by
+    # account), the event bus staying on the suite's REDIS_URL (ADR 0059). Unset: one Redis.
+    balance_redis_url: str | None = None
 
     validity_seconds: int = Field(default=300, ge=1, le=86_400)
     grace_seconds: int = Field(default=30, ge=0, le=3_600)
@@ -73,6 +78,15 @@ class ChargingSettings(ServiceSettings):
     # The rating service that prices money-priced services (unset: CHARGING_TARIFFS).
     rating_addr: str | None = Field(default=None, validation_alias="RATING_ADDR")
     rating_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("balance_redis_url")
+    @classmethod
+    def _balance_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:port/db, rediss:// or unix://")
+        return value
 
     @field_validator("rating_addr")
     @classmethod

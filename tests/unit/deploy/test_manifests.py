@@ -23,7 +23,8 @@ from suite.services import available_services
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
 KUBERNETES_VERSION = "1.32"
-BUILT = [spec.name for spec in available_services()]
+# The gRPC services; the gateway (HTTP, probed on /healthz) is checked on its own.
+BUILT = [spec.name for spec in available_services() if spec.module == f"services.{spec.name}"]
 
 
 def test_compose_file_matches_the_compose_spec() -> None:
@@ -115,3 +116,14 @@ def test_each_service_has_deployment_probes_budget_autoscaler_service(
     )
     service = _objects(rendered, "Service")[name]
     assert service["spec"]["ports"][0]["port"] == port
+
+
+def test_the_gateway_is_deployed_behind_http_probes(rendered: list[dict[str, Any]]) -> None:
+    compose = _compose()["services"]["gateway"]
+    assert compose["command"] == ["python", "-m", "gateway"]
+    assert "/healthz" in " ".join(compose["healthcheck"]["test"])
+    deployment = _objects(rendered, "Deployment")["gateway"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "gateway" in _objects(rendered, "HorizontalPodAutoscaler")
+    assert "gateway" in _objects(rendered, "PodDisruptionBudget")
