@@ -104,7 +104,7 @@ class DunnedAccount:
 
     @property
     def in_dunning(self) -> bool:
-        return self.state is not CaseState.ENDED
+        return self.state != CaseState.ENDED
 
 
 @dataclass(frozen=True)
@@ -133,12 +133,18 @@ def overdue_facts(
     amount = sum((inv.overdue_amount(today) for inv in overdue), ZERO)
     return OverdueFacts(
         days_past_due=(today - oldest).days,
-        amount_overdue=Money.of(amount, currency),
+        amount_overdue=_in_minor_units(amount, currency),
         unpaid_invoices=len(overdue),
         disputed_overdue=disputed,
         last_failure_reason=last_failure_reason,
         oldest_due_date=oldest,
     )
+
+
+def _in_minor_units(amount: Decimal, currency: str) -> Money:
+    """``amount`` rounded once, half-up, to the currency's minor unit (100 -> 100.00 EUR)."""
+    places = Decimal(1).scaleb(-currency_exponent(currency))
+    return Money(amount.quantize(places, rounding=ROUND_HALF_UP), currency)
 
 
 def conditions_met(conditions: Conditions, facts: OverdueFacts) -> bool:
@@ -192,8 +198,7 @@ def penalty_interest(
     while day <= through:
         total += principal.amount * annual_rate_percent / Decimal(100) / days_in_year(day.year)
         day += timedelta(days=1)
-    places = Decimal(1).scaleb(-currency_exponent(principal.currency))
-    return Money.of(total.quantize(places, rounding=ROUND_HALF_UP), principal.currency)
+    return _in_minor_units(total, principal.currency)
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,17 @@ def plan_reactions(
                                 period_through=today,
                             )
                         )
+            elif reaction.kind is ReactionKind.COLLECTIONS and overdue:
+                # Handed over with the amount owed that day (the export file's figure).
+                owed_total = sum((inv.overdue_amount(today) for inv in overdue), ZERO)
+                planned.append(
+                    PlannedReaction(
+                        base,
+                        reaction.kind,
+                        level.number,
+                        amount=Money.of(owed_total, overdue[0].currency),
+                    )
+                )
             else:
                 planned.append(PlannedReaction(base, reaction.kind, level.number))
     return planned

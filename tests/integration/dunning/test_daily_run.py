@@ -1,0 +1,128 @@
+"""The daily run on SQLite and PostgreSQL with the default policy, on a ManualClock.
+
+Each default level is reached on its day with its reactions applied once; a rerun of
+a day changes nothing; a run that crashes mid-way is resumed by a rerun that judges
+only what was left, and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from services.dunning.adapters.orm import dunning_reactions, kit
+from services.dunning.adapters.repositories import SqlRuns
+from services.dunning.service_layer import runs
+from tests.integration.dunning.conftest import DUE, Dunning
+
+EXPECTED = {
+    1: [(1, "EMAIL", "DONE")],
+    7: [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")],
+    14: [(3, "EMAIL", "DONE"), (3, "SUSPEND", "PENDING")],
+    30: [(4, "BAR", "PENDING"), (4, "COLLECTIONS", "PENDING"), (4, "EMAIL", "DONE")],
+}
+
+
+def test_each_default_level_is_reached_on_its_day_with_its_reactions_once(
+    dunning: Dunning,
+) -> None:
+    dunning.invoice("inv_1")
+    seen: list[tuple[int, str, str]] = []
+    for day in (0, 1, 2, 6, 7, 8, 13, 14, 15, 29, 30, 31):
+        run = dunning.run(day)
+        assert run.state == "COMPLETED"
+        new = sorted(set(dunning.reactions()) - set(seen)) if day in EXPECTED else []
+        now = dunning.reactions()
+        assert sorted(now[len(seen) :]) == EXPECTED.get(day, []), f"day {day}"
+        assert new == EXPECTED.get(day, [])
+        seen = now
+    levels = [e["level"] for e in dunning.events("DunningLevelReached")]
+    assert levels == [1, 2, 3, 4]
+    messages = [
+        (e["level"], e["channel"], e["template"]) for e in dunning.events("DunningMessageDue")
+    ]
+    assert messages == [
+        (1, "EMAIL", "dunning_reminder"),
+        (2, "SMS", "dunning_reminder_sms"),
+        (3, "EMAIL", "dunning_suspended"),
+        (4, "EMAIL", "dunning_collections"),
+    ]
+    (handed,) = dunning.events("AccountHandedToCollections")
+    assert handed["amount_overdue"] == {"amount": "100.00", "currency": "EUR"}
+    assert handed["days_past_due"] == 30
+    with dunning.uow() as uow:
+        account = uow.accounts.get("acc_1")
+        invoice = uow.invoices.get("inv_1")
+    assert account is not None
+    assert invoice is not None
+    assert (account.level, account.service_action) == (4, "BARRED")
+    assert invoice.fees_charged == 10
+    assert invoice.highest_level == 4
+
+
+def test_a_rerun_of_the_same_day_changes_nothing(dunning: Dunning) -> None:
+    dunning.invoice("inv_1")
+    first = dunning.run(7)
+    reactions = dunning.reactions()
+    with dunning.engine.connect() as connection:
+        events = connection.execute(select(func.count()).select_from(kit.outbox)).scalar_one()
+    again = runs.run_inline(dunning.uow, DUE.replace(day=8))
+    assert again.run_id == first.run_id
+    assert again.accounts_done == 1
+    assert dunning.reactions() == reactions
+    with dunning.engine.connect() as connection:
+        assert (
+            connection.execute(select(func.count()).select_from(kit.outbox)).scalar_one() == events
+        )
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_a_crash_mid_run_then_a_rerun_applies_everything_exactly_once(
+    dunning: Dunning, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in (1, 2, 3):
+        dunning.invoice(f"inv_{n}", f"acc_{n}", customer_id=f"cus_{n}")
+    original = SqlRuns.finish_item
+
+    def crash_on_second(self: SqlRuns, run_id: str, account_id: str, *, escalated: bool) -> None:
+        if account_id == "acc_2":
+            raise Crash("the worker died while judging acc_2")
+        original(self, run_id, account_id, escalated=escalated)
+
+    monkeypatch.setattr(SqlRuns, "finish_item", crash_on_second)
+    with pytest.raises(Crash):
+        dunning.run(7)
+    with dunning.uow() as uow:
+        run = uow.runs.by_date(dunning.day(7))
+        assert run is not None
+        assert run.state == "RUNNING"
+        assert list(uow.runs.pending(run.run_id)) == ["acc_2", "acc_3"]
+    # acc_2's transaction rolled back whole: none of its reactions exist.
+    assert dunning.reactions("acc_1") == [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")]
+    assert dunning.reactions("acc_2") == []
+
+    monkeypatch.setattr(SqlRuns, "finish_item", original)
+    rerun = dunning.run(7)
+    assert rerun.run_id == run.run_id
+    assert (rerun.state, rerun.accounts_done) == ("COMPLETED", 3)
+    for account in ("acc_1", "acc_2", "acc_3"):
+        assert dunning.reactions(account) == [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")]
+    with dunning.engine.connect() as connection:
+        fees = connection.execute(
+            select(func.count()).where(dunning_reactions.c.kind == "LATE_FEE")
+        ).scalar_one()
+    assert fees == 3
+    assert len(dunning.events("DunningLevelReached")) == 3
+
+
+def test_a_first_run_late_applies_the_skipped_levels_but_one_message(dunning: Dunning) -> None:
+    dunning.invoice("inv_1")
+    dunning.run(14)
+    assert sorted(dunning.reactions()) == [
+        (2, "LATE_FEE", "PENDING"),
+        (3, "EMAIL", "DONE"),
+        (3, "SUSPEND", "PENDING"),
+    ]
