@@ -25,7 +25,7 @@ from services.dunning.adapters.orm import dunning_reactions, kit
 from services.dunning.adapters.unit_of_work import SqlDunningUnitOfWork, session_factory
 from services.dunning.bootstrap import MIGRATIONS
 from services.dunning.service_layer import handlers, runs
-from services.dunning.service_layer.unit_of_work import DunningUnitOfWork
+from services.dunning.service_layer.unit_of_work import DunningUnitOfWork, Run
 from tests.conftest import TestDatabase
 
 SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "dunning-policy.yaml"
@@ -85,7 +85,7 @@ class Dunning:
             issue_date=(due - timedelta(days=14)).isoformat(),
         )
 
-    def run(self, day: int) -> runs.Run:
+    def run(self, day: int) -> Run:
         return runs.run_inline(self.uow, self.day(day))
 
     def reactions(self, account_id: str = "acc_1") -> list[tuple[int, str, str]]:
