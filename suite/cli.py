@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from suite.clock_cli import clock_app
+from suite.dunning_cli import dunning_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.rating_cli import catalog_app, usage_app
@@ -43,6 +44,7 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+app.add_typer(dunning_app, name="dunning")
 app.add_typer(clock_app, name="clock")
 
 console = Console(highlight=False)
