@@ -189,6 +189,11 @@ class SqlRuns:
         ).first()
         return self._run(row)
 
+    def date_of(self, run_id: str) -> date | None:
+        return self.session.execute(
+            select(dunning_runs.c.run_date).where(dunning_runs.c.run_id == run_id)
+        ).scalar_one_or_none()
+
     def by_date(self, run_date: date) -> Run | None:
         row = self.session.execute(
             select(dunning_runs).where(dunning_runs.c.run_date == run_date)

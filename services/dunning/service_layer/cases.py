@@ -28,7 +28,7 @@ from services.dunning.domain.model import (
     plan_reactions,
 )
 from services.dunning.domain.policy import Policy, ReactionKind
-from services.dunning.service_layer.unit_of_work import DunningUnitOfWork
+from services.dunning.service_layer.unit_of_work import DunningUnitOfWork, StoredPolicy
 
 PENDING: Final = "PENDING"
 DONE: Final = "DONE"
@@ -47,9 +47,9 @@ _REMOTE: Final = frozenset(
 )
 
 
-def policy_for(uow: DunningUnitOfWork, account: DunnedAccount) -> Policy | None:
-    """The newest version of the policy of the account's group, else reseller, else default."""
-    stored = uow.policies.all_latest()
+def policy_for(stored: Sequence[StoredPolicy], account: DunnedAccount) -> Policy | None:
+    """Of ``stored`` (the newest version of each policy): the policy of the account's
+    group, else of its reseller, else the default one."""
     for match in (
         lambda p: account.group_id != "" and account.group_id in p.groups,
         lambda p: account.reseller_id != "" and account.reseller_id in p.resellers,

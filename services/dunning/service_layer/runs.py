@@ -24,7 +24,7 @@ from services.common.errors import Aborted, NotFound
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.dunning.service_layer import cases
-from services.dunning.service_layer.unit_of_work import DunningUnitOfWork, Run
+from services.dunning.service_layer.unit_of_work import DunningUnitOfWork, Run, StoredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,17 @@ def _start(uow_factory: UowFactory, run_date: date | None) -> Run:
 
 def process(uow_factory: UowFactory, run_id: str, account_ids: Sequence[str]) -> None:
     """Do one work message: each account in its own transaction; then maybe end the run."""
+    with uow_factory() as uow:
+        # Read once per message, not per account: policies change rarely, and a message
+        # judged with the version read here is as if it had run a moment earlier.
+        policies = list(uow.policies.all_latest())
+        run_date = uow.runs.date_of(run_id)
+    if run_date is None:
+        raise NotFound(f"no dunning run {run_id}", reason="RUN_NOT_FOUND")
     for account_id in account_ids:
         for attempt in range(_ATTEMPTS):
             try:
-                judge_one(uow_factory, run_id, account_id)
+                judge_one(uow_factory, run_id, run_date, account_id, policies)
                 break
             except Aborted:
                 # A payment event changed the account meanwhile: judge it again.
@@ -109,19 +116,22 @@ def process(uow_factory: UowFactory, run_id: str, account_ids: Sequence[str]) ->
             uow.commit()
 
 
-def judge_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
+def judge_one(
+    uow_factory: UowFactory,
+    run_id: str,
+    run_date: date,
+    account_id: str,
+    policies: Sequence[StoredPolicy],
+) -> None:
     with uow_factory() as uow:
-        run = uow.runs.get(run_id)
-        if run is None:
-            raise NotFound(f"no dunning run {run_id}", reason="RUN_NOT_FOUND")
         if uow.runs.item_status(run_id, account_id) != "PENDING":
             return  # done by an earlier delivery of this message
         account = uow.accounts.get(account_id)
         escalated = False
         if account is not None:
             invoices = uow.invoices.of_account(account_id)
-            policy = cases.policy_for(uow, account)
-            escalated = cases.judge(uow, account, invoices, run.run_date, policy)
+            policy = cases.policy_for(policies, account)
+            escalated = cases.judge(uow, account, invoices, run_date, policy)
         uow.runs.finish_item(run_id, account_id, escalated=escalated)
         uow.commit()
 

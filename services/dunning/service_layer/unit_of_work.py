@@ -102,6 +102,10 @@ class RunRepository(Protocol):
 
     def by_date(self, run_date: date) -> Run | None: ...
 
+    def date_of(self, run_id: str) -> date | None:
+        """The run's business date (without counting its items, unlike ``get``)."""
+        ...
+
     def candidates(self, run_date: date) -> Sequence[str]:
         """Accounts with an invoice overdue on ``run_date`` or a dunning case open."""
         ...
