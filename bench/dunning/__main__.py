@@ -123,7 +123,8 @@ def main() -> None:
         started = time.perf_counter()
         seed(engine, args.accounts, every)
         print(
-            f"seeded {args.accounts:,} accounts, 1 in {every} overdue, in {time.perf_counter() - started:.1f} s"
+            f"seeded {args.accounts:,} accounts, 1 in {every} overdue, "
+            f"in {time.perf_counter() - started:.1f} s"
         )
         rows, floor_s = floor(engine)
         rss_before = _rss_mib()
@@ -155,13 +156,15 @@ def main() -> None:
         rss_after = _rss_mib()
         judged = done.accounts_done
         print(
-            f"run {done.state}: {judged:,} of {done.accounts_total:,} accounts judged, {done.accounts_escalated:,} escalated"
+            f"run {done.state}: {judged:,} of {done.accounts_total:,} accounts judged, "
+            f"{done.accounts_escalated:,} escalated"
         )
         print(f"  reactions stored {reactions:,}, outbox rows {events:,}")
         print(f"  start (items + work messages): {queued_s:.2f} s; whole run: {run_s:.2f} s")
         print(f"  accounts evaluated/s: {judged / run_s:,.0f}  ({args.workers} worker threads)")
         print(
-            f"  floor: SELECT of the same {rows:,} rows in {floor_s:.3f} s = {rows / floor_s:,.0f} rows/s"
+            f"  floor: SELECT of the same {rows:,} rows in {floor_s:.3f} s "
+            f"= {rows / floor_s:,.0f} rows/s"
         )
         print(f"  run / floor: {run_s / floor_s:,.0f}x the floor's time")
         print(f"  peak RSS: {rss_before:.0f} MiB before the run, {rss_after:.0f} MiB after")

@@ -38,6 +38,10 @@ class SqlAccounts:
     def add(self, account: DunnedAccount) -> None:
         self.session.add(account)
 
+    def get_many(self, account_ids: Sequence[str]) -> Sequence[DunnedAccount]:
+        query = select(DunnedAccount).where(dunned_accounts.c.account_id.in_(list(account_ids)))
+        return list(self.session.scalars(query))
+
     def in_dunning(
         self,
         *,
@@ -83,6 +87,13 @@ class SqlInvoices:
     def of_account(self, account_id: str) -> Sequence[DunnedInvoice]:
         query = select(DunnedInvoice).where(dunned_invoices.c.account_id == account_id)
         return list(self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)))
+
+    def of_accounts(self, account_ids: Sequence[str]) -> dict[str, list[DunnedInvoice]]:
+        query = select(DunnedInvoice).where(dunned_invoices.c.account_id.in_(list(account_ids)))
+        found: dict[str, list[DunnedInvoice]] = {}
+        for invoice in self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)):
+            found.setdefault(invoice.account_id, []).append(invoice)
+        return found
 
     def of_customer(self, customer_id: str) -> Sequence[DunnedInvoice]:
         query = select(DunnedInvoice).where(dunned_invoices.c.customer_id == customer_id)
@@ -239,21 +250,30 @@ class SqlRuns:
             )
         )
 
-    def item_status(self, run_id: str, account_id: str) -> str | None:
-        return self.session.execute(
-            select(dunning_run_items.c.status).where(
-                dunning_run_items.c.run_id == run_id, dunning_run_items.c.account_id == account_id
+    def pending_among(self, run_id: str, account_ids: Sequence[str]) -> list[str]:
+        pending = set(
+            self.session.scalars(
+                select(dunning_run_items.c.account_id).where(
+                    dunning_run_items.c.run_id == run_id,
+                    dunning_run_items.c.account_id.in_(list(account_ids)),
+                    dunning_run_items.c.status == "PENDING",
+                )
             )
-        ).scalar_one_or_none()
-
-    def finish_item(self, run_id: str, account_id: str, *, escalated: bool) -> None:
-        self.session.execute(
-            update(dunning_run_items)
-            .where(
-                dunning_run_items.c.run_id == run_id, dunning_run_items.c.account_id == account_id
-            )
-            .values(status="DONE", escalated=escalated)
         )
+        return [a for a in account_ids if a in pending]
+
+    def finish_items(self, run_id: str, account_ids: Sequence[str], *, escalated: set[str]) -> None:
+        for flag in (True, False):
+            chosen = [a for a in account_ids if (a in escalated) is flag]
+            if chosen:
+                self.session.execute(
+                    update(dunning_run_items)
+                    .where(
+                        dunning_run_items.c.run_id == run_id,
+                        dunning_run_items.c.account_id.in_(chosen),
+                    )
+                    .values(status="DONE", escalated=flag)
+                )
 
     def complete_if_done(self, run_id: str, now: datetime) -> bool:
         left = self.session.execute(
@@ -272,17 +292,34 @@ class SqlRuns:
 
 
 class SqlReactions:
+    """Reactions of one unit of work; new ones are inserted together at commit (``flush``)."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._new: list[dict[str, object]] = []
+        self._known: set[str] | None = None
+
+    def preload(self, account_ids: Sequence[str]) -> None:
+        self._known = set(
+            self.session.scalars(
+                select(dunning_reactions.c.key).where(
+                    dunning_reactions.c.account_id.in_(list(account_ids))
+                )
+            )
+        )
 
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
-        return set(
+        buffered = {str(row["key"]) for row in self._new}
+        if self._known is not None:
+            return {k for k in keys if k in self._known or k in buffered}
+        stored = set(
             self.session.scalars(
                 select(dunning_reactions.c.key).where(dunning_reactions.c.key.in_(list(keys)))
             )
         )
+        return stored | {k for k in keys if k in buffered}
 
     def add(
         self,
@@ -295,29 +332,34 @@ class SqlReactions:
         now: datetime,
         kind: str | None = None,
     ) -> None:
-        # Inserted at commit with the case: a concurrent twin fails on the primary key
-        # there (ABORTED) and its retry finds the key taken.
-        self.session.execute(
-            insert(dunning_reactions).values(
-                key=planned.key,
-                account_id=account.account_id,
-                customer_id=account.customer_id,
-                episode_id=account.episode_id,
-                level=planned.level,
-                kind=kind or planned.kind.value,
-                invoice_id=planned.invoice_id,
-                template=planned.template,
-                amount=planned.amount.amount if planned.amount else None,
-                currency=planned.amount.currency if planned.amount else account.currency,
-                description=description,
-                status=status,
-                attempts=0,
-                last_error="",
-                run_date=run_date,
-                create_time=now,
-                done_time=now if status == "DONE" else None,
-            )
+        self._new.append(
+            {
+                "key": planned.key,
+                "account_id": account.account_id,
+                "customer_id": account.customer_id,
+                "episode_id": account.episode_id,
+                "level": planned.level,
+                "kind": kind or planned.kind.value,
+                "invoice_id": planned.invoice_id,
+                "template": planned.template,
+                "amount": planned.amount.amount if planned.amount else None,
+                "currency": planned.amount.currency if planned.amount else account.currency,
+                "description": description,
+                "status": status,
+                "attempts": 0,
+                "last_error": "",
+                "run_date": run_date,
+                "create_time": now,
+                "done_time": now if status == "DONE" else None,
+            }
         )
+
+    def flush(self) -> None:
+        """Insert the new reactions in one statement; a key a concurrent unit took fails here
+        (IntegrityError, turned into ABORTED by the unit of work) and nothing commits."""
+        if self._new:
+            self.session.execute(insert(dunning_reactions), self._new)
+            self._new = []
 
     def _records(self, query: object) -> list[ReactionRecord]:
         rows = self.session.execute(query).all()  # type: ignore[call-overload]

@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 from opentelemetry.propagate import inject
 from sqlalchemy import Engine, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.clock import Clock
+from services.common.errors import Aborted
 from services.common.events import EventEnvelope
 from services.common.ids import new_id
 from services.common.sql_uow import SqlUnitOfWork
@@ -51,7 +53,16 @@ class SqlDunningUnitOfWork(SqlUnitOfWork, DunningUnitOfWork):
         self.invoices = SqlInvoices(session)
         self.policies = SqlPolicies(session)
         self.runs = SqlRuns(session)
-        self.reactions = SqlReactions(session)
+        self._sql_reactions = SqlReactions(session)
+        self.reactions = self._sql_reactions
+
+    def _commit(self) -> None:
+        try:
+            self._sql_reactions.flush()
+        except IntegrityError as exc:
+            self.session.rollback()
+            raise Aborted("a concurrent run or event stored the same reaction; retry") from exc
+        super()._commit()
 
     def _write_outbox(self) -> None:
         work = [e for e in self.pending_events if isinstance(e, DunningRunWork)]

@@ -5,9 +5,10 @@ second start of the same date resumes the first, never repeats it), one
 ``dunning_run_items`` row per candidate account (PENDING) and the work messages
 (batches of accounts) to the outbox, whose relay puts them on the Redis stream
 ``reckon:dunning:work``. Workers in any number of processes read that stream in one
-consumer group. Each account is judged in its own transaction that moves its case,
-stores its reactions under their once-only keys, writes its events and marks its
-work item DONE: a worker killed at any point leaves all of it or none of it, its
+consumer group. The accounts of a message are judged in one transaction that moves
+their cases, stores their reactions under their once-only keys, writes their events
+and marks their work items DONE (ADR 0050; one by one when a concurrent payment
+conflicts): a worker killed at any point leaves all of it or none of it, its
 unacknowledged message goes to another worker (or a resumed run queues the pending
 items again), and a reaction's key makes a second application impossible.
 """
@@ -102,37 +103,48 @@ def process(uow_factory: UowFactory, run_id: str, account_ids: Sequence[str]) ->
         run_date = uow.runs.date_of(run_id)
     if run_date is None:
         raise NotFound(f"no dunning run {run_id}", reason="RUN_NOT_FOUND")
-    for account_id in account_ids:
-        for attempt in range(_ATTEMPTS):
-            try:
-                judge_one(uow_factory, run_id, run_date, account_id, policies)
-                break
-            except Aborted:
-                # A payment event changed the account meanwhile: judge it again.
-                if attempt == _ATTEMPTS - 1:
-                    raise
+    try:
+        judge_many(uow_factory, run_id, run_date, account_ids, policies)
+    except Aborted:
+        # A payment event changed one of the accounts meanwhile: judge them one by one.
+        for account_id in account_ids:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    judge_many(uow_factory, run_id, run_date, [account_id], policies)
+                    break
+                except Aborted:
+                    if attempt == _ATTEMPTS - 1:
+                        raise
     with uow_factory() as uow:
         if uow.runs.complete_if_done(run_id, uow.clock.now()):
             uow.commit()
 
 
-def judge_one(
+def judge_many(
     uow_factory: UowFactory,
     run_id: str,
     run_date: date,
-    account_id: str,
+    account_ids: Sequence[str],
     policies: Sequence[StoredPolicy],
 ) -> None:
+    """Judge the still-pending accounts of a work message in one transaction (ADR 0050):
+    all of them commit (cases, reactions, events, items DONE) or none does."""
     with uow_factory() as uow:
-        if uow.runs.item_status(run_id, account_id) != "PENDING":
+        pending = uow.runs.pending_among(run_id, account_ids)
+        if not pending:
             return  # done by an earlier delivery of this message
-        account = uow.accounts.get(account_id)
-        escalated = False
-        if account is not None:
-            invoices = uow.invoices.of_account(account_id)
+        accounts = {a.account_id: a for a in uow.accounts.get_many(pending)}
+        invoices = uow.invoices.of_accounts(pending)
+        uow.reactions.preload(pending)
+        escalated = set()
+        for account_id in pending:
+            account = accounts.get(account_id)
+            if account is None:
+                continue
             policy = cases.policy_for(policies, account)
-            escalated = cases.judge(uow, account, invoices, run_date, policy)
-        uow.runs.finish_item(run_id, account_id, escalated=escalated)
+            if cases.judge(uow, account, invoices.get(account_id, []), run_date, policy):
+                escalated.add(account_id)
+        uow.runs.finish_items(run_id, pending, escalated=escalated)
         uow.commit()
 
 

@@ -85,14 +85,18 @@ def test_a_crash_mid_run_then_a_rerun_applies_everything_exactly_once(
 ) -> None:
     for n in (1, 2, 3):
         dunning.invoice(f"inv_{n}", f"acc_{n}", customer_id=f"cus_{n}")
-    original = SqlRuns.finish_item
+    # One account per work message, so the crash hits the second message only.
+    monkeypatch.setattr(runs, "ACCOUNTS_PER_MESSAGE", 1)
+    original = SqlRuns.finish_items
 
-    def crash_on_second(self: SqlRuns, run_id: str, account_id: str, *, escalated: bool) -> None:
-        if account_id == "acc_2":
+    def crash_on_second(
+        self: SqlRuns, run_id: str, account_ids: list[str], *, escalated: set[str]
+    ) -> None:
+        if "acc_2" in account_ids:
             raise Crash("the worker died while judging acc_2")
-        original(self, run_id, account_id, escalated=escalated)
+        original(self, run_id, account_ids, escalated=escalated)
 
-    monkeypatch.setattr(SqlRuns, "finish_item", crash_on_second)
+    monkeypatch.setattr(SqlRuns, "finish_items", crash_on_second)
     with pytest.raises(Crash):
         dunning.run(7)
     with dunning.uow() as uow:
@@ -104,7 +108,7 @@ def test_a_crash_mid_run_then_a_rerun_applies_everything_exactly_once(
     assert dunning.reactions("acc_1") == [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")]
     assert dunning.reactions("acc_2") == []
 
-    monkeypatch.setattr(SqlRuns, "finish_item", original)
+    monkeypatch.setattr(SqlRuns, "finish_items", original)
     rerun = dunning.run(7)
     assert rerun.run_id == run.run_id
     assert (rerun.state, rerun.accounts_done) == ("COMPLETED", 3)
