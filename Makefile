@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP) protos
+	bash tools/buf.sh setup   # buf for `buf lint` / `buf generate` at the root (ADR 0040)
 
 protos: $(STAMP)
 	$(BIN)/python tools/gen_protos.py

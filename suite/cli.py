@@ -34,6 +34,7 @@ from suite.state import SuiteState, SuiteStateError, read_state
 from suite.supervisor import StopRequested, SuiteConfig, SuiteError, Supervisor
 from suite.trace_receiver import read_spans
 from suite.trace_view import TraceSummary, summarise_traces, trace_tree
+from suite.version import print_version
 
 app = typer.Typer(
     help="Reckon: run, inspect and demo the charging and billing suite.",
@@ -46,6 +47,22 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(dunning_app, name="dunning")
 app.add_typer(clock_app, name="clock")
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the version and the gRPC contracts installed, then exit.",
+        ),
+    ] = False,
+) -> None:
+    """Reckon: run, inspect and demo the charging and billing suite."""
+
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

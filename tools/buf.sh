@@ -4,6 +4,10 @@
 #   bash tools/buf.sh lint       buf lint (rules in buf.yaml: STANDARD)
 #   bash tools/buf.sh breaking   buf breaking against main (see "Against what" below)
 #   bash tools/buf.sh            both
+#   bash tools/buf.sh setup      only install buf (make setup), so that
+#                                `node_modules/.bin/buf lint` and `buf generate`
+#                                (buf.gen.yaml) work at the repository root; a
+#                                warning, not a failure, without npm
 #
 # Exits non-zero when buf finds a problem (or cannot run).
 #
@@ -184,6 +188,11 @@ run_breaking() {
 }
 
 case "${1:-all}" in
+    setup)
+        if command -v npm >/dev/null; then ensure_buf; else
+            echo "buf.sh: no npm, buf not installed (apt-get install nodejs npm)" >&2
+        fi
+        ;;
     lint) run_lint ;;
     breaking) run_breaking ;;
     all) run_lint && run_breaking ;;

@@ -58,6 +58,14 @@ ensure_redis() {
   say "Redis started"
 }
 
+# buf (tools/buf.sh) and the Node.js client example's test need node and npm.
+ensure_node() {
+  if command -v node >/dev/null && command -v npm >/dev/null; then say "node $(node --version) is there"; return 0; fi
+  say "node/npm not installed: installing from Debian packages"
+  apt_install nodejs npm || say "WARNING: could not install node/npm; buf and the Node.js example will fail under CI"
+}
+
+ensure_node
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
 exit 0

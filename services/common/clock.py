@@ -199,9 +199,14 @@ class SharedTestClock(_Listeners):
         return self
 
     def _follow(self) -> None:
+        # Five reads a second are not work anyone wants traced: without this each one
+        # would be a root span of its own in the suite's traces.
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
         while not self._stop.wait(self._poll_interval):
             try:
-                self.refresh()
+                with suppress_instrumentation():
+                    self.refresh()
                 if self._failing:
                     log.info("test clock: %s readable again", self._key)
                 self._failing = False

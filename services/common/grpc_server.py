@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
@@ -93,8 +94,12 @@ STOPPING = Unavailable(
 )
 
 
-class InFlightCalls(grpc.aio.ServerInterceptor):
-    """Knows every call being served, so a stopping server can answer them UNAVAILABLE."""
+class InFlightCalls:
+    """Knows every call being served, so a stopping server can answer them UNAVAILABLE.
+
+    Filled by ``ErrorMappingInterceptor``, which wraps every authorised call anyway:
+    no second wrapper (and generator hop per streamed message) on the hot path.
+    """
 
     def __init__(self, domain: str) -> None:
         self._domain = domain
@@ -103,8 +108,10 @@ class InFlightCalls(grpc.aio.ServerInterceptor):
 
     @property
     def count(self) -> int:
-        # Not __len__: gRPC tests interceptors for truth, and an idle one would be skipped.
         return len(self._contexts)
+
+    def add(self, context: grpc.aio.ServicerContext) -> None:
+        self._contexts.add(context)
 
     async def wait_idle(self) -> None:
         """Return once no call is being served."""
@@ -112,50 +119,17 @@ class InFlightCalls(grpc.aio.ServerInterceptor):
             self._idle.clear()
             await self._idle.wait()
 
-    def _done(self, context: grpc.aio.ServicerContext) -> None:
+    def done(self, context: grpc.aio.ServicerContext) -> None:
         self._contexts.discard(context)
         if not self._contexts:
             self._idle.set()
 
     async def abort_all(self) -> None:
         for context in list(self._contexts):
-            self._done(context)
+            self.done(context)
             # The call's own task goes on until the server stops; its answer is this.
             with contextlib.suppress(Exception):
                 await _abort(context, STOPPING, self._domain)
-
-    async def intercept_service(
-        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        contexts, done = self._contexts, self._done
-
-        def wrap_unary(behavior: Behavior) -> Behavior:
-            async def tracked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                contexts.add(context)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    done(context)
-
-            return tracked
-
-        def wrap_stream(behavior: Behavior) -> Behavior:
-            async def tracked(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                contexts.add(context)
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    done(context)
-
-            return tracked
-
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 def _wrap_handler(
@@ -184,8 +158,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: ReckonError, domain: 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps ``ReckonError`` to rich statuses; anything else becomes INTERNAL and is logged."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, in_flight: InFlightCalls | None = None) -> None:
         self._domain = domain
+        self._in_flight = in_flight or InFlightCalls(domain)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, grpc.aio.AbortError):
@@ -208,12 +183,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
 
+        in_flight = self._in_flight
+
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                in_flight.add(context)
                 try:
                     return await behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
@@ -221,11 +201,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             async def guarded(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
+                in_flight.add(context)
                 try:
                     async for response in behavior(request, context):
                         yield response
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
                     await self._fail(context, exc)
+                finally:
+                    in_flight.done(context)
 
             return guarded
 
@@ -294,6 +277,7 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
 def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
@@ -303,6 +287,7 @@ def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> 
     first. The two protocols are the same messages under another package name, so
     the v1 method is the v1alpha servicer behind v1's method path: same bytes.
     """
+    _register_reflection_v1_descriptor()
     names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
     servicer = reflection_aio.ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
@@ -317,6 +302,32 @@ def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> 
         },
     )
     server.add_generic_rpc_handlers((v1,))
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Put ``grpc/reflection/v1/reflection.proto`` in the default pool, so reflection can
+    describe its own v1 service (``buf curl --list-methods`` asks for every service):
+    v1alpha's file under v1's package and name."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name, proto.package = REFLECTION_V1_FILE, new
+    proto.options.Clear()
+    for message in proto.message_type:
+        for message_field in message.field:
+            if message_field.type_name.startswith(f".{old}."):
+                message_field.type_name = f".{new}." + message_field.type_name[len(old) + 2 :]
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(f".{old}.", f".{new}.", 1)
+            method.output_type = method.output_type.replace(f".{old}.", f".{new}.", 1)
+    pool.Add(proto)
 
 
 async def create_server(
@@ -340,9 +351,8 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            in_flight,
             ServiceTokenInterceptor(service_token, domain, extra_tokens),
-            ErrorMappingInterceptor(domain),
+            ErrorMappingInterceptor(domain, in_flight),
         ],
         # One value per option, the caller's over the default: gRPC would take the
         # first of a repeated one (SO_REUSEPORT off unless asked, e.g. by charging's

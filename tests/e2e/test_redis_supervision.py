@@ -24,7 +24,9 @@ import redis
 
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
+from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.grpc_client import open_channel
+from services.common.grpc_errors import details_of
 from suite.health import Health, check_health
 from suite.state import SuiteState, read_state
 from suite.supervisor import SuiteConfig, Supervisor, _port_free
@@ -157,3 +159,46 @@ def test_a_port_left_in_time_wait_is_free_for_a_restart() -> None:
     listener.close()
     client.close()
     assert _port_free(f"127.0.0.1:{port}")
+
+
+async def test_streams_open_while_the_suite_stops_end_unavailable(tmp_path: Path) -> None:
+    """Clients that retry on UNAVAILABLE retry; a CANCELLED call they would not."""
+    supervisor = Supervisor(
+        SuiteConfig(
+            data_dir=tmp_path / "suite",
+            free_ports=True,
+            environ=embedded_defaults(),
+            start_timeout=45,
+            stop_grace=10,
+        )
+    )
+    state = supervisor.start()
+    try:
+        token = state.token()
+        async with (
+            open_channel(str(state.address_of("charging")), token) as charging_channel,
+            open_channel(str(state.address_of("rating")), token) as rating_channel,
+        ):
+            charging = charging_pb2_grpc.ChargingServiceStub(charging_channel).StreamCreditControl()
+            await charging.write(
+                charging_pb2.StreamCreditControlRequest(
+                    request=charging_pb2.CreditControlRequest(
+                        session_id="s1",
+                        request_type=charging_pb2.REQUEST_TYPE_EVENT,
+                        requested_action=charging_pb2.REQUESTED_ACTION_CHECK_BALANCE,
+                        account_id="nobody",
+                    )
+                )
+            )
+            await charging.read()  # the stream is open and answering
+            rating = rating_pb2_grpc.RatingServiceStub(rating_channel).StreamRateEvents()
+            await rating.write(rating_pb2.StreamRateEventsRequest(event=rating_pb2.UsageEvent()))
+            await rating.read()
+            await asyncio.to_thread(supervisor.stop)
+            for stream in (charging, rating):
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await stream.read()
+                assert ended.value.code() is grpc.StatusCode.UNAVAILABLE, ended.value
+                assert details_of(ended.value).reason == "SERVICE_STOPPING"
+    finally:
+        supervisor.stop()

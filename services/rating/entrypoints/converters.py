@@ -18,6 +18,7 @@ from reckon.rating.v1 import rating_pb2
 from services.common.errors import InvalidArgument, Violations
 from services.common.money import Money
 from services.common.proto_convert import (
+    MAX_MONEY_UNITS,
     money_from_proto,
     money_to_proto,
     timestamp_from_proto,
@@ -108,6 +109,8 @@ def usage_from_proto(
     else:
         if event.quantity.value < 0:
             violations.add("quantity.value", "must not be negative")
+        elif event.quantity.value > MAX_MONEY_UNITS:
+            violations.add("quantity.value", "is out of range: at most 10^15")
         if event.quantity.unit not in (0, *UNIT_NAMES):
             violations.add("quantity.unit", "is not a known unit")
         unit = UNIT_NAMES.get(event.quantity.unit, "")

@@ -460,7 +460,9 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
         else:
             units = request.quantity.value
             if not 0 <= units <= MAX_QUOTE_UNITS:
-                violations.add("quantity.value", f"must be 0..{MAX_QUOTE_UNITS}")
+                violations.add(
+                    "quantity.value", f"is out of range: must be 0 to {MAX_QUOTE_UNITS} (10^15)"
+                )
             unit = convert.UNIT_NAMES.get(request.quantity.unit, "")
         usage = convert.quote_usage(
             request, violations, now=self._app.clock.now(), quantity_value=units, unit=unit

@@ -36,7 +36,7 @@ from services.common.clock import (
 from services.common.config import ConfigError, ServiceSettings, load_settings
 from suite.cli import app
 from suite.state import SuiteState, write_state
-from suite.supervisor import CODE_ROOT
+from suite.supervisor import CODE_ROOT, SuiteConfig, SuiteError, Supervisor
 from tests.conftest import TEST_TOKEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,6 +163,20 @@ def test_a_service_reads_the_shared_clock_only_in_test_clock_mode(
     monkeypatch.setenv("RECKON_ENV", "production")
     with pytest.raises(ConfigError, match="never available with RECKON_ENV=production"):
         load_settings(ServiceSettings)
+
+
+def test_reckon_up_refuses_a_test_clock_in_production(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        SuiteConfig(
+            data_dir=tmp_path,
+            free_ports=True,
+            environ={**os.environ, "RECKON_ENV": "production"},
+            test_clock=True,
+        )
+    )
+    with pytest.raises(SuiteError, match="never available with RECKON_ENV=production"):
+        supervisor.start()
+    assert not (tmp_path / "suite.json").exists()
 
 
 def _suite_json(data_dir: Path, redis_url: str, *, test_clock: bool) -> None:

@@ -106,8 +106,9 @@ def test_allocation_never_loses_or_invents_a_cent(amount: Decimal, ratios: list[
 
 @given(
     st.decimals(
-        min_value=Decimal("-9e15"),
-        max_value=Decimal("9e15"),
+        # The wire's range: beyond 10^15 units an amount is "out of range" (issue 9 item 14).
+        min_value=Decimal("-1e15"),
+        max_value=Decimal("1e15"),
         places=9,
         allow_nan=False,
         allow_infinity=False,
