@@ -54,6 +54,10 @@ RUN groupadd --system --gid 10001 reckon \
  && useradd --system --uid 10001 --gid reckon --home-dir /app --shell /usr/sbin/nologin reckon \
  && mkdir -p /app /data \
  && chown reckon:reckon /data
+# Invoice PDFs (WeasyPrint, ADR 0026): Pango for text layout, fonts with Latin and Cyrillic.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fontconfig fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/reckon /opt/reckon
 COPY docker/grpc_health_check.py /app/grpc_health_check.py
 WORKDIR /app

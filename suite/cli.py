@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from suite.billrun_cli import billrun_app
 from suite.clock_cli import clock_app
 from suite.dunning_cli import dunning_app
 from suite.environment import AddressError
@@ -47,6 +48,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(dunning_app, name="dunning")
 app.add_typer(clock_app, name="clock")
+app.add_typer(billrun_app, name="billrun")
 
 
 @app.callback()

@@ -66,6 +66,18 @@ ensure_node() {
 }
 
 ensure_node
+
+# Invoice PDFs (WeasyPrint, ADR 0026): Pango for text layout, fonts with Latin and Cyrillic.
+ensure_document_libraries() {
+  if ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0 && fc-list 2>/dev/null | grep -qi dejavu; then
+    say "Pango and fonts for invoice PDFs are present"; return 0
+  fi
+  say "installing Pango and fonts for invoice PDFs"
+  apt_install libpango-1.0-0 libpangoft2-1.0-0 fontconfig fonts-dejavu-core fonts-liberation \
+    || say "could not install Pango/fonts: invoice PDF tests will fail"
+}
+
 ensure_postgres || say "WARNING: PostgreSQL unavailable; PostgreSQL tests will fail under CI"
 ensure_redis
+ensure_document_libraries
 exit 0

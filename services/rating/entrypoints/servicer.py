@@ -33,6 +33,7 @@ from services.common.proto_convert import (
     timestamp_to_proto,
 )
 from services.rating.entrypoints import converters as convert
+from services.rating.entrypoints.plan_fees_rpc import plan_fees_rpc
 from services.rating.service_layer.catalog import apply_catalog, import_destinations
 from services.rating.service_layer.imports import ImportResult
 from services.rating.service_layer.pricing import normalised
@@ -771,6 +772,11 @@ class RatingServicer(rating_pb2_grpc.RatingServiceServicer):
             )
 
         return await self._run(load)
+
+    async def PricePlanFees(
+        self, request: rating_pb2.PricePlanFeesRequest, context: Any
+    ) -> rating_pb2.PricePlanFeesResponse:
+        return await plan_fees_rpc(self._app, request)
 
 
 __all__ = ["RatingServicer"]

@@ -1,0 +1,108 @@
+"""EN 16931 invoice arithmetic: line nets, the VAT breakdown and the totals.
+
+- A line's net is quantity x unit price minus its allowance, rounded once to the
+  currency's minor unit (half-up). Usage lines sum exact rated amounts and are
+  rounded once too.
+- Inclusive prices are converted to nets per line first:
+  ``net = gross / (1 + rate)``, rounded half-up.
+- VAT breakdown per category and rate: taxable amount = sum of the line nets in
+  it; tax = taxable x rate, rounded half-up to the currency's minor unit (2
+  decimals for EUR and most currencies: BR-CO-17).
+- Totals: net = sum of line nets; tax = sum of the breakdown's taxes; gross = net + tax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+
+from services.common.money import Money, Rounding, currency_exponent, round_decimal
+
+HUNDRED = Decimal(100)
+# Categories without VAT: the rate must be 0 and the breakdown needs a reason text.
+EXEMPT_CATEGORIES = frozenset({"E", "AE", "K", "G", "O"})
+CATEGORIES = frozenset({"S", "Z", *EXEMPT_CATEGORIES})
+EXEMPTION_REASONS = {
+    "E": "Exempt from VAT",
+    "AE": "Reverse charge",
+    "K": "Intra-community supply",
+    "G": "Export outside the EU",
+    "O": "Not subject to VAT",
+}
+
+
+def round_money(amount: Decimal, currency: str) -> Money:
+    """Half-up to the currency's minor unit: the one rounding rule of invoices."""
+    return Money(round_decimal(amount, currency_exponent(currency), Rounding.HALF_UP), currency)
+
+
+def line_net(quantity: Decimal, unit_price: Money, allowance: Money | None = None) -> Money:
+    """quantity x unit price - allowance, rounded once."""
+    with localcontext() as context:
+        context.prec = 60
+        exact = quantity * unit_price.amount - (allowance.amount if allowance else Decimal(0))
+    return round_money(exact, unit_price.currency)
+
+
+def net_from_inclusive(gross: Money, rate_percent: Decimal) -> Money:
+    """The net inside a VAT-inclusive amount, rounded once (the cent lands in the net)."""
+    with localcontext() as context:
+        context.prec = 60
+        exact = gross.amount * HUNDRED / (HUNDRED + rate_percent)
+    return round_money(exact, gross.currency)
+
+
+def tax_of(taxable: Money, rate_percent: Decimal) -> Money:
+    with localcontext() as context:
+        context.prec = 60
+        exact = taxable.amount * rate_percent / HUNDRED
+    return round_money(exact, taxable.currency)
+
+
+@dataclass(frozen=True)
+class TaxedAmount:
+    """What the breakdown needs of a line: its net and its VAT category and rate."""
+
+    net: Money
+    tax_category: str
+    tax_rate: Decimal
+
+
+@dataclass(frozen=True)
+class VatBreakdown:
+    tax_category: str
+    tax_rate: Decimal
+    taxable_amount: Money
+    tax_amount: Money
+
+    @property
+    def exemption_reason(self) -> str:
+        return EXEMPTION_REASONS.get(self.tax_category, "")
+
+
+@dataclass(frozen=True)
+class Totals:
+    net: Money
+    tax: Money
+    gross: Money
+    breakdown: tuple[VatBreakdown, ...]
+
+
+def vat_breakdown(lines: Iterable[TaxedAmount], currency: str) -> tuple[VatBreakdown, ...]:
+    """One entry per (category, rate), in category then rate order."""
+    groups: dict[tuple[str, Decimal], Money] = {}
+    for line in lines:
+        key = (line.tax_category, line.tax_rate.normalize())
+        groups[key] = groups.get(key, Money.zero(currency)) + line.net
+    return tuple(
+        VatBreakdown(category, rate, taxable, tax_of(taxable, rate))
+        for (category, rate), taxable in sorted(groups.items())
+    )
+
+
+def totals(lines: Sequence[TaxedAmount], currency: str) -> Totals:
+    breakdown = vat_breakdown(lines, currency)
+    net = sum((line.net for line in lines), Money.zero(currency))
+    tax = sum((group.tax_amount for group in breakdown), Money.zero(currency))
+    return Totals(net.rounded(), tax.rounded(), (net + tax).rounded(), breakdown)

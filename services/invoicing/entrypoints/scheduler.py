@@ -1,0 +1,64 @@
+"""The bill-run scheduler: the daily run, and stalled runs' work queued again.
+
+It looks at the injected clock every ``interval_seconds`` (1 s by default), so a
+test clock moved forward is noticed within about a second: the run for the new
+day starts and invoices every account whose cycle ended (ADR 0024).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from services.common.clock import Clock
+from services.invoicing.service_layer import billruns
+from services.invoicing.service_layer.drafting import FeePricer
+from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class BillRunScheduler:
+    def __init__(
+        self,
+        uow_factory: Callable[[], InvoicingUnitOfWork],
+        pricer: FeePricer,
+        clock: Clock,
+        *,
+        interval_seconds: float = 1.0,
+        daily_runs: bool = True,
+        stalled_after: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._pricer = pricer
+        self._clock = clock
+        self._interval = interval_seconds
+        self._daily_runs = daily_runs
+        self._stalled_after = stalled_after
+
+    def run_once(self) -> str | None:
+        started = None
+        if self._daily_runs:
+            started = billruns.start_scheduled_run(
+                self._uow_factory, self._pricer, self._clock.now().date()
+            )
+            if started:
+                log.info("started the daily bill run %s", started)
+        requeued = billruns.requeue_stalled(self._uow_factory, self._stalled_after)
+        if requeued:
+            log.warning("queued the work of %d accounts of stalled bill runs again", requeued)
+        return started
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bill-run scheduler failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
