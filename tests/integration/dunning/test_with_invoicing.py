@@ -76,7 +76,7 @@ async def dunning(
 async def test_late_fee_and_interest_become_pending_items_of_the_next_invoice(
     world: World, dunning: tuple[RunningDunning, ManualClock]
 ) -> None:
-    service, clock = dunning
+    service, _clock = dunning
     _, account_id = await world.account(terms=14)
     await world.processed(2)
     await world.stub.AddPendingItem(
