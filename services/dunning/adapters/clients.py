@@ -124,6 +124,13 @@ EXPORT_COLUMNS = (
 )
 
 
+def _amount(record: ReactionRecord) -> str:
+    """The amount with the currency's decimals (SQL may give 120 for 120.00)."""
+    if record.amount is None:
+        return ""
+    return str(Money.of(record.amount, record.currency).rounded().amount)
+
+
 class CsvCollectionsExport:
     """``<directory>/collections-YYYY-MM-DD.csv``: every account handed over that day.
 
@@ -151,7 +158,7 @@ class CsvCollectionsExport:
                         record.customer_id,
                         record.episode_id,
                         record.level,
-                        "" if record.amount is None else str(record.amount),
+                        _amount(record),
                         record.currency,
                         record.run_date.isoformat(),
                         record.key,

@@ -7,12 +7,18 @@ only what was left, and applies nothing twice.
 
 from __future__ import annotations
 
+import csv
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
+from services.dunning.adapters.clients import CsvCollectionsExport
 from services.dunning.adapters.orm import dunning_reactions, kit
 from services.dunning.adapters.repositories import SqlRuns
 from services.dunning.service_layer import runs
+from services.dunning.service_layer.effects import Effects
 from tests.integration.dunning.conftest import DUE, Dunning
 
 EXPECTED = {
@@ -130,3 +136,42 @@ def test_a_first_run_late_applies_the_skipped_levels_but_one_message(dunning: Du
         (3, "EMAIL", "DONE"),
         (3, "SUSPEND", "PENDING"),
     ]
+
+
+def test_the_scheduler_catches_up_each_missed_day_in_order(dunning: Dunning) -> None:
+    from services.dunning.entrypoints.scheduler import DailyScheduler
+
+    dunning.invoice("inv_1")
+    scheduler = DailyScheduler(dunning.uow, dunning.clock, run_hour=1, inline=True)
+    dunning.day(1)  # 09:00 UTC, past the run hour
+    assert scheduler.run_once() == 1
+    assert scheduler.run_once() == 0  # the day's run is done
+    # The clock jumps a week: days 2..8 are each run once, in order, so the level-2
+    # SMS goes out for day 7 and nothing is skipped.
+    dunning.day(8)
+    assert scheduler.run_once() == 7
+    with dunning.uow() as uow:
+        dates = [uow.runs.by_date(DUE + timedelta(days=n)) for n in range(1, 9)]
+    assert all(run is not None and run.state == "COMPLETED" for run in dates)
+    assert [(e["level"], e["days_past_due"]) for e in dunning.events("DunningLevelReached")] == [
+        (1, 1),
+        (2, 7),
+    ]
+
+
+def test_collections_hand_over_writes_the_days_export_file_once(
+    dunning: Dunning, tmp_path: Path
+) -> None:
+    dunning.invoice("inv_1", amount="120.00")
+    dunning.invoice("inv_2", "acc_2", amount="30.00", customer_id="cus_2")
+    dunning.run(30)
+    export = CsvCollectionsExport(tmp_path)
+    effects = Effects(dunning.uow, None, None, export)
+    assert effects.dispatch() == 2  # the two COLLECTIONS reactions; the rest wait for peers
+    assert effects.dispatch() == 0
+    rows = list(csv.DictReader(export.path_for(dunning.day(30)).open()))
+    assert [(r["account_id"], r["amount_overdue"], r["currency"]) for r in rows] == [
+        ("acc_1", "120.00", "EUR"),
+        ("acc_2", "30.00", "EUR"),
+    ]
+    assert [s for _, k, s in dunning.reactions() if k == "COLLECTIONS"] == ["DONE"]
