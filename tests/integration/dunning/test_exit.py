@@ -152,3 +152,31 @@ def test_the_list_shows_level_amount_days_and_next_step_with_filters(dunning: Du
     assert [v.account.account_id for v in second_page] == ["acc_2"]
     recent, _ = handlers.list_cases(dunning.uow(), min_days_past_due=5)
     assert [v.account.account_id for v in recent] == ["acc_2"]
+
+
+def test_a_group_policy_wins_over_the_default_and_a_new_version_applies(dunning: Dunning) -> None:
+    vip = """\
+code: vip
+applies_to: {groups: [vip]}
+levels:
+  - name: courtesy call
+    when: {days_past_due: 20}
+    reactions: [{kind: email, template: dunning_final_notice}]
+"""
+    first = handlers.apply_policy(dunning.uow(), vip)
+    assert first.policy.version == 1
+    assert handlers.apply_policy(dunning.uow(), vip).policy.version == 1  # same text
+    dunning.event("AccountCreated", account_id="acc_v", customer_id="cus_v", group_id="vip")
+    dunning.invoice("inv_v", "acc_v", customer_id="cus_v")
+    dunning.invoice("inv_1")
+    dunning.run(14)
+    assert dunning.reactions("acc_v") == []
+    assert (3, "SUSPEND", "PENDING") in dunning.reactions("acc_1")
+    second = handlers.apply_policy(
+        dunning.uow(), vip.replace("days_past_due: 20", "days_past_due: 15")
+    )
+    assert second.policy.version == 2
+    dunning.run(15)
+    assert dunning.reactions("acc_v") == [(1, "EMAIL", "DONE")]
+    (reached,) = [e for e in dunning.events("DunningLevelReached") if e["account_id"] == "acc_v"]
+    assert (reached["policy_code"], reached["policy_version"]) == ("vip", 2)
