@@ -144,6 +144,7 @@ def judge_many(
             policy = cases.policy_for(policies, account)
             if cases.judge(uow, account, invoices.get(account_id, []), run_date, policy):
                 escalated.add(account_id)
+        uow.accounts.save_many(list(accounts.values()))
         uow.runs.finish_items(run_id, pending, escalated=escalated)
         uow.commit()
 

@@ -66,6 +66,10 @@ class AccountRepository(Protocol):
 
     def get_many(self, account_ids: Sequence[str]) -> Sequence[DunnedAccount]: ...
 
+    def save_many(self, accounts: Sequence[DunnedAccount]) -> None:
+        """Write these accounts' changes now, together (ABORTED if one changed meanwhile)."""
+        ...
+
     def in_dunning(
         self,
         *,

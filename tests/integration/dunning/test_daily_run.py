@@ -175,3 +175,40 @@ def test_collections_hand_over_writes_the_days_export_file_once(
         ("acc_2", "30.00", "EUR"),
     ]
     assert [s for _, k, s in dunning.reactions() if k == "COLLECTIONS"] == ["DONE"]
+
+
+def test_an_event_committed_while_the_run_judges_the_account_is_kept_and_judged_again(
+    dunning: Dunning, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.dunning.adapters.repositories import SqlAccounts
+
+    dunning.invoice("inv_1")
+    dunning.invoice("inv_2", "acc_2", customer_id="cus_2")
+    original = SqlAccounts.save_many
+    interfered: list[bool] = []
+
+    def payment_fails_meanwhile(self: SqlAccounts, accounts: list[object]) -> None:
+        if not interfered:
+            interfered.append(True)
+            # Another transaction (the projection consumer) changes acc_1 now.
+            dunning.event(
+                "PaymentFailed",
+                account_id="acc_1",
+                decline_code="expired_card",
+                invoice_ids=["inv_1"],
+            )
+        original(self, accounts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqlAccounts, "save_many", payment_fails_meanwhile)
+    run = dunning.run(7)
+    assert (run.state, run.accounts_done) == ("COMPLETED", 2)
+    for account_id in ("acc_1", "acc_2"):
+        assert dunning.reactions(account_id) == [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")]
+    with dunning.uow() as uow:
+        account = uow.accounts.get("acc_1")
+        invoice = uow.invoices.get("inv_1")
+    assert account is not None
+    assert invoice is not None
+    assert account.last_failure_reason == "expired_card"  # the event's change survived
+    assert account.level == 2
+    assert invoice.failed_attempts == 1
