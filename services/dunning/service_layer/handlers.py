@@ -193,8 +193,8 @@ def set_exemption(
     uow: DunningUnitOfWork, account_id: str, reason: str, end_date: date | None, *, clear: bool
 ) -> DunnedAccount:
     problems = []
-    if not account_id:
-        problems.append(("account_id", "required"))
+    if not account_id or len(account_id) > 40:
+        problems.append(("account_id", "required: an account id of at most 40 characters"))
     if not clear and not 1 <= len(reason.strip()) <= 500:
         problems.append(("reason", "required: 1 to 500 characters"))
     if not clear and end_date is None:
@@ -204,9 +204,8 @@ def set_exemption(
 
         raise InvalidArgument([FieldViolation(f, d) for f, d in problems])
     with uow:
-        account = uow.accounts.get(account_id)
-        if account is None:
-            raise NotFound(f"dunning knows no account {account_id}", reason="ACCOUNT_NOT_FOUND")
+        # A key account may be exempted before dunning has seen any of its invoices.
+        account = _account(uow, account_id)
         if end_date is not None and not clear and end_date < uow.clock.now().date():
             raise InvalidArgument.field("end_date", "is in the past")
         account.exempt_until = None if clear else end_date

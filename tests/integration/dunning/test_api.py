@@ -134,6 +134,16 @@ async def test_bad_input_is_refused_naming_the_field(api: Api) -> None:
             "page_token",
         ),
         (api.stub.SetExemption(pb.SetExemptionRequest(account_id="acc_1")), "reason"),
+        (
+            api.stub.SetExemption(
+                pb.SetExemptionRequest(
+                    account_id="acc_" + "x" * 60,
+                    reason="vip",
+                    end_date=date_pb2.Date(year=2027, month=6, day=1),
+                )
+            ),
+            "account_id",
+        ),
         (api.stub.GetPaymentBehaviour(pb.GetPaymentBehaviourRequest()), "customer_id"),
         (api.stub.ListPaymentBehaviours(pb.ListPaymentBehavioursRequest(grade="Z")), "grade"),
         (api.stub.GetDunningRun(pb.GetDunningRunRequest()), "run_id"),
