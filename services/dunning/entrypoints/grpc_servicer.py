@@ -18,7 +18,7 @@ from google.type import date_pb2
 
 from reckon.dunning.v1 import dunning_pb2 as pb
 from reckon.dunning.v1 import dunning_pb2_grpc
-from services.common.errors import InvalidArgument, NotFound, Violations
+from services.common.errors import NotFound, Violations
 from services.common.money import Money
 from services.common.proto_convert import (
     decode_page_token,
@@ -50,6 +50,17 @@ def date_from_proto(message: date_pb2.Date, field: str, violations: Violations) 
     except ValueError as exc:
         violations.add(field, f"not a calendar date: {exc}")
         return None
+
+
+MAX_ID = 64
+
+
+def _id(value: str, field: str, violations: Violations, *, required: bool = False) -> None:
+    """Ids and codes: at most 64 printable characters (PostgreSQL refuses NUL in text)."""
+    if required and not value:
+        violations.add(field, "required")
+    elif len(value) > MAX_ID or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        violations.add(field, f"not an id: at most {MAX_ID} printable characters")
 
 
 def _request_id(value: str, violations: Violations) -> None:
@@ -216,8 +227,9 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
     async def GetDunningRun(
         self, request: pb.GetDunningRunRequest, context: Any
     ) -> pb.GetDunningRunResponse:
-        if not request.run_id:
-            raise InvalidArgument.field("run_id", "required")
+        violations = Violations()
+        _id(request.run_id, "run_id", violations, required=True)
+        violations.raise_if_any()
 
         def get() -> Run | None:
             with self._uow_factory() as uow:
@@ -234,6 +246,8 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
         violations = Violations()
         size = page_size_from_proto(request.page_size, violations)
         cursor = decode_page_token(request.page_token, violations)
+        for name in ("policy_code", "group_id", "reseller_id"):
+            _id(getattr(request, name), name, violations)
         violations.check(request.level >= 0, "level", "must not be negative")
         violations.check(
             request.min_days_past_due >= 0, "min_days_past_due", "must not be negative"
@@ -265,6 +279,7 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
     ) -> pb.SetExemptionResponse:
         violations = Violations()
         _request_id(request.request_id, violations)
+        _id(request.account_id, "account_id", violations, required=True)
         end = (
             date_from_proto(request.end_date, "end_date", violations)
             if request.HasField("end_date")
@@ -288,6 +303,9 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
     async def GetPaymentBehaviour(
         self, request: pb.GetPaymentBehaviourRequest, context: Any
     ) -> pb.GetPaymentBehaviourResponse:
+        violations = Violations()
+        _id(request.customer_id, "customer_id", violations, required=True)
+        violations.raise_if_any()
         record, outcomes = await asyncio.to_thread(
             handlers.behaviour, self._uow_factory(), request.customer_id
         )

@@ -278,3 +278,13 @@ async def test_payment_behaviour_after_a_year_of_mixed_payments(
     assert len(outcomes) == 12
     assert outcomes[2]["outcome"] == "PAID_LATE"
     assert outcomes[2]["paid_date"] == "2027-03-20"
+
+
+async def test_fuzzing_every_method_finds_no_internal_error(api: Api) -> None:
+    from tests.e2e.fuzz_requests import fuzz_server
+
+    await api.stub.ApplyPolicy(pb.ApplyPolicyRequest(document=SAMPLE.read_text()))
+    calls, findings = await fuzz_server(api.service.address, TEST_TOKEN)
+    assert calls > 0
+    report = "\n".join(sorted({str(f) for f in findings}))
+    assert not findings, f"{len(findings)} findings:\n{report}"
