@@ -153,8 +153,8 @@ def parse_policy(document: Any, *, version: int = 1) -> Policy:
         bad("code", "required: 1 to 64 of a-z, 0-9, - and _")
         code = ""
     name = document.get("name", code)
-    if not isinstance(name, str):
-        bad("name", "must be text")
+    if not isinstance(name, str) or len(name) > 200:
+        bad("name", "must be text of at most 200 characters")
         name = ""
     groups, resellers, is_default = _applies_to(document.get("applies_to"), bad)
     raw_levels = document.get("levels")

@@ -110,3 +110,8 @@ def test_unknown_fields_and_a_missing_code_are_refused() -> None:
         read_policy("levelz: []\n")
     fields = {v.field for v in caught.value.violations}
     assert {"document.levelz", "document.code", "document.levels"} <= fields
+
+
+def test_an_over_long_name_is_refused() -> None:
+    problems = _problems("name: " + "x" * 201 + "\n" + BASE)
+    assert problems["document.name"].startswith("line 1: ")
