@@ -124,7 +124,7 @@ def render_problem(source: str, field: str, description: str) -> str:
 
 def _print_problems(source: str, problems: list[tuple[str, str]]) -> None:
     for field, description in problems:
-        errors.print(escape(render_problem(source, field, description)))
+        errors.print(escape(render_problem(source, field, description)), soft_wrap=True)
 
 
 @dunning_app.command("check")
