@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
@@ -264,15 +265,19 @@ class SqlRuns:
         return list(self.session.scalars(select(union.c.account_id).order_by(union.c.account_id)))
 
     def add(self, run_id: str, run_date: date, account_ids: Sequence[str], now: datetime) -> None:
-        self.session.execute(
-            insert(dunning_runs).values(
-                run_id=run_id,
-                run_date=run_date,
-                state="RUNNING",
-                accounts_total=len(account_ids),
-                start_time=now,
+        try:
+            self.session.execute(
+                insert(dunning_runs).values(
+                    run_id=run_id,
+                    run_date=run_date,
+                    state="RUNNING",
+                    accounts_total=len(account_ids),
+                    start_time=now,
+                )
             )
-        )
+        except IntegrityError as exc:
+            # A concurrent start took the date (unique): the caller resumes that run.
+            raise Aborted(f"the run of {run_date} was started concurrently") from exc
         rows = [
             {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
             for a in account_ids

@@ -212,3 +212,20 @@ def test_an_event_committed_while_the_run_judges_the_account_is_kept_and_judged_
     assert account.last_failure_reason == "expired_card"  # the event's change survived
     assert account.level == 2
     assert invoice.failed_attempts == 1
+
+
+def test_concurrent_starts_of_a_day_make_one_run(dunning: Dunning) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for n in range(1, 6):
+        dunning.invoice(f"inv_{n}", f"acc_{n}", customer_id=f"cus_{n}")
+    day = dunning.day(7)
+    with ThreadPoolExecutor(4) as pool:
+        finished = list(pool.map(lambda _: runs.run_inline(dunning.uow, day), range(4)))
+    assert len({run.run_id for run in finished}) == 1
+    with dunning.engine.connect() as connection:
+        fees = connection.execute(
+            select(func.count()).where(dunning_reactions.c.kind == "LATE_FEE")
+        ).scalar_one()
+    assert fees == 5
+    assert len(dunning.events("DunningLevelReached")) == 5
