@@ -229,3 +229,43 @@ def test_concurrent_starts_of_a_day_make_one_run(dunning: Dunning) -> None:
         ).scalar_one()
     assert fees == 5
     assert len(dunning.events("DunningLevelReached")) == 5
+
+
+class Refusing:
+    """An accounts port whose answers a test chooses: down, or the state already there."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: list[tuple[str, str]] = []
+
+    def _call(self, action: str, account_id: str) -> None:
+        self.calls.append((action, account_id))
+        raise self.error
+
+    def suspend(self, account_id: str, reason: str, request_id: str) -> None:
+        self._call("suspend", account_id)
+
+    def bar(self, account_id: str, reason: str, request_id: str) -> None:
+        self._call("bar", account_id)
+
+    def restore(self, account_id: str, reason: str, request_id: str) -> None:
+        self._call("restore", account_id)
+
+
+def test_effects_wait_while_accounts_is_down_and_accept_a_state_already_there(
+    dunning: Dunning,
+) -> None:
+    from services.common.errors import FailedPrecondition, Unavailable
+
+    dunning.invoice("inv_1")
+    dunning.run(14)
+    down = Refusing(Unavailable("accounts is down"))
+    assert Effects(dunning.uow, down, None, None).dispatch() == 0
+    assert down.calls == [("suspend", "acc_1")]
+    assert (3, "SUSPEND", "PENDING") in dunning.reactions()
+    already = Refusing(
+        FailedPrecondition("account is already SUSPENDED", reason="INVALID_STATE_TRANSITION")
+    )
+    assert Effects(dunning.uow, already, None, None).dispatch() == 1
+    assert (3, "SUSPEND", "DONE") in dunning.reactions()
+    assert Effects(dunning.uow, already, None, None).dispatch() == 0  # nothing left to do

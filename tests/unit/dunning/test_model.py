@@ -157,3 +157,29 @@ def test_payment_behaviour_after_a_year_of_mixed_payments() -> None:
     assert record.fees_charged == Decimal("20.00")
     assert record.average_days_late == Decimal("3.3")  # 36 days late / 11 invoices
     assert (record.score, record.grade) == (95, "A")
+
+
+def test_a_levels_messages_repeat_every_n_days_while_the_account_stays() -> None:
+    policy = read_policy(
+        """\
+code: p
+levels:
+  - when: {days_past_due: 1}
+    repeat_every_days: 3
+    reactions: [{kind: email, template: dunning_reminder}]
+"""
+    )
+    since = DUE + timedelta(days=1)
+    account = DunnedAccount(
+        "acc_1", episode_id="ep1", state=CaseState.ACTIVE, level=1, level_since=since
+    )
+    keys = {
+        day: {
+            p.key
+            for p in plan_reactions(policy, account, [_invoice()], since + timedelta(days=day))
+        }
+        for day in range(7)
+    }
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[3] == keys[4] == keys[5] != keys[0]
+    assert keys[6] not in (keys[0], keys[3])
