@@ -359,10 +359,10 @@ class Supervisor:
             self.redis.start()
         except RuntimeError as exc:
             return f"{died}; the restart failed: {exc}"
-        self._report(f"redis-server is back (pid {self.redis.process.pid})")
         if self.state is not None:
             self.state = replace(self.state, redis_pid=self.redis.process.pid)
             write_state(self.data_dir, self.state)
+        self._report(f"redis-server is back (pid {self.redis.process.pid})")
         return None
 
     def watch(self, interval: float = 0.5) -> str | None:

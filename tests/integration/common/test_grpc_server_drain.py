@@ -57,15 +57,15 @@ async def test_calls_still_running_at_the_end_of_the_grace_get_unavailable(
 ) -> None:
     async with open_channel(f"127.0.0.1:{server.port}", TEST_TOKEN) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
-        quick = asyncio.ensure_future(stub.Echo(echo_pb2.EchoRequest(payload=b"0.2"), timeout=10))
+        quick = asyncio.ensure_future(stub.Echo(echo_pb2.EchoRequest(payload=b"0.1"), timeout=10))
         slow = asyncio.ensure_future(stub.Echo(echo_pb2.EchoRequest(payload=b"30"), timeout=10))
         stream = stub.EchoStream(timeout=10)
         await stream.write(echo_pb2.EchoStreamRequest(payload=b"open"))
         assert (await stream.read()).payload == b"open"
         await asyncio.sleep(0.1)
-        await server.drain(1.0)
+        await server.drain(2.0)
 
-        assert (await quick).payload == b"0.2"  # finished within the grace: its answer
+        assert (await quick).payload == b"0.1"  # finished within the grace: its answer
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await slow
         assert failure.value.code() is grpc.StatusCode.UNAVAILABLE

@@ -140,7 +140,7 @@ async def test_charging_sweeps_run_again_as_soon_as_the_clock_moves() -> None:
     await asyncio.sleep(0.05)
     assert runs == 1
     clock.advance(timedelta(days=1))
-    for _ in range(50):
+    for _ in range(250):
         await asyncio.sleep(0.02)
         if runs == 2:
             break
