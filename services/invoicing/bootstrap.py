@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from reckon.invoicing.v1 import invoicing_pb2_grpc
+from services.common import clock as kit_clock
 from services.common.clock import Clock, SystemClock
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
@@ -102,12 +103,29 @@ class RunningInvoicing:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.redis.aclose()
+        release_clock(self.app.clock)
         if self.app.owned_pricer is not None:
             self.app.owned_pricer.close()
         await asyncio.to_thread(self.app.engine.dispose)
 
     async def wait(self) -> None:
         await self._stop.wait()
+
+
+def service_clock(settings: InvoicingSettings) -> Clock:
+    """The suite's clock: the kit's ``clock_from_config`` where it exists (the shared
+    test clock under ``reckon up --test-clock``), else the machine's."""
+    factory = getattr(kit_clock, "clock_from_config", None)
+    if factory is None:
+        return SystemClock()
+    chosen: Clock = factory(settings)
+    return chosen
+
+
+def release_clock(clock: Clock) -> None:
+    closer = getattr(kit_clock, "close_clock", None)
+    if closer is not None:
+        closer(clock)
 
 
 def fee_pricer(settings: InvoicingSettings) -> tuple[FeePricer, RatingFeePricer | None]:
@@ -130,7 +148,7 @@ async def build(
     renderer: DocumentRenderer | None = None,
     serve_api: bool = True,
 ) -> InvoicingApp:
-    clock = clock or SystemClock()
+    clock = clock or service_clock(settings)
     engine = make_engine(settings.effective_database_url, settings.effective_database_schema)
     if settings.migrate_on_start:
         await asyncio.to_thread(upgrade_to_head, engine, MIGRATIONS)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted
 from services.common.money import Money
+from services.invoicing.adapters.invoice_repository import _invoice_values, _line_values
 from services.invoicing.adapters.orm import (
     account_credit,
     accounts,
@@ -30,13 +31,7 @@ from services.invoicing.adapters.orm import (
     rated_usage,
     segments,
 )
-from services.invoicing.adapters.repositories import (
-    _account,
-    _invoice_values,
-    _line_values,
-    _pending,
-    _segment,
-)
+from services.invoicing.adapters.repositories import _account, _pending, _segment
 from services.invoicing.domain.builder import RatedUsage, Segment
 from services.invoicing.domain.model import Invoice, PendingItem
 from services.invoicing.domain.parties import AccountFacts, ItemStatus

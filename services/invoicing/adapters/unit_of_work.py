@@ -18,10 +18,10 @@ from services.invoicing.adapters.billing_repositories import (
     SqlCreditNotes,
     SqlDisputes,
 )
+from services.invoicing.adapters.invoice_repository import SqlInvoices
 from services.invoicing.adapters.orm import kit
 from services.invoicing.adapters.repositories import (
     SqlAccountCredit,
-    SqlInvoices,
     SqlNumbers,
     SqlParties,
     SqlPendingItems,

@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from enum import StrEnum
 
-from services.common.money import Money
+from services.common.money import Money, Rounding, round_decimal
 
 from .arithmetic import round_money
 from .cycles import Cycle, prorate
@@ -167,8 +167,14 @@ def _fee_line(
     credit: bool = False,
     kind: LineKind | None = None,
 ) -> InvoiceLine:
-    unit = prorate(fee.amount, days, days_in_cycle)
-    net = Money(unit.amount * quantity, unit.currency)
+    # The line is rounded once (fee x quantity x days / days in cycle); the unit price
+    # shown is that net per unit, with up to 9 decimals (EN 16931 allows them).
+    net = prorate(Money(fee.amount.amount * quantity, fee.amount.currency), days, days_in_cycle)
+    unit = (
+        net
+        if quantity == 1
+        else Money(round_decimal(net.amount / quantity, 9, Rounding.HALF_UP), net.currency)
+    )
     full = days == days_in_cycle
     label = fee.name or fee.code
     if not full:

@@ -345,6 +345,17 @@ async def test_late_fee_goes_on_an_immediate_invoice_and_account_credit_pays_it(
     assert amount(balance.balance) == 0
     pending = await world.stub.ListPendingItems(pb.ListPendingItemsRequest(account_id=account_id))
     assert list(pending.pending_items) == []
+    received = pb.RecordPaymentRequest(
+        invoice_id=invoice.invoice_id, payment_id="pay_b", amount=eur("7.10")
+    )
+    received.receive_time.FromDatetime(datetime(2027, 1, 9, 10, tzinfo=UTC))
+    assert (await world.stub.RecordPayment(received)).status == pb.INVOICE_STATUS_PAID
+    payments = (
+        await world.stub.GetInvoice(pb.GetInvoiceRequest(invoice_id=invoice.invoice_id))
+    ).payments
+    assert [p.record_time.ToDatetime(tzinfo=UTC) for p in payments] == [
+        datetime(2027, 1, 9, 10, tzinfo=UTC)
+    ]
 
 
 async def test_a_parent_account_takes_its_childs_charges_on_one_invoice(world: World) -> None:
@@ -373,3 +384,57 @@ async def test_a_parent_account_takes_its_childs_charges_on_one_invoice(world: W
         ("", Decimal("1")),
         (child, Decimal("2.5")),
     ]
+
+
+async def test_a_prepaid_top_up_gets_a_paid_receipt(world: World) -> None:
+    _, account_id = await world.account()
+    await world.processed(2)
+    await world.stub.AddPendingItem(
+        pb.AddPendingItemRequest(
+            account_id=account_id, description="Top-up", amount=eur("20"), kind=pb.LINE_KIND_TOP_UP
+        )
+    )
+    receipt = (
+        await world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(account_id=account_id, finalize=True)
+        )
+    ).invoice
+    assert [(g.tax_category, amount(g.tax_amount)) for g in receipt.vat_breakdown] == [
+        ("O", Decimal(0))
+    ]
+    paid = await world.stub.RecordPayment(
+        pb.RecordPaymentRequest(
+            invoice_id=receipt.invoice_id, payment_id="pay_top", amount=eur("20")
+        )
+    )
+    assert paid.status == pb.INVOICE_STATUS_PAID
+
+
+async def test_a_cancelled_run_leaves_no_invoice_and_the_next_run_bills_the_same(
+    world: World,
+) -> None:
+    _, account_id = await month_of_basic(world)
+    scope = pb.BillRunScope(account_id=account_id)
+    first = await world.stub.StartBillRun(pb.StartBillRunRequest(scope=scope))
+    await run_to(world, first.bill_run.bill_run_id, pb.BILL_RUN_STATE_DRAFTED)
+    cancelled = await world.stub.CancelBillRun(
+        pb.CancelBillRunRequest(bill_run_id=first.bill_run.bill_run_id)
+    )
+    assert cancelled.bill_run.state == pb.BILL_RUN_STATE_CANCELLED
+    assert world.row_counts()["invoices"] == 0
+    reason, _ = await refused(
+        world.stub.AcceptBillRun(pb.AcceptBillRunRequest(bill_run_id=first.bill_run.bill_run_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert reason == "INVALID_BILL_RUN_STATE"
+    second = await world.stub.StartBillRun(pb.StartBillRunRequest(scope=scope, auto_accept=True))
+    await run_to(world, second.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    (invoice,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_id))
+    ).invoices
+    # The cancelled draft took no number: the first invoice is number 1.
+    assert (invoice.number, amount(invoice.total_gross)) == ("INV-2027-000001", Decimal("76.28"))
+    sent = await world.stub.SendBillRun(
+        pb.SendBillRunRequest(bill_run_id=second.bill_run.bill_run_id)
+    )
+    assert sent.invoices_sent == 1

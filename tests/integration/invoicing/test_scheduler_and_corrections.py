@@ -124,6 +124,37 @@ async def test_moving_the_clock_past_the_cycle_end_bills_and_rerating_corrects(
     ]
     assert amount(after.amount_due) == Decimal("79.25")  # the invoice itself is never edited
 
+    # A higher amount is a debit on the next invoice: the 1.00 call re-rated to 2.00.
+    await world.publish(
+        "rating",
+        UsageRerated(
+            rerate_id="rr_2",
+            account_id=account_id,
+            period_start="2027-01-01T00:00:00+00:00",
+            period_end="2027-02-01T00:00:00+00:00",
+            catalog_revision=3,
+            totals={},
+            corrections=[
+                {
+                    "record_id": record_ids["1"],
+                    "old": {"amount": "1.21", "currency": "EUR"},
+                    "new": {"amount": "2.42", "currency": "EUR"},
+                }
+            ],
+        ),
+    )
+
+    async def debited() -> list[pb.PendingItem] | None:
+        reply = await world.stub.ListPendingItems(pb.ListPendingItemsRequest(account_id=account_id))
+        return list(reply.pending_items) or None
+
+    (item,) = await wait_for(debited, 15, "the re-rating debit")
+    assert (item.kind, amount(item.amount), item.reference_invoice_id) == (
+        pb.LINE_KIND_CORRECTION,
+        Decimal("1"),
+        invoice.invoice_id,
+    )
+
 
 async def _record_ids(world: World, invoice_id: str) -> dict[str, str]:
     from sqlalchemy import select

@@ -198,3 +198,38 @@ def test_inclusive_prices_become_nets_per_line_first() -> None:
     assert net == eur("8.26")
     result = totals([TaxedAmount(net, "S", Decimal(21))], "EUR")
     assert result.gross == eur("9.99")
+
+
+def test_an_add_on_of_three_units_is_prorated_as_one_line_rounded_once() -> None:
+    """3 x tv (10.00) added on 16 March: 30.00 x 16/31 = 15.4838... -> 15.48 (one rounding;
+    rounding each unit first would give 3 x 5.16 = 15.48 here but 3 x 3.23 = 9.69 for
+    6.25 x 16/31 = 3.2258..., against 18.75 x 16/31 = 9.677... -> 9.68)."""
+    march = cycle_containing(datetime(2027, 3, 15, tzinfo=UTC), 1, AMS)
+    pricing = Pricing({"tv": [fee("tv", "10.00")], "box": [fee("box", "6.25")]}, {}, VAT21)
+    items = [
+        PendingItem(
+            pending_item_id=f"pit_{code}",
+            account_id="acc_1",
+            kind=LineKind.PRORATION,
+            description="",
+            service=code,
+            create_time=T0,
+            fee_plan_code=code,
+            quantity=3,
+            days_used=16,
+            days_in_cycle=31,
+        )
+        for code in ("tv", "box")
+    ]
+    built = build_lines(
+        boundary=march.next(),
+        ended=None,
+        currency="EUR",
+        sources=[Charges("acc_1", pending=items)],
+        pricing=pricing,
+        billing_account_id="acc_1",
+    )
+    assert [(ln.plan_code, ln.quantity, ln.net_amount) for ln in built.lines] == [
+        ("tv", Decimal(3), eur("15.48")),
+        ("box", Decimal(3), eur("9.68")),
+    ]
