@@ -108,6 +108,14 @@ class GrpcInvoicing:
             ),
         )
 
+    def record_dunning_level(self, invoice_id: str, level: int, request_id: str) -> None:
+        _call(
+            self._stub.RecordDunningLevel,
+            invoicing_pb2.RecordDunningLevelRequest(
+                invoice_id=invoice_id, level=level, request_id=request_id
+            ),
+        )
+
     def close(self) -> None:
         self._channel.close()
 

@@ -34,6 +34,8 @@ PENDING: Final = "PENDING"
 DONE: Final = "DONE"
 FAILED: Final = "FAILED"
 RESTORE: Final = "RESTORE"
+# Invoicing keeps each invoice's dunning level (INV-7: search by dunning state).
+RECORD_LEVEL: Final = "RECORD_LEVEL"
 # Reactions whose effect lives in another service (or a file): stored PENDING, done by
 # the effects dispatcher. Messages are events committed with the case: done at once.
 _REMOTE: Final = frozenset(
@@ -97,6 +99,9 @@ def judge(
                 invoice.highest_level = max(invoice.highest_level, reached)
         level = policy.level(reached)
         assert level is not None
+        _record_levels(
+            uow, account, [i for i in invoices if i.overdue_amount(today) > 0], reached, today
+        )
         uow.publish(
             events.DunningLevelReached(
                 account_id=account.account_id,
@@ -113,6 +118,33 @@ def judge(
         )
     _apply(uow, policy, account, invoices, today, facts)
     return escalated
+
+
+def _record_levels(
+    uow: DunningUnitOfWork,
+    account: DunnedAccount,
+    invoices: Sequence[DunnedInvoice],
+    level: int,
+    today: date,
+) -> None:
+    """Tell invoicing each invoice's level (0: out of dunning), after commit, once per key."""
+    planned = {
+        f"{account.account_id}:{account.episode_id}:{level}:{RECORD_LEVEL}:{i.invoice_id}": i
+        for i in invoices
+    }
+    known = uow.reactions.existing_keys(list(planned))
+    for key, invoice in planned.items():
+        if key in known:
+            continue
+        uow.reactions.add(
+            PlannedReaction(key, ReactionKind.EMAIL, level, invoice_id=invoice.invoice_id),
+            account,
+            description=f"invoice {invoice.invoice_id} at dunning level {level}",
+            status=PENDING,
+            run_date=today,
+            now=uow.clock.now(),
+            kind=RECORD_LEVEL,
+        )
 
 
 def _amount(facts: OverdueFacts) -> Money:
@@ -214,7 +246,7 @@ def settle(
     if not account.in_dunning:
         return
     if account.closed:
-        _end(uow, account, today, "ACCOUNT_CLOSED")
+        _end(uow, account, invoices, today, "ACCOUNT_CLOSED")
         return
     facts = overdue_facts(invoices, today, account.last_failure_reason)
     if facts.anything_overdue:
@@ -236,10 +268,17 @@ def settle(
                 )
             )
         return
-    _end(uow, account, today, "PAID")
+    _end(uow, account, invoices, today, "PAID")
 
 
-def _end(uow: DunningUnitOfWork, account: DunnedAccount, today: date, reason: str) -> None:
+def _end(
+    uow: DunningUnitOfWork,
+    account: DunnedAccount,
+    invoices: Sequence[DunnedInvoice],
+    today: date,
+    reason: str,
+) -> None:
+    _record_levels(uow, account, [i for i in invoices if i.highest_level > 0], 0, today)
     if account.service_action and not account.closed:
         # Restored through accounts by the effects dispatcher, woken by this commit.
         restore = PlannedReaction(

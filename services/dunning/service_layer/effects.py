@@ -20,7 +20,7 @@ from typing import Final
 
 from services.common.errors import ReckonError
 from services.common.money import Money
-from services.dunning.service_layer.cases import DONE, FAILED, RESTORE
+from services.dunning.service_layer.cases import DONE, FAILED, RECORD_LEVEL, RESTORE
 from services.dunning.service_layer.unit_of_work import (
     AccountsPort,
     CollectionsExport,
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 UowFactory = Callable[[], DunningUnitOfWork]
 ALREADY_THERE: Final = frozenset({"INVALID_STATE_TRANSITION"})
-GIVE_UP: Final = frozenset({"ACCOUNT_NOT_FOUND", "ACCOUNT_CLOSED"})
+GIVE_UP: Final = frozenset({"ACCOUNT_NOT_FOUND", "ACCOUNT_CLOSED", "INVOICE_NOT_FOUND"})
 
 
 def request_id_of(key: str) -> str:
@@ -115,6 +115,11 @@ class Effects:
                 reference_invoice_id=reaction.invoice_id,
                 request_id=request_id,
             )
+            return True
+        if reaction.kind == RECORD_LEVEL:
+            if self._invoicing is None:
+                return False
+            self._invoicing.record_dunning_level(reaction.invoice_id, reaction.level, request_id)
             return True
         if reaction.kind == "COLLECTIONS":
             return self._export is not None

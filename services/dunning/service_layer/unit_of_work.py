@@ -198,6 +198,8 @@ class InvoicingPort(Protocol):
         request_id: str,
     ) -> None: ...
 
+    def record_dunning_level(self, invoice_id: str, level: int, request_id: str) -> None: ...
+
 
 class CollectionsExport(Protocol):
     """Where the accounts handed to collections on a day are written (a file per day)."""

@@ -88,13 +88,20 @@ class Dunning:
     def run(self, day: int) -> Run:
         return runs.run_inline(self.uow, self.day(day))
 
-    def reactions(self, account_id: str = "acc_1") -> list[tuple[int, str, str]]:
+    def reactions(
+        self, account_id: str = "acc_1", *, bookkeeping: bool = False
+    ) -> list[tuple[int, str, str]]:
+        """(level, kind, status) of the account's reactions; the RECORD_LEVEL rows (each
+        invoice's level told to invoicing) only with ``bookkeeping``."""
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(
                     dunning_reactions.c.level, dunning_reactions.c.kind, dunning_reactions.c.status
                 )
-                .where(dunning_reactions.c.account_id == account_id)
+                .where(
+                    dunning_reactions.c.account_id == account_id,
+                    dunning_reactions.c.kind != ((bookkeeping and "-") or "RECORD_LEVEL"),
+                )
                 .order_by(
                     dunning_reactions.c.create_time,
                     dunning_reactions.c.level,

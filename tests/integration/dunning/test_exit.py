@@ -28,6 +28,11 @@ def test_a_payment_between_runs_ends_dunning_at_once_and_restores_service(
     assert ended["reason"] == "PAID"
     assert ended["service_restored"] is True
     assert (0, "RESTORE", "PENDING") in dunning.reactions()
+    # Invoicing is told each level the invoice reached, then that it left dunning.
+    told = [
+        (lv, st) for lv, kind, st in dunning.reactions(bookkeeping=True) if kind == "RECORD_LEVEL"
+    ]
+    assert told == [(3, "PENDING"), (0, "PENDING")]
     with dunning.uow() as uow:
         account = uow.accounts.get("acc_1")
         invoice = uow.invoices.get("inv_1")

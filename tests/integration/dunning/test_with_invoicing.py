@@ -6,6 +6,7 @@ stream and, with a policy of a 2 % late fee (at least 5.00 EUR) and 36.5 % a yea
 penalty interest from day 7, posts through AddPendingItem, worked by hand:
 day 7: late fee max(1.60, 5.00) = 5.00 and interest 7 x 80.00 x 0.365 / 365 = 0.56;
 day 10: interest for days 8-10 = 3 x 0.08 = 0.24. A rerun of day 10 posts nothing.
+Invoicing also records the invoice's dunning level (RecordDunningLevel).
 """
 
 from __future__ import annotations
@@ -134,6 +135,15 @@ async def test_late_fee_and_interest_become_pending_items_of_the_next_invoice(
             ("LINE_KIND_LATE_FEE", "5.00", invoice.invoice_id),
             ("LINE_KIND_PENDING_ITEM", "0.56", invoice.invoice_id),
         ]
+
+        async def level_recorded() -> int:
+            reply = await world.stub.GetInvoice(
+                ipb.GetInvoiceRequest(invoice_id=invoice.invoice_id)
+            )
+            return int(reply.invoice.dunning_level)
+
+        # Invoicing keeps the invoice's dunning level (searchable, INV-7).
+        assert await _eventually(level_recorded, 10, "invoicing to record level 1") == 1
         await run(10)
         posted = await _eventually(lambda: items(3), 10, "the interest of days 8-10")
         assert sorted(posted)[-1] == ("LINE_KIND_PENDING_ITEM", "0.56", invoice.invoice_id)
