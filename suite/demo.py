@@ -56,6 +56,7 @@ from services.common.proto_convert import (
     timestamp_to_proto,
 )
 from services.common.telemetry import current_trace_id, setup_telemetry, tracer
+from suite.demo_dunning import DUNNING_STEPS
 from suite.state import SuiteState
 from suite.trace_receiver import ReceivedSpan, read_spans
 from suite.trace_view import trace_tree
@@ -908,6 +909,7 @@ STORY: list[StoryStep] = [
         prepaid_call,
     ),
     StoryStep("The prepaid account's ledger", ("accounts", "charging"), call_ledger),
+    *(StoryStep(*step) for step in DUNNING_STEPS),
 ]
 
 

@@ -285,6 +285,32 @@ class SqlRuns:
         for start in range(0, len(rows), 5000):
             self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
 
+    def add_missing(self, run_id: str, account_ids: Sequence[str]) -> int:
+        present = set(
+            self.session.scalars(
+                select(dunning_run_items.c.account_id).where(dunning_run_items.c.run_id == run_id)
+            )
+        )
+        missing = [a for a in account_ids if a not in present]
+        if not missing:
+            return 0
+        rows = [
+            {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
+            for a in missing
+        ]
+        for start in range(0, len(rows), 5000):
+            self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
+        self.session.execute(
+            update(dunning_runs)
+            .where(dunning_runs.c.run_id == run_id)
+            .values(
+                state="RUNNING",
+                end_time=None,
+                accounts_total=dunning_runs.c.accounts_total + len(missing),
+            )
+        )
+        return len(missing)
+
     def pending(self, run_id: str) -> Sequence[str]:
         return list(
             self.session.scalars(

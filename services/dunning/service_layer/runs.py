@@ -71,7 +71,10 @@ def _start(uow_factory: UowFactory, run_date: date | None) -> Run:
         when = run_date or now.date()
         existing = uow.runs.by_date(when)
         if existing is not None:
-            if existing.state == "RUNNING":
+            # Accounts overdue on that date that the run has not seen yet (an invoice
+            # learnt since) join it; those it judged are never judged twice.
+            joining = uow.runs.add_missing(existing.run_id, uow.runs.candidates(when))
+            if existing.state == "RUNNING" or joining:
                 pending = uow.runs.pending(existing.run_id)
                 # Messages of a crashed worker may be lost with Redis: queue what is left.
                 _queue(uow, existing.run_id, pending)

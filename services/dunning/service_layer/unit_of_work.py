@@ -124,6 +124,10 @@ class RunRepository(Protocol):
 
     def pending(self, run_id: str) -> Sequence[str]: ...
 
+    def add_missing(self, run_id: str, account_ids: Sequence[str]) -> int:
+        """Add PENDING items for those not in the run yet (reopening it); how many."""
+        ...
+
     def pending_among(self, run_id: str, account_ids: Sequence[str]) -> list[str]:
         """Those of ``account_ids`` whose work item is still PENDING, in the given order."""
         ...

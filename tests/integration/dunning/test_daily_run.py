@@ -269,3 +269,18 @@ def test_effects_wait_while_accounts_is_down_and_accept_a_state_already_there(
     assert Effects(dunning.uow, already, None, None).dispatch() == 1
     assert (3, "SUSPEND", "DONE") in dunning.reactions()
     assert Effects(dunning.uow, already, None, None).dispatch() == 0  # nothing left to do
+
+
+def test_a_rerun_of_a_day_takes_in_accounts_overdue_that_day_it_had_not_seen(
+    dunning: Dunning,
+) -> None:
+    dunning.invoice("inv_1")
+    first = dunning.run(7)
+    before = dunning.reactions("acc_1")
+    # An invoice due the same day reaches dunning late (its event was delayed).
+    dunning.invoice("inv_2", "acc_2", customer_id="cus_2")
+    again = runs.run_inline(dunning.uow, dunning.day(7))
+    assert again.run_id == first.run_id
+    assert (again.state, again.accounts_total, again.accounts_done) == ("COMPLETED", 2, 2)
+    assert dunning.reactions("acc_1") == before
+    assert dunning.reactions("acc_2") == [(2, "LATE_FEE", "PENDING"), (2, "SMS", "DONE")]
