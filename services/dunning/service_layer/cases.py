@@ -248,7 +248,11 @@ def settle(
     if account.closed:
         _end(uow, account, invoices, today, "ACCOUNT_CLOSED")
         return
-    facts = overdue_facts(invoices, today, account.last_failure_reason)
+    # Judged as of the case's own latest date when that is later than today (a run of a
+    # coming date, asked on demand): an event must not end a case only because its
+    # invoices are not overdue yet by the clock.
+    as_of = max(today, account.level_since or today)
+    facts = overdue_facts(invoices, as_of, account.last_failure_reason)
     if facts.anything_overdue:
         if account.state == CaseState.PAUSED:
             account.state = CaseState.ACTIVE

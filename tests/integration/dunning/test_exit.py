@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.dunning.service_layer import handlers
+from services.dunning.service_layer import handlers, runs
 from tests.integration.dunning.conftest import DUE, Dunning
 
 
@@ -185,3 +185,14 @@ levels:
     assert dunning.reactions("acc_v") == [(1, "EMAIL", "DONE")]
     (reached,) = [e for e in dunning.events("DunningLevelReached") if e["account_id"] == "acc_v"]
     assert (reached["policy_code"], reached["policy_version"]) == ("vip", 2)
+
+
+def test_an_event_does_not_end_a_case_a_run_of_a_coming_date_opened(dunning: Dunning) -> None:
+    dunning.invoice("inv_1")  # the clock is before the due date
+    runs.run_inline(dunning.uow, DUE + timedelta(days=7))  # asked on demand, ahead
+    dunning.event("AccountUpdated", account_id="acc_1", customer_id="cus_1", group_id="")
+    assert dunning.events("DunningEnded") == []
+    (listed,), _ = handlers.list_cases(dunning.uow())
+    assert listed.account.level == 2
+    _paid(dunning)  # paid: now it ends
+    assert [e["reason"] for e in dunning.events("DunningEnded")] == ["PAID"]
