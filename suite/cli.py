@@ -26,6 +26,7 @@ from rich.table import Table
 from suite import gateway_cli
 from suite.billrun_cli import billrun_app
 from suite.clock_cli import clock_app
+from suite.dunning_cli import dunning_app
 from suite.environment import AddressError
 from suite.health import Health, check_service
 from suite.mail_cli import mail_app
@@ -48,7 +49,9 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+app.add_typer(dunning_app, name="dunning")
 app.add_typer(clock_app, name="clock")
+app.add_typer(billrun_app, name="billrun")
 
 
 @app.callback()
@@ -69,7 +72,6 @@ def _options(
 app.add_typer(mail_app, name="mail")
 gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
 app.add_typer(payments_app, name="payments")
-app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
