@@ -56,9 +56,9 @@ from services.common.proto_convert import (
     timestamp_to_proto,
 )
 from services.common.telemetry import current_trace_id, setup_telemetry, tracer
+from suite.demo_dunning import DUNNING_STEPS
 from suite.demo_notifications import NOTIFICATION_STEPS
 from suite.demo_payments import PAYMENT_STEPS
-from suite.demo_dunning import DUNNING_STEPS
 from suite.state import SuiteState
 from suite.trace_receiver import ReceivedSpan, read_spans
 from suite.trace_view import trace_tree
