@@ -159,6 +159,12 @@ class Collector:
                 "a bank transfer is recorded when it arrives, not charged",
                 reason="METHOD_NOT_CHARGEABLE",
             )
+        if CHANNEL_OF_METHOD[method.kind] is not command.channel:
+            raise InvalidArgument.field(
+                "payment.channel",
+                f"a {method.kind.value.lower()} method is charged on channel "
+                f"{CHANNEL_OF_METHOD[method.kind].value}",
+            )
         return method
 
     def _check_invoices(self, command: CreatePayment) -> list[str]:
