@@ -320,7 +320,7 @@ async def test_bad_input_names_the_field_and_writes_nothing(api: Api) -> None:
     assert api.sandbox.charges_made == 0
 
 
-async def wait_for_payment(api: Api, account: str, state: int, within: float = 10.0) -> Any:
+async def wait_for_payment(api: Api, account: str, state: int, within: float = 30.0) -> Any:
     deadline = asyncio.get_running_loop().time() + within
     while True:
         reply = await api.stub.ListPayments(pb.ListPaymentsRequest(account_id=account))
