@@ -13,6 +13,7 @@ a callback signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from base64 import b64encode
@@ -52,6 +53,8 @@ NEVER_ANSWERS = "4000000000009920"
 _NO_ANSWER = "__no_answer__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[bytes, dict[str, str]], object]
 
@@ -125,6 +128,7 @@ class SandboxProvider:
         self._by_reference: dict[str, _Charge] = {}
         self._refunds: dict[str, ProviderResult] = {}
         self._callback: Callback | None = None
+        self._undelivered: list[_Charge] = []
         self.answering = True  # False: every call times out (a provider gone silent)
         self.calls = 0
         # What the "PSP" remembers across restarts of the process that embeds it (vaulted
@@ -315,7 +319,10 @@ class SandboxProvider:
                     )
                     settled.append(charge)
                     self._write({"t": "status", "key": charge.key, "status": charge.status.value})
-        for charge in settled:
+        # Like a real PSP, a callback the receiver did not take is sent again next time.
+        with self._lock:
+            retry, self._undelivered = self._undelivered, []
+        for charge in [*retry, *settled]:
             self._send_callback(charge)
         return len(settled)
 
@@ -343,9 +350,15 @@ class SandboxProvider:
         return body, headers
 
     def _send_callback(self, charge: _Charge) -> None:
-        if self._callback is not None:
-            body, headers = self.signed_callback(charge.key)
+        if self._callback is None:
+            return
+        body, headers = self.signed_callback(charge.key)
+        try:
             self._callback(body, headers)
+        except Exception as exc:  # noqa: BLE001 - whatever the receiver failed with
+            log.warning("sandbox callback for %s not taken (%s); sent again later", charge.key, exc)
+            with self._lock:
+                self._undelivered.append(charge)
 
     def _result(self, charge: _Charge) -> ProviderResult:
         decline = charge.decline_code if charge.status is ProviderStatus.FAILED else ""

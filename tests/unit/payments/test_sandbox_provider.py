@@ -181,3 +181,23 @@ def test_a_restarted_sandbox_remembers_tokens_charges_and_refunds_but_no_pan(
     text = journal.read_text()
     assert "4242424242424242" not in text
     assert "4000000000009987" not in text
+
+
+def test_a_callback_the_receiver_refused_is_sent_again() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    sandbox = SandboxProvider(clock)
+    attempts: list[bytes] = []
+
+    def flaky(body: bytes, headers: dict[str, str]) -> None:
+        attempts.append(body)
+        if len(attempts) == 1:
+            raise RuntimeError("receiver busy")
+
+    sandbox.on_callback(flaky)
+    mandate = sandbox.register_mandate(iban="DE89370400440532013000", mandate_reference="M")
+    sandbox.charge(token=mandate, amount=EUR10, idempotency_key="d1")
+    clock.advance(timedelta(days=2))
+    assert sandbox.settle_due() == 1
+    assert sandbox.settle_due() == 0
+    assert len(attempts) == 2
+    assert attempts[0] == attempts[1]
