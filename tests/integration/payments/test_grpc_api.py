@@ -316,6 +316,9 @@ async def test_bad_input_names_the_field_and_writes_nothing(api: Api) -> None:
     assert "payment.channel" in await invalid(
         api.stub.CreatePayment(payment(channel=pb.CHANNEL_UNSPECIFIED))
     )
+    assert "payment.method_id" in await invalid(
+        api.stub.CreatePayment(payment(method_id="pm_forged"))
+    )
     assert api.row_counts() == before
     assert api.sandbox.charges_made == 0
 
