@@ -222,21 +222,41 @@ class SqlBillRuns:
         ).first()
         return self._run(row, details) if row else None
 
+    def header(self, bill_run_id: str) -> BillRun | None:
+        """The run without its counts (one primary-key read: what a work item needs)."""
+        row = self._s.execute(
+            select(bill_runs).where(bill_runs.c.bill_run_id == bill_run_id)
+        ).first()
+        return self._run(row, False, counts_too=False) if row else None
+
+    def has_items(self, bill_run_id: str, status: ItemStatus) -> bool:
+        found = self._s.execute(
+            select(bill_run_items.c.account_id)
+            .where(
+                bill_run_items.c.bill_run_id == bill_run_id,
+                bill_run_items.c.status == status.value,
+            )
+            .limit(1)
+        ).first()
+        return found is not None
+
     def lock(self, bill_run_id: str) -> BillRun | None:
         row = self._s.execute(
             select(bill_runs).where(bill_runs.c.bill_run_id == bill_run_id).with_for_update()
         ).first()
-        return self._run(row, False) if row else None
+        return self._run(row, False, counts_too=False) if row else None
 
-    def _run(self, row: Row[Any], details: bool) -> BillRun:
-        counts = {
-            status: int(count)
-            for status, count in self._s.execute(
-                select(bill_run_items.c.status, func.count())
-                .where(bill_run_items.c.bill_run_id == row.bill_run_id)
-                .group_by(bill_run_items.c.status)
-            )
-        }
+    def _run(self, row: Row[Any], details: bool, counts_too: bool = True) -> BillRun:
+        counts = {}
+        if counts_too:
+            counts = {
+                status: int(count)
+                for status, count in self._s.execute(
+                    select(bill_run_items.c.status, func.count())
+                    .where(bill_run_items.c.bill_run_id == row.bill_run_id)
+                    .group_by(bill_run_items.c.status)
+                )
+            }
         errors: list[BillRunError] = []
         if details:
             errors = [

@@ -9,6 +9,7 @@ reason (and is retried by running the account again), never guessing a price.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Collection
@@ -24,6 +25,8 @@ from services.common.grpc_errors import details_of
 from services.common.proto_convert import money_from_proto, timestamp_to_proto
 from services.invoicing.domain.builder import FeeQuote, FeeTiming, Pricing, TaxRate
 from services.invoicing.domain.parties import AccountFacts
+
+log = logging.getLogger(__name__)
 
 _Key = tuple[str, str, str, tuple[str, ...], tuple[str, ...], str]
 
@@ -105,6 +108,13 @@ class RatingFeePricer:
                 f"rating refused to price fees: {details.message}",
                 reason=details.reason or "PRICING_FAILED",
             ) from exc
+        if answer.unknown_plan_codes:
+            # Add-on codes are asked as plans; one rating does not know bills nothing.
+            log.warning(
+                "rating knows no plan %s (account %s): no fee billed for it",
+                ", ".join(answer.unknown_plan_codes),
+                account.account_id,
+            )
         return _pricing(answer, account)
 
 

@@ -12,15 +12,16 @@ from services.common.clock import Clock
 from services.common.events import EventEnvelope
 from services.common.ids import new_id
 from services.common.sql_uow import SqlUnitOfWork
+from services.invoicing.adapters.batch_repository import SqlBatch
 from services.invoicing.adapters.billing_repositories import (
     SqlBillRuns,
     SqlCreditNotes,
     SqlDisputes,
 )
+from services.invoicing.adapters.invoice_repository import SqlInvoices
 from services.invoicing.adapters.orm import kit
 from services.invoicing.adapters.repositories import (
     SqlAccountCredit,
-    SqlInvoices,
     SqlNumbers,
     SqlParties,
     SqlPendingItems,
@@ -95,3 +96,4 @@ class SqlInvoicingUnitOfWork(SqlUnitOfWork, InvoicingUnitOfWork):
         self.credit_notes = SqlCreditNotes(session)
         self.disputes = SqlDisputes(session)
         self.runs = SqlBillRuns(session)
+        self.batch = SqlBatch(session)

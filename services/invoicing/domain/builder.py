@@ -321,7 +321,7 @@ def _usage(out: BuiltLines, source: Charges, pricing: Pricing, child: str, curre
                 service=service,
                 destination_group=destination,
                 quantity=quantity,
-                unit_code=unit or "C62",
+                unit_code=unit_code(unit),
                 unit_price=_unit_price(exact, quantity, currency),
                 net_amount=net,
                 tax_category=tax.category,
@@ -334,6 +334,16 @@ def _usage(out: BuiltLines, source: Charges, pricing: Pricing, child: str, curre
             )
         )
         out.usage_record_ids.extend(r.record_id for r in records)
+
+
+# Rating's units as UN/ECE recommendation 20 codes (EN 16931 BT-130).
+UNIT_CODES = {"second": "SEC", "minute": "MIN", "byte": "AD", "event": "C62", "unit": "C62"}
+
+
+def unit_code(unit: str) -> str:
+    if unit.lower() in UNIT_CODES:
+        return UNIT_CODES[unit.lower()]
+    return unit if unit.isupper() and 2 <= len(unit) <= 3 else "C62"
 
 
 def _unit_price(exact: Decimal, quantity: Decimal, currency: str) -> Money:

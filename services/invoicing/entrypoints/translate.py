@@ -355,17 +355,22 @@ def pending_item_to_proto(item: PendingItem, currency: str) -> pb.PendingItem:
 
 
 def line_kind_from_proto(v: Violations, value: int, path: str) -> LineKind:
+    if value not in pb.LineKind.values():
+        v.add(path, "is not a line kind")
+        return LineKind.PENDING_ITEM
     name = pb.LineKind.Name(pb.LineKind.ValueType(value)).removeprefix("LINE_KIND_")
     if name == "UNSPECIFIED":
         return LineKind.PENDING_ITEM
     kind = LineKind(name)
-    if kind not in (
+    allowed = (
         LineKind.PENDING_ITEM,
         LineKind.LATE_FEE,
         LineKind.ONE_TIME,
         LineKind.CORRECTION,
-    ):
-        v.add(path, "must be PENDING_ITEM, LATE_FEE, ONE_TIME or CORRECTION")
+        LineKind.TOP_UP,
+    )
+    if kind not in allowed:
+        v.add(path, "must be PENDING_ITEM, LATE_FEE, ONE_TIME, CORRECTION or TOP_UP")
     return kind
 
 

@@ -22,7 +22,6 @@ from services.common.errors import Aborted, FailedPrecondition, NotFound, Reckon
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.invoicing.domain import events
-from services.invoicing.domain.cycles import Cycle, cycle_containing, local_midnight
 from services.invoicing.domain.model import Invoice, InvoiceStatus
 from services.invoicing.domain.parties import (
     AccountFacts,
@@ -32,7 +31,7 @@ from services.invoicing.domain.parties import (
     BillRunState,
     ItemStatus,
 )
-from services.invoicing.service_layer import drafting
+from services.invoicing.service_layer import batch_drafting, drafting
 from services.invoicing.service_layer.handlers import Idem
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
 
@@ -57,12 +56,7 @@ class BillRunWork(DomainEvent):
     account_ids: tuple[str, ...]
 
 
-def boundary_for(account: AccountFacts, billing_date: date, now: datetime) -> Cycle:
-    """The cycle whose start is the newest boundary on or before ``billing_date`` (account's
-    zone) that has already passed: its invoice bills the cycle that ended there."""
-    end_of_day = local_midnight(billing_date + timedelta(days=1), account.time_zone)
-    instant = min(end_of_day - timedelta(microseconds=1), now)
-    return cycle_containing(instant, account.bill_cycle_day, account.time_zone)
+boundary_for = drafting.boundary_for
 
 
 def _due(
@@ -192,7 +186,23 @@ def process(
     op: str,
     account_ids: Sequence[str],
 ) -> None:
-    """Do one work message; each account in its own transaction; then maybe end the run."""
+    """Do one work message, then maybe end the run.
+
+    Drafting is one transaction for the whole message; if it conflicts (a duplicate
+    delivery running at the same time), each account gets its own transaction.
+    """
+    if op == "draft":
+        try:
+            batch_drafting.draft_message(uow_factory, pricer, run_id, account_ids)
+        except Exception:
+            log.info(
+                "bill run %s: message failed as a whole; one account at a time",
+                run_id,
+                exc_info=True,
+            )
+        else:
+            maybe_complete(uow_factory, run_id)
+            return
     for account_id in account_ids:
         for attempt in range(3):
             try:
@@ -211,7 +221,7 @@ def _draft_one(
     uow_factory: UowFactory, pricer: drafting.FeePricer, run_id: str, account_id: str
 ) -> None:
     with uow_factory() as uow:
-        run = uow.runs.get(run_id, details=False)
+        run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.RUNNING:
             return
         if uow.runs.item_status(run_id, account_id) != ItemStatus.PENDING:
@@ -268,7 +278,7 @@ def _fail(uow_factory: UowFactory, run_id: str, account_id: str, exc: ReckonErro
 
 def _accept_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
     with uow_factory() as uow:
-        run = uow.runs.get(run_id, details=False)
+        run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.ACCEPTING:
             return
         if uow.runs.item_status(run_id, account_id) != ItemStatus.DRAFTED:
@@ -284,8 +294,19 @@ def _accept_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
 
 def maybe_complete(uow_factory: UowFactory, run_id: str) -> None:
     with uow_factory() as uow:
-        run = uow.runs.lock(run_id)
-        if run is None:
+        # Cheap checks first (an index probe), the lock and the counts only at the end.
+        header = uow.runs.header(run_id)
+        if header is None:
+            return
+        if header.state == BillRunState.RUNNING and uow.runs.has_items(run_id, ItemStatus.PENDING):
+            return
+        if header.state == BillRunState.ACCEPTING and uow.runs.has_items(
+            run_id, ItemStatus.DRAFTED
+        ):
+            return
+        locked = uow.runs.lock(run_id)
+        run = uow.runs.get(run_id, details=False)
+        if locked is None or run is None:
             return
         now = uow.clock.now()
         if run.state == BillRunState.RUNNING and run.count(ItemStatus.PENDING) == 0:

@@ -9,15 +9,15 @@ none of it did.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from services.common.errors import NotFound
 from services.common.ids import new_id
 from services.common.money import Money
 from services.invoicing.domain import events
-from services.invoicing.domain.builder import Charges, Pricing, build_lines
-from services.invoicing.domain.cycles import Cycle, cycle_containing, local_date
+from services.invoicing.domain.builder import BuiltLines, Charges, Pricing, build_lines
+from services.invoicing.domain.cycles import Cycle, cycle_containing, local_date, local_midnight
 from services.invoicing.domain.model import HistoryEntry, Invoice, InvoiceStatus
 from services.invoicing.domain.parties import AccountFacts
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
@@ -33,6 +33,14 @@ class FeePricer(Protocol):
         services: Collection[str],
         at: datetime,
     ) -> Pricing: ...
+
+
+def boundary_for(account: AccountFacts, billing_date: date, now: datetime) -> Cycle:
+    """The cycle whose start is the newest boundary on or before ``billing_date`` (account's
+    zone) that has already passed: its invoice bills the cycle that ended there."""
+    end_of_day = local_midnight(billing_date + timedelta(days=1), account.time_zone)
+    instant = min(end_of_day - timedelta(microseconds=1), now)
+    return cycle_containing(instant, account.bill_cycle_day, account.time_zone)
 
 
 def account_or_404(uow: InvoicingUnitOfWork, account_id: str) -> AccountFacts:
@@ -67,31 +75,23 @@ def is_billed_by_parent(uow: InvoicingUnitOfWork, account: AccountFacts) -> bool
     return parent is not None and parent.currency == account.currency
 
 
-def draft(
-    uow: InvoicingUnitOfWork,
+def compose(
     pricer: FeePricer,
     account: AccountFacts,
+    sources: list[Charges],
     *,
     boundary: Cycle | None,
     bill_run_id: str,
-    write: bool,
     now: datetime,
-) -> Invoice | None:
-    """The draft at the start of ``boundary`` (None: an immediate invoice of pending items).
-
-    Returns None when there is nothing to invoice. With ``write`` the draft is
-    stored and takes the usage and pending items it carries.
-    """
+) -> tuple[Invoice, BuiltLines] | None:
+    """The draft of ``account`` from its charges (no storage); None when nothing is due."""
     ended = boundary.previous() if boundary is not None else None
-    before = boundary.start if boundary is not None else now
-    sources = sources_of(uow, account, before)
-    if boundary is None:
-        sources = [Charges(s.account_id, pending=s.pending) for s in sources]
     plans = {seg.item_code for s in sources for seg in s.segments}
     plans |= {item.fee_plan_code for s in sources for item in s.pending if item.fee_plan_code}
     services = {r.service for s in sources for r in s.usage}
     services |= {item.service for s in sources for item in s.pending}
-    pricing = pricer.quote(account, sorted(plans), sorted(services), before)
+    at = boundary.start if boundary is not None else now
+    pricing = pricer.quote(account, sorted(plans), sorted(services), at)
     built = build_lines(
         boundary=boundary if boundary is not None else _instant_cycle(account, now),
         ended=ended,
@@ -102,10 +102,9 @@ def draft(
     )
     if not built.lines:
         return None
-    invoice_id = new_id("inv")
     period = (ended.start, ended.end) if ended is not None else (now, now)
     invoice = Invoice(
-        invoice_id=invoice_id,
+        invoice_id=new_id("inv"),
         account_id=account.account_id,
         customer_id=account.customer_id,
         currency=account.currency,
@@ -123,11 +122,45 @@ def draft(
         bill_run_id=bill_run_id,
     )
     invoice.new_history.append(_created(invoice, now))
+    return invoice, built
+
+
+def cycle_key(boundary: Cycle | None, invoice_id: str) -> str:
+    """One invoice per account and cycle: bill-run invoices are keyed by the cycle's start."""
+    return (
+        boundary.previous().start_date.isoformat() if boundary is not None else f"now:{invoice_id}"
+    )
+
+
+def draft(
+    uow: InvoicingUnitOfWork,
+    pricer: FeePricer,
+    account: AccountFacts,
+    *,
+    boundary: Cycle | None,
+    bill_run_id: str,
+    write: bool,
+    now: datetime,
+) -> Invoice | None:
+    """The draft at the start of ``boundary`` (None: an immediate invoice of pending items).
+
+    Returns None when there is nothing to invoice. With ``write`` the draft is
+    stored and takes the usage and pending items it carries.
+    """
+    before = boundary.start if boundary is not None else now
+    sources = sources_of(uow, account, before)
+    if boundary is None:
+        sources = [Charges(s.account_id, pending=s.pending) for s in sources]
+    composed = compose(
+        pricer, account, sources, boundary=boundary, bill_run_id=bill_run_id, now=now
+    )
+    if composed is None:
+        return None
+    invoice, built = composed
     if write:
-        cycle_key = ended.start_date.isoformat() if ended is not None else f"now:{invoice_id}"
-        uow.invoices.add(invoice, cycle_key)
-        uow.usage.take(built.usage_record_ids, invoice_id)
-        uow.pending.take(built.pending_item_ids, invoice_id)
+        uow.invoices.add(invoice, cycle_key(boundary, invoice.invoice_id))
+        uow.usage.take(built.usage_record_ids, invoice.invoice_id)
+        uow.pending.take(built.pending_item_ids, invoice.invoice_id)
     return invoice
 
 

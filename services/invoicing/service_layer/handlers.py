@@ -164,11 +164,15 @@ def record_payment(
 
     def change(uow: InvoicingUnitOfWork, invoice: Invoice, now: datetime) -> None:
         _currency(invoice.currency, amount, "amount")
+        payable = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+        if invoice.status not in payable and not (
+            excess_to_account_credit and invoice.status == InvoiceStatus.PAID
+        ):
+            invoice.record_payment(payment_id, amount, now)  # refuses with the status
         allocated, excess = amount, Money.zero(invoice.currency)
         if excess_to_account_credit and amount > invoice.amount_due:
+            # What the invoice does not owe (all of it, once PAID) is held as account credit.
             allocated, excess = invoice.amount_due, amount - invoice.amount_due
-            if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID):
-                allocated, excess = Money.zero(invoice.currency), amount
         if allocated.is_positive():
             invoice.record_payment(payment_id, allocated, now)
             uow.invoices.add_payment(invoice_id, payment_id, allocated, "ALLOCATION", now)
@@ -260,16 +264,21 @@ def add_pending_item(uow_factory: UowFactory, new: NewPendingItem, idem: Idem) -
             and uow.invoices.get(new.reference_invoice_id, lines=False) is None
         ):
             raise InvalidArgument.field("reference_invoice_id", "no such invoice")
+        category, rate = new.tax_category, new.tax_rate
+        if new.kind == LineKind.TOP_UP and not category:
+            # Prepaid credit is taxed when it is used, not when it is bought: the
+            # receipt of a top-up carries no VAT (category O, outside the scope).
+            category, rate = "O", Decimal(0)
         item = PendingItem(
             pending_item_id=new_id("pit"),
             account_id=new.account_id,
             kind=new.kind,
             description=new.description,
-            service=new.service or "other",
+            service=new.service or ("top-up" if new.kind == LineKind.TOP_UP else "other"),
             create_time=uow.clock.now(),
             amount=new.amount,
-            tax_category=new.tax_category,
-            tax_rate=new.tax_rate,
+            tax_category=category,
+            tax_rate=rate,
             reference_invoice_id=new.reference_invoice_id,
         )
         uow.pending.add(item, account.currency)

@@ -36,6 +36,7 @@ from services.common.events import DomainEvent, EventEnvelope, stream_for
 from services.common.grpc_client import open_channel
 from services.common.ids import new_id
 from services.common.money import Money
+from services.invoicing.adapters.documents import ModelRenderer
 from services.invoicing.adapters.orm import metadata
 from services.invoicing.bootstrap import RunningInvoicing, running_service
 from services.invoicing.config import InvoicingSettings
@@ -278,7 +279,10 @@ async def world(
 ) -> AsyncIterator[World]:
     clock = ManualClock(start_time)
     settings = invoicing_settings(database)
-    async with running_service(settings, clock=clock, pricer=PriceList()) as service:
+    renderer = ModelRenderer()
+    async with running_service(
+        settings, clock=clock, pricer=PriceList(), renderer=renderer
+    ) as service:
         engine = make_engine(database.url, database.schema, instrument=False)
         channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
         try:

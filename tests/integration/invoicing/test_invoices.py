@@ -345,3 +345,55 @@ async def test_late_fee_goes_on_an_immediate_invoice_and_account_credit_pays_it(
     assert amount(balance.balance) == 0
     pending = await world.stub.ListPendingItems(pb.ListPendingItemsRequest(account_id=account_id))
     assert list(pending.pending_items) == []
+
+
+async def test_a_parent_account_takes_its_childs_charges_on_one_invoice(world: World) -> None:
+    _, parent = await world.account(group="acme")
+    _, child = await world.account(group="acme", parent=parent)
+    await world.usage(parent, datetime(2027, 1, 12, tzinfo=UTC), ["1.00"])
+    await world.usage(child, datetime(2027, 1, 13, tzinfo=UTC), ["2.00", "0.50"])
+    await world.processed(6)
+    world.clock.set(datetime(2027, 2, 1, 6, 0, tzinfo=UTC))
+    started = await world.stub.StartBillRun(
+        pb.StartBillRunRequest(scope=pb.BillRunScope(group_id="acme"), auto_accept=True)
+    )
+    run = await run_to(world, started.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    assert (run.accounts_total, run.invoices_finalized) == (
+        1,
+        1,
+    )  # the child is billed by its parent
+    (invoice,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(group_id="acme"))
+    ).invoices
+    assert invoice.account_id == parent
+    lines = (
+        await world.stub.GetInvoice(pb.GetInvoiceRequest(invoice_id=invoice.invoice_id))
+    ).invoice.lines
+    assert sorted((line.source_account_id, amount(line.net_amount)) for line in lines) == [
+        ("", Decimal("1")),
+        (child, Decimal("2.5")),
+    ]
+
+
+async def test_a_prepaid_top_up_gets_a_paid_receipt(world: World) -> None:
+    _, account_id = await world.account()
+    await world.processed(2)
+    await world.stub.AddPendingItem(
+        pb.AddPendingItemRequest(
+            account_id=account_id, description="Top-up", amount=eur("20"), kind=pb.LINE_KIND_TOP_UP
+        )
+    )
+    receipt = (
+        await world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(account_id=account_id, finalize=True)
+        )
+    ).invoice
+    assert [(g.tax_category, amount(g.tax_amount)) for g in receipt.vat_breakdown] == [
+        ("O", Decimal(0))
+    ]
+    paid = await world.stub.RecordPayment(
+        pb.RecordPaymentRequest(
+            invoice_id=receipt.invoice_id, payment_id="pay_top", amount=eur("20")
+        )
+    )
+    assert paid.status == pb.INVOICE_STATUS_PAID

@@ -1,0 +1,1 @@
+"""Invoicing benchmarks (bill runs)."""
