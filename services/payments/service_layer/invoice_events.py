@@ -91,6 +91,12 @@ def on_invoice_issued(collector: Collector, invoice: IssuedInvoice) -> Payment |
         uow.commit()
     if invoice.resend or not invoice.amount_due.is_positive():
         return None
+    # What is due now, not when the event was written: a desk payment or account credit
+    # may have settled it since (a consumer that lagged must not charge it again).
+    current = collector.invoicing.get_invoice(invoice.invoice_id)
+    amount = current.amount_due if current is not None else invoice.amount_due
+    if amount.currency != invoice.currency or not amount.is_positive():
+        return None
     return collector.collect_invoice(
-        CollectInvoice(invoice.invoice_id, invoice.account_id, invoice.amount_due, invoice.due_date)
+        CollectInvoice(invoice.invoice_id, invoice.account_id, amount, invoice.due_date)
     )
