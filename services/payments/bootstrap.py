@@ -112,7 +112,10 @@ def make_provider(settings: PaymentsSettings, clock: Clock, secret: str) -> Paym
             raise ValueError("PAYMENTS_STRIPE_API_KEY is required with PAYMENTS_PROVIDER=stripe")
         return StripeProvider(key, api_base=settings.stripe_api_base)
     return SandboxProvider(
-        clock, webhook_secret=secret, settle_after=timedelta(days=settings.sandbox_settle_days)
+        clock,
+        webhook_secret=secret,
+        settle_after=timedelta(days=settings.sandbox_settle_days),
+        journal=settings.data_dir / "payments-sandbox.jsonl",
     )
 
 

@@ -148,6 +148,13 @@ class Collector:
             return None
         method_id = command.method_id or default_id
         method = uow.methods.get(method_id) if method_id else None
+        usable = method is not None and not method.removed
+        if command.method_id and not (
+            usable and method and method.account_id == command.account_id
+        ):
+            raise InvalidArgument.field(
+                "payment.method_id", "no such payment method on this account"
+            )
         if method is None or method.removed or method.account_id != command.account_id:
             raise FailedPrecondition(
                 "the account has no usable payment method for this channel",
@@ -158,6 +165,12 @@ class Collector:
             raise FailedPrecondition(
                 "a bank transfer is recorded when it arrives, not charged",
                 reason="METHOD_NOT_CHARGEABLE",
+            )
+        if CHANNEL_OF_METHOD[method.kind] is not command.channel:
+            raise InvalidArgument.field(
+                "payment.channel",
+                f"a {method.kind.value.lower()} method is charged on channel "
+                f"{CHANNEL_OF_METHOD[method.kind].value}",
             )
         return method
 
