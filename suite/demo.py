@@ -47,6 +47,7 @@ from rich.table import Table
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
+from services.common.clock import SharedTestClock
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.money import Money
@@ -56,6 +57,7 @@ from services.common.proto_convert import (
     timestamp_to_proto,
 )
 from services.common.telemetry import current_trace_id, setup_telemetry, tracer
+from suite.demo_billing import BILLING_STEPS
 from suite.demo_notifications import NOTIFICATION_STEPS
 from suite.demo_payments import PAYMENT_STEPS
 from suite.state import SuiteState
@@ -120,6 +122,19 @@ class StoryStep:
     # Services the step calls: it is skipped while any of them is not running.
     needs: tuple[str, ...]
     act: StepAction
+
+
+def suite_now(story: Story) -> datetime:
+    """The suite's "now": its test clock's when it runs on one, else the machine's."""
+    state = story.facts.get("suite")
+    if state is None or not state.test_clock:
+        return datetime.now(UTC)
+    clock = SharedTestClock(state.redis_url)
+    try:
+        clock.refresh()
+        return clock.now()
+    finally:
+        clock.close()
 
 
 def request_id() -> str:
@@ -451,7 +466,7 @@ async def import_usage(story: Story) -> RenderableType:
         _sample(SAMPLE_CDRS),
         account_id=account.account_id,
         start=timestamp_from_proto(subscription.start_time),
-        end=datetime.now(UTC),
+        end=suite_now(story),
     )
     reply = await story.rating.ImportUsage(
         iter(
@@ -659,7 +674,7 @@ async def charging_knows_account(story: Story) -> RenderableType:
                 account_id=account.account_id,
                 service="voice",
                 destination=CALL_DESTINATION,
-                event_time=timestamp_to_proto(max(since, datetime.now(UTC))),
+                event_time=timestamp_to_proto(max(since, suite_now(story))),
                 quantity=rating_pb2.Quantity(value=60, unit=rating_pb2.QUANTITY_UNIT_SECOND),
             ),
             timeout=CALL_TIMEOUT_SECONDS,
@@ -739,7 +754,7 @@ async def prepaid_call(story: Story) -> RenderableType:
         table.add_column(column, justify="right" if column in ("#", "used", "cost") else "left")
 
     charged = Decimal(0)
-    started = datetime.now(UTC)
+    started = suite_now(story)
 
     async def send(kind: charging_pb2.RequestType.ValueType, number: int, group: Any) -> Any:
         nonlocal charged
@@ -895,6 +910,8 @@ STORY: list[StoryStep] = [
     ),
     StoryStep("Rated lines", ("accounts", "rating"), rated_lines),
     StoryStep("The rejected record and its reason", ("accounts", "rating"), rejected_records),
+    *(StoryStep(*step) for step in PAYMENT_STEPS),
+    *(StoryStep(*step) for step in BILLING_STEPS),
     StoryStep(
         "Open a prepaid EUR account for calls", ("accounts", "charging"), open_prepaid_account
     ),
@@ -910,7 +927,6 @@ STORY: list[StoryStep] = [
         prepaid_call,
     ),
     StoryStep("The prepaid account's ledger", ("accounts", "charging"), call_ledger),
-    *(StoryStep(*step) for step in PAYMENT_STEPS),
     *(StoryStep(*step) for step in NOTIFICATION_STEPS),
 ]
 
@@ -953,7 +969,7 @@ async def play_story(
     token = state.token()
     running = {record.name: record.address for record in state.services}
     channels = {name: open_channel(address, token) for name, address in running.items()}
-    story = Story(console=console, channels=channels)
+    story = Story(console=console, channels=channels, facts={"suite": state})
     result = DemoResult(trace_id="", completed=0, skipped=0, failed=None)
     try:
         with tracer().start_as_current_span(ROOT_SPAN_NAME):

@@ -51,6 +51,11 @@ TEST_CARDS: dict[str, str] = {
 # The provider carries the charge out but its answer never reaches Reckon.
 NEVER_ANSWERS = "4000000000009920"
 _NO_ANSWER = "__no_answer__"
+# Declined ``processing_error`` on its first RECOVERS_AFTER charges, then succeeds: a
+# retryable decline that the retry schedule fixes (``reckon demo``, issue 11 item 9).
+RECOVERING_CARD = "4000000000005118"
+RECOVERS_AFTER = 4
+_RECOVERS = "__recovers__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
 
@@ -201,6 +206,8 @@ class SandboxProvider:
                 "the card has expired or its expiry is invalid", code="invalid_expiry"
             )
         behaviour = _NO_ANSWER if number == NEVER_ANSWERS else TEST_CARDS.get(number, "")
+        if number == RECOVERING_CARD:
+            behaviour = _RECOVERS
         token = new_id("sbxcard")
         with self._lock:
             self._vault[token] = _Vaulted(behaviour, "card")
@@ -240,6 +247,11 @@ class SandboxProvider:
                 charge.status = ProviderStatus.PENDING
                 charge.decline_code = vaulted.behaviour
                 charge.settle_at = self._clock.now() + self._settle_after
+            elif vaulted.behaviour == _RECOVERS:
+                tried = sum(1 for c in self._charges.values() if c.token == token)
+                if tried < RECOVERS_AFTER:
+                    charge.status = ProviderStatus.FAILED
+                    charge.decline_code = "processing_error"
             elif vaulted.behaviour not in ("", _NO_ANSWER):
                 charge.status = ProviderStatus.FAILED
                 charge.decline_code = vaulted.behaviour

@@ -21,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
+from opentelemetry.trace import SpanKind
+
 from services.common.clock import Clock
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.common.money import Money
+from services.common.telemetry import tracer
 from services.payments.domain.events import PaymentFailed, PaymentSucceeded
 from services.payments.domain.model import (
     CHANNEL_OF_METHOD,
@@ -367,12 +370,22 @@ class Collector:
         """
         payment_id = payment.payment_id
         try:
-            result = self.provider.charge(
-                token=token,
-                amount=payment.amount,
-                idempotency_key=attempt_id,
-                description=payment_id,
-            )
+            # The provider call is a hop of its own in the trace (issue 12 item 7).
+            with tracer().start_as_current_span(
+                "reckon.payments.provider charge",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "reckon.payment_id": payment_id,
+                    "reckon.attempt_id": attempt_id,
+                    "reckon.provider": str(getattr(self.provider, "name", "")),
+                },
+            ):
+                result = self.provider.charge(
+                    token=token,
+                    amount=payment.amount,
+                    idempotency_key=attempt_id,
+                    description=payment_id,
+                )
         except ProviderTimeout:
             log.warning("payment %s: no answer from the provider; outcome unknown", payment_id)
             payment.mark_unknown(attempt_id, self.clock.now())

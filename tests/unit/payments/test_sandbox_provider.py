@@ -201,3 +201,23 @@ def test_a_callback_the_receiver_refused_is_sent_again() -> None:
     assert sandbox.settle_due() == 0
     assert len(attempts) == 2
     assert attempts[0] == attempts[1]
+
+
+def test_the_recovering_card_declines_softly_four_times_then_succeeds(
+    sandbox: SandboxProvider,
+) -> None:
+    from services.payments.adapters.sandbox import RECOVERING_CARD, RECOVERS_AFTER
+
+    token = sandbox.tokenise_card(card(RECOVERING_CARD), today=TODAY)
+    outcomes = [
+        sandbox.charge(token=token.token, amount=EUR10, idempotency_key=f"try-{n}")
+        for n in range(RECOVERS_AFTER + 1)
+    ]
+    assert [(r.status, r.decline_code) for r in outcomes[:-1]] == [
+        (ProviderStatus.FAILED, "processing_error")
+    ] * RECOVERS_AFTER
+    assert outcomes[-1].status is ProviderStatus.SUCCEEDED
+    # A repeated key replays its first answer; it is not a new try.
+    again = sandbox.charge(token=token.token, amount=EUR10, idempotency_key="try-0")
+    assert again.status is ProviderStatus.FAILED
+    assert not is_hard_decline("processing_error")
