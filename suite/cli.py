@@ -25,6 +25,7 @@ from rich.table import Table
 
 from suite.billrun_cli import billrun_app
 from suite.clock_cli import clock_app
+from suite.dunning_cli import dunning_app
 from suite.environment import AddressError
 from suite.health import Health, check_health
 from suite.mail_cli import mail_app
@@ -47,7 +48,9 @@ app = typer.Typer(
 # Operator commands of the services, each defined next to its service's client code.
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
+app.add_typer(dunning_app, name="dunning")
 app.add_typer(clock_app, name="clock")
+app.add_typer(billrun_app, name="billrun")
 
 
 @app.callback()
@@ -67,7 +70,6 @@ def _options(
 
 app.add_typer(mail_app, name="mail")
 app.add_typer(payments_app, name="payments")
-app.add_typer(billrun_app, name="billrun")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -58,6 +58,7 @@ from services.common.proto_convert import (
 )
 from services.common.telemetry import current_trace_id, setup_telemetry, tracer
 from suite.demo_billing import BILLING_STEPS
+from suite.demo_dunning import DUNNING_STEPS
 from suite.demo_notifications import NOTIFICATION_STEPS
 from suite.demo_payments import PAYMENT_STEPS
 from suite.state import SuiteState
@@ -928,6 +929,7 @@ STORY: list[StoryStep] = [
     ),
     StoryStep("The prepaid account's ledger", ("accounts", "charging"), call_ledger),
     *(StoryStep(*step) for step in NOTIFICATION_STEPS),
+    *(StoryStep(*step) for step in DUNNING_STEPS),
 ]
 
 

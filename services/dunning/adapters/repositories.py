@@ -1,0 +1,489 @@
+"""SQL repositories of the dunning service (see ``service_layer.unit_of_work``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.errors import Aborted
+from services.dunning.adapters.orm import (
+    dunned_accounts,
+    dunned_invoices,
+    dunning_policies,
+    dunning_reactions,
+    dunning_run_items,
+    dunning_runs,
+)
+from services.dunning.domain.model import (
+    OPEN_STATES,
+    CaseState,
+    DunnedAccount,
+    DunnedInvoice,
+    PlannedReaction,
+)
+from services.dunning.service_layer.policy_document import read_policy
+from services.dunning.service_layer.unit_of_work import ReactionRecord, Run, StoredPolicy
+
+
+class SqlAccounts:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, account_id: str) -> DunnedAccount | None:
+        return self.session.get(DunnedAccount, account_id)
+
+    def add(self, account: DunnedAccount) -> None:
+        self.session.add(account)
+
+    def save_many(self, accounts: Sequence[DunnedAccount]) -> None:
+        """Write the changed ones in one version-checked executemany, not one UPDATE each.
+
+        The ORM flushes a versioned row with an UPDATE of its own (it must check each
+        row's count); a work message changes up to 50 accounts, so that was 50 round
+        trips. Here every row names the version it read; if any was changed meanwhile,
+        the total row count falls short and the unit is ABORTED, as the ORM would.
+        The rows are then no longer tracked by the session (nothing to flush twice).
+        """
+        changed = [a for a in accounts if self.session.is_modified(a)]
+        if not changed:
+            return
+        columns = [c.name for c in dunned_accounts.c if c.name not in ("account_id", "version")]
+        rows = [
+            {
+                **{f"v_{name}": getattr(a, name) for name in columns},
+                "b_id": a.account_id,
+                "b_version": a.version,
+                "v_version": a.version + 1,
+            }
+            for a in changed
+        ]
+        statement = (
+            update(dunned_accounts)
+            .where(
+                dunned_accounts.c.account_id == bindparam("b_id"),
+                dunned_accounts.c.version == bindparam("b_version"),
+            )
+            .values({name: bindparam(f"v_{name}") for name in [*columns, "version"]})
+        )
+        connection = self.session.connection()
+        if connection.dialect.supports_sane_multi_rowcount:
+            updated = connection.execute(statement, rows).rowcount
+        else:
+            updated = sum(connection.execute(statement, row).rowcount for row in rows)
+        if updated != len(rows):
+            raise Aborted("an account changed while the run judged it; retry")
+        for account in changed:
+            self.session.expunge(account)
+
+    def get_many(self, account_ids: Sequence[str]) -> Sequence[DunnedAccount]:
+        query = select(DunnedAccount).where(dunned_accounts.c.account_id.in_(list(account_ids)))
+        return list(self.session.scalars(query))
+
+    def in_dunning(
+        self,
+        *,
+        level: int = 0,
+        state: str = "",
+        policy_code: str = "",
+        group_id: str = "",
+        reseller_id: str = "",
+        after: str = "",
+        limit: int,
+    ) -> Sequence[DunnedAccount]:
+        query = select(DunnedAccount)
+        if state:
+            query = query.where(dunned_accounts.c.state == state)
+        else:
+            query = query.where(dunned_accounts.c.state != CaseState.ENDED.value)
+        if level:
+            query = query.where(dunned_accounts.c.level == level)
+        if policy_code:
+            query = query.where(dunned_accounts.c.policy_code == policy_code)
+        if group_id:
+            query = query.where(dunned_accounts.c.group_id == group_id)
+        if reseller_id:
+            query = query.where(dunned_accounts.c.reseller_id == reseller_id)
+        if after:
+            query = query.where(dunned_accounts.c.account_id > after)
+        query = query.order_by(dunned_accounts.c.account_id).limit(limit)
+        return list(self.session.scalars(query))
+
+
+class SqlInvoices:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, invoice_id: str) -> DunnedInvoice | None:
+        return self.session.get(DunnedInvoice, invoice_id)
+
+    def add(self, invoice: DunnedInvoice) -> None:
+        self.session.add(invoice)
+        # Later queries in this unit (autoflush is off) must see it.
+        self.session.flush([invoice])
+
+    def of_account(self, account_id: str) -> Sequence[DunnedInvoice]:
+        query = select(DunnedInvoice).where(dunned_invoices.c.account_id == account_id)
+        return list(self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)))
+
+    def of_accounts(self, account_ids: Sequence[str]) -> dict[str, list[DunnedInvoice]]:
+        query = select(DunnedInvoice).where(dunned_invoices.c.account_id.in_(list(account_ids)))
+        found: dict[str, list[DunnedInvoice]] = {}
+        for invoice in self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)):
+            found.setdefault(invoice.account_id, []).append(invoice)
+        return found
+
+    def of_customer(self, customer_id: str) -> Sequence[DunnedInvoice]:
+        query = select(DunnedInvoice).where(dunned_invoices.c.customer_id == customer_id)
+        return list(self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)))
+
+    def customers(self, *, after: str, limit: int) -> Sequence[str]:
+        query = (
+            select(dunned_invoices.c.customer_id)
+            .where(dunned_invoices.c.customer_id > after)
+            .group_by(dunned_invoices.c.customer_id)
+            .order_by(dunned_invoices.c.customer_id)
+            .limit(limit)
+        )
+        return list(self.session.scalars(query))
+
+
+class SqlPolicies:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _stored(self, row: object) -> StoredPolicy:
+        policy = read_policy(row.document, version=row.version)  # type: ignore[attr-defined]
+        return StoredPolicy(policy, row.document, row.create_time)  # type: ignore[attr-defined]
+
+    def latest(self, code: str) -> StoredPolicy | None:
+        row = self.session.execute(
+            select(dunning_policies)
+            .where(dunning_policies.c.code == code)
+            .order_by(dunning_policies.c.version.desc())
+            .limit(1)
+        ).first()
+        return self._stored(row) if row else None
+
+    def add(self, stored: StoredPolicy) -> None:
+        policy = stored.policy
+        self.session.execute(
+            insert(dunning_policies).values(
+                code=policy.code,
+                version=policy.version,
+                name=policy.name,
+                document=stored.document,
+                group_ids=json.dumps(sorted(policy.groups)),
+                reseller_ids=json.dumps(sorted(policy.resellers)),
+                is_default=policy.is_default,
+                create_time=stored.create_time,
+            )
+        )
+
+    def all_latest(self) -> Sequence[StoredPolicy]:
+        newest = (
+            select(dunning_policies.c.code, func.max(dunning_policies.c.version).label("v"))
+            .group_by(dunning_policies.c.code)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(dunning_policies)
+            .join(
+                newest,
+                and_(
+                    dunning_policies.c.code == newest.c.code,
+                    dunning_policies.c.version == newest.c.v,
+                ),
+            )
+            .order_by(dunning_policies.c.code)
+        ).all()
+        return [self._stored(row) for row in rows]
+
+
+class SqlRuns:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _run(self, row: object | None) -> Run | None:
+        if row is None:
+            return None
+        counts: dict[str, int] = {
+            str(status): int(count)
+            for status, count in self.session.execute(
+                select(dunning_run_items.c.status, func.count())
+                .where(dunning_run_items.c.run_id == row.run_id)  # type: ignore[attr-defined]
+                .group_by(dunning_run_items.c.status)
+            ).all()
+        }
+        escalated = self.session.execute(
+            select(func.count()).where(
+                dunning_run_items.c.run_id == row.run_id,  # type: ignore[attr-defined]
+                dunning_run_items.c.escalated.is_(True),
+            )
+        ).scalar_one()
+        return Run(
+            run_id=row.run_id,  # type: ignore[attr-defined]
+            run_date=row.run_date,  # type: ignore[attr-defined]
+            state=row.state,  # type: ignore[attr-defined]
+            accounts_total=row.accounts_total,  # type: ignore[attr-defined]
+            accounts_done=int(counts.get("DONE", 0)),
+            accounts_escalated=int(escalated),
+            start_time=row.start_time,  # type: ignore[attr-defined]
+            end_time=row.end_time,  # type: ignore[attr-defined]
+        )
+
+    def get(self, run_id: str) -> Run | None:
+        row = self.session.execute(
+            select(dunning_runs).where(dunning_runs.c.run_id == run_id)
+        ).first()
+        return self._run(row)
+
+    def date_of(self, run_id: str) -> date | None:
+        return self.session.execute(
+            select(dunning_runs.c.run_date).where(dunning_runs.c.run_id == run_id)
+        ).scalar_one_or_none()
+
+    def by_date(self, run_date: date) -> Run | None:
+        row = self.session.execute(
+            select(dunning_runs).where(dunning_runs.c.run_date == run_date)
+        ).first()
+        return self._run(row)
+
+    def candidates(self, run_date: date) -> Sequence[str]:
+        overdue = select(dunned_invoices.c.account_id).where(
+            dunned_invoices.c.status.in_(sorted(OPEN_STATES)),
+            dunned_invoices.c.due_date < run_date,
+        )
+        open_cases = select(dunned_accounts.c.account_id).where(
+            dunned_accounts.c.state != CaseState.ENDED.value
+        )
+        union = overdue.union(open_cases).subquery()
+        return list(self.session.scalars(select(union.c.account_id).order_by(union.c.account_id)))
+
+    def add(self, run_id: str, run_date: date, account_ids: Sequence[str], now: datetime) -> None:
+        try:
+            self.session.execute(
+                insert(dunning_runs).values(
+                    run_id=run_id,
+                    run_date=run_date,
+                    state="RUNNING",
+                    accounts_total=len(account_ids),
+                    start_time=now,
+                )
+            )
+        except IntegrityError as exc:
+            # A concurrent start took the date (unique): the caller resumes that run.
+            raise Aborted(f"the run of {run_date} was started concurrently") from exc
+        rows = [
+            {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
+            for a in account_ids
+        ]
+        for start in range(0, len(rows), 5000):
+            self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
+
+    def add_missing(self, run_id: str, account_ids: Sequence[str]) -> int:
+        present = set(
+            self.session.scalars(
+                select(dunning_run_items.c.account_id).where(dunning_run_items.c.run_id == run_id)
+            )
+        )
+        missing = [a for a in account_ids if a not in present]
+        if not missing:
+            return 0
+        rows = [
+            {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
+            for a in missing
+        ]
+        for start in range(0, len(rows), 5000):
+            self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
+        self.session.execute(
+            update(dunning_runs)
+            .where(dunning_runs.c.run_id == run_id)
+            .values(
+                state="RUNNING",
+                end_time=None,
+                accounts_total=dunning_runs.c.accounts_total + len(missing),
+            )
+        )
+        return len(missing)
+
+    def pending(self, run_id: str) -> Sequence[str]:
+        return list(
+            self.session.scalars(
+                select(dunning_run_items.c.account_id)
+                .where(
+                    dunning_run_items.c.run_id == run_id, dunning_run_items.c.status == "PENDING"
+                )
+                .order_by(dunning_run_items.c.account_id)
+            )
+        )
+
+    def pending_among(self, run_id: str, account_ids: Sequence[str]) -> list[str]:
+        pending = set(
+            self.session.scalars(
+                select(dunning_run_items.c.account_id).where(
+                    dunning_run_items.c.run_id == run_id,
+                    dunning_run_items.c.account_id.in_(list(account_ids)),
+                    dunning_run_items.c.status == "PENDING",
+                )
+            )
+        )
+        return [a for a in account_ids if a in pending]
+
+    def finish_items(self, run_id: str, account_ids: Sequence[str], *, escalated: set[str]) -> None:
+        for flag in (True, False):
+            chosen = [a for a in account_ids if (a in escalated) is flag]
+            if chosen:
+                self.session.execute(
+                    update(dunning_run_items)
+                    .where(
+                        dunning_run_items.c.run_id == run_id,
+                        dunning_run_items.c.account_id.in_(chosen),
+                    )
+                    .values(status="DONE", escalated=flag)
+                )
+
+    def complete_if_done(self, run_id: str, now: datetime) -> bool:
+        left = self.session.execute(
+            select(func.count()).where(
+                dunning_run_items.c.run_id == run_id, dunning_run_items.c.status == "PENDING"
+            )
+        ).scalar_one()
+        if left:
+            return False
+        result = self.session.execute(
+            update(dunning_runs)
+            .where(dunning_runs.c.run_id == run_id, dunning_runs.c.state == "RUNNING")
+            .values(state="COMPLETED", end_time=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class SqlReactions:
+    """Reactions of one unit of work; new ones are inserted together at commit (``flush``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._new: list[dict[str, object]] = []
+        self._known: set[str] | None = None
+
+    def preload(self, account_ids: Sequence[str]) -> None:
+        self._known = set(
+            self.session.scalars(
+                select(dunning_reactions.c.key).where(
+                    dunning_reactions.c.account_id.in_(list(account_ids))
+                )
+            )
+        )
+
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        buffered = {str(row["key"]) for row in self._new}
+        if self._known is not None:
+            return {k for k in keys if k in self._known or k in buffered}
+        stored = set(
+            self.session.scalars(
+                select(dunning_reactions.c.key).where(dunning_reactions.c.key.in_(list(keys)))
+            )
+        )
+        return stored | {k for k in keys if k in buffered}
+
+    def add(
+        self,
+        planned: PlannedReaction,
+        account: DunnedAccount,
+        *,
+        description: str,
+        status: str,
+        run_date: date,
+        now: datetime,
+        kind: str | None = None,
+    ) -> None:
+        self._new.append(
+            {
+                "key": planned.key,
+                "account_id": account.account_id,
+                "customer_id": account.customer_id,
+                "episode_id": account.episode_id,
+                "level": planned.level,
+                "kind": kind or planned.kind.value,
+                "invoice_id": planned.invoice_id,
+                "template": planned.template,
+                "amount": planned.amount.amount if planned.amount else None,
+                "currency": planned.amount.currency if planned.amount else account.currency,
+                "description": description,
+                "status": status,
+                "attempts": 0,
+                "last_error": "",
+                "run_date": run_date,
+                "create_time": now,
+                "done_time": now if status == "DONE" else None,
+            }
+        )
+
+    def flush(self) -> None:
+        """Insert the new reactions in one statement; a key a concurrent unit took fails here
+        (IntegrityError, turned into ABORTED by the unit of work) and nothing commits."""
+        if self._new:
+            self.session.execute(insert(dunning_reactions), self._new)
+            self._new = []
+
+    def _records(self, query: object) -> list[ReactionRecord]:
+        rows = self.session.execute(query).all()  # type: ignore[call-overload]
+        return [
+            ReactionRecord(
+                key=r.key,
+                account_id=r.account_id,
+                customer_id=r.customer_id,
+                episode_id=r.episode_id,
+                level=r.level,
+                kind=r.kind,
+                invoice_id=r.invoice_id,
+                template=r.template,
+                amount=r.amount,
+                currency=r.currency,
+                description=r.description,
+                status=r.status,
+                attempts=r.attempts,
+                run_date=r.run_date,
+            )
+            for r in rows
+        ]
+
+    def pending(self, limit: int) -> Sequence[ReactionRecord]:
+        return self._records(
+            select(dunning_reactions)
+            .where(dunning_reactions.c.status == "PENDING")
+            .order_by(dunning_reactions.c.create_time, dunning_reactions.c.key)
+            .limit(limit)
+        )
+
+    def finish(self, key: str, status: str, now: datetime, error: str = "") -> None:
+        self.session.execute(
+            update(dunning_reactions)
+            .where(dunning_reactions.c.key == key)
+            .values(status=status, done_time=now, last_error=error)
+        )
+
+    def failed_attempt(self, key: str, error: str) -> None:
+        self.session.execute(
+            update(dunning_reactions)
+            .where(dunning_reactions.c.key == key)
+            .values(attempts=dunning_reactions.c.attempts + 1, last_error=error)
+        )
+
+    def handed_over(self, run_date: date) -> Sequence[ReactionRecord]:
+        return self._records(
+            select(dunning_reactions)
+            .where(
+                dunning_reactions.c.kind == "COLLECTIONS",
+                dunning_reactions.c.run_date == run_date,
+                dunning_reactions.c.status == "DONE",
+            )
+            .order_by(dunning_reactions.c.account_id)
+        )

@@ -1,0 +1,170 @@
+"""The daily dunning run (DUN-2) on the bill runs' engine (ADR 0022 of invoicing, ADR 0049).
+
+Starting a run writes, in one transaction, the run of the business date (unique: a
+second start of the same date resumes the first, never repeats it), one
+``dunning_run_items`` row per candidate account (PENDING) and the work messages
+(batches of accounts) to the outbox, whose relay puts them on the Redis stream
+``reckon:dunning:work``. Workers in any number of processes read that stream in one
+consumer group. The accounts of a message are judged in one transaction that moves
+their cases, stores their reactions under their once-only keys, writes their events
+and marks their work items DONE (ADR 0050; one by one when a concurrent payment
+conflicts): a worker killed at any point leaves all of it or none of it, its
+unacknowledged message goes to another worker (or a resumed run queues the pending
+items again), and a reaction's key makes a second application impossible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Final
+
+from services.common.errors import Aborted, NotFound
+from services.common.events import DomainEvent
+from services.common.ids import new_id
+from services.dunning.service_layer import cases
+from services.dunning.service_layer.unit_of_work import DunningUnitOfWork, Run, StoredPolicy
+
+log = logging.getLogger(__name__)
+
+UowFactory = Callable[[], DunningUnitOfWork]
+WORK_STREAM: Final = "reckon:dunning:work"
+ACCOUNTS_PER_MESSAGE: Final = 50
+_ATTEMPTS: Final = 5
+
+
+@dataclass(frozen=True)
+class DunningRunWork(DomainEvent):
+    """A work message: judge these accounts for the run."""
+
+    event_type = "DunningRunWork"
+    aggregate_field = "run_id"
+
+    run_id: str
+    account_ids: tuple[str, ...]
+
+
+def _queue(uow: DunningUnitOfWork, run_id: str, account_ids: Sequence[str]) -> None:
+    for start in range(0, len(account_ids), ACCOUNTS_PER_MESSAGE):
+        uow.publish(
+            DunningRunWork(run_id, tuple(account_ids[start : start + ACCOUNTS_PER_MESSAGE]))
+        )
+
+
+def start_run(uow_factory: UowFactory, run_date: date | None = None) -> Run:
+    """The run of ``run_date`` (default: today on the clock), started or resumed."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _start(uow_factory, run_date)
+        except Aborted:
+            # A concurrent start of the same date took the unique key: resume that one.
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start(uow_factory: UowFactory, run_date: date | None) -> Run:
+    with uow_factory() as uow:
+        now = uow.clock.now()
+        when = run_date or now.date()
+        existing = uow.runs.by_date(when)
+        if existing is not None:
+            # Accounts overdue on that date that the run has not seen yet (an invoice
+            # learnt since) join it; those it judged are never judged twice.
+            joining = uow.runs.add_missing(existing.run_id, uow.runs.candidates(when))
+            if existing.state == "RUNNING" or joining:
+                pending = uow.runs.pending(existing.run_id)
+                # Messages of a crashed worker may be lost with Redis: queue what is left.
+                _queue(uow, existing.run_id, pending)
+                if not pending:
+                    uow.runs.complete_if_done(existing.run_id, now)
+                uow.commit()
+            run = uow.runs.get(existing.run_id)
+            assert run is not None
+            return run
+        run_id = new_id("dru")
+        account_ids = list(uow.runs.candidates(when))
+        uow.runs.add(run_id, when, account_ids, now)
+        _queue(uow, run_id, account_ids)
+        if not account_ids:
+            uow.runs.complete_if_done(run_id, now)
+        uow.commit()
+        run = uow.runs.get(run_id)
+        assert run is not None
+        log.info("dunning run %s of %s: %d accounts", run_id, when, len(account_ids))
+        return run
+
+
+def process(uow_factory: UowFactory, run_id: str, account_ids: Sequence[str]) -> None:
+    """Do one work message: each account in its own transaction; then maybe end the run."""
+    with uow_factory() as uow:
+        # Read once per message, not per account: policies change rarely, and a message
+        # judged with the version read here is as if it had run a moment earlier.
+        policies = list(uow.policies.all_latest())
+        run_date = uow.runs.date_of(run_id)
+    if run_date is None:
+        raise NotFound(f"no dunning run {run_id}", reason="RUN_NOT_FOUND")
+    try:
+        judge_many(uow_factory, run_id, run_date, account_ids, policies)
+    except Aborted:
+        # A payment event changed one of the accounts meanwhile: judge them one by one.
+        for account_id in account_ids:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    judge_many(uow_factory, run_id, run_date, [account_id], policies)
+                    break
+                except Aborted:
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+    with uow_factory() as uow:
+        if uow.runs.complete_if_done(run_id, uow.clock.now()):
+            uow.commit()
+
+
+def judge_many(
+    uow_factory: UowFactory,
+    run_id: str,
+    run_date: date,
+    account_ids: Sequence[str],
+    policies: Sequence[StoredPolicy],
+) -> None:
+    """Judge the still-pending accounts of a work message in one transaction (ADR 0050):
+    all of them commit (cases, reactions, events, items DONE) or none does."""
+    with uow_factory() as uow:
+        pending = uow.runs.pending_among(run_id, account_ids)
+        if not pending:
+            return  # done by an earlier delivery of this message
+        accounts = {a.account_id: a for a in uow.accounts.get_many(pending)}
+        invoices = uow.invoices.of_accounts(pending)
+        uow.reactions.preload(pending)
+        escalated = set()
+        for account_id in pending:
+            account = accounts.get(account_id)
+            if account is None:
+                continue
+            policy = cases.policy_for(policies, account)
+            if cases.judge(uow, account, invoices.get(account_id, []), run_date, policy):
+                escalated.add(account_id)
+        uow.accounts.save_many(list(accounts.values()))
+        uow.runs.finish_items(run_id, pending, escalated=escalated)
+        uow.commit()
+
+
+def run_inline(uow_factory: UowFactory, run_date: date | None = None) -> Run:
+    """Start (or resume) a run and do every pending item in this thread: the CLI/test path
+    when no worker is reading the stream (the queued messages then find nothing to do)."""
+    run = start_run(uow_factory, run_date)
+    with uow_factory() as uow:
+        pending = list(uow.runs.pending(run.run_id))
+    for start in range(0, len(pending), ACCOUNTS_PER_MESSAGE):
+        process(uow_factory, run.run_id, pending[start : start + ACCOUNTS_PER_MESSAGE])
+    if not pending:
+        with uow_factory() as uow:
+            if uow.runs.complete_if_done(run.run_id, uow.clock.now()):
+                uow.commit()
+    with uow_factory() as uow:
+        done = uow.runs.get(run.run_id)
+    assert done is not None
+    return done
