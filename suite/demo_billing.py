@@ -48,7 +48,7 @@ from suite.demo_payments import (
 from suite.mail_catcher import mail_dir
 
 if TYPE_CHECKING:
-    from suite.demo import Story
+    from suite.demo_story import Story
     from suite.state import SuiteState
 
 # The sandbox card that declines ``processing_error`` four times, then succeeds.
@@ -229,7 +229,7 @@ async def mails_arrived(story: Story) -> RenderableType:
             break
         await asyncio.sleep(0.3)
     if not mails:
-        from suite.demo import StoryError
+        from suite.demo_story import StoryError
 
         raise StoryError(f"no e-mail about {invoice.number} reached {mail_dir(data_dir)}")
     return Group(
@@ -298,7 +298,7 @@ async def declined_then_retried(story: Story) -> RenderableType:
                       f"[yellow]declined[/] {payment.decline_code}",
                       f"{retry:%Y-%m-%d %H:%M}" if retry else "none")  # fmt: skip
         if retry is None:
-            from suite.demo import StoryError
+            from suite.demo_story import StoryError
 
             raise StoryError(f"{payment.payment_id}: declined and no retry is planned")
         move_clock_to(story, retry.astimezone(UTC) + timedelta(seconds=1))

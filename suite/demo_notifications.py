@@ -21,7 +21,7 @@ from rich.text import Text
 from reckon.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 
 if TYPE_CHECKING:
-    from suite.demo import Story
+    from suite.demo_story import Story
 
 CALL_TIMEOUT_SECONDS = 10.0
 WAIT_SECONDS = 30.0

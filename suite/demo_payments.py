@@ -22,7 +22,7 @@ from reckon.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
 from reckon.payments.v1 import payments_pb2, payments_pb2_grpc
 
 if TYPE_CHECKING:
-    from suite.demo import Story
+    from suite.demo_story import Story
 
 # Same as suite.demo's (not imported at module level: suite.demo imports this module).
 CALL_TIMEOUT_SECONDS = 10.0
@@ -56,7 +56,7 @@ async def _until(what: str, probe: Callable[[], Awaitable[Any]]) -> Any:
         if found:
             return found
         if time.monotonic() > deadline:
-            from suite.demo import StoryError
+            from suite.demo_story import StoryError
 
             raise StoryError(f"waited {WAIT_SECONDS:.0f} s for {what}")
         await asyncio.sleep(0.2)
