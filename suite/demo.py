@@ -282,6 +282,16 @@ def wait_for_trace(traces_file: Path, trace_id: str, timeout: float) -> list[Rec
         time.sleep(SETTLE_SECONDS)
 
 
+def without_storage_leaves(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    """The trace without its SQL and Redis statements that have nothing beneath them.
+
+    The story makes thousands of them; a newcomer reads the hops between services
+    (calls, events, the bill run, the provider, the e-mails). ``reckon trace`` shows all.
+    """
+    parents = {span.parent_span_id for span in spans}
+    return [span for span in spans if span.span_id in parents or "db.system" not in span.attributes]
+
+
 def play_demo(state: SuiteState, console: Console) -> int:
     """Play the story against ``state``'s suite, print its trace; the exit code."""
     telemetry = _configure_tracing(state)
@@ -298,8 +308,15 @@ def play_demo(state: SuiteState, console: Console) -> int:
         )
     if result.trace_id and state.traces_file:
         spans = wait_for_trace(Path(state.traces_file), result.trace_id, TRACE_WAIT_SECONDS)
+        shown = without_storage_leaves(spans)
         console.print()
-        console.print(trace_tree(result.trace_id, spans))
+        console.print(trace_tree(result.trace_id, shown))
+        if len(shown) < len(spans):
+            console.print(
+                f"\n{len(spans) - len(shown)} SQL and Redis statements are left out above; "
+                f"the whole tree: [bold]reckon trace {result.trace_id}[/]"
+                + f" --data-dir {state.data_dir}"
+            )
         console.print(f"\ntrace id [bold]{result.trace_id}[/]")
     elif result.trace_id:
         console.print(f"trace id [bold]{result.trace_id}[/], exported to {state.otlp_endpoint}")
