@@ -87,7 +87,7 @@ from suite.demo_charging import (
     top_up,
 )
 from suite.demo_dunning import DUNNING_STEPS
-from suite.demo_notifications import NOTIFICATION_STEPS
+from suite.demo_notifications import NOTIFICATION_STEPS, low_balance_alert
 from suite.demo_payments import PAYMENT_STEPS
 from suite.demo_rating import (
     apply_catalog,
@@ -162,6 +162,11 @@ STORY: list[StoryStep] = [
         charging_knows_account,
     ),
     StoryStep(f"Top up {CALL_TOP_UP.amount} EUR", ("accounts", "charging"), top_up),
+    StoryStep(
+        "Alert the customer when the prepaid balance runs low",
+        ("accounts", "charging"),
+        low_balance_alert,
+    ),
     StoryStep(
         "A prepaid call: authorised, updated, cut by the final-unit indication",
         ("accounts", "rating", "charging"),

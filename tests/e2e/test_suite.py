@@ -305,6 +305,9 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(demo_output: str)
         assert "the last grant used the credit up exactly" in output
     assert "TOP_UP" in output  # the ledger
     assert "USAGE" in output
+    # The call took the balance below the alert: charging's BalanceLow became an e-mail.
+    assert "EMAIL to accounts@babbage.example: balance_low, SENT" in output
+    assert "Subject  Your balance is low:" in output
     check_billing_story(output)
 
 
