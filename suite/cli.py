@@ -271,7 +271,10 @@ def demo(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise typer.Exit(play_demo(state, console))
 
     scratch = Path(tempfile.mkdtemp(prefix="reckon-demo-"))
-    console.print(f"No suite is running from {data_dir}; starting one in {scratch}")
+    console.print(
+        f"No suite is running from {data_dir}; starting one in {scratch} on the test "
+        "clock (the story moves time to the cycle end and to payment retries)"
+    )
     # Ctrl-C interrupts the story wherever it is; SIGTERM is made to do the same, so
     # the `finally` below stops the temporary suite either way.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
