@@ -262,17 +262,28 @@ def demo(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
     state = running_suite(data_dir)
     if state is not None:
-        console.print(f"Using the suite running from {state.data_dir}")
+        if not state.test_clock:
+            # The story moves time to the cycle end and to payment retries (ADR 0054).
+            raise _fail(
+                f"the suite running from {state.data_dir} was not started in test-clock "
+                "mode, and the story moves time to the cycle end; stop it and run "
+                "`reckon up --test-clock`, or stop it and run `reckon demo` alone (it "
+                "starts a temporary suite on the test clock)"
+            )
+        console.print(f"Using the suite running from {state.data_dir} (test clock)")
         raise typer.Exit(play_demo(state, console))
 
     scratch = Path(tempfile.mkdtemp(prefix="reckon-demo-"))
-    console.print(f"No suite is running from {data_dir}; starting one in {scratch}")
+    console.print(
+        f"No suite is running from {data_dir}; starting one in {scratch} on the test "
+        "clock (the story moves time to the cycle end and to payment retries)"
+    )
     # Ctrl-C interrupts the story wherever it is; SIGTERM is made to do the same, so
     # the `finally` below stops the temporary suite either way.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     supervisor = Supervisor(
         # Free ports: a throw-away suite must not collide with one started by `reckon up`.
-        SuiteConfig(data_dir=scratch, free_ports=True),
+        SuiteConfig(data_dir=scratch, free_ports=True, test_clock=True),
         report=_progress,
     )
     try:

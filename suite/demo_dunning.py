@@ -32,7 +32,7 @@ from services.common.money import Money
 from services.common.proto_convert import money_to_proto
 
 if TYPE_CHECKING:
-    from suite.demo import Story
+    from suite.demo_story import Story
 
 # Same as suite.demo's (not imported at module level: suite.demo imports this module).
 CALL_TIMEOUT_SECONDS = 10.0
@@ -63,7 +63,7 @@ async def _until(what: str, probe: Callable[[], Awaitable[Any]]) -> Any:
         if found:
             return found
         if time.monotonic() > deadline:
-            from suite.demo import StoryError
+            from suite.demo_story import StoryError
 
             raise StoryError(f"{what} within {WAIT_SECONDS:.0f}s")
         await asyncio.sleep(0.2)

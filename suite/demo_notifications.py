@@ -21,7 +21,7 @@ from rich.text import Text
 from reckon.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 
 if TYPE_CHECKING:
-    from suite.demo import Story
+    from suite.demo_story import Story
 
 CALL_TIMEOUT_SECONDS = 10.0
 WAIT_SECONDS = 30.0
@@ -70,9 +70,82 @@ async def customer_notified(story: Story) -> RenderableType:
     return Group(table, hint)
 
 
+LOW_BALANCE = "0.50"
+
+
+async def low_balance_alert(story: Story) -> RenderableType:
+    """Charging tells when the prepaid balance falls below the account's threshold."""
+    from google.type import money_pb2
+
+    from reckon.charging.v1 import charging_pb2
+    from suite.demo_story import request_id
+
+    account = story.fact("prepaid_account")
+    current = await story.charging.GetAccountPolicy(
+        charging_pb2.GetAccountPolicyRequest(account_id=account.account_id),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    policy = current.policy
+    units, _, cents = LOW_BALANCE.partition(".")
+    policy.low_balance_threshold.CopyFrom(
+        money_pb2.Money(currency_code="EUR", units=int(units), nanos=int(cents.ljust(9, "0")))
+    )
+    await story.charging.SetAccountPolicy(
+        charging_pb2.SetAccountPolicyRequest(policy=policy, request_id=request_id()),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    return f"    {account.account_id}: BalanceLow when the balance falls below {LOW_BALANCE} EUR"
+
+
+async def low_balance_notice(story: Story) -> RenderableType:
+    """The BalanceLow the call caused: an e-mail at the mail catcher, an SMS queued."""
+    from pathlib import Path
+
+    from suite.demo_billing import _mail_text, _mail_to
+
+    customer = story.fact("customer")
+    deadline = time.monotonic() + WAIT_SECONDS
+    low: list[Any] = []
+    while time.monotonic() < deadline:
+        messages = await _messages(story, customer.customer_id)
+        low = [m for m in messages if m.event_type == "BalanceLow"]
+        if any(
+            m.channel == notifications_pb2.CHANNEL_EMAIL
+            and m.status == notifications_pb2.MESSAGE_STATUS_SENT
+            for m in low
+        ):
+            break
+        await asyncio.sleep(0.3)
+    if not low:
+        from suite.demo_story import StoryError
+
+        raise StoryError("no BalanceLow message was made for the prepaid call")
+    lines: list[RenderableType] = []
+    for m in low:
+        status = notifications_pb2.MessageStatus.Name(m.status).removeprefix("MESSAGE_STATUS_")
+        channel = notifications_pb2.Channel.Name(m.channel).removeprefix("CHANNEL_")
+        note = " (no SMSC configured in this suite: it waits in the queue)" if (
+            channel == "SMS" and status != "SENT"
+        ) else ""  # fmt: skip
+        lines.append(f"    {channel} to {m.recipient}: {m.template}, {status}{note}")
+    data_dir = Path(story.fact("suite").data_dir)
+    mails = [
+        (path, message)
+        for path, message in _mail_to(data_dir, customer.email)
+        if "balance" in str(message.get("Subject", "")).lower()
+    ]
+    lines.extend(_mail_text(path, message) for path, message in mails[-1:])
+    return Group(*lines)
+
+
 NOTIFICATION_STEPS: list[
     tuple[str, tuple[str, ...], Callable[[Story], Awaitable[RenderableType]]]
 ] = [
+    (
+        "The low-balance notice the call caused (e-mail as it arrived, SMS)",
+        ("accounts", "charging", "notifications"),
+        low_balance_notice,
+    ),
     (
         "What the customer was sent (e-mails at the mail catcher)",
         ("accounts", "invoicing", "payments", "notifications"),

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import redis
+    from opentelemetry.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class SharedTestClock(_Listeners):
         if delta < timedelta(0):
             raise ValueError("a clock does not run backwards")
         self._offset_us = int(self._client.incrby(self._key, _micros(delta)))
+        self._remember_mover()
         self._notify()
         return self.now()
 
@@ -243,8 +245,37 @@ class SharedTestClock(_Listeners):
         self._offset_us = int(offset)
         if not moved:
             raise ValueError(f"a clock does not run backwards (it shows {self.now().isoformat()})")
+        self._remember_mover()
         self._notify()
         return self.now()
+
+    # --- who moved it (ADR 0054) ---------------------------------------------------------
+
+    def _remember_mover(self) -> None:
+        """Keep the mover's trace context beside the offset it wrote.
+
+        Work that a scheduler starts *because* the clock moved (the daily bill run)
+        continues the mover's trace, so ``reckon demo``'s story is one trace across
+        the jump. Remembered per offset: a later move by someone untraced clears it.
+        """
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        parent = carrier.get("traceparent", "")
+        self._client.set(f"{self._key}:moved-by", f"{self._offset_us}|{parent}", ex=86_400)
+
+    def move_context(self) -> Context | None:
+        """The trace context of whoever made the current offset, if it was traced."""
+        from opentelemetry import propagate
+
+        raw = self._client.get(f"{self._key}:moved-by")
+        if raw is None:
+            return None
+        offset, _, parent = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+        if not parent or offset != str(self._offset_us):
+            return None
+        return propagate.extract({"traceparent": parent})
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from reckon.payments.v1 import payments_pb2_grpc
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, clock_from_config, close_clock
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
 from services.common.migrations import upgrade_to_head
@@ -112,7 +112,10 @@ def make_provider(settings: PaymentsSettings, clock: Clock, secret: str) -> Paym
             raise ValueError("PAYMENTS_STRIPE_API_KEY is required with PAYMENTS_PROVIDER=stripe")
         return StripeProvider(key, api_base=settings.stripe_api_base)
     return SandboxProvider(
-        clock, webhook_secret=secret, settle_after=timedelta(days=settings.sandbox_settle_days)
+        clock,
+        webhook_secret=secret,
+        settle_after=timedelta(days=settings.sandbox_settle_days),
+        journal=settings.data_dir / "payments-sandbox.jsonl",
     )
 
 
@@ -124,7 +127,13 @@ async def build(
     invoicing: InvoicingPort | None = None,
     charging: ChargingPort | None = None,
 ) -> PaymentsApp:
-    clock = clock or SystemClock()
+    if clock is None:
+        # The suite's shared test clock under `reckon up --test-clock` (retries and
+        # due dates then follow `reckon clock advance`), else the machine's.
+        clock = clock_from_config(settings)
+        closers_first: list[Callable[[], None]] = [lambda: close_clock(clock)]
+    else:
+        closers_first = []
     engine = make_engine(settings.effective_database_url, settings.effective_database_schema)
     if settings.migrate_on_start:
         await asyncio.to_thread(upgrade_to_head, engine, MIGRATIONS)
@@ -133,7 +142,7 @@ async def build(
     relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
     secret = settings.webhook_secret.get_secret_value() or new_webhook_secret()
     provider = provider or make_provider(settings, clock, secret)
-    closers: list[Callable[[], None]] = []
+    closers: list[Callable[[], None]] = closers_first
     token = settings.service_token.get_secret_value()
     if invoicing is None:
         if settings.invoicing_addr:
@@ -187,7 +196,11 @@ async def build(
         statements=statements,
         callbacks=callbacks,
         workers=PaymentWorkers(
-            collector, settings.worker_interval_seconds, settings.worker_batch_size, settle
+            collector,
+            settings.worker_interval_seconds,
+            settings.worker_batch_size,
+            settle,
+            clock=clock,
         ),
         invoice_events=invoice_issued_consumer(
             client, collector, claim_idle_ms=settings.invoice_events_claim_idle_ms

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from services.common import clock as kit_clock
 from services.common.clock import Clock
+from services.common.telemetry import tracer
 from services.invoicing.service_layer import billruns
 from services.invoicing.service_layer.drafting import FeePricer
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
@@ -39,19 +40,44 @@ class BillRunScheduler:
         self._interval = interval_seconds
         self._daily_runs = daily_runs
         self._stalled_after = stalled_after
+        self._seen_offset: object = None
 
     def run_once(self) -> str | None:
         started = None
         if self._daily_runs:
-            started = billruns.start_scheduled_run(
-                self._uow_factory, self._pricer, self._clock.now().date()
-            )
+            with self._moved_clock_span():
+                started = billruns.start_scheduled_run(
+                    self._uow_factory, self._pricer, self._clock.now().date()
+                )
             if started:
                 log.info("started the daily bill run %s", started)
         requeued = billruns.requeue_stalled(self._uow_factory, self._stalled_after)
         if requeued:
             log.warning("queued the work of %d accounts of stalled bill runs again", requeued)
         return started
+
+    def _moved_clock_span(self) -> contextlib.AbstractContextManager[object]:
+        """The first pass after a traced test-clock move continues the mover's trace.
+
+        A run started because someone moved the suite's test clock (``reckon demo``,
+        a test) is part of what the mover did (ADR 0054); every other pass stays
+        untraced, so the once-a-second look at the clock makes no spans.
+        """
+        offset = getattr(self._clock, "offset", None)
+        move_context = getattr(self._clock, "move_context", None)
+        if offset is None or move_context is None or offset == self._seen_offset:
+            return contextlib.nullcontext()
+        self._seen_offset = offset
+        try:
+            parent = move_context()
+        except Exception:
+            log.warning("cannot read who moved the test clock", exc_info=True)
+            return contextlib.nullcontext()
+        if parent is None:
+            return contextlib.nullcontext()
+        return tracer().start_as_current_span(
+            "reckon.invoicing daily bill run after a clock move", context=parent
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -13,12 +13,15 @@ a callback signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
@@ -48,8 +51,15 @@ TEST_CARDS: dict[str, str] = {
 # The provider carries the charge out but its answer never reaches Reckon.
 NEVER_ANSWERS = "4000000000009920"
 _NO_ANSWER = "__no_answer__"
+# Declined ``processing_error`` on its first RECOVERS_AFTER charges, then succeeds: a
+# retryable decline that the retry schedule fixes (``reckon demo``, issue 11 item 9).
+RECOVERING_CARD = "4000000000005118"
+RECOVERS_AFTER = 4
+_RECOVERS = "__recovers__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[bytes, dict[str, str]], object]
 
@@ -111,6 +121,7 @@ class SandboxProvider:
         *,
         webhook_secret: str | None = None,
         settle_after: timedelta = timedelta(days=2),
+        journal: Path | None = None,
     ) -> None:
         self._clock = clock
         self.webhook_secret = webhook_secret or new_webhook_secret()
@@ -122,8 +133,54 @@ class SandboxProvider:
         self._by_reference: dict[str, _Charge] = {}
         self._refunds: dict[str, ProviderResult] = {}
         self._callback: Callback | None = None
+        self._undelivered: list[_Charge] = []
         self.answering = True  # False: every call times out (a provider gone silent)
         self.calls = 0
+        # What the "PSP" remembers across restarts of the process that embeds it (vaulted
+        # tokens and their behaviour, charges, refunds; never a card number), as JSON lines.
+        self._journal = journal
+        if journal is not None:
+            self._replay(journal)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._journal is not None:
+            with self._journal.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+
+    def _replay(self, path: Path) -> None:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            kind = record.get("t")
+            if kind == "vault":
+                self._vault[record["token"]] = _Vaulted(record["behaviour"], record["kind"])
+            elif kind == "charge":
+                settle = record.get("settle_at")
+                charge = _Charge(
+                    record["key"],
+                    record["token"],
+                    Money.of(record["amount"], record["currency"]),
+                    record["reference"],
+                    ProviderStatus(record["status"]),
+                    record.get("decline", ""),
+                    datetime.fromisoformat(settle) if settle else None,
+                )
+                self._charges[charge.key] = charge
+                self._by_reference[charge.reference] = charge
+            elif kind == "status" and record["key"] in self._charges:
+                self._charges[record["key"]].status = ProviderStatus(record["status"])
+            elif kind == "refund" and record["charge"] in self._by_reference:
+                refunded = self._by_reference[record["charge"]]
+                amount = Money.of(record["amount"], record["currency"])
+                refunded.refunded = (refunded.refunded or Money.zero(amount.currency)) + amount
+                self._refunds[record["key"]] = ProviderResult(
+                    ProviderStatus.SUCCEEDED, record["reference"]
+                )
 
     # -- what tests and the service wire up ---------------------------------------------
     def on_callback(self, callback: Callback) -> None:
@@ -149,9 +206,12 @@ class SandboxProvider:
                 "the card has expired or its expiry is invalid", code="invalid_expiry"
             )
         behaviour = _NO_ANSWER if number == NEVER_ANSWERS else TEST_CARDS.get(number, "")
+        if number == RECOVERING_CARD:
+            behaviour = _RECOVERS
         token = new_id("sbxcard")
         with self._lock:
             self._vault[token] = _Vaulted(behaviour, "card")
+            self._write({"t": "vault", "token": token, "behaviour": behaviour, "kind": "card"})
         return CardToken(token, brand_of(number), number[-4:], card.exp_month, card.exp_year)
 
     def register_mandate(self, *, iban: str, mandate_reference: str) -> str:
@@ -160,6 +220,7 @@ class SandboxProvider:
         outcome = "insufficient_funds" if iban == FAILING_IBAN else ""
         with self._lock:
             self._vault[token] = _Vaulted(outcome, "sepa")
+            self._write({"t": "vault", "token": token, "behaviour": outcome, "kind": "sepa"})
         return token
 
     def charge(
@@ -186,10 +247,28 @@ class SandboxProvider:
                 charge.status = ProviderStatus.PENDING
                 charge.decline_code = vaulted.behaviour
                 charge.settle_at = self._clock.now() + self._settle_after
+            elif vaulted.behaviour == _RECOVERS:
+                tried = sum(1 for c in self._charges.values() if c.token == token)
+                if tried < RECOVERS_AFTER:
+                    charge.status = ProviderStatus.FAILED
+                    charge.decline_code = "processing_error"
             elif vaulted.behaviour not in ("", _NO_ANSWER):
                 charge.status = ProviderStatus.FAILED
                 charge.decline_code = vaulted.behaviour
             self._charges[idempotency_key] = charge
+            self._write(
+                {
+                    "t": "charge",
+                    "key": idempotency_key,
+                    "token": token,
+                    "amount": str(amount.amount),
+                    "currency": amount.currency,
+                    "reference": reference,
+                    "status": charge.status.value,
+                    "decline": charge.decline_code,
+                    "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
+                }
+            )
             self._by_reference[reference] = charge
             if vaulted.behaviour == _NO_ANSWER:
                 # Carried out, but the answer is lost on the way back.
@@ -214,6 +293,16 @@ class SandboxProvider:
             charge.refunded = refunded + amount
             result = ProviderResult(ProviderStatus.SUCCEEDED, new_id("sbxre"))
             self._refunds[idempotency_key] = result
+            self._write(
+                {
+                    "t": "refund",
+                    "key": idempotency_key,
+                    "charge": provider_reference,
+                    "amount": str(amount.amount),
+                    "currency": amount.currency,
+                    "reference": result.provider_reference,
+                }
+            )
             return result
 
     def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
@@ -241,7 +330,11 @@ class SandboxProvider:
                         ProviderStatus.FAILED if charge.decline_code else ProviderStatus.SUCCEEDED
                     )
                     settled.append(charge)
-        for charge in settled:
+                    self._write({"t": "status", "key": charge.key, "status": charge.status.value})
+        # Like a real PSP, a callback the receiver did not take is sent again next time.
+        with self._lock:
+            retry, self._undelivered = self._undelivered, []
+        for charge in [*retry, *settled]:
             self._send_callback(charge)
         return len(settled)
 
@@ -269,9 +362,15 @@ class SandboxProvider:
         return body, headers
 
     def _send_callback(self, charge: _Charge) -> None:
-        if self._callback is not None:
-            body, headers = self.signed_callback(charge.key)
+        if self._callback is None:
+            return
+        body, headers = self.signed_callback(charge.key)
+        try:
             self._callback(body, headers)
+        except Exception as exc:  # noqa: BLE001 - whatever the receiver failed with
+            log.warning("sandbox callback for %s not taken (%s); sent again later", charge.key, exc)
+            with self._lock:
+                self._undelivered.append(charge)
 
     def _result(self, charge: _Charge) -> ProviderResult:
         decline = charge.decline_code if charge.status is ProviderStatus.FAILED else ""

@@ -21,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
+from opentelemetry.trace import SpanKind
+
 from services.common.clock import Clock
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.common.money import Money
+from services.common.telemetry import tracer
 from services.payments.domain.events import PaymentFailed, PaymentSucceeded
 from services.payments.domain.model import (
     CHANNEL_OF_METHOD,
@@ -148,6 +151,13 @@ class Collector:
             return None
         method_id = command.method_id or default_id
         method = uow.methods.get(method_id) if method_id else None
+        usable = method is not None and not method.removed
+        if command.method_id and not (
+            usable and method and method.account_id == command.account_id
+        ):
+            raise InvalidArgument.field(
+                "payment.method_id", "no such payment method on this account"
+            )
         if method is None or method.removed or method.account_id != command.account_id:
             raise FailedPrecondition(
                 "the account has no usable payment method for this channel",
@@ -158,6 +168,12 @@ class Collector:
             raise FailedPrecondition(
                 "a bank transfer is recorded when it arrives, not charged",
                 reason="METHOD_NOT_CHARGEABLE",
+            )
+        if CHANNEL_OF_METHOD[method.kind] is not command.channel:
+            raise InvalidArgument.field(
+                "payment.channel",
+                f"a {method.kind.value.lower()} method is charged on channel "
+                f"{CHANNEL_OF_METHOD[method.kind].value}",
             )
         return method
 
@@ -354,12 +370,22 @@ class Collector:
         """
         payment_id = payment.payment_id
         try:
-            result = self.provider.charge(
-                token=token,
-                amount=payment.amount,
-                idempotency_key=attempt_id,
-                description=payment_id,
-            )
+            # The provider call is a hop of its own in the trace (issue 12 item 7).
+            with tracer().start_as_current_span(
+                "reckon.payments.provider charge",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "reckon.payment_id": payment_id,
+                    "reckon.attempt_id": attempt_id,
+                    "reckon.provider": str(getattr(self.provider, "name", "")),
+                },
+            ):
+                result = self.provider.charge(
+                    token=token,
+                    amount=payment.amount,
+                    idempotency_key=attempt_id,
+                    description=payment_id,
+                )
         except ProviderTimeout:
             log.warning("payment %s: no answer from the provider; outcome unknown", payment_id)
             payment.mark_unknown(attempt_id, self.clock.now())

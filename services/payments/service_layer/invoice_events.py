@@ -38,6 +38,7 @@ class IssuedInvoice:
     amount_due: Money
     due_date: date | None
     resend: bool
+    group_id: str = ""
 
     @classmethod
     def from_payload(cls, event_id: str, payload: dict[str, Any]) -> IssuedInvoice | None:
@@ -56,6 +57,7 @@ class IssuedInvoice:
                 amount_due=amount,
                 due_date=date.fromisoformat(due_text) if due_text else None,
                 resend=bool(payload.get("resend", False)),
+                group_id=str(payload.get("group_id") or ""),
             )
         except (KeyError, MoneyError, ValueError, AttributeError):
             return None
@@ -66,12 +68,21 @@ def on_invoice_issued(collector: Collector, invoice: IssuedInvoice) -> Payment |
     # No inbox row: each step is idempotent by itself (the reference is kept once, the
     # collection's request id is the invoice), so a crash midway is finished on redelivery.
     with collector.uow_factory() as uow:
-        if uow.settings.get(invoice.account_id) is None:
+        settings = uow.settings.get(invoice.account_id)
+        if settings is None:
             # An account without a method on file: remembered, so transfers quoting the
             # invoice's reference and later methods find it; nothing to charge yet.
             uow.settings.add(
-                AccountPaymentSettings(invoice.account_id, invoice.customer_id, invoice.currency)
+                AccountPaymentSettings(
+                    invoice.account_id,
+                    invoice.customer_id,
+                    invoice.currency,
+                    group_id=invoice.group_id,
+                )
             )
+        elif not settings.group_id and invoice.group_id:
+            # The customer's group (from accounts, via invoicing) picks the retry schedule.
+            settings.group_id = invoice.group_id
         uow.settings.add_invoice_reference(
             invoice_reference(invoice.number, invoice.invoice_id),
             invoice.invoice_id,
@@ -80,6 +91,12 @@ def on_invoice_issued(collector: Collector, invoice: IssuedInvoice) -> Payment |
         uow.commit()
     if invoice.resend or not invoice.amount_due.is_positive():
         return None
+    # What is due now, not when the event was written: a desk payment or account credit
+    # may have settled it since (a consumer that lagged must not charge it again).
+    current = collector.invoicing.get_invoice(invoice.invoice_id)
+    amount = current.amount_due if current is not None else invoice.amount_due
+    if amount.currency != invoice.currency or not amount.is_positive():
+        return None
     return collector.collect_invoice(
-        CollectInvoice(invoice.invoice_id, invoice.account_id, invoice.amount_due, invoice.due_date)
+        CollectInvoice(invoice.invoice_id, invoice.account_id, amount, invoice.due_date)
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.clock import Clock
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.ids import new_id
 from services.common.money import Money
 from services.payments.domain.events import ChargebackReceived, PaymentRefunded
@@ -128,7 +128,7 @@ class MethodsService:
             field = "payment_method.card" if command.card else "payment_method.iban"
             raise InvalidArgument.field(field, f"refused by the provider: {exc}") from None
         except ProviderTimeout:
-            raise FailedPrecondition(
+            raise Unavailable(
                 "the payment provider did not answer; try again", reason="PROVIDER_UNAVAILABLE"
             ) from None
         return method
@@ -251,7 +251,7 @@ class MethodsService:
             except ProviderError as exc:
                 raise FailedPrecondition(str(exc), reason="PROVIDER_REFUSED") from None
             except ProviderTimeout:
-                raise FailedPrecondition(
+                raise Unavailable(
                     "the provider did not answer; retry with the same request id",
                     reason="PROVIDER_UNAVAILABLE",
                 ) from None

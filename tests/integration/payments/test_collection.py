@@ -266,3 +266,33 @@ def test_no_retry_charges_an_invoice_paid_another_way(world: PaymentsWorld) -> N
     stopped = world.payment(payment.payment_id)
     assert stopped.next_retry_at is None
     assert len(stopped.attempts) == 1
+
+
+def test_a_provider_that_stops_answering_mid_run_charges_nothing_twice(
+    world: PaymentsWorld,
+) -> None:
+    from services.common.errors import Unavailable
+
+    world.card("acc1")
+    world.invoicing.issue("inv1", "acc1", "12")
+    world.sandbox.answering = False
+    payment = world.collector.collect_invoice(CollectInvoice("inv1", "acc1", eur("12")))
+    assert payment is not None
+    assert payment.state is PaymentState.UNKNOWN
+    with pytest.raises(Unavailable):
+        world.card("acc2")
+    world.clock.advance(timedelta(minutes=5))
+    world.collector.run_janitor()  # still silent: asked again later
+    assert world.state(payment.payment_id) is PaymentState.UNKNOWN
+    world.sandbox.answering = True
+    world.clock.advance(timedelta(hours=1))
+    world.collector.run_janitor()  # the request never arrived: a soft failure, retried
+    failed = world.payment(payment.payment_id)
+    assert failed.state is PaymentState.FAILED
+    assert failed.decline_code == "not_received"
+    assert world.sandbox.charges_made == 0
+    world.clock.advance(timedelta(days=1))
+    assert world.collector.run_retries() == 1
+    assert world.state(payment.payment_id) is PaymentState.SUCCEEDED
+    assert world.sandbox.charges_made == 1
+    assert world.invoicing.due("inv1") == eur("0")

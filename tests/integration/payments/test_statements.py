@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -161,3 +161,55 @@ def test_a_batch_entry_pending_and_reversed_entries_and_a_quoted_invoice_number(
     ]
     assert world.invoicing.due("inv1") == eur("0")
     assert world.invoicing.due("inv2") == eur("0")
+
+
+def test_the_invoice_event_brings_the_group_whose_retry_schedule_applies(
+    world: PaymentsWorld,
+) -> None:
+    world.methods.set_retry_schedule("smb", [2, 4])
+    world.card("acc9", "4000000000009995")  # insufficient funds
+    world.invoicing.issue("inv9", "acc9", "10")
+    payment = on_invoice_issued(
+        world.collector,
+        IssuedInvoice(
+            "evt-9",
+            "inv9",
+            "INV-9",
+            "acc9",
+            "cus_acc9",
+            "EUR",
+            eur("10"),
+            date(2026, 3, 15),
+            False,
+            group_id="smb",
+        ),
+    )
+    assert payment is not None
+    assert payment.retry_days == "2,4"
+    assert payment.next_retry_at == world.clock.now() + timedelta(days=2)
+
+
+def test_an_invoice_paid_before_its_event_is_consumed_is_not_charged(
+    world: PaymentsWorld,
+) -> None:
+    world.card("acc7")
+    world.invoicing.issue("inv7", "acc7", "10")
+    world.invoicing.record_payment(
+        request_id="desk", payment_id="p", allocations=[("inv7", eur("10"))]
+    )
+    late = on_invoice_issued(
+        world.collector,
+        IssuedInvoice(
+            "evt-7",
+            "inv7",
+            "INV-7",
+            "acc7",
+            "cus_acc7",
+            "EUR",
+            eur("10"),
+            date(2026, 3, 15),
+            False,
+        ),
+    )
+    assert late is None
+    assert world.sandbox.charges_made == 0

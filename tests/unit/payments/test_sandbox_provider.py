@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -151,3 +152,72 @@ def test_a_silent_provider_times_out_every_call(sandbox: SandboxProvider) -> Non
         sandbox.charge(token=token, amount=EUR10, idempotency_key="x")
     sandbox.answering = True
     assert sandbox.lookup("x").status is ProviderStatus.NOT_FOUND
+
+
+def test_a_restarted_sandbox_remembers_tokens_charges_and_refunds_but_no_pan(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    journal = tmp_path / "sandbox.jsonl"
+    first = SandboxProvider(clock, journal=journal)
+    good = first.tokenise_card(card("4242424242424242"), today=TODAY).token
+    lost = first.tokenise_card(card("4000000000009987"), today=TODAY).token
+    charged = first.charge(token=good, amount=EUR10, idempotency_key="c1")
+    first.refund(
+        provider_reference=charged.provider_reference,
+        amount=Money.of("4", "EUR"),
+        idempotency_key="r1",
+    )
+    again = SandboxProvider(clock, journal=journal)
+    assert again.lookup("c1") == charged
+    assert again.charge(token=good, amount=EUR10, idempotency_key="c1") == charged
+    assert again.charge(token=lost, amount=EUR10, idempotency_key="c2").decline_code == "lost_card"
+    with pytest.raises(ProviderError):  # 4 of 10 already refunded
+        again.refund(
+            provider_reference=charged.provider_reference,
+            amount=Money.of("7", "EUR"),
+            idempotency_key="r2",
+        )
+    text = journal.read_text()
+    assert "4242424242424242" not in text
+    assert "4000000000009987" not in text
+
+
+def test_a_callback_the_receiver_refused_is_sent_again() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    sandbox = SandboxProvider(clock)
+    attempts: list[bytes] = []
+
+    def flaky(body: bytes, headers: dict[str, str]) -> None:
+        attempts.append(body)
+        if len(attempts) == 1:
+            raise RuntimeError("receiver busy")
+
+    sandbox.on_callback(flaky)
+    mandate = sandbox.register_mandate(iban="DE89370400440532013000", mandate_reference="M")
+    sandbox.charge(token=mandate, amount=EUR10, idempotency_key="d1")
+    clock.advance(timedelta(days=2))
+    assert sandbox.settle_due() == 1
+    assert sandbox.settle_due() == 0
+    assert len(attempts) == 2
+    assert attempts[0] == attempts[1]
+
+
+def test_the_recovering_card_declines_softly_four_times_then_succeeds(
+    sandbox: SandboxProvider,
+) -> None:
+    from services.payments.adapters.sandbox import RECOVERING_CARD, RECOVERS_AFTER
+
+    token = sandbox.tokenise_card(card(RECOVERING_CARD), today=TODAY)
+    outcomes = [
+        sandbox.charge(token=token.token, amount=EUR10, idempotency_key=f"try-{n}")
+        for n in range(RECOVERS_AFTER + 1)
+    ]
+    assert [(r.status, r.decline_code) for r in outcomes[:-1]] == [
+        (ProviderStatus.FAILED, "processing_error")
+    ] * RECOVERS_AFTER
+    assert outcomes[-1].status is ProviderStatus.SUCCEEDED
+    # A repeated key replays its first answer; it is not a new try.
+    again = sandbox.charge(token=token.token, amount=EUR10, idempotency_key="try-0")
+    assert again.status is ProviderStatus.FAILED
+    assert not is_hard_decline("processing_error")
