@@ -58,6 +58,8 @@ class SubscriberDirectory:
         self._now = monotonic
         # name -> (account id or None when nobody holds it, when to read it again)
         self._cache: dict[str, tuple[str | None, float]] = {}
+        self._reading: dict[tuple[str, ...], asyncio.Future[dict[str, str]]] = {}
+        self._learnt = 0  # events learnt by this worker so far
 
     async def account_for(self, keys: Sequence[str]) -> str:
         """The account the first of ``keys`` (most specific first) that names one names;
@@ -71,12 +73,25 @@ class SubscriberDirectory:
                 return hit[0]
         else:
             raise subscriber_not_found(keys[0] if keys else "")
-        owners = await asyncio.to_thread(self._read, keys)
-        self._remember({key: owners.get(key) for key in keys}, now, learnt=False)
+        learnt = self._learnt
+        owners = await self._read_once(tuple(keys))
+        if learnt == self._learnt:  # else an event landed meanwhile: its answer stays cached
+            self._remember({key: owners.get(key) for key in keys}, now, learnt=False)
         for key in keys:
             if key in owners:
                 return owners[key]
         raise subscriber_not_found(keys[0] if keys else "")
+
+    async def _read_once(self, keys: tuple[str, ...]) -> dict[str, str]:
+        """One SQL read per name at a time: a batch of a thousand requests for the same
+        number, on a cold cache, waits for one read rather than queueing a thousand."""
+        reading = self._reading.get(keys)
+        if reading is None:
+            reading = asyncio.ensure_future(asyncio.to_thread(self._read, keys))
+            self._reading[keys] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(keys, None))
+        # Shielded: a cancelled request does not cancel the read others wait for.
+        return await asyncio.shield(reading)
 
     def _read(self, keys: Sequence[str]) -> dict[str, str]:
         with self._uow_factory() as uow:
@@ -99,6 +114,7 @@ class SubscriberDirectory:
                 return owners
 
         owners = await asyncio.to_thread(claim)
+        self._learnt += 1
         self._remember({name: owners.get(name) for name in names}, self._now(), learnt=True)
 
     def forget(self) -> None:
