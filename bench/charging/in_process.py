@@ -6,7 +6,8 @@ a temp directory, the in-memory tariffs of ``bench.charging``) driven by calling
 256 open sessions. Prints the process CPU per Update (request proto built here
 included) for each ``--in-flight`` value: how much a request costs when it shares
 its Redis round trip and ledger commit with N others (ADR 0019). Compare values
-within one run; the machine is shared.
+within one run; the machine is shared. ``--by-number`` names each request's subscriber
+by an E.164 number without '+' (a Subscription-Id, ADR 0058) instead of the account id.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ from suite.redis_server import EmbeddedRedis
 
 ACCOUNTS = 100
 SESSIONS = 256
+
+
+def number_of(account: str) -> str:
+    """The E.164 number (without '+') that names ``acct-<i>`` with ``--by-number``."""
+    return f"3161{int(account.removeprefix('acct-')):07d}"
+
+
+def request(session: str, number: int, account: str, by_number: bool) -> pb.CreditControlRequest:
+    message = update(session, number, account)
+    if by_number:
+        message.ClearField("account_id")
+        message.subscription_id.type = pb.SUBSCRIPTION_ID_TYPE_END_USER_E164
+        message.subscription_id.data = number_of(account)
+    return message
 
 
 async def _setup(servicer: ChargingServicer) -> deque[tuple[str, str]]:
@@ -78,6 +93,7 @@ async def _updates(
     numbers: dict[str, int],
     in_flight: int,
     count: int,
+    by_number: bool = False,
 ) -> None:
     left = count
 
@@ -87,7 +103,9 @@ async def _updates(
             left -= 1
             session, account = sessions.popleft()
             numbers[session] = number = numbers.get(session, 0) + 1
-            answer = await servicer.CreditControl(update(session, number, account), None)
+            answer = await servicer.CreditControl(
+                request(session, number, account, by_number), None
+            )
             if answer.result_code != pb.RESULT_CODE_SUCCESS:
                 raise RuntimeError(f"{session}: result {answer.result_code}")
             sessions.append((session, account))
@@ -95,7 +113,7 @@ async def _updates(
     await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-async def run(in_flights: list[int], count: int) -> None:
+async def run(in_flights: list[int], count: int, by_number: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="reckon-charging-inproc-") as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis").start()
         try:
@@ -110,12 +128,20 @@ async def run(in_flights: list[int], count: int) -> None:
             settle_heap()
             servicer = ChargingServicer(app.handlers)
             sessions = await _setup(servicer)
+            if by_number:
+                for i in range(ACCOUNTS):
+                    account = f"acct-{i}"
+                    await app.handlers.subscribers.learn(
+                        [f"msisdn:+{number_of(account)}"], account, 1, app.clock.now()
+                    )
             numbers: dict[str, int] = {}
             try:
                 for in_flight in in_flights:
-                    await _updates(servicer, sessions, numbers, in_flight, count // 4)  # warm
+                    await _updates(
+                        servicer, sessions, numbers, in_flight, count // 4, by_number
+                    )  # warm
                     cpu, wall = time.process_time(), time.perf_counter()
-                    await _updates(servicer, sessions, numbers, in_flight, count)
+                    await _updates(servicer, sessions, numbers, in_flight, count, by_number)
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                     print(
                         f"{in_flight:>4} in flight: {count / wall:>7,.0f} Updates/s, "
@@ -136,6 +162,9 @@ def main() -> None:
         action="store_true",
         help="record metrics with the OpenTelemetry SDK (as a deployed service does)",
     )
+    parser.add_argument(
+        "--by-number", action="store_true", help="name subscribers by E.164 number (ADR 0058)"
+    )
     args = parser.parse_args()
     reader = None
     if args.sdk_metrics:
@@ -148,7 +177,7 @@ def main() -> None:
         reader = InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     os.environ.setdefault("OTEL_SDK_DISABLED", "true")
-    asyncio.run(run(args.in_flight, args.requests))
+    asyncio.run(run(args.in_flight, args.requests, args.by_number))
     if reader is not None:
         print_histograms(reader)
 

@@ -243,6 +243,7 @@ def bootstrap(
         journal_drain_ms=settings.journal_drain_ms,
         voucher_key=settings.voucher_key,
         remembered_sessions=settings.remembered_sessions,
+        subscriber_cache_seconds=settings.subscriber_cache_seconds,
     )
     handlers = ChargingHandlers(
         store=store,

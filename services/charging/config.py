@@ -56,6 +56,9 @@ class ChargingSettings(ServiceSettings):
     batch_wait_turns: int = Field(default=0, ge=0, le=100)
     # Open sessions whose priced position a worker remembers between reports (ADR 0019).
     remembered_sessions: int = Field(default=100_000, ge=0, le=10_000_000)
+    # How long a worker trusts the account it found for a subscriber's number without
+    # reading SQL again (other workers' consumers may have moved it; ADR 0058).
+    subscriber_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
     sweep_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     sweep_lease_ms: int = Field(default=30_000, ge=100)

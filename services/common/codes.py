@@ -17,6 +17,7 @@ exactly the codes accounts would refuse to subscribe ("Conference Pro!",
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Final
 
@@ -91,16 +92,29 @@ def normalise_service_id(kind: ServiceIdKind, value: str) -> str:
     return f"{kind.value}:{text}"
 
 
-def service_id_candidates(value: str) -> list[str]:
-    """Keys a CDR's subscriber field may stand for, most specific first: an external
-    reference (``ext:...``), a number, a SIP URI, a PIN, an account code."""
+def service_id_candidates(
+    value: str,
+    kinds: Collection[ServiceIdKind] = tuple(ServiceIdKind),
+    *,
+    external: bool = True,
+) -> list[str]:
+    """Keys a CDR's subscriber field (or a credit-control request's Subscription-Id)
+    may stand for, most specific first: an external reference (``ext:...``, unless
+    ``external`` is False), a number (with or without its ``+``), a SIP URI, a PIN, an
+    account code; only of ``kinds`` when given (a Diameter Subscription-Id-Type says
+    which). Rating and charging both find accounts by these keys."""
     text = value.strip()
     if text.startswith(EXTERNAL_PREFIX):
-        return [text]
+        return [text] if external else []
     found: list[str] = []
-    if _DIGITS.match(text) and 8 <= len(text) <= 15 and text[0] != "0":
+    if (
+        ServiceIdKind.MSISDN in kinds
+        and _DIGITS.match(text)
+        and 8 <= len(text) <= 15
+        and text[0] != "0"
+    ):
         found.append(f"{ServiceIdKind.MSISDN.value}:+{text}")  # switches often drop the +
-    for kind in ServiceIdKind:
+    for kind in kinds:
         try:
             found.append(normalise_service_id(kind, text))
         except ValueError:

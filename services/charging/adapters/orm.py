@@ -18,6 +18,9 @@ rather than mapped classes: an idempotent bulk insert is the whole point.
   ``ledger_checkpoint_pending`` (entries since, per account) and
   ``ledger_checkpoint_cursor`` (how far the checkpoint pass has read);
 - ``vouchers`` / ``voucher_batches``; ``service_definitions`` (rating groups);
+- ``subscriber_aliases``: the service identifiers (``msisdn:+31...``, ``sip:...``,
+  ``pin:...``, ``code:...``) and external references (``ext:...``) that name an
+  account, learnt from accounts' events (ADR 0058);
 - the kit's ``outbox``, ``processed_events`` and ``idempotency_keys``.
 
 The Alembic revisions in ``adapters/migrations`` create exactly these tables; a
@@ -203,5 +206,16 @@ service_definitions = Table(
     Column("charging", String(16), nullable=False),
     Column("default_quota", BigInteger, nullable=False),
     Column("validity_seconds", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# A subscriber's names (issue 9 item 12, ADR 0058): version is the accounts event's time
+# (ms), so a late redelivery never moves a number back.
+subscriber_aliases = Table(
+    "subscriber_aliases",
+    metadata,
+    Column("alias", String(220), primary_key=True),
+    Column("account_id", String(64), nullable=False),
+    Column("version", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.charging.adapters import orm
 from services.charging.adapters.checkpoints import SqlCheckpointRepository
+from services.charging.adapters.subscriber_aliases import SqlSubscriberAliasRepository
 from services.charging.domain.accounts import (
     AccountPolicy,
     AccountState,
@@ -494,6 +495,7 @@ class SqlChargingUnitOfWork(SqlUnitOfWork, ChargingUnitOfWork):
         self.checkpoints = SqlCheckpointRepository(session, self.ledger)
         self.vouchers = SqlVoucherRepository(session)
         self.services = SqlServiceRepository(session)
+        self.aliases = SqlSubscriberAliasRepository(session)
 
 
 def new_voucher_id() -> str:

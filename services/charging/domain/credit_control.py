@@ -127,6 +127,10 @@ class CreditControlRequest:
     account_id: str
     rating_groups: tuple[RatingGroupRequest, ...] = ()
     action: RequestedAction | None = None
+    # Named by a service identifier instead (issue 9 item 12): the keys it may stand
+    # for, most specific first (``msisdn:+31...``, ``sip:...``, ``ext:...``);
+    # ``account_id`` is empty until the handler finds the account they name.
+    subscriber: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from services.charging.domain.units import (
     scaled_money,
     service_units,
 )
+from services.charging.entrypoints.subscribers import subscriber_keys
 from services.charging.service_layer.commands import (
     BalanceLine,
     Credited,
@@ -442,7 +443,17 @@ def cc_request_from_proto(
         v.add("session_id", "is required")
     elif not SESSION_ID.match(message.session_id):
         v.add("session_id", "must be 1-256 printable characters without spaces")
-    account_id(message.account_id, "account_id", v)
+    subscriber: tuple[str, ...] = ()
+    if message.HasField("subscription_id"):
+        # Issue 9 item 12: the subscriber named as the network names it (ADR 0058).
+        if message.account_id:
+            v.add("subscription_id", "give either account_id or subscription_id, not both")
+        else:
+            subscriber = subscriber_keys(message.subscription_id, v)
+    elif not message.account_id:
+        v.add("account_id", "is required (or subscription_id)")
+    else:
+        account_id(message.account_id, "account_id", v)
     kind = REQUEST_TYPES.get(message.request_type)
     if kind is None:
         v.add("request_type", "is required: INITIAL, UPDATE, TERMINATE or EVENT")
@@ -493,6 +504,7 @@ def cc_request_from_proto(
         account_id=message.account_id,
         rating_groups=tuple(groups),
         action=action,
+        subscriber=subscriber,
     )
 
 

@@ -33,6 +33,13 @@ in real time (CHG-11). ``AccountSuspended`` / ``AccountReactivated`` /
 (``payment_mode``, ``currency_code``, ``credit_limit``) and state, in the order
 they happened (``create_time`` / ``update_time``, kept as the account's
 ``facts_version``): an older one arriving late is skipped.
+
+**Subscriber names** (ADR 0058): ``SubscriptionChanged.service_ids`` (keys such as
+``msisdn:+31612345678``, ``sip:ada@example.com``, ``pin:482913``,
+``code:BRIDGE-7``) and ``AccountCreated/Updated.external_ref`` (as ``ext:<ref>``)
+name the event's account from the event's time on (a later event may move a name
+to another account; an older one arriving late does not move it back), so credit
+control can find the account a Subscription-Id names.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from services.charging.service_layer.ports import BalanceStore, JournalEntry, Sq
 from services.charging.service_layer.rebuild import AccountLoader
 from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
 from services.common.clock import Clock, ensure_utc
+from services.common.codes import external_key
 from services.common.errors import NotFound
 from services.common.events import EventEnvelope
 from services.common.money import Money, MoneyError
@@ -81,7 +89,9 @@ STATE_EVENTS: Final = frozenset(
     }
 )
 POLICY_EVENTS: Final = frozenset({"AccountCreated", "AccountUpdated"})
-ACCOUNT_EVENTS: Final = STATE_EVENTS | POLICY_EVENTS
+# Subscriptions carry the numbers, SIP URIs, PINs and codes that name an account (ADR 0058).
+SUBSCRIPTION_EVENTS: Final = frozenset({"SubscriptionChanged"})
+ACCOUNT_EVENTS: Final = STATE_EVENTS | POLICY_EVENTS | SUBSCRIPTION_EVENTS
 _STATE_OF_EVENT: Final = {
     "AccountSuspended": AccountState.SUSPENDED,
     "AccountReactivated": AccountState.ACTIVE,
@@ -465,6 +475,9 @@ class AccountStateConsumer:
     async def handle(self, envelope: EventEnvelope) -> None:
         if envelope.event_type not in ACCOUNT_EVENTS:
             return
+        await self._learn_names(envelope)
+        if envelope.event_type in SUBSCRIPTION_EVENTS:
+            return
         if envelope.event_type in POLICY_EVENTS:
             await self._apply_policy(envelope)
         change = self.change_of(envelope)
@@ -477,6 +490,26 @@ class AccountStateConsumer:
                 )
             return
         await self.apply(change, envelope.event_id)
+
+    async def _learn_names(self, envelope: EventEnvelope) -> None:
+        """The names the event gives its account: service identifiers, external reference."""
+        payload = envelope.payload
+        account_id = str(payload.get("account_id") or "")
+        if self._handlers is None or not account_id or len(account_id) > 64:
+            return
+        names: list[str] = []
+        if envelope.event_type in SUBSCRIPTION_EVENTS:
+            raw = payload.get("service_ids")
+            if isinstance(raw, list):
+                names = [key for key in raw if isinstance(key, str) and 0 < len(key) <= 220]
+        else:
+            reference = payload.get("external_ref")
+            if isinstance(reference, str) and reference:
+                names = [external_key(reference)]
+        if names:
+            await self._handlers.subscribers.learn(
+                names, account_id, to_ms(ensure_utc(envelope.occurred_at)), self._clock.now()
+            )
 
     async def _apply_policy(self, envelope: EventEnvelope) -> None:
         account_id = str(envelope.payload.get("account_id") or envelope.aggregate_id or "")

@@ -9,6 +9,7 @@ rebuild snapshots, idempotency look-ups).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -143,6 +144,18 @@ class ServiceRepository(Protocol):
     def put(self, definition: ServiceDefinition, now: datetime) -> None: ...
 
 
+class SubscriberAliasRepository(Protocol):
+    """Service identifiers and external references naming accounts (ADR 0058)."""
+
+    def claim(self, alias: str, account_id: str, version: int, now: datetime) -> bool:
+        """``alias`` names ``account_id`` unless a newer claim (higher version) holds it."""
+        ...
+
+    def owners(self, aliases: Collection[str]) -> dict[str, str]:
+        """The account each of ``aliases`` that names one names."""
+        ...
+
+
 class ChargingUnitOfWork(UnitOfWork):
     accounts: AccountRepository
     buckets: BucketRepository
@@ -150,3 +163,4 @@ class ChargingUnitOfWork(UnitOfWork):
     checkpoints: CheckpointRepository
     vouchers: VoucherRepository
     services: ServiceRepository
+    aliases: SubscriberAliasRepository

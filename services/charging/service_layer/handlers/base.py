@@ -37,6 +37,7 @@ from services.charging.service_layer.ports import (
     ScriptResult,
 )
 from services.charging.service_layer.rebuild import AccountLoader
+from services.charging.service_layer.subscribers import SubscriberDirectory
 from services.charging.service_layer.unit_of_work import ChargingUnitOfWork
 from services.common.clock import Clock
 from services.common.errors import (
@@ -71,6 +72,8 @@ class Options:
     voucher_key: bytes = b"reckon-charging-vouchers"
     # Sessions whose priced position this process remembers (0: always read it from Redis).
     remembered_sessions: int = 100_000
+    # Subscriber names (numbers, SIP URIs, ...) a worker trusts without reading SQL (ADR 0058).
+    subscriber_cache_seconds: float = 30.0
 
 
 class HandlersBase:
@@ -97,6 +100,10 @@ class HandlersBase:
         self.loader = loader
         self.clock = clock
         self.options = options
+        # Which account a Subscription-Id names (ADR 0058): SQL behind an in-process cache.
+        self.subscribers = SubscriberDirectory(
+            uow_factory, ttl_seconds=options.subscriber_cache_seconds
+        )
         # The priced position each open session had after its last answer from this process
         # (insertion order = least recently answered first). A hint only: the script refuses
         # prices computed from any other position (STALE), so a position another worker or a

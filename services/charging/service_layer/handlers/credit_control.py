@@ -54,6 +54,9 @@ class CreditControl(Events):
 
     # -- credit control ----------------------------------------------------------------------
     async def credit_control(self, request: CreditControlRequest) -> CreditControlAnswer:
+        if request.subscriber:  # named by a Subscription-Id (ADR 0058): find the account
+            account = await self.subscribers.account_for(request.subscriber)
+            request = replace(request, account_id=account, subscriber=())
         now = self.clock.now()
         if request.request_type is RequestType.EVENT:
             return await self._event(request, now)
