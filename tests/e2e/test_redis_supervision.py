@@ -27,7 +27,7 @@ from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
-from suite.health import Health, check_health
+from suite.health import Health, check_service
 from suite.state import SuiteState, read_state
 from suite.supervisor import SuiteConfig, Supervisor, _port_free
 from tests.e2e.test_suite import embedded_defaults
@@ -134,7 +134,7 @@ async def test_a_killed_redis_is_restarted_and_the_services_reconnect(
     # Every service lived through it and uses the new Redis.
     await customer_with_balance(supervisor.state)
     for record in supervisor.state.services:
-        assert check_health(record.address) is Health.SERVING, record.name
+        assert check_service(record.name, record.address) is Health.SERVING, record.name
     assert supervisor.failure() is None
     assert not outcome
     client.close()
