@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, bindparam, case, insert, select, text, update
+from sqlalchemy import String, Table, bindparam, case, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -203,16 +203,31 @@ class SqlBatch:
 
     def add_lines(self, all_invoices: Sequence[Invoice]) -> None:
         rows = [_line_values(inv.invoice_id, line) for inv in all_invoices for line in inv.lines]
-        for start in range(0, len(rows), _CHUNK):
-            self._s.execute(insert(invoice_lines), rows[start : start + _CHUNK])
+        self._insert(invoice_lines, rows)
 
     def add_invoices(self, drafted: Sequence[tuple[Invoice, str]]) -> None:
         """Insert invoices as they are now (finalised ones with their number), not lines."""
         if not drafted:
             return
-        self._s.execute(
-            insert(invoices), [{"cycle_key": key, **_invoice_values(inv)} for inv, key in drafted]
-        )
+        self._insert(invoices, [{"cycle_key": key, **_invoice_values(inv)} for inv, key in drafted])
+
+    def _insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Many new rows: one ``COPY`` on PostgreSQL (psycopg adapts the values: Decimal
+        to numeric, aware datetimes to timestamptz), chunked ``executemany`` elsewhere.
+        The rows' values are already what the column types bind (no TypeDecorator
+        conversion is needed on PostgreSQL for these tables)."""
+        if not rows:
+            return
+        if not self._postgres:
+            for start in range(0, len(rows), _CHUNK):
+                self._s.execute(insert(table), rows[start : start + _CHUNK])
+            return
+        names = list(rows[0])
+        cursor = self._s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        columns = ", ".join(f'"{name}"' for name in names)
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
 
     def add_history(self, all_invoices: Sequence[Invoice]) -> None:
         rows = [
@@ -229,8 +244,7 @@ class SqlBatch:
         ]
         for inv in all_invoices:
             inv.new_history = []
-        if rows:
-            self._s.execute(insert(invoice_history), rows)
+        self._insert(invoice_history, rows)
 
     def take_usage_totals(
         self, takes: Sequence[tuple[str, str, datetime]]
