@@ -6,6 +6,12 @@ transaction also marks the message's work items done, so a crash leaves all of
 it or none; the unique (account, cycle) key still stops a second invoice if the
 message was delivered twice at the same time. Any conflict makes the caller fall
 back to one account per transaction for that message.
+
+Order inside the transaction (ADR 0056): reads; usage taken for invoice ids named
+in advance and returned added up per line (one statement); lines, pending items and
+work items written; then, last, the number block, the invoice rows (inserted already
+finalised) and their history, so the series row is locked only for those few writes
+and the commit.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Starting a run writes, in one transaction, the run, one ``bill_run_items`` row
 per account (PENDING) and the work messages (batches of accounts) to the
 outbox, whose relay puts them on the Redis stream ``reckon:billrun:work``
 (ADR 0022). Workers in any number of processes read that stream in one
-consumer group. Each account is done in its own transaction that drafts (and
-with auto-accept finalises) its invoice, takes its usage and pending items and
-marks its work item done: a worker killed at any point leaves either all of it
-or none of it, its unacknowledged message goes to another worker, and the
+consumer group. Each message is done in one transaction that drafts (and
+with auto-accept finalises) its accounts' invoices, takes their usage and pending
+items and marks their work items done (``batch_drafting``; one account per
+transaction if that conflicts): a worker killed at any point leaves either all of
+it or none of it, its unacknowledged message goes to another worker, and the
 unique (account, cycle) key makes a second invoice impossible.
 """
 
