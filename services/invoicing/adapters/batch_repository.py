@@ -84,6 +84,7 @@ _SET_ITEMS_PG = text(
         CAST(:account_ids AS text[]), CAST(:statuses AS text[]), CAST(:invoice_ids AS text[])
     ) AS v(account_id, status, invoice_id)
     WHERE i.bill_run_id = :bill_run_id AND i.account_id = v.account_id
+      AND i.status = 'PENDING'
     """
 ).bindparams(bindparam("at", type_=UtcDateTime))
 
@@ -363,6 +364,9 @@ class SqlBatch:
     def set_items(
         self, bill_run_id: str, done: Sequence[tuple[str, ItemStatus, str]], at: datetime
     ) -> None:
+        """Move PENDING items to their outcome. Only PENDING ones: a duplicate delivery
+        that read an item as PENDING before the first delivery committed, then found
+        that delivery's invoice, must not turn its FINALIZED into SKIPPED."""
         if not done:
             return
         if self._postgres:
@@ -382,6 +386,7 @@ class SqlBatch:
             .where(
                 bill_run_items.c.bill_run_id == bill_run_id,
                 bill_run_items.c.account_id == bindparam("b_account_id"),
+                bill_run_items.c.status == ItemStatus.PENDING.value,
             )
             .values(
                 status=bindparam("b_status"), invoice_id=bindparam("b_invoice_id"), update_time=at
