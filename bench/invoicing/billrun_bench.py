@@ -181,7 +181,6 @@ def _worker(url: str, schema: str, redis_url: str, peak: Any) -> None:
         database_schema=schema,
         migrate_on_start=False,
         workers=1,
-        work_claim_idle_ms=5000,
     )
 
     async def main() -> None:

@@ -86,14 +86,65 @@ class RatedUsage:
     event_time: datetime
 
 
+@dataclass(frozen=True)
+class UsageTotal:
+    """The rated usage of one account for one (service, destination group, unit), added up.
+
+    ``net`` is the exact sum (never rounded here); ``first``/``last`` the event times of
+    the earliest and latest record. A bill run's storage adds records up in SQL
+    (ADR 0056); ``total_usage`` does the same for records in memory.
+    """
+
+    service: str
+    destination: str
+    unit: str
+    count: int
+    quantity: Decimal
+    net: Decimal
+    first: datetime
+    last: datetime
+
+
+def total_usage(records: Sequence[RatedUsage]) -> list[UsageTotal]:
+    """Records grouped per (service, destination, unit), summed exactly."""
+    groups: dict[tuple[str, str, str], list[RatedUsage]] = {}
+    for record in records:
+        groups.setdefault((record.service, record.destination, record.unit), []).append(record)
+    totals = []
+    for (service, destination, unit), members in groups.items():
+        with localcontext() as context:
+            context.prec = 60
+            exact = sum((r.net for r in members), Decimal(0))
+            quantity = sum((r.quantity for r in members), Decimal(0))
+        totals.append(
+            UsageTotal(
+                service,
+                destination,
+                unit,
+                len(members),
+                quantity,
+                exact,
+                min(r.event_time for r in members),
+                max(r.event_time for r in members),
+            )
+        )
+    return totals
+
+
 @dataclass
 class Charges:
-    """What one account contributes to an invoice (its own or its parent's)."""
+    """What one account contributes to an invoice (its own or its parent's).
+
+    Usage comes either as records (``usage``: their ids are reported in
+    ``BuiltLines.usage_record_ids`` for the caller to take) or already added up and
+    taken by storage (``usage_totals``); both may be given.
+    """
 
     account_id: str
     segments: Sequence[Segment] = ()
     usage: Sequence[RatedUsage] = ()
     pending: Sequence[PendingItem] = ()
+    usage_totals: Sequence[UsageTotal] = ()
 
 
 @dataclass
@@ -306,19 +357,14 @@ def _pending(out: BuiltLines, source: Charges, pricing: Pricing, child: str, cur
 
 
 def _usage(out: BuiltLines, source: Charges, pricing: Pricing, child: str, currency: str) -> None:
-    groups: dict[tuple[str, str, str], list[RatedUsage]] = {}
-    for record in source.usage:
-        groups.setdefault((record.service, record.destination, record.unit), []).append(record)
-    for (service, destination, unit), records in sorted(groups.items()):
-        with localcontext() as context:
-            context.prec = 60
-            exact = sum((r.net for r in records), Decimal(0))
-            quantity = sum((r.quantity for r in records), Decimal(0))
-        net = round_money(exact, currency)
+    totals: dict[tuple[str, str, str], UsageTotal] = {}
+    for total in [*total_usage(source.usage), *source.usage_totals]:
+        key = (total.service, total.destination, total.unit)
+        totals[key] = _merge(totals[key], total) if key in totals else total
+    for (service, destination, unit), total in sorted(totals.items()):
+        net = round_money(total.net, currency)
         tax = pricing.tax_for(service)
-        first = min(r.event_time for r in records)
-        last = max(r.event_time for r in records)
-        label = f"{service} {destination}".strip() + f" ({len(records)} records)"
+        label = f"{service} {destination}".strip() + f" ({total.count} records)"
         out.lines.append(
             InvoiceLine(
                 line_id="",
@@ -326,20 +372,35 @@ def _usage(out: BuiltLines, source: Charges, pricing: Pricing, child: str, curre
                 description=label,
                 service=service,
                 destination_group=destination,
-                quantity=quantity,
+                quantity=total.quantity,
                 unit_code=unit_code(unit),
-                unit_price=_unit_price(exact, quantity, currency),
+                unit_price=_unit_price(total.net, total.quantity, currency),
                 net_amount=net,
                 tax_category=tax.category,
                 tax_rate=tax.rate,
-                period_start=first,
-                period_end=last,
+                period_start=total.first,
+                period_end=total.last,
                 source_account_id=child,
-                detail_count=len(records),
-                unrounded_amount=exact,
+                detail_count=total.count,
+                unrounded_amount=total.net,
             )
         )
-        out.usage_record_ids.extend(r.record_id for r in records)
+    out.usage_record_ids.extend(r.record_id for r in source.usage)
+
+
+def _merge(a: UsageTotal, b: UsageTotal) -> UsageTotal:
+    with localcontext() as context:
+        context.prec = 60
+        return UsageTotal(
+            a.service,
+            a.destination,
+            a.unit,
+            a.count + b.count,
+            a.quantity + b.quantity,
+            a.net + b.net,
+            min(a.first, b.first),
+            max(a.last, b.last),
+        )
 
 
 # Rating's units as UN/ECE recommendation 20 codes (EN 16931 BT-130).

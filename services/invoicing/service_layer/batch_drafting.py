@@ -6,6 +6,12 @@ transaction also marks the message's work items done, so a crash leaves all of
 it or none; the unique (account, cycle) key still stops a second invoice if the
 message was delivered twice at the same time. Any conflict makes the caller fall
 back to one account per transaction for that message.
+
+Order inside the transaction (ADR 0056): reads; usage taken for invoice ids named
+in advance and returned added up per line (one statement); lines, pending items and
+work items written; then, last, the number block, the invoice rows (inserted already
+finalised) and their history, so the series row is locked only for those few writes
+and the commit.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.common.errors import ReckonError
+from services.common.ids import new_id
 from services.common.money import Money
 from services.invoicing.domain import events
 from services.invoicing.domain.builder import Charges
@@ -62,27 +69,37 @@ def draft_message(
             for a in work
         }
         everyone = [m.account_id for group in members.values() for m in group]
-        latest = max((boundaries[a].start for a in work), default=now)
         segments = uow.batch.segments(everyone) if everyone else {}
-        usage = uow.batch.unbilled(everyone, latest) if everyone else {}
         pending = uow.batch.pending(everyone) if everyone else {}
+        # Each invoice is named first: storage takes the unbilled usage of its accounts
+        # for it and hands it back added up per line (one statement, ADR 0056).
+        invoice_ids = {a: new_id("inv") for a in work}
+        usage = uow.batch.take_usage_totals(
+            [(m.account_id, invoice_ids[a], boundaries[a].start) for a in work for m in members[a]]
+        )
         drafted: list[tuple[Invoice, str]] = []
-        taken_usage: list[tuple[str, str, str]] = []
-        taken_pending: list[tuple[list[str], str]] = []
+        taken_pending: list[tuple[Sequence[str], str]] = []
         for account_id in work:
             account, boundary = facts[account_id], boundaries[account_id]
+            invoice_id = invoice_ids[account_id]
             sources = [
                 Charges(
                     m.account_id,
                     segments=segments.get(m.account_id, []),
-                    usage=[r for r in usage.get(m.account_id, []) if r.event_time < boundary.start],
                     pending=pending.get(m.account_id, []),
+                    usage_totals=usage.get((invoice_id, m.account_id), []),
                 )
                 for m in members[account_id]
             ]
             try:
                 composed = drafting.compose(
-                    pricer, account, sources, boundary=boundary, bill_run_id=run_id, now=now
+                    pricer,
+                    account,
+                    sources,
+                    boundary=boundary,
+                    bill_run_id=run_id,
+                    now=now,
+                    invoice_id=invoice_id,
                 )
             except ReckonError as exc:
                 failed.append((account_id, exc))
@@ -92,23 +109,15 @@ def draft_message(
                 continue
             invoice, built = composed
             drafted.append((invoice, keys[account_id]))
-            owner = {r.record_id: r.account_id for s in sources for r in s.usage}
-            taken_usage += [
-                (record_id, owner[record_id], invoice.invoice_id)
-                for record_id in built.usage_record_ids
-            ]
             if built.pending_item_ids:
                 taken_pending.append((built.pending_item_ids, invoice.invoice_id))
             status = ItemStatus.FINALIZED if run.auto_accept else ItemStatus.DRAFTED
             done.append((account_id, status, invoice.invoice_id))
-        if drafted:
-            uow.batch.add_invoices(drafted)
-            uow.batch.take_usage(taken_usage)
-            for item_ids, invoice_id in taken_pending:
-                uow.pending.take(item_ids, invoice_id)
-            if run.auto_accept:
-                finalize_many(uow, [invoice for invoice, _ in drafted], now)
-            uow.batch.add_history([invoice for invoice, _ in drafted])
+        made = {invoice.invoice_id for invoice, _ in drafted}
+        unmade = sorted({i for i, _ in usage} - made)
+        uow.batch.release_usage(unmade)
+        uow.batch.add_lines([invoice for invoice, _ in drafted])
+        uow.batch.take_pending(taken_pending)
         uow.batch.set_items(run_id, done, now)
         for account_id in todo:
             if account_id not in facts:
@@ -124,11 +133,20 @@ def draft_message(
                 reason=error.reason,
                 message=error.message,
             )
+        # Numbers last: the series row stays locked from here to the commit, so what
+        # follows is kept short (the invoice rows, their history and the outbox rows).
+        if drafted and run.auto_accept:
+            finalize_many(uow, [invoice for invoice, _ in drafted], now)
+        uow.batch.add_invoices(drafted)
+        uow.batch.add_history([invoice for invoice, _ in drafted])
         uow.commit()
 
 
 def finalize_many(uow: InvoicingUnitOfWork, drafts: list[Invoice], now: datetime) -> None:
-    """``drafting.finalize`` for many drafts: numbers taken as one block per series."""
+    """``drafting.finalize`` for drafts not stored yet: numbers taken as one block per series.
+
+    The caller inserts the invoices afterwards, already finalised (one write per invoice).
+    """
     balances = uow.batch.credit_balances([d.account_id for d in drafts])
     with_credit = [a for (a, _), amount in balances.items() if amount > 0]
     if with_credit:
@@ -153,6 +171,7 @@ def finalize_many(uow: InvoicingUnitOfWork, drafts: list[Invoice], now: datetime
                 account_credit=available,
                 at=now,
             )
+            invoice.version += 1  # as if stored as a draft, then saved finalised
             if used.is_positive():
                 credit_rows.append((invoice.account_id, -used, "applied", invoice.invoice_id, now))
             if invoice.gross.is_negative():
@@ -161,7 +180,6 @@ def finalize_many(uow: InvoicingUnitOfWork, drafts: list[Invoice], now: datetime
                 )
             _announce(uow, invoice)
     uow.batch.add_credit(credit_rows)
-    uow.batch.save_invoices(drafts)
 
 
 def _announce(uow: InvoicingUnitOfWork, invoice: Invoice) -> None:

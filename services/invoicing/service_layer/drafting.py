@@ -83,12 +83,18 @@ def compose(
     boundary: Cycle | None,
     bill_run_id: str,
     now: datetime,
+    invoice_id: str = "",
 ) -> tuple[Invoice, BuiltLines] | None:
-    """The draft of ``account`` from its charges (no storage); None when nothing is due."""
+    """The draft of ``account`` from its charges (no storage); None when nothing is due.
+
+    ``invoice_id``: the id to give the draft (a bill run names it before drafting,
+    because its storage takes the usage for that id first, ADR 0056); new if empty.
+    """
     ended = boundary.previous() if boundary is not None else None
     plans = {seg.item_code for s in sources for seg in s.segments}
     plans |= {item.fee_plan_code for s in sources for item in s.pending if item.fee_plan_code}
     services = {r.service for s in sources for r in s.usage}
+    services |= {t.service for s in sources for t in s.usage_totals}
     services |= {item.service for s in sources for item in s.pending}
     at = boundary.start if boundary is not None else now
     pricing = pricer.quote(account, sorted(plans), sorted(services), at)
@@ -104,7 +110,7 @@ def compose(
         return None
     period = (ended.start, ended.end) if ended is not None else (now, now)
     invoice = Invoice(
-        invoice_id=new_id("inv"),
+        invoice_id=invoice_id or new_id("inv"),
         account_id=account.account_id,
         customer_id=account.customer_id,
         currency=account.currency,

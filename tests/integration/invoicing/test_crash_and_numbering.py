@@ -173,6 +173,7 @@ async def test_a_worker_killed_mid_run_leaves_exactly_one_invoice_per_account(
         None,
         dry_run=False,
         auto_accept=True,
+        accounts_per_message=50,  # several messages, so the kill lands between two of them
     )
     run_id = started.run.bill_run_id
     await _relay_all(uow_factory, postgres, redis_server.url)

@@ -26,6 +26,7 @@ from services.accounts.domain.events import SubscriptionChangeKind
 from services.common.events import EventEnvelope
 from services.common.grpc_errors import details_of
 from services.common.ids import new_id
+from services.invoicing.domain.parties import ItemStatus
 from tests.integration.invoicing.conftest import World, wait_for
 
 
@@ -85,6 +86,14 @@ async def test_bill_run_drafts_accepts_and_payments_settle(world: World) -> None
     assert (run.accounts_total, run.invoices_drafted, run.accounts_failed) == (1, 1, 0)
     again = await world.stub.StartBillRun(pb.StartBillRunRequest(scope=scope, request_id="run-1"))
     assert again.bill_run.bill_run_id == run.bill_run_id  # a repeat replays the first answer
+    # A late duplicate delivery that found this invoice must not mark the item SKIPPED.
+    with world.service.app.uow_factory() as uow:
+        uow.batch.set_items(
+            run.bill_run_id, [(account_id, ItemStatus.SKIPPED, "")], uow.clock.now()
+        )
+        uow.commit()
+    with world.service.app.uow_factory() as uow:
+        assert uow.runs.item_status(run.bill_run_id, account_id) == ItemStatus.DRAFTED
 
     search = await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_id))
     (draft,) = search.invoices
