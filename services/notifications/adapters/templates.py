@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from jinja2 import Environment, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from services.common.money import MoneyError, currency_exponent, is_known_currency, to_decimal
 from services.notifications.domain.model import DEFAULT_LANGUAGE, LANGUAGES
 from services.notifications.service_layer.ports import RenderedEmail, TemplateProblem
 
@@ -27,10 +29,22 @@ _EMAIL_PARTS = ("subject", "text", "html")
 
 
 def money(value: Any) -> str:
-    """``{"amount": "12.30", "currency": "EUR"}`` as ``12.30 EUR`` (exact, never a float)."""
-    if isinstance(value, Mapping) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}".strip()
-    return str(value)
+    """``{"amount": "12.3", "currency": "EUR"}`` as ``12.30 EUR``: at least the currency's
+    minor digits, more only where the amount has them (``0.4625 EUR``), never rounded and
+    never a float. Events carry amounts as their producers wrote them (``12.1``,
+    ``0.460000``), so the one format lives here."""
+    if not (isinstance(value, Mapping) and "amount" in value):
+        return str(value)
+    currency = str(value.get("currency", ""))
+    try:
+        amount = to_decimal(str(value["amount"]))
+    except (MoneyError, ValueError, ArithmeticError):
+        return f"{value['amount']} {currency}".strip()
+    places = currency_exponent(currency) if is_known_currency(currency) else 0
+    exponent = amount.normalize().as_tuple().exponent
+    needed = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    shown = amount.quantize(Decimal(1).scaleb(-max(places, needed)))
+    return f"{shown:f} {currency}".strip()
 
 
 def _environment(autoescape: bool) -> Environment:

@@ -107,3 +107,19 @@ def test_templates_cannot_reach_python() -> None:
 def test_money_is_exact_text() -> None:
     assert money({"amount": "0.10", "currency": "EUR"}) == "0.10 EUR"
     assert money("5") == "5"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        ("12.1", "EUR", "12.10 EUR"),  # as payments writes it
+        ("0.460000", "EUR", "0.46 EUR"),  # as charging writes it
+        ("0.4625", "EUR", "0.4625 EUR"),  # more digits than the currency: kept, not rounded
+        ("100", "EUR", "100.00 EUR"),
+        ("1000", "JPY", "1000 JPY"),
+    ],
+)
+def test_money_shows_the_currency_minor_digits_and_never_rounds(
+    amount: str, currency: str, shown: str
+) -> None:
+    assert money({"amount": amount, "currency": currency}) == shown
