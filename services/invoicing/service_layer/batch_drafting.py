@@ -20,9 +20,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from opentelemetry.metrics import Counter
+
 from services.common.errors import ReckonError
 from services.common.ids import new_id
 from services.common.money import Money
+from services.common.telemetry import meter
 from services.invoicing.domain import events
 from services.invoicing.domain.builder import Charges
 from services.invoicing.domain.cycles import local_date
@@ -140,6 +143,26 @@ def draft_message(
         uow.batch.add_invoices(drafted)
         uow.batch.add_history([invoice for invoice, _ in drafted])
         uow.commit()
+    _count_items(
+        [status for _, status, _ in done]
+        + [ItemStatus.FAILED] * (len(failed) + sum(a not in facts for a in todo))
+    )
+
+
+_items_done: Counter | None = None
+
+
+def _count_items(statuses: Sequence[ItemStatus]) -> None:
+    """Bill-run progress for dashboards: work items settled, by outcome, once committed."""
+    global _items_done
+    if _items_done is None:
+        _items_done = meter().create_counter(
+            "reckon.invoicing.billrun.items",
+            unit="{account}",
+            description="bill-run work items settled, by status",
+        )
+    for status in set(statuses):
+        _items_done.add(sum(s is status for s in statuses), {"status": status.value})
 
 
 def finalize_many(uow: InvoicingUnitOfWork, drafts: list[Invoice], now: datetime) -> None:
