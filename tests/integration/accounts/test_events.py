@@ -126,10 +126,13 @@ async def test_the_scheduler_applies_due_plan_changes_with_the_injected_clock(
     assert await accounts.service.app.scheduler.run_once() == 0
 
     accounts.clock.set(boundary + timedelta(hours=5))
-    assert await accounts.service.app.scheduler.run_once() == 1
-    assert await accounts.service.app.scheduler.run_once() == 0
-
+    # The service's own scheduler wakes when the clock moves (ADR 0037) and may apply the
+    # change before this pass does: between them it is applied exactly once.
+    assert await accounts.service.app.scheduler.run_once() in (0, 1)
     events = await accounts.wait_for_events(5)
+    assert await accounts.service.app.scheduler.run_once() == 0
+    changes = [e for e in events if e.payload.get("kind") == "PLAN_CHANGED"]
+    assert len(changes) == 1
     applied = events[-1]
     assert applied.event_type == "SubscriptionChanged"
     assert applied.payload["kind"] == "PLAN_CHANGED"
