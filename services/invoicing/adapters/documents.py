@@ -6,8 +6,11 @@ to ``services.invoicing.documents.render``. Conversion rules (EN 16931):
 
 - a credit line (negative net) is a negative quantity at a positive price (BR-27:
   an item's net price is never negative);
-- BT-113 (paid) is the account credit applied plus the payments so far, so
-  BT-115 (payable) = total with VAT - paid (BR-CO-16);
+- BT-113 (paid) is the account credit applied at finalisation, so BT-115 (payable) =
+  total with VAT - that credit (BR-CO-16). Payments received after the invoice was
+  issued never change its document: an issued invoice is the same bytes whenever it is
+  fetched (the e-mailed PDF equals a later download), and its payment state is in the
+  API, not in the document;
 - the seller is the operator, from ``INVOICING_SELLER_*`` (defaults: Reckon Telecom
   B.V., Amsterdam); the buyer's country is the account's tax region.
 """
@@ -102,7 +105,7 @@ def invoice_document(
         )
     zero = Money.zero(invoice.currency)
     net, tax, gross = invoice.total_net or zero, invoice.total_tax or zero, invoice.gross
-    paid = (invoice.credit_applied or zero) + (invoice.amount_paid or zero)
+    paid = invoice.credit_applied or zero
     return doc.InvoiceDocument(
         kind=doc.DocumentKind.INVOICE,
         number=invoice.number,
