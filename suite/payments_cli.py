@@ -236,25 +236,35 @@ def refund(
 
 @payments_app.command("import-statement")
 def import_statement(path: Path, data_dir: DataDir = Path("data"), address: Address = None) -> None:
-    """Import a camt.053 statement: matched transfers are allocated, the rest listed."""
+    """Import a camt.053 or MT940 statement: matched transfers are allocated, the rest listed."""
     from reckon.payments.v1 import payments_pb2 as pb
+    from services.payments.service_layer.statement_files import looks_like_mt940
 
     try:
         document = path.read_bytes()
     except OSError as exc:
         raise _fail(f"cannot read {path}: {exc}") from None
+    request = (
+        pb.ImportBankStatementRequest(mt940=document)
+        if looks_like_mt940(document)
+        else pb.ImportBankStatementRequest(camt053=document)
+    )
 
     async def work(stub: Any) -> Any:
-        return await stub.ImportBankStatement(pb.ImportBankStatementRequest(camt053=document))
+        return await stub.ImportBankStatement(request)
 
     reply = _call(_target(data_dir, address), work)
     table = Table("entry", "booked", "amount", "reference", "outcome", "reason", "payment")
     for line in reply.lines:
-        booked = date(line.booking_date.year, line.booking_date.month, line.booking_date.day)
+        booked = (
+            date(line.booking_date.year, line.booking_date.month, line.booking_date.day)
+            if line.HasField("booking_date")
+            else None
+        )
         table.add_row(
             line.entry_reference,
-            booked.isoformat(),
-            _money(line.amount),
+            booked.isoformat() if booked else "",
+            _money(line.amount) if line.HasField("amount") else "",
             line.reference,
             line.outcome,
             line.reason,

@@ -37,6 +37,8 @@ from services.payments.domain.model import (
 from services.payments.domain.provider import CardDetails
 from services.payments.domain.references import BadReference, normalise_iban
 from services.payments.service_layer import commands as cmd
+from services.payments.service_layer.statement_files import StatementEntry
+from services.payments.service_layer.statements import LineOutcome
 
 # Far above any real payment: a typo or an overflow, not a purchase.
 MAX_AMOUNT = Money.of("100000000", "EUR").amount
@@ -313,3 +315,20 @@ def date_from_proto(message: date_pb2.Date, field: str) -> date:
     v.raise_if_any()
     assert day is not None
     return day
+
+
+def statement_line_to_proto(line: LineOutcome) -> pb.StatementLine:
+    entry = line.entry
+    message = pb.StatementLine(
+        entry_reference=entry.entry_reference,
+        reference=entry.reference,
+        outcome=line.outcome,
+        reason=line.reason,
+        payment_id=line.payment_id,
+        debtor_name=entry.debtor_name if isinstance(entry, StatementEntry) else "",
+    )
+    if entry.booked_on is not None:
+        message.booking_date.CopyFrom(date_to_proto(entry.booked_on))
+    if entry.amount is not None:
+        message.amount.CopyFrom(money_to_proto(entry.amount))
+    return message

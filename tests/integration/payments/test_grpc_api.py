@@ -446,3 +446,59 @@ async def test_the_cli_records_a_desk_payment_and_reports_it(
     )
     assert refused.exit_code == 1
     assert "payment.amount" in refused.output
+
+
+async def test_the_cli_imports_an_mt940_statement_file(
+    api: Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from suite.payments_cli import payments_app
+
+    method = (
+        await api.stub.AddPaymentMethod(
+            pb.AddPaymentMethodRequest(
+                account_id="bt1",
+                customer_id="cus_bt1",
+                currency_code="EUR",
+                kind=pb.PAYMENT_METHOD_KIND_BANK_TRANSFER,
+                request_id="bt1",
+            )
+        )
+    ).payment_method
+    api.invoicing.issue("i400", "bt1", "40")
+    statement = tmp_path / "statement.sta"
+    statement.write_bytes(
+        (
+            ":20:STMT-CLI\r\n:25:DE89370400440532013000\r\n:28C:7/1\r\n"
+            ":60F:C260301EUR0,00\r\n"
+            ":61:2603020302C40,00NTRFNONREF//BANK-CLI-1\r\n"
+            f":86:166?00SEPA-GUTSCHRIFT?20SVWZ+{method.payment_reference}?32Ada\r\n"
+            ":61:2603020302D3,00NCHGNONREF//BANK-CLI-2\r\n:86:805?00FEE\r\n"
+            ":62F:C260302EUR37,00\r\n-\r\n"
+        ).encode()
+    )
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    imported = await asyncio.to_thread(
+        runner.invoke,
+        payments_app,
+        ["import-statement", str(statement), "--addr", api.address],
+    )
+    assert imported.exit_code == 0, imported.output
+    assert "statement STMT-CLI" in imported.output
+    assert "BANK-CLI-1" in imported.output
+    assert "MATCHED" in imported.output
+    assert "IGNORED" in imported.output
+    assert api.invoicing.due("i400").is_zero()
+    # The file in the camt053 field is recognised too; both fields at once are refused.
+    again = await api.stub.ImportBankStatement(
+        pb.ImportBankStatementRequest(camt053=statement.read_bytes())
+    )
+    assert [line.outcome for line in again.lines] == ["DUPLICATE", "IGNORED"]
+    assert await invalid(
+        api.stub.ImportBankStatement(
+            pb.ImportBankStatementRequest(camt053=b"<x/>", mt940=statement.read_bytes())
+        )
+    ) == {"mt940"}
