@@ -176,7 +176,10 @@ async def build(
         clock,
         default_retry_days=settings.retry_schedule,
     )
-    methods = MethodsService(uow_factory, provider, invoicing, clock)
+    # The service token keys the digests of AddPaymentMethod requests (never stored).
+    methods = MethodsService(
+        uow_factory, provider, invoicing, clock, fingerprint_key=token.encode()
+    )
     statements = Statements(uow_factory, collector, invoicing, clock)
     callbacks = ProviderCallbacks(collector, secret)
     settle = None
