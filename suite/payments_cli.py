@@ -280,7 +280,7 @@ def report(
     data_dir: DataDir = Path("data"),
     address: Address = None,
 ) -> None:
-    """Reconciliation report of a day: collected, reversed and open per channel."""
+    """Reconciliation report of a day per channel, against the provider's settlement and payouts."""
     from reckon.payments.v1 import payments_pb2 as pb
 
     try:
@@ -296,15 +296,56 @@ def report(
         )
 
     reply = _call(_target(data_dir, address), work)
-    table = Table("channel", "payments", "collected", "reversals", "reversed", "net", "open")
+    table = Table(
+        "channel",
+        "payments",
+        "collected",
+        "reversals",
+        "reversed",
+        "net",
+        "open",
+        "provider gross",
+        "fees",
+        "provider net",
+        "difference",
+    )
+    differences = Table("channel", "kind", "payment", "provider reference", "recorded", "settled")
     for t in reply.totals:
+        channel = pb.Channel.Name(t.channel).removeprefix("CHANNEL_").lower()
         table.add_row(
-            pb.Channel.Name(t.channel).removeprefix("CHANNEL_").lower(),
+            channel,
             str(t.payments),
             _money(t.collected),
             str(t.reversals),
             _money(t.reversed),
             _money(t.net),
             str(t.unresolved),
+            *(
+                _money(m) if t.HasField(name) else ""
+                for name, m in (
+                    ("provider_gross", t.provider_gross),
+                    ("provider_fees", t.provider_fees),
+                    ("provider_net", t.provider_net),
+                    ("difference", t.difference),
+                )
+            ),
         )
+        for d in t.differences:
+            differences.add_row(
+                channel,
+                d.kind,
+                d.payment_id,
+                d.provider_reference,
+                _money(d.recorded) if d.HasField("recorded") else "",
+                _money(d.settled) if d.HasField("settled") else "",
+            )
     console.print(table)
+    if reply.provider_error:
+        console.print(f"provider {reply.provider}: {reply.provider_error}")
+    if differences.row_count:
+        console.print(differences)
+    for payout in reply.payouts:
+        console.print(
+            f"payout {payout.payout_id} from {reply.provider}: {_money(payout.amount)} "
+            f"({payout.status})"
+        )

@@ -180,7 +180,7 @@ async def build(
     methods = MethodsService(
         uow_factory, provider, invoicing, clock, fingerprint_key=token.encode()
     )
-    statements = Statements(uow_factory, collector, invoicing, clock)
+    statements = Statements(uow_factory, collector, invoicing, clock, provider)
     callbacks = ProviderCallbacks(collector, secret)
     settle = None
     if isinstance(provider, SandboxProvider):

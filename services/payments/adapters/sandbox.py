@@ -27,14 +27,17 @@ from standardwebhooks.webhooks import Webhook
 
 from services.common.clock import Clock
 from services.common.ids import new_id
-from services.common.money import Money
+from services.common.money import Money, Rounding
 from services.payments.domain.provider import (
+    BalanceLine,
     CardDetails,
     CardToken,
+    Payout,
     ProviderError,
     ProviderResult,
     ProviderStatus,
     ProviderTimeout,
+    Settlement,
 )
 
 # Test card -> decline code ("" succeeds). Stripe's numbers, so people recognise them.
@@ -58,6 +61,12 @@ RECOVERS_AFTER = 4
 _RECOVERS = "__recovers__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
+
+# What the sandbox keeps of each settled charge, like a PSP's price list (Stripe's standard
+# EEA prices): cards 1.5 % + 0.25, SEPA direct debits 0.35 flat; a refund costs nothing.
+CARD_FEE_RATE = "0.015"
+CARD_FEE_FIXED = "0.25"
+SEPA_FEE_FIXED = "0.35"
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +115,25 @@ class _Charge:
     refunded: Money | None = None
 
 
+@dataclass
+class _BalanceTxn:
+    """A movement of the merchant's balance: a settled charge (less its fee) or a refund."""
+
+    txn_id: str
+    source: str  # the charge's or refund's reference
+    kind: str  # "charge" | "refund"
+    method: str  # "card" | "sepa_debit"
+    gross: Money
+    fee: Money
+    created: datetime
+    payout_id: str = ""
+
+
+def _method_of(charge: _Charge) -> str:
+    # Only direct debits settle later: a charge with a settlement day is one.
+    return "sepa_debit" if charge.settle_at is not None else "card"
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + b64encode(secrets.token_bytes(24)).decode()
 
@@ -134,6 +162,10 @@ class SandboxProvider:
         self._refunds: dict[str, ProviderResult] = {}
         self._callback: Callback | None = None
         self._undelivered: list[_Charge] = []
+        # The merchant's balance: movements in order, and the payouts made of them.
+        self._balance: list[_BalanceTxn] = []
+        self._unpaid: list[_BalanceTxn] = []  # not yet in a payout
+        self._payouts: list[Payout] = []
         self.answering = True  # False: every call times out (a provider gone silent)
         self.calls = 0
         # What the "PSP" remembers across restarts of the process that embeds it (vaulted
@@ -172,6 +204,21 @@ class SandboxProvider:
                 )
                 self._charges[charge.key] = charge
                 self._by_reference[charge.reference] = charge
+            elif kind == "txn":
+                self._balance.append(
+                    txn := _BalanceTxn(
+                        record["id"],
+                        record["source"],
+                        record["kind"],
+                        record["method"],
+                        Money.of(record["gross"], record["currency"]),
+                        Money.of(record["fee"], record["currency"]),
+                        datetime.fromisoformat(record["created"]),
+                    )
+                )
+                self._unpaid.append(txn)
+            elif kind == "payout":
+                self._replay_payout(record)
             elif kind == "status" and record["key"] in self._charges:
                 self._charges[record["key"]].status = ProviderStatus(record["status"])
             elif kind == "refund" and record["charge"] in self._by_reference:
@@ -270,6 +317,8 @@ class SandboxProvider:
                 }
             )
             self._by_reference[reference] = charge
+            if charge.status is ProviderStatus.SUCCEEDED:
+                self._book_charge(charge)
             if vaulted.behaviour == _NO_ANSWER:
                 # Carried out, but the answer is lost on the way back.
                 raise ProviderTimeout("the provider did not answer in time")
@@ -303,6 +352,13 @@ class SandboxProvider:
                     "reference": result.provider_reference,
                 }
             )
+            self._book(
+                result.provider_reference,
+                "refund",
+                _method_of(charge),
+                -amount,
+                Money.zero(amount.currency),
+            )
             return result
 
     def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
@@ -331,12 +387,107 @@ class SandboxProvider:
                     )
                     settled.append(charge)
                     self._write({"t": "status", "key": charge.key, "status": charge.status.value})
+                    if charge.status is ProviderStatus.SUCCEEDED:
+                        self._book_charge(charge)
+            self._pay_out(now)
         # Like a real PSP, a callback the receiver did not take is sent again next time.
         with self._lock:
             retry, self._undelivered = self._undelivered, []
         for charge in [*retry, *settled]:
             self._send_callback(charge)
         return len(settled)
+
+    # -- the merchant's balance and payouts ---------------------------------------------------
+    def settlement(self, day: date) -> Settlement:
+        """The day's balance movements and the payouts arriving that day."""
+        self._answer_or_time_out()
+        with self._lock:
+            self._pay_out(self._clock.now())
+            lines = [
+                BalanceLine(t.source, t.kind, t.gross, t.fee, t.created, t.method, t.payout_id)
+                for t in self._balance
+                if t.created.astimezone(UTC).date() == day
+            ]
+            payouts = [p for p in self._payouts if p.arrival_date == day]
+        return Settlement(lines, payouts)
+
+    def _book_charge(self, charge: _Charge) -> None:
+        method = _method_of(charge)
+        if method == "sepa_debit":
+            fee = Money.of(SEPA_FEE_FIXED, charge.amount.currency)
+        else:
+            # The percentage is rounded once, half up, to the currency's minor unit.
+            fee = charge.amount.times(
+                Money.of(CARD_FEE_RATE, charge.amount.currency).amount, rounding=Rounding.HALF_UP
+            ) + Money.of(CARD_FEE_FIXED, charge.amount.currency)
+        self._book(charge.reference, "charge", method, charge.amount, fee)
+
+    def _book(self, source: str, kind: str, method: str, gross: Money, fee: Money) -> None:
+        """Record a balance movement (the caller holds the lock)."""
+        txn = _BalanceTxn(new_id("sbxtxn"), source, kind, method, gross, fee, self._clock.now())
+        self._balance.append(txn)
+        self._unpaid.append(txn)
+        self._write(
+            {
+                "t": "txn",
+                "id": txn.txn_id,
+                "source": source,
+                "kind": kind,
+                "method": method,
+                "gross": str(gross.amount),
+                "fee": str(fee.amount),
+                "currency": gross.currency,
+                "created": txn.created.isoformat(),
+            }
+        )
+
+    def _pay_out(self, now: datetime) -> None:
+        """Pay out, per currency, the balance of every day that has ended (the caller holds
+        the lock): one payout the next day of all movements not yet paid out. A day whose
+        refunds exceed its charges pays nothing; its balance is carried into the next."""
+        today = now.astimezone(UTC).date()
+        waiting: dict[tuple[date, str], list[_BalanceTxn]] = {}
+        for txn in self._unpaid:
+            if txn.created.astimezone(UTC).date() < today:
+                waiting.setdefault(
+                    (txn.created.astimezone(UTC).date(), txn.gross.currency), []
+                ).append(txn)
+        carried: dict[str, list[_BalanceTxn]] = {}
+        for (day, currency), txns in sorted(waiting.items()):
+            batch = carried.pop(currency, []) + txns
+            net = sum((t.gross - t.fee for t in batch), Money.zero(currency))
+            if not net.is_positive():
+                carried[currency] = batch
+                continue
+            payout = Payout(new_id("sbxpo"), net, day + timedelta(days=1), "paid")
+            self._payouts.append(payout)
+            for txn in batch:
+                txn.payout_id = payout.payout_id
+            self._unpaid = [t for t in self._unpaid if not t.payout_id]
+            self._write(
+                {
+                    "t": "payout",
+                    "id": payout.payout_id,
+                    "amount": str(net.amount),
+                    "currency": currency,
+                    "arrival": payout.arrival_date.isoformat(),
+                    "txns": [t.txn_id for t in batch],
+                }
+            )
+
+    def _replay_payout(self, record: dict[str, Any]) -> None:
+        payout = Payout(
+            record["id"],
+            Money.of(record["amount"], record["currency"]),
+            date.fromisoformat(record["arrival"]),
+            "paid",
+        )
+        self._payouts.append(payout)
+        paid = set(record["txns"])
+        for txn in self._unpaid:
+            if txn.txn_id in paid:
+                txn.payout_id = payout.payout_id
+        self._unpaid = [t for t in self._unpaid if not t.payout_id]
 
     def signed_callback(self, charge_key: str) -> tuple[bytes, dict[str, str]]:
         """The signed callback body and headers for a charge (also what ``settle_due`` sends)."""

@@ -19,7 +19,6 @@ from services.common.errors import (
     PermissionDenied,
     Violations,
 )
-from services.common.proto_convert import money_to_proto
 from services.payments.entrypoints import translate
 from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from services.payments.service_layer import commands as cmd
@@ -199,22 +198,8 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: pb.GetReconciliationReportRequest, context: Any
     ) -> pb.GetReconciliationReportResponse:
         day = translate.date_from_proto(request.date, "date")
-        totals = await _run(lambda: self._statements.reconciliation(day))
-        return pb.GetReconciliationReportResponse(
-            totals=[
-                pb.ChannelTotal(
-                    channel=translate.CHANNEL_TO_PROTO[t.channel],
-                    currency_code=t.currency,
-                    payments=t.payments,
-                    collected=money_to_proto(t.collected),
-                    reversals=t.reversals,
-                    reversed=money_to_proto(t.reversed),
-                    net=money_to_proto(t.net),
-                    unresolved=t.unresolved,
-                )
-                for t in totals
-            ]
-        )
+        report = await _run(lambda: self._statements.report(day))
+        return translate.report_to_proto(report)
 
 
 def _require_request(payment_id: str, request_id: str) -> None:

@@ -13,15 +13,15 @@ Both formats are parsed into the same lines by ``statement_files``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 
 from services.common.clock import Clock
 from services.common.errors import ReckonError
 from services.common.ids import new_id
-from services.common.money import Money
-from services.payments.domain.model import Channel, Payment, PaymentState, TransactionKind
+from services.payments.domain.model import Channel
+from services.payments.domain.provider import PaymentProvider
 from services.payments.domain.references import (
     creditor_reference,
     is_creditor_reference,
@@ -30,6 +30,11 @@ from services.payments.domain.references import (
 from services.payments.service_layer.collection import Collector
 from services.payments.service_layer.commands import CreatePayment
 from services.payments.service_layer.ports import InvoicingPort, PaymentsUnitOfWork
+from services.payments.service_layer.reconciliation import (
+    ChannelTotals,
+    ReconciliationReport,
+    reconcile,
+)
 from services.payments.service_layer.statement_files import (
     SkippedEntry,
     StatementEntry,
@@ -48,27 +53,14 @@ class LineOutcome:
     payment_id: str = ""
 
 
-@dataclass(frozen=True)
-class ChannelTotals:
-    channel: Channel
-    currency: str
-    payments: int
-    collected: Money
-    reversals: int
-    reversed: Money
-    unresolved: int
-
-    @property
-    def net(self) -> Money:
-        return self.collected - self.reversed
-
-
 @dataclass
 class Statements:
     uow_factory: Callable[[], PaymentsUnitOfWork]
     collector: Collector
     invoicing: InvoicingPort
     clock: Clock
+    # Asked for its balance movements and payouts by the reconciliation report.
+    provider: PaymentProvider | None = None
 
     def import_camt053(self, document: bytes) -> tuple[str, list[LineOutcome]]:
         return self._import(parse_camt053(document))
@@ -183,49 +175,8 @@ class Statements:
 
     # -- reconciliation -----------------------------------------------------------------------
     def reconciliation(self, day: date) -> list[ChannelTotals]:
-        start = datetime.combine(day, time(0), tzinfo=self.clock.now().tzinfo)
-        end = start + timedelta(days=1)
-        with self.uow_factory() as uow:
-            settled = [
-                p
-                for p in uow.payments.settled_between(start, end)
-                if p.state is PaymentState.SUCCEEDED
-            ]
-            unresolved = uow.payments.unresolved_between(start, end)
-        return summarise(settled, unresolved)
+        return self.report(day).totals
 
-
-@dataclass
-class _Row:
-    payments: int
-    collected: Money
-    reversals: int
-    reversed: Money
-    unresolved: int = 0
-
-
-def summarise(settled: Sequence[Payment], unresolved: Sequence[Payment]) -> list[ChannelTotals]:
-    """Per channel and currency: what was collected and reversed, and what is still open."""
-    rows: dict[tuple[Channel, str], _Row] = {}
-
-    def row_of(payment: Payment) -> _Row:
-        currency = payment.amount.currency
-        zero = Money.zero(currency)
-        return rows.setdefault((payment.channel, currency), _Row(0, zero, 0, zero))
-
-    for payment in settled:
-        row = row_of(payment)
-        if payment.kind is TransactionKind.PURCHASE:
-            row.payments += 1
-            row.collected = row.collected + payment.amount
-        else:
-            row.reversals += 1
-            row.reversed = row.reversed + payment.amount
-    for payment in unresolved:
-        row_of(payment).unresolved += 1
-    return [
-        ChannelTotals(
-            channel, currency, r.payments, r.collected, r.reversals, r.reversed, r.unresolved
-        )
-        for (channel, currency), r in sorted(rows.items())
-    ]
+    def report(self, day: date) -> ReconciliationReport:
+        """The day per channel: what was recorded, and what the provider settled and paid out."""
+        return reconcile(self.uow_factory, self.provider, self.clock, day)

@@ -502,3 +502,28 @@ async def test_the_cli_imports_an_mt940_statement_file(
             pb.ImportBankStatementRequest(camt053=b"<x/>", mt940=statement.read_bytes())
         )
     ) == {"mt940"}
+
+
+async def test_the_reconciliation_report_sets_the_day_against_the_providers_settlement(
+    api: Api,
+) -> None:
+    await add_card(api, "rec1", "4242424242424242")
+    await api.stub.CreatePayment(
+        pb.CreatePaymentRequest(
+            account_id="rec1", amount=eur(10), channel=pb.CHANNEL_ONLINE_CARD, request_id="rec-1"
+        )
+    )
+    today = api.clock.now().date()
+    reply = await api.stub.GetReconciliationReport(
+        pb.GetReconciliationReportRequest(
+            date=date_pb2.Date(year=today.year, month=today.month, day=today.day)
+        )
+    )
+    assert (reply.provider, reply.provider_error) == ("sandbox", "")
+    (cards,) = [t for t in reply.totals if t.channel == pb.CHANNEL_ONLINE_CARD]
+    assert (cards.net.units, cards.provider_gross.units) == (10, 10)
+    assert (cards.provider_fees.units, cards.provider_fees.nanos) == (0, 400_000_000)
+    assert (cards.provider_net.units, cards.provider_net.nanos) == (9, 600_000_000)
+    assert cards.HasField("difference")
+    assert (cards.difference.units, cards.difference.nanos) == (0, 0)
+    assert list(cards.differences) == []
