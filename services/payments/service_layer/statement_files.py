@@ -45,6 +45,8 @@ class StatementEntry:
     amount: Money
     reference: str  # an RF reference, or the remittance text the payer wrote
     debtor_name: str
+    # Why it cannot be matched whatever it quotes (listed UNMATCHED with this reason).
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,18 @@ def _camt_reference(tx: etree._Element) -> str:
     return " ".join([*structured, unstructured]).strip()
 
 
+_CAMT_CONTAINERS = (
+    ("BkToCstmrStmt", "Stmt"),
+    ("BkToCstmrAcctRpt", "Rpt"),
+    ("BkToCstmrDbtCdtNtfctn", "Ntfctn"),
+)
+
+
 def parse_camt053(document: bytes) -> StatementFile:
     """Every ``Stmt`` of the document; INVALID_ARGUMENT (field ``camt053``) if it is not one.
+
+    A camt.052 account report (``Rpt``) or camt.054 notification (``Ntfctn``) is read the
+    same way: their entries have the same shape.
 
     Only booked (``Sts`` BOOK, or no status) credits count. A pending or informational
     entry, a reversal (``RvslInd``) and a debit are listed as skipped. A batch entry with
@@ -159,8 +171,13 @@ def parse_camt053(document: bytes) -> StatementFile:
         root = etree.fromstring(document, parser)
     except etree.XMLSyntaxError as exc:
         raise InvalidArgument.field("camt053", f"not well-formed XML: {exc}") from None
-    container = _find(root, "BkToCstmrStmt")
-    statements = _children(container, "Stmt") if container is not None else []
+    statements: list[etree._Element] = []
+    # camt.053 statements; camt.052 reports and camt.054 notifications carry the same entries.
+    for container_name, item in _CAMT_CONTAINERS:
+        container = _find(root, container_name)
+        if container is not None:
+            statements = _children(container, item)
+            break
     if not statements:
         raise InvalidArgument.field("camt053", "no BkToCstmrStmt/Stmt: not a camt.053 statement")
     statement_id = _text(statements[0], "Id") or new_id("stmt")
@@ -174,10 +191,14 @@ def parse_camt053(document: bytes) -> StatementFile:
                 or f"{statement_id}:{s_index}:{index}"
             )
             entry_amount = _money_at(entry, ("Amt",), f"{field}.Amt")
+            # The booking date; some banks give only the value date or the statement's date.
             booked_text = (
                 _text(entry, "BookgDt/Dt")
                 or _text(entry, "BookgDt/DtTm")[:10]
                 or _text(entry, "ValDt/Dt")
+                or _text(entry, "ValDt/DtTm")[:10]
+                or _text(statement, "CreDtTm")[:10]
+                or _text(root, "GrpHdr/CreDtTm")[:10]
             )
             status = (_text(entry, "Sts/Cd") or _text(entry, "Sts")).upper()
             why_not = ""
@@ -198,6 +219,27 @@ def parse_camt053(document: bytes) -> StatementFile:
             details = [
                 tx for block in _children(entry, "NtryDtls") for tx in _children(block, "TxDtls")
             ]
+            # (lxml elements without children are falsy: compare with None, never ``or``.)
+            unpriced = [
+                tx
+                for tx in details
+                if _find(tx, "AmtDtls/TxAmt/Amt") is None and _find(tx, "Amt") is None
+            ]
+            if len(details) > 1 and unpriced and entry_side == "CRDT" and entry_amount:
+                # A batch booked as one sum without each transfer's amount: money came in,
+                # but which invoice each part pays is for a person to say.
+                lines.append(
+                    StatementEntry(
+                        entry_ref,
+                        booked,
+                        entry_amount,
+                        "",
+                        "",
+                        problem=f"a batch of {len(details)} transfers without their amounts: "
+                        "allocate by hand",
+                    )
+                )
+                continue
             for t_index, tx in enumerate(details or [entry]):
                 line_ref = entry_ref if len(details) <= 1 else f"{entry_ref}/{t_index + 1}"
                 side = (_text(tx, "CdtDbtInd") if tx is not entry else "") or entry_side
@@ -211,14 +253,12 @@ def parse_camt053(document: bytes) -> StatementFile:
                 if amount is None:
                     raise InvalidArgument.field(f"{field}.Amt", "missing amount")
                 if side != "CRDT":
-                    lines.append(
-                        SkippedEntry(
-                            line_ref,
-                            booked,
-                            amount,
-                            f"{side or 'no'} debit/credit mark: money going out",
-                        )
+                    reason = (
+                        "debit (DBIT): money going out"
+                        if side == "DBIT"
+                        else f"no credit mark ({side or 'none'})"
                     )
+                    lines.append(SkippedEntry(line_ref, booked, amount, reason))
                     continue
                 if not amount.is_positive():
                     lines.append(SkippedEntry(line_ref, booked, amount, "zero amount"))
@@ -258,7 +298,7 @@ def parse_mt940(document: bytes) -> StatementFile:
     """
     try:
         blocks = mt940.parse_statements(
-            document,
+            _decode_mt940(document),
             options=Options.all(),
             # The structured ``:86:`` sub-fields joined with spaces, so words stay apart.
             processors={
@@ -283,10 +323,11 @@ def parse_mt940(document: bytes) -> StatementFile:
             data = transaction.data
             field = f"mt940[{s_index}].:61:[{index}]"
             bank_ref = str(data.get("bank_reference") or "").strip()
+            numbered = f"{number}/{sequence}" if sequence else number
             line_ref = (
                 bank_ref
                 if bank_ref and bank_ref.upper() != "NONREF"
-                else f"{account}:{number}/{sequence}:{index + 1}"
+                else f"{account}:{numbered}:{index + 1}"
             )
             try:
                 raw = data["amount"]
@@ -312,6 +353,16 @@ def parse_mt940(document: bytes) -> StatementFile:
             reference, debtor = _mt940_reference(data)
             lines.append(StatementEntry(line_ref, booked, amount, reference, debtor))
     return StatementFile(statement_id, lines)
+
+
+def _decode_mt940(document: bytes) -> str:
+    """UTF-8 if it is, else the Latin-1 family German and Dutch banks write (Windows-1252)."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return document.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return document.decode("latin-1")  # every byte is a character: never fails
 
 
 def _mt940_reference(data: dict[str, object]) -> tuple[str, str]:

@@ -111,6 +111,8 @@ class Statements:
         return outcome
 
     def _match(self, entry: StatementEntry) -> LineOutcome:
+        if entry.problem:
+            return LineOutcome(entry, "UNMATCHED", entry.problem)
         reference = normalise_reference(entry.reference)
         if not reference:
             return LineOutcome(entry, "UNMATCHED", "no payment reference")

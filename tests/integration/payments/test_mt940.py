@@ -212,3 +212,16 @@ def test_what_is_not_mt940_is_refused_naming_the_field(statements: Statements) -
             statements.import_mt940(bad)
         assert refused.value.violations[0].field == "mt940"
     assert parse_mt940(sparkasse("RF18539007547034")).statement_id == "STARTUMSE"
+
+
+def test_a_latin1_file_with_umlauts(world: PaymentsWorld, statements: Statements) -> None:
+    ref = issue(world, "inv1", "acc1", "5.00", "INV-2026-000501")
+    document = (
+        ":20:X\r\n:25:DE1/2\r\n:28C:1\r\n:60F:C260301EUR0,00\r\n"
+        ":61:260302C5,00NTRFNONREF\r\n"
+        f":86:166?00GUTSCHRIFT?20SVWZ+R\xfcckzahlung {ref}?32M\xfcller\r\n"
+        ":62F:C260302EUR5,00\r\n-\r\n"
+    ).encode("latin-1")
+    _, (line,) = statements.import_mt940(document)
+    assert (line.outcome, line.entry.entry_reference) == ("MATCHED", "DE1/2:1:1")
+    assert getattr(line.entry, "debtor_name", "") == "M\xfcller"

@@ -249,3 +249,32 @@ def test_camt053_004_batch_with_a_debit_a_national_reference_and_a_datetime_book
     assert lines[0].entry.booked_on == date(2026, 3, 2)
     assert "money going out" in lines[1].reason
     assert world.invoicing.due("inv1") == eur("0")
+
+
+def test_a_camt054_notification_and_a_batch_booked_without_its_amounts(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    ref1 = issue(world, "inv1", "acc1", "25.00", "INV-2026-000031")
+    document = f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"><BkToCstmrDbtCdtNtfctn>
+<GrpHdr><MsgId>N1</MsgId><CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr>
+<Ntfctn><Id>NTF-1</Id><CreDtTm>2026-03-02T18:00:00</CreDtTm>
+ <Ntry><Amt Ccy="EUR">25.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+  <ValDt><Dt>2026-03-02</Dt></ValDt><AcctSvcrRef>N-1</AcctSvcrRef>
+  <NtryDtls><TxDtls><RmtInf><Strd><CdtrRefInf><Ref>{ref1}</Ref></CdtrRefInf></Strd>
+  </RmtInf></TxDtls></NtryDtls></Ntry>
+ <Ntry><Amt Ccy="EUR">70.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+  <BookgDt><Dt>2026-03-02</Dt></BookgDt><AcctSvcrRef>N-2</AcctSvcrRef>
+  <NtryDtls><Btch><NbOfTxs>2</NbOfTxs></Btch>
+   <TxDtls><RmtInf><Ustrd>first</Ustrd></RmtInf></TxDtls>
+   <TxDtls><RmtInf><Ustrd>second</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+</Ntfctn></BkToCstmrDbtCdtNtfctn></Document>""".encode()
+    statement_id, lines = statements.import_document(document)
+    assert statement_id == "NTF-1"
+    assert [(line.entry.entry_reference, line.outcome) for line in lines] == [
+        ("N-1", "MATCHED"),  # booked on its value date: the bank gave no booking date
+        ("N-2", "UNMATCHED"),
+    ]
+    assert lines[0].entry.booked_on == date(2026, 3, 2)
+    assert "allocate by hand" in lines[1].reason
+    assert world.invoicing.due("inv1") == eur("0")
