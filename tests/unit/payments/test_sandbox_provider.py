@@ -269,3 +269,24 @@ def test_the_balance_books_charges_less_fees_and_refunds_and_pays_out_each_day(
     (later,) = restarted.settlement(date(2026, 3, 3)).payouts
     assert later.amount == Money.of("49.65", "EUR")
     assert "4242424242424242" not in journal.read_text()
+
+
+def test_a_day_of_refunds_pays_nothing_and_is_carried_into_the_next_payout() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 10, tzinfo=UTC))
+    sandbox = SandboxProvider(clock)
+    card = sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=TODAY)
+    first = sandbox.charge(token=card.token, amount=Money.of("10.00", "EUR"), idempotency_key="1")
+    clock.advance(timedelta(days=1))
+    sandbox.refund(
+        provider_reference=first.provider_reference,
+        amount=Money.of("10.00", "EUR"),
+        idempotency_key="r1",
+    )
+    clock.advance(timedelta(days=1))
+    sandbox.charge(token=card.token, amount=Money.of("100.00", "EUR"), idempotency_key="2")
+    assert sandbox.settlement(date(2026, 3, 3)).payouts == []  # 2 March: refunds only
+    clock.advance(timedelta(days=1))
+    (payout,) = sandbox.settlement(date(2026, 3, 4)).payouts
+    assert payout.amount == Money.of("88.25", "EUR")  # 100 - 1.75 - 10
+    (earlier,) = sandbox.settlement(date(2026, 3, 2)).payouts
+    assert earlier.amount == Money.of("9.60", "EUR")  # 10 - 0.40
