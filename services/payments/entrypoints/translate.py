@@ -21,7 +21,6 @@ from services.common.proto_convert import (
     page_size_from_proto,
     timestamp_to_proto,
 )
-from services.payments.adapters.sandbox import luhn_valid
 from services.payments.domain.model import (
     AccountPaymentSettings,
     Attempt,
@@ -35,7 +34,7 @@ from services.payments.domain.model import (
     TransactionKind,
 )
 from services.payments.domain.provider import CardDetails
-from services.payments.domain.references import BadReference, normalise_iban
+from services.payments.domain.references import BadReference, luhn_valid, normalise_iban
 from services.payments.service_layer import commands as cmd
 from services.payments.service_layer.reconciliation import (
     ChannelTotals,

@@ -18,6 +18,7 @@ looks for an invoice number.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -31,9 +32,13 @@ from mt940.options import Options
 from services.common.errors import InvalidArgument
 from services.common.ids import new_id
 from services.common.money import Money, MoneyError
-from services.payments.domain.references import is_creditor_reference
+from services.payments.domain.references import is_creditor_reference, redact_card_numbers
 
 _RF_IN_TEXT = re.compile(r"RF\d{2}(?: ?[A-Z0-9]){1,21}")
+# mt-940 logs every line it cannot read, quoting it (names, IBANs, whatever the payer
+# wrote, a card number even) at ERROR: a file it refuses is answered to the caller
+# instead, so its own log is kept out of the service's.
+logging.getLogger("mt940").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ class StatementEntry:
     # Why it cannot be matched whatever it quotes (listed UNMATCHED with this reason).
     problem: str = ""
 
+    def __post_init__(self) -> None:
+        # What the payer typed is kept and shown; a card number in it never is.
+        object.__setattr__(self, "reference", redact_card_numbers(self.reference))
+        object.__setattr__(self, "debtor_name", redact_card_numbers(self.debtor_name))
+
 
 @dataclass(frozen=True)
 class SkippedEntry:
@@ -58,6 +68,9 @@ class SkippedEntry:
     amount: Money | None
     reason: str
     reference: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reference", redact_card_numbers(self.reference))
 
 
 @dataclass(frozen=True)
@@ -308,7 +321,11 @@ def parse_mt940(document: bytes) -> StatementFile:
             },
         )
     except Exception as exc:  # noqa: BLE001 - the parser raises whatever a bad line gives
-        raise InvalidArgument.field("mt940", f"not an MT940 statement: {exc}") from None
+        # Its message quotes the file's lines: cut, and never with a card number in it.
+        detail = redact_card_numbers(str(exc).splitlines()[0][:120] if str(exc) else "")
+        raise InvalidArgument.field(
+            "mt940", f"not an MT940 statement ({type(exc).__name__}: {detail})"
+        ) from None
     blocks = [b for b in blocks if b.data.get("transaction_reference") or len(b)]
     if not blocks or not any(b.data.get("account_identification") for b in blocks):
         raise InvalidArgument.field("mt940", "no :20:/:25: statement: not an MT940 statement")

@@ -15,9 +15,9 @@ import pytest
 from schwifty import IBAN
 
 from services.common.errors import InvalidArgument
-from services.payments.adapters.sandbox import luhn_valid
 from services.payments.domain.model import MethodKind
 from services.payments.domain.provider import CardDetails
+from services.payments.domain.references import luhn_valid
 from services.payments.service_layer.commands import AddPaymentMethod
 from tests.integration.payments.conftest import PaymentsWorld
 

@@ -10,9 +10,11 @@ file, debits and reversals, a statement in another currency, CRLF line ends.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from services.common.errors import InvalidArgument
 from services.common.money import Money
+from services.payments.adapters.orm import metadata
 from services.payments.domain.model import Channel, MethodKind
 from services.payments.service_layer.commands import AddPaymentMethod
 from services.payments.service_layer.statement_files import looks_like_mt940, parse_mt940
@@ -225,3 +227,41 @@ def test_a_latin1_file_with_umlauts(world: PaymentsWorld, statements: Statements
     _, (line,) = statements.import_mt940(document)
     assert (line.outcome, line.entry.entry_reference) == ("MATCHED", "DE1/2:1:1")
     assert getattr(line.entry, "debtor_name", "") == "M\xfcller"
+
+
+def test_a_card_number_written_on_a_statement_is_never_kept(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    issue(world, "inv1", "acc1", "5.00", "INV-2026-000601")
+    mt940_file = (
+        b":20:PANS\n:25:DE1/2\n:28C:9\n:60F:C260301EUR0,00\n"
+        b":61:260302C5,00NTRFNONREF//PAN-1\n"
+        b":86:/NAME/4242 4242 4242 4242/REMI/USTD//my card 4000-0000-0000-0002 thx/\n"
+        b":62F:C260302EUR5,00\n-\n"
+    )
+    camt = b"""<?xml version="1.0"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"><BkToCstmrStmt>
+<GrpHdr><MsgId>M</MsgId><CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr><Stmt><Id>S</Id>
+<Ntry><Amt Ccy="EUR">7.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>
+<BookgDt><Dt>2026-03-02</Dt></BookgDt><AcctSvcrRef>PAN-2</AcctSvcrRef><NtryDtls><TxDtls>
+<RltdPties><Dbtr><Nm>Card 4000000000009995</Nm></Dbtr></RltdPties>
+<RmtInf><Ustrd>pay with 4000000000000069 please</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+</Stmt></BkToCstmrStmt></Document>"""
+    _, lines = statements.import_mt940(mt940_file)
+    _, more = statements.import_camt053(camt)
+    shown = " ".join(
+        f"{line.entry.reference} {getattr(line.entry, 'debtor_name', '')} {line.reason}"
+        for line in [*lines, *more]
+    )
+    assert "****0002" in shown
+    assert "****4242" in shown
+    with world.engine.connect() as connection:
+        stored = " ".join(
+            str(value)
+            for table in metadata.tables.values()
+            for row in connection.execute(select(table))
+            for value in row
+        )
+    for pan in ("4242424242424242", "4000000000000002", "4000000000009995", "4000000000000069"):
+        for text in (shown, stored):
+            assert pan not in text.replace(" ", "").replace("-", "")
