@@ -187,7 +187,11 @@ def parse_camt053(document: bytes) -> StatementFile:
     statements: list[etree._Element] = []
     # camt.053 statements; camt.052 reports and camt.054 notifications carry the same entries.
     for container_name, item in _CAMT_CONTAINERS:
-        container = _find(root, container_name)
+        # Anywhere in the document: some banks wrap it (an AppHdr envelope, a ZIP's XML).
+        container = next(
+            (e for e in root.iter() if isinstance(e.tag, str) and _local(e) == container_name),
+            None,
+        )
         if container is not None:
             statements = _children(container, item)
             break

@@ -278,3 +278,16 @@ def test_a_camt054_notification_and_a_batch_booked_without_its_amounts(
     assert lines[0].entry.booked_on == date(2026, 3, 2)
     assert "allocate by hand" in lines[1].reason
     assert world.invoicing.due("inv1") == eur("0")
+
+
+def test_a_camt053_in_a_business_application_header_envelope(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    ref = issue(world, "inv1", "acc1", "100.00", "INV-2026-000041")
+    inner = statement(entry("W1", "100.00", ref)).decode().split("?>", 1)[1]
+    document = f"""<?xml version="1.0" encoding="UTF-8"?>
+<BizMsgEnvlp><AppHdr xmlns="urn:iso:std:iso:20022:tech:xsd:head.001.001.02">
+<BizMsgIdr>B1</BizMsgIdr></AppHdr>{inner}</BizMsgEnvlp>""".encode()
+    _, lines = statements.import_document(document)
+    assert (lines[0].entry.entry_reference, lines[0].outcome) == ("W1", "MATCHED")
+    assert lines[1].outcome == "IGNORED"  # the statement's debit line
