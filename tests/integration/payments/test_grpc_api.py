@@ -37,10 +37,12 @@ from services.common.events import EventEnvelope
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.grpc_server import RunningServer, create_server
+from services.common.money import Money
 from services.payments.adapters.orm import metadata
 from services.payments.adapters.sandbox import NEVER_ANSWERS, TEST_CARDS, SandboxProvider
 from services.payments.bootstrap import running_service
 from services.payments.config import PaymentsSettings
+from services.payments.domain.provider import CardDetails
 from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from suite.redis_server import EmbeddedRedis
 from tests.conftest import TEST_TOKEN, TestDatabase
@@ -527,3 +529,43 @@ async def test_the_reconciliation_report_sets_the_day_against_the_providers_sett
     assert cards.HasField("difference")
     assert (cards.difference.units, cards.difference.nanos) == (0, 0)
     assert list(cards.differences) == []
+
+
+async def test_the_cli_report_shows_the_providers_side_differences_and_payouts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from suite.payments_cli import payments_app
+
+    await add_card(api, "rec2", "4242424242424242")
+    await api.stub.CreatePayment(
+        pb.CreatePaymentRequest(
+            account_id="rec2", amount=eur(20), channel=pb.CHANNEL_ONLINE_CARD, request_id="rec-2"
+        )
+    )
+    # A charge the PSP made that Reckon never recorded.
+    today = api.clock.now().date()
+    elsewhere = api.sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=today)
+    outside = api.sandbox.charge(
+        token=elsewhere.token, amount=Money.of("5.00", "EUR"), idempotency_key="outside"
+    )
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    address = ["--addr", api.address]
+    shown = await asyncio.to_thread(
+        runner.invoke, payments_app, ["report", today.isoformat(), *address]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "provider gross" in shown.output
+    assert "25.00 EUR" in shown.output  # 20 recorded + 5 not recorded, at the provider
+    assert "NOT_RECORDED" in shown.output
+    assert outside.provider_reference in shown.output
+    api.clock.advance(timedelta(days=1))
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    paid_out = await asyncio.to_thread(runner.invoke, payments_app, ["report", tomorrow, *address])
+    assert paid_out.exit_code == 0, paid_out.output
+    # 25 less fees (0.55 and 0.33): what the sandbox sends to the bank the next day.
+    assert "payout sbxpo_" in paid_out.output
+    assert "24.12 EUR" in paid_out.output
