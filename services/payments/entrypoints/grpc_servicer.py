@@ -19,7 +19,6 @@ from services.common.errors import (
     PermissionDenied,
     Violations,
 )
-from services.common.proto_convert import money_to_proto
 from services.payments.entrypoints import translate
 from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from services.payments.service_layer import commands as cmd
@@ -178,45 +177,29 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     async def ImportBankStatement(
         self, request: pb.ImportBankStatementRequest, context: Any
     ) -> pb.ImportBankStatementResponse:
-        if not request.camt053 or len(request.camt053) > MAX_STATEMENT_BYTES:
-            raise InvalidArgument.field("camt053", "is required (at most 20 MiB)")
-        statement_id, lines = await _run(lambda: self._statements.import_camt053(request.camt053))
+        if request.camt053 and request.mt940:
+            raise InvalidArgument.field("mt940", "send camt053 or mt940, not both")
+        field = "mt940" if request.mt940 else "camt053"
+        document = request.mt940 or request.camt053
+        if not document or len(document) > MAX_STATEMENT_BYTES:
+            raise InvalidArgument.field(field, "is required (at most 20 MiB)")
+        statements = self._statements
+        if request.mt940:
+            imported = await _run(lambda: statements.import_mt940(document))
+        else:
+            imported = await _run(lambda: statements.import_document(document))
+        statement_id, lines = imported
         return pb.ImportBankStatementResponse(
             statement_id=statement_id,
-            lines=[
-                pb.StatementLine(
-                    entry_reference=line.entry.entry_reference,
-                    booking_date=translate.date_to_proto(line.entry.booked_on),
-                    amount=money_to_proto(line.entry.amount),
-                    reference=line.entry.reference,
-                    outcome=line.outcome,
-                    reason=line.reason,
-                    payment_id=line.payment_id,
-                )
-                for line in lines
-            ],
+            lines=[translate.statement_line_to_proto(line) for line in lines],
         )
 
     async def GetReconciliationReport(
         self, request: pb.GetReconciliationReportRequest, context: Any
     ) -> pb.GetReconciliationReportResponse:
         day = translate.date_from_proto(request.date, "date")
-        totals = await _run(lambda: self._statements.reconciliation(day))
-        return pb.GetReconciliationReportResponse(
-            totals=[
-                pb.ChannelTotal(
-                    channel=translate.CHANNEL_TO_PROTO[t.channel],
-                    currency_code=t.currency,
-                    payments=t.payments,
-                    collected=money_to_proto(t.collected),
-                    reversals=t.reversals,
-                    reversed=money_to_proto(t.reversed),
-                    net=money_to_proto(t.net),
-                    unresolved=t.unresolved,
-                )
-                for t in totals
-            ]
-        )
+        report = await _run(lambda: self._statements.report(day))
+        return translate.report_to_proto(report)
 
 
 def _require_request(payment_id: str, request_id: str) -> None:
