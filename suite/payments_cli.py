@@ -32,7 +32,7 @@ from rich.table import Table
 
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
-from suite.rating_client import Target, _fail, _money, _print_error
+from suite.rating_cli import Target, _fail, _money, _print_error
 from suite.service_token import TOKEN_ENV
 from suite.state import SuiteStateError, read_state
 

@@ -30,13 +30,17 @@ from typing import Annotated, Any, Final
 import typer
 from rich.table import Table
 
-from suite.catalog_cli import catalog_app
+from suite.catalog_cli import catalog_app, catalog_apply, catalog_check, catalog_destinations
 from suite.rating_client import (
+    ADDRESS_ENV,
+    CHUNK_BYTES,
     Address,
     DataDir,
+    Target,
     _call,
     _fail,
     _money,
+    _print_error,
     console,
     errors,
     resolve_target,
@@ -290,7 +294,27 @@ def usage_rerate(
         )
 
 
-__all__ = ["catalog_app", "resolve_target", "usage_app"]
+# What other modules import from here: the CLI's own names and, re-exported from
+# catalog_cli and rating_client, what they imported before the split (payments_cli).
+__all__ = [
+    "ADDRESS_ENV",
+    "CHUNK_BYTES",
+    "Address",
+    "DataDir",
+    "Target",
+    "_call",
+    "_fail",
+    "_instant",
+    "_money",
+    "_print_error",
+    "catalog_app",
+    "catalog_apply",
+    "catalog_check",
+    "catalog_destinations",
+    "console",
+    "resolve_target",
+    "usage_app",
+]
 
 # ``usage release`` and ``usage rated`` (and the import's progress) live in their own module.
 from suite import usage_cli as _usage_cli  # noqa: E402, F401

@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 from opentelemetry.propagate import inject
 from sqlalchemy import Connection, Engine
 
-from services.charging.adapters.ledger_entries import apply_entries, apply_hot_entries, is_hot
+from services.charging.adapters.ledger_entries import (
+    SOURCE,
+    apply_entries,
+    apply_hot_entries,
+    event_of,
+    idempotency_scope,
+    is_hot,
+)
 from services.charging.service_layer.ports import BalanceStore, JournalEntry, SqlOnly
 from services.common.clock import Clock
 from services.common.db import is_sqlite
@@ -316,3 +323,15 @@ class SqlLedgerWriter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+# The writer, and what this module held before the rows moved to ledger_entries.
+__all__ = [
+    "SOURCE",
+    "SqlLedgerWriter",
+    "apply_entries",
+    "apply_hot_entries",
+    "event_of",
+    "idempotency_scope",
+    "is_hot",
+]

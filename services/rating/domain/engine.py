@@ -56,6 +56,7 @@ from .discounts import ReferralReward
 from .engine_compiled import _PackageVersion, _PlanVersion, _Rate, _Resolved, _Versions
 from .engine_events import (
     MAX_CALL_SECONDS,
+    MAX_QUANTITY,
     AmountBasis,
     BandSegment,
     CostLimit,
@@ -253,6 +254,7 @@ class RatingEngine(TariffSelection, PricingArithmetic, ChargeExplanation):
 
 __all__ = [
     "MAX_CALL_SECONDS",
+    "MAX_QUANTITY",
     "AmountBasis",
     "BandSegment",
     "CostLimit",

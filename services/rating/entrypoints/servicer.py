@@ -20,6 +20,15 @@ from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.rating.entrypoints.catalog_rpc import CatalogRpcs
 from services.rating.entrypoints.plan_fees_rpc import plan_fees_rpc
 from services.rating.entrypoints.rating_rpc import RatingRpcs
+from services.rating.entrypoints.rpc_common import (
+    DOMAIN,
+    MAX_CODE,
+    MAX_DESTINATION_UPLOAD,
+    MAX_FILE_ID,
+    MAX_FILE_NAME,
+    MAX_QUOTE_UNITS,
+    MAX_REQUEST_ID,
+)
 from services.rating.entrypoints.usage_rpc import UsageRpcs
 
 if TYPE_CHECKING:  # the composition root imports this module
@@ -39,4 +48,14 @@ class RatingServicer(CatalogRpcs, RatingRpcs, UsageRpcs, rating_pb2_grpc.RatingS
         return await plan_fees_rpc(self._app, request)
 
 
-__all__ = ["RatingServicer"]
+# The servicer, and the limits this module held before the RPCs moved to their modules.
+__all__ = [
+    "DOMAIN",
+    "MAX_CODE",
+    "MAX_DESTINATION_UPLOAD",
+    "MAX_FILE_ID",
+    "MAX_FILE_NAME",
+    "MAX_QUOTE_UNITS",
+    "MAX_REQUEST_ID",
+    "RatingServicer",
+]

@@ -32,6 +32,7 @@ from typing import BinaryIO, Final
 from zoneinfo import ZoneInfo
 
 from services.rating.service_layer.usage_layouts import (
+    ASTERISK_COLUMNS,
     PRESETS,
     RECORD_FIELDS,
     REQUIRED_FIELDS,
@@ -494,6 +495,7 @@ def parse_stored_record(
 
 
 __all__ = [
+    "ASTERISK_COLUMNS",
     "MAX_RAW_CHARS",
     "PRESETS",
     "RECORD_FIELDS",
