@@ -23,6 +23,7 @@ from services.common.errors import Aborted, FailedPrecondition, NotFound, Reckon
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.invoicing.domain import events
+from services.invoicing.domain.cycles import latest_cycle_end
 from services.invoicing.domain.model import Invoice, InvoiceStatus
 from services.invoicing.domain.parties import (
     AccountFacts,
@@ -459,22 +460,43 @@ def requeue_stalled(uow_factory: UowFactory, stalled_after: timedelta) -> int:
     return requeued
 
 
-def start_scheduled_run(
-    uow_factory: UowFactory, pricer: drafting.FeePricer, today: date
-) -> str | None:
-    """The daily run for accounts whose cycle ended, once per (UTC) day; auto-accepted."""
+# The easternmost zones run 14 hours ahead of UTC (Pacific/Kiritimati): on the UTC date of
+# an instant plus this, it is that date or earlier everywhere.
+AHEAD_OF_UTC = timedelta(hours=14)
+
+
+def cycle_zones(uow_factory: UowFactory) -> list[tuple[int, str]]:
     with uow_factory() as uow:
-        for run in uow.runs.page(state=None, before="", limit=20):
-            if run.scheduled and run.billing_date == today:
-                return None
+        return uow.parties.cycle_zones()
+
+
+def start_scheduled_run(
+    uow_factory: UowFactory,
+    pricer: drafting.FeePricer,
+    now: datetime,
+    zones: Sequence[tuple[int, str]] | None = None,
+) -> str | None:
+    """The automatic run, auto-accepted, as soon as a cycle ended in some account's own zone.
+
+    One run per newest cycle end (``latest_cycle_end``: every (BCD, zone) of the accounts,
+    and each UTC midnight), remembered under that instant's idempotency key, so a pass
+    that finds the run started (by this or another process) does nothing. Its billing
+    date is the latest calendar date anywhere, so each account bills the cycle that
+    contains "now" in its own zone: never one that has not ended there (ADR 0062).
+    """
+    due_at = latest_cycle_end(now, cycle_zones(uow_factory) if zones is None else zones)
+    key = f"scheduled:{due_at.isoformat()}"
+    with uow_factory() as uow:
+        if uow.replayed_resource("StartBillRun", key, key) is not None:
+            return None
     result = start_bill_run(
         uow_factory,
         pricer,
         BillRunScope(),
-        today,
+        (now + AHEAD_OF_UTC).date(),
         dry_run=False,
         auto_accept=True,
         scheduled=True,
-        idem=Idem(f"scheduled:{today.isoformat()}", today.isoformat()),
+        idem=Idem(key, key),
     )
     return result.run.bill_run_id

@@ -298,3 +298,28 @@ async def world(
         finally:
             await channel.close()
             engine.dispose()
+
+
+@pytest.fixture
+async def scheduled_world(
+    database: TestDatabase, service_env: dict[str, str], redis_client: aioredis.Redis
+) -> AsyncIterator[World]:
+    """Invoicing with its daily runs on, on the test clock at 10 January 09:00Z."""
+    clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
+    settings = invoicing_settings(database, daily_bill_runs=True)
+    async with running_service(settings, clock=clock, pricer=PriceList()) as service:
+        engine = make_engine(database.url, database.schema, instrument=False)
+        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
+        try:
+            yield World(
+                service=service,
+                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
+                channel=channel,
+                redis=redis_client,
+                database=database,
+                engine=engine,
+                clock=clock,
+            )
+        finally:
+            await channel.close()
+            engine.dispose()
