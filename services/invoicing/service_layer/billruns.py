@@ -230,6 +230,8 @@ def process(
 def _draft_one(
     uow_factory: UowFactory, pricer: drafting.FeePricer, run_id: str, account_id: str
 ) -> None:
+    """Draft one account of a run. Its work item only ever leaves PENDING (like the batch
+    path's ``set_items``): whatever an earlier delivery decided stays."""
     with uow_factory() as uow:
         run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.RUNNING:
@@ -240,7 +242,12 @@ def _draft_one(
         account = uow.parties.account(account_id)
         if account is None:
             uow.runs.set_item(
-                run_id, account_id, ItemStatus.FAILED, now, reason="ACCOUNT_NOT_FOUND"
+                run_id,
+                account_id,
+                ItemStatus.FAILED,
+                now,
+                reason="ACCOUNT_NOT_FOUND",
+                only_from=ItemStatus.PENDING,
             )
             uow.commit()
             return
@@ -249,7 +256,16 @@ def _draft_one(
             account_id, boundary.previous().start_date.isoformat()
         )
         if existing:
-            uow.runs.set_item(run_id, account_id, ItemStatus.SKIPPED, now, invoice_id=existing)
+            # A duplicate delivery may find the invoice the first one made after reading the
+            # item as PENDING: the item keeps the first delivery's outcome.
+            uow.runs.set_item(
+                run_id,
+                account_id,
+                ItemStatus.SKIPPED,
+                now,
+                invoice_id=existing,
+                only_from=ItemStatus.PENDING,
+            )
             uow.commit()
             return
         try:
@@ -265,10 +281,19 @@ def _draft_one(
             _fail(uow_factory, run_id, account_id, exc)
             return
         if invoice is None:
-            uow.runs.set_item(run_id, account_id, ItemStatus.SKIPPED, now)
+            uow.runs.set_item(
+                run_id, account_id, ItemStatus.SKIPPED, now, only_from=ItemStatus.PENDING
+            )
         else:
             status = ItemStatus.FINALIZED if run.auto_accept else ItemStatus.DRAFTED
-            uow.runs.set_item(run_id, account_id, status, now, invoice_id=invoice.invoice_id)
+            uow.runs.set_item(
+                run_id,
+                account_id,
+                status,
+                now,
+                invoice_id=invoice.invoice_id,
+                only_from=ItemStatus.PENDING,
+            )
         uow.commit()
 
 
@@ -282,6 +307,7 @@ def _fail(uow_factory: UowFactory, run_id: str, account_id: str, exc: ReckonErro
             uow.clock.now(),
             reason=exc.reason,
             message=exc.message,
+            only_from=ItemStatus.PENDING,
         )
         uow.commit()
 

@@ -169,6 +169,7 @@ class BillRuns(Protocol):
         invoice_id: str = "",
         reason: str = "",
         message: str = "",
+        only_from: ItemStatus | None = None,
     ) -> None: ...
     def item_invoice(self, bill_run_id: str, account_id: str) -> str: ...
     def accounts_with(
