@@ -25,6 +25,7 @@ from services.invoicing.domain.model import (
     InvoiceStatus,
     PendingItem,
 )
+from services.invoicing.domain.notifications import InvoiceNotification
 from services.invoicing.domain.parties import (
     AccountFacts,
     BillRun,
@@ -211,6 +212,12 @@ class Batch(Protocol):
     ) -> None: ...
 
 
+class InvoiceNotifications(Protocol):
+    def get(self, message_id: str) -> InvoiceNotification | None: ...
+    def put(self, notification: InvoiceNotification, *, exists: bool) -> None: ...
+    def of_invoice(self, invoice_id: str) -> list[InvoiceNotification]: ...
+
+
 class InvoicingUnitOfWork(UnitOfWork):
     parties: Parties
     subscriptions: Subscriptions
@@ -223,4 +230,5 @@ class InvoicingUnitOfWork(UnitOfWork):
     disputes: Disputes
     runs: BillRuns
     batch: Batch
+    notifications: InvoiceNotifications
     clock: Clock
