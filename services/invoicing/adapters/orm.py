@@ -56,6 +56,7 @@ customers = Table(
     Column("language_code", String(35), nullable=False),
     Column("reseller_id", String(_CODE), nullable=False),
     Column("group_id", String(_CODE), nullable=False),
+    Column("vat_id", String(_CODE), nullable=False, server_default=""),
 )
 
 accounts = Table(

@@ -23,7 +23,12 @@ from services.common.errors import Aborted, FailedPrecondition, NotFound, Reckon
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.invoicing.domain import events
-from services.invoicing.domain.cycles import latest_cycle_end
+from services.invoicing.domain.cycles import (
+    MAX_BILL_CYCLE_DAY,
+    MIN_BILL_CYCLE_DAY,
+    is_known_time_zone,
+    latest_cycle_end,
+)
 from services.invoicing.domain.model import Invoice, InvoiceStatus
 from services.invoicing.domain.parties import (
     AccountFacts,
@@ -492,8 +497,15 @@ AHEAD_OF_UTC = timedelta(hours=14)
 
 
 def cycle_zones(uow_factory: UowFactory) -> list[tuple[int, str]]:
+    """The accounts' (BCD, zone) pairs; one the clock cannot place (a zone this machine's
+    tz database lacks) must not stop the scheduler for everybody."""
     with uow_factory() as uow:
-        return uow.parties.cycle_zones()
+        pairs = uow.parties.cycle_zones()
+    return [
+        (bcd, zone)
+        for bcd, zone in pairs
+        if MIN_BILL_CYCLE_DAY <= bcd <= MAX_BILL_CYCLE_DAY and is_known_time_zone(zone)
+    ]
 
 
 def start_scheduled_run(

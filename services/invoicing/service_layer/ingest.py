@@ -63,6 +63,7 @@ def _customer(uow: InvoicingUnitOfWork, p: Payload) -> None:
         language_code=p.get("language_code") or "en",
         reseller_id=p.get("reseller_id", ""),
         group_id=p.get("group_id", ""),
+        vat_id=str(p.get("vat_id", existing.vat_id if existing else ""))[:64],
     )
     uow.parties.put_customer(customer)
     uow.parties.update_customer_of_accounts(customer)

@@ -150,6 +150,8 @@ class World:
         created: datetime | None = None,
         group: str = "",
         parent: str = "",
+        tax_region: str = "NL",
+        vat_id: str = "",
     ) -> tuple[str, str]:
         customer_id, account_id = new_id("cus"), new_id("acc")
         created = created or self.clock.now()
@@ -166,6 +168,7 @@ class World:
                 referred_by="",
                 referrer_customer_id="",
                 create_time=created,
+                vat_id=vat_id,
             ),
         )
         await self.publish(
@@ -178,7 +181,7 @@ class World:
                 currency_code="EUR",
                 time_zone=zone,
                 bill_cycle_day=bcd,
-                tax_region="NL",
+                tax_region=tax_region,
                 payment_terms_days=terms,
                 payment_mode="POSTPAID",
                 credit_limit=Money.of("100", "EUR"),

@@ -1,4 +1,5 @@
-"""What notifications told of the messages about each invoice (ADR 0063).
+"""What notifications told of the messages about each invoice (ADR 0063), and the
+customer's VAT identifier (reverse charge and intra-community invoices).
 
 Revision ID: 0002_invoice_notifications
 Revises: 0001
@@ -19,6 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("vat_id", sa.String(length=64), server_default="", nullable=False)
+        )
     op.create_table(
         "invoice_notifications",
         sa.Column("message_id", sa.String(length=40), nullable=False),
@@ -45,3 +50,5 @@ def downgrade() -> None:
     with op.batch_alter_table("invoice_notifications", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_invoice_notifications_invoice_id"))
     op.drop_table("invoice_notifications")
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_column("vat_id")
