@@ -213,3 +213,41 @@ async def test_zero_vat_categories_reach_the_invoice_and_valid_e_invoices(
     assert (amount(note.total_net), amount(note.total_gross)) == (Decimal(6), Decimal(6))
     assert amount(credited.invoice.amount_due) == Decimal(60)
     await _documents_valid(world, schematron, credit_note_id=note.credit_note_id)
+
+
+@pytest.mark.slow
+async def test_a_top_up_receipt_stands_alone_and_is_a_valid_e_invoice(
+    world: World, schematron: SchematronWorker
+) -> None:
+    """A 50.00 top-up (O) pending beside a 5.00 late fee (S 21 %): the first immediate
+    invoice is the late fee (5.00 + 1.05 VAT = 6.05), the second the receipt (50.00, no
+    VAT, no VAT identifiers), each a valid e-invoice (BR-O-11: O stands alone)."""
+    _, account_id = await world.account()
+    await world.processed(2)
+    for kind, value, request_id in (
+        (pb.LINE_KIND_TOP_UP, 50, "top-up"),
+        (pb.LINE_KIND_LATE_FEE, 5, "late-fee"),
+    ):
+        await world.stub.AddPendingItem(
+            pb.AddPendingItemRequest(
+                account_id=account_id, description=request_id, kind=kind,
+                amount=money_pb2.Money(currency_code="EUR", units=value),
+                request_id=request_id,
+            )
+        )  # fmt: skip
+    totals = []
+    for request_id in ("first", "second"):
+        reply = await world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(
+                account_id=account_id, finalize=True, request_id=request_id
+            )
+        )
+        invoice = reply.invoice
+        totals.append(
+            (
+                [group.tax_category for group in invoice.vat_breakdown],
+                amount(invoice.total_gross),
+            )
+        )
+        await _documents_valid(world, schematron, invoice_id=invoice.invoice_id)
+    assert totals == [(["S"], Decimal("6.05")), (["O"], Decimal("50.00"))]
