@@ -107,7 +107,7 @@ async def search_invoices(
     tags=["invoices"],
 )
 async def get_invoice(request: Request, principal: SelfReader, invoice_id: Id) -> JSONResponse:
-    """The invoice with its lines, history, payments, credit notes and disputes."""
+    """The invoice with its lines, history, payments, credit notes, disputes and notifications."""
     return JSONResponse(to_json(await owned_invoice(request, principal, invoice_id)))
 
 

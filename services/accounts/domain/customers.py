@@ -31,7 +31,7 @@ def new_referral_code() -> str:
 # -- customers ------------------------------------------------------------------------------
 
 CUSTOMER_MUTABLE_FIELDS: Final = frozenset(
-    {"display_name", "email", "phone_number", "language_code", "reseller_id", "group_id"}
+    {"display_name", "email", "phone_number", "language_code", "reseller_id", "group_id", "vat_id"}
 )
 
 
@@ -46,6 +46,7 @@ class CustomerRevision:
     language_code: str = ""
     reseller_id: str = ""
     group_id: str = ""
+    vat_id: str = ""
 
 
 @dataclass(eq=False)
@@ -65,6 +66,8 @@ class Customer:
     update_time: datetime
     # The operator's own reference (unique); ``ext:<ref>`` names the customer anywhere.
     external_ref: str | None = None
+    # VAT identifier for invoices (reverse charge, intra-community supply), or "".
+    vat_id: str = ""
 
     @classmethod
     def register(
@@ -81,6 +84,7 @@ class Customer:
         referrer: Customer | None,
         now: datetime,
         external_ref: str | None = None,
+        vat_id: str = "",
     ) -> tuple[Customer, CustomerCreated]:
         customer = cls(
             customer_id=customer_id,
@@ -99,6 +103,7 @@ class Customer:
             create_time=now,
             update_time=now,
             external_ref=external_ref,
+            vat_id=vat_id,
         )
         event = CustomerCreated(
             customer_id=customer.customer_id,
@@ -113,6 +118,7 @@ class Customer:
             create_time=now,
             external_ref=external_ref or "",
             phone_number=customer.phone_number,
+            vat_id=customer.vat_id,
         )
         return customer, event
 
@@ -142,6 +148,7 @@ class Customer:
             reseller_id=self.reseller_id,
             group_id=self.group_id,
             update_time=now,
+            vat_id=self.vat_id,
         )
 
     def credit_referral(self, now: datetime) -> None:

@@ -46,6 +46,7 @@ def create_customer_command(request: pb.CreateCustomerRequest) -> cmd.CreateCust
             group_id=check.opaque_id(cv, c.group_id, "group_id"),
             referred_by=check.referral_code(cv, c.referred_by, "referred_by"),
             external_ref=ids.external_ref(cv, c.external_ref, "external_ref"),
+            vat_id=check.vat_id(cv, c.vat_id, "vat_id"),
             request_id=check.request_id(v, request.request_id),
             fingerprint=_fingerprint(request),
         )
@@ -74,6 +75,8 @@ def update_customer_command(request: pb.UpdateCustomerRequest) -> cmd.UpdateCust
             check.opaque_id(cv, c.reseller_id, "reseller_id")
         if "group_id" in fields:
             check.opaque_id(cv, c.group_id, "group_id")
+        if "vat_id" in fields:
+            check.vat_id(cv, c.vat_id, "vat_id")
     check.request_id(v, request.request_id)
     v.raise_if_any()
     return cmd.UpdateCustomer(
@@ -86,6 +89,7 @@ def update_customer_command(request: pb.UpdateCustomerRequest) -> cmd.UpdateCust
             language_code=c.language_code,
             reseller_id=c.reseller_id,
             group_id=c.group_id,
+            vat_id=c.vat_id,
         ),
         request_id=request.request_id,
         fingerprint=_fingerprint(request),
@@ -129,4 +133,5 @@ def customer_to_proto(customer: Customer) -> pb.Customer:
         create_time=timestamp_to_proto(customer.create_time),
         update_time=timestamp_to_proto(customer.update_time),
         external_ref=customer.external_ref or "",
+        vat_id=customer.vat_id,
     )

@@ -58,6 +58,7 @@ def create_customer(cmd: CreateCustomer, uow: AccountsUnitOfWork) -> Customer:
             referrer=referrer,
             now=uow.clock.now(),
             external_ref=cmd.external_ref,
+            vat_id=cmd.vat_id,
         )
         uow.customers.add(customer)
         uow.publish(created)
