@@ -119,6 +119,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             CredentialStore.open,
             settings.effective_database_url,
             settings.effective_database_schema,
+            migrate=settings.migrate_on_start,
         )
         clients = ServiceClients.open(
             accounts=settings.accounts_addr,
