@@ -23,12 +23,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from gateway import api, billing
-from gateway.auth import SESSION_COOKIE, Authenticator, Principal, RateLimiter
+from gateway.auth import SESSION_COOKIE, Authenticator, Principal
 from gateway.charts import bar_chart
 from gateway.clients import scope_metadata
 from gateway.i18n import LANGUAGE_NAMES, LANGUAGES, pick_language, status_word, texts
 from gateway.problems import GatewayProblem
 from gateway.proto_json import money_to_json
+from gateway.ratelimit import RateLimiter
 from gateway.store import CredentialStore
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
@@ -83,7 +84,7 @@ async def customer(request: Request) -> Principal:
     if principal is None:
         raise GatewayProblem(401, "UNAUTHENTICATED", "log in first")
     request.state.principal = principal
-    if auth.limiter.take(principal.audit_name) > 0:
+    if await auth.limiter.take(principal.audit_name) > 0:
         raise GatewayProblem(429, "RATE_LIMITED", "too many requests", headers={"Retry-After": "1"})
     if principal.customer_id is None:
         raise GatewayProblem(403, "SCOPE_MISSING", "self-care is for customer logins")
@@ -111,7 +112,8 @@ async def login(
 ) -> Response:
     limiter: RateLimiter = request.app.state.login_limiter
     address = request.client.host if request.client else "?"
-    if limiter.take(f"login:{login.strip().lower()}") > 0 or limiter.take(f"ip:{address}") > 0:
+    over_login = await limiter.take(f"login:{login.strip().lower()}") > 0
+    if over_login or await limiter.take(f"ip:{address}") > 0:
         raise GatewayProblem(429, "RATE_LIMITED", "too many login attempts; wait a minute")
     store: CredentialStore = request.app.state.store
     found = await asyncio.to_thread(store.verify_password, login, password)
