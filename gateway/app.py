@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import api, billing, reports, selfcare
+from gateway import api, billing, preferences, reports, selfcare
 from gateway.auth import Authenticator
 from gateway.clients import ServiceClients
 from gateway.config import GatewaySettings
@@ -129,6 +129,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             charging=settings.charging_addr,
             invoicing=settings.invoicing_addr,
             payments=settings.payments_addr,
+            notifications=settings.notifications_addr,
             token=settings.service_token.get_secret_value(),
             timeout=settings.call_timeout_seconds,
         )
@@ -281,6 +282,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(billing.router)
+    app.include_router(preferences.router)
     app.include_router(reports.router)
     app.include_router(reports.pages)
     app.include_router(selfcare.router)

@@ -9,7 +9,7 @@ token), ``GATEWAY_RATE_LIMIT_PER_MINUTE``, ``GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE``
 ``GATEWAY_RATE_LIMIT_STORE`` (``redis`` or ``memory``),
 ``GATEWAY_SESSION_HOURS``, ``GATEWAY_SECURE_COOKIES``. Peers: ``ACCOUNTS_ADDR``,
 ``RATING_ADDR``, ``CHARGING_ADDR``, ``INVOICING_ADDR``,
-``PAYMENTS_ADDR``.
+``PAYMENTS_ADDR``, ``NOTIFICATIONS_ADDR``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ class GatewaySettings(ServiceSettings):
     )
     payments_addr: str = Field(
         default=f"127.0.0.1:{DEFAULT_PORTS['payments']}", validation_alias="PAYMENTS_ADDR"
+    )
+    notifications_addr: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['notifications']}",
+        validation_alias="NOTIFICATIONS_ADDR",
     )
     jwt_secret: SecretStr | None = None
     # Access tokens of the OAuth2 client-credentials grant live this long.

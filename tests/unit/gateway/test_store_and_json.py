@@ -204,3 +204,15 @@ def test_service_calls_carry_the_token_the_scope_and_the_trace(
     assert span.name == "/reckon.accounts.v1.AccountsService/GetAccount"
     assert span.context is not None
     assert f"{span.context.trace_id:032x}" in sent["traceparent"]
+
+
+def test_every_language_has_every_preference_word() -> None:
+    from gateway.i18n import LANGUAGES, TEXTS
+    from gateway.i18n_preferences import PREFERENCE_TEXTS
+
+    assert set(PREFERENCE_TEXTS) == set(LANGUAGES)
+    keys = set(PREFERENCE_TEXTS["en"])
+    for lang in LANGUAGES:
+        assert set(PREFERENCE_TEXTS[lang]) == keys, lang
+        assert keys <= set(TEXTS[lang])
+        assert all(TEXTS[lang][key].strip() for key in keys)
