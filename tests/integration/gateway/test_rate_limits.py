@@ -111,3 +111,41 @@ def test_without_redis_the_limits_fall_back_to_the_process(tmp_path: Path) -> No
         form = {"login": "nobody@example.com", "password": "wrong-password"}
         codes = [http.post("/selfcare/login", data=form).status_code for _ in range(3)]
     assert codes == [401, 401, 429]
+
+
+async def test_busy_keys_lease_tokens_and_never_pass_the_limit_together(
+    fresh_redis: str,
+) -> None:
+    """Two processes' limiters on one bucket, hammered: a busy key leases tokens (far
+    fewer Redis calls than requests), and together they admit no more than the bucket
+    holds plus what refilled meanwhile."""
+    import time
+
+    from gateway.ratelimit import RedisRateLimiter
+    from services.common.redis_kit import connect
+
+    first_client, second_client = connect(fresh_redis), connect(fresh_redis)
+    per_minute = 6000  # 100 a second; leases of at most 60
+    first = RedisRateLimiter(first_client, "requests", per_minute)
+    second = RedisRateLimiter(second_client, "requests", per_minute)
+    calls = 0
+    for limiter in (first, second):
+        script = limiter._script
+
+        async def counted(*args: Any, script: Any = script, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await script(*args, **kwargs)
+
+        limiter._script = counted  # type: ignore[assignment]
+    started = time.monotonic()
+    admitted = 0
+    for turn in range(9000):
+        limiter = first if turn % 2 == 0 else second
+        admitted += await limiter.take("client:busy") == 0
+    elapsed = time.monotonic() - started
+    await first_client.aclose()
+    await second_client.aclose()
+    refilled = elapsed * per_minute / 60
+    assert per_minute <= admitted <= per_minute + refilled + 1, (admitted, elapsed)
+    assert calls < 9000 / 5, calls  # leased: a round trip per many requests
