@@ -372,3 +372,25 @@ def test_bad_notification_preferences_are_problems_naming_the_field(
     answer = gateway.http.post(unknown, json={"channel": "CHANNEL_SMS"}, headers=admin)
     assert answer.status_code == 404
     assert answer.json()["reason"] == "CUSTOMER_NOT_FOUND"
+
+
+def test_the_preferences_form_keeps_good_choices_and_refuses_bad_ones(
+    gateway: Gateway, alice: CustomerSetup
+) -> None:
+    login = gateway.store.verify_password(alice.login, alice.password)
+    assert login is not None
+    token, session = gateway.store.open_session(login, 1)
+    gateway.http.cookies.clear()
+    cookie = {"Cookie": f"reckon_session={token}"}
+    form = {"csrf_token": session.csrf_token, "channel": "CHANNEL_EMAIL", "wants_einvoice": "true"}
+    done = gateway.http.post(
+        "/selfcare/notification-preferences", data=form, headers=cookie, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert done.headers["location"].endswith("#notifications")
+    page = gateway.http.get("/selfcare/", headers=cookie).text
+    assert 'name="wants_einvoice" value="true" checked' in page
+    bad = {**form, "channel": "CHANNEL_SMS", "quiet_start": "25:00", "quiet_end": "07:00"}
+    refused = gateway.http.post("/selfcare/notification-preferences", data=bad, headers=cookie)
+    assert refused.status_code == 400  # the error page, not a crash
+    assert "quiet_start" in refused.text
