@@ -12,8 +12,10 @@ every answer ready at once in one message.
 A call carrying a customer scope (``x-reckon-customer-id``: the gateway calling for
 a logged-in customer) reaches only that customer's accounts; another's answers
 NOT_FOUND exactly as an unknown account does (``services.common.customer_scope``,
-ADR 0073). Catalog and voucher batches, and credit control (network elements, never
-customers), are refused to such a call. The hot paths pay one metadata scan; the
+ADR 0073). On their own account customers may read (balance, ledger, policy,
+sessions) and redeem vouchers; policy, buckets, top-ups, adjustments and session
+releases are the operators'. Catalog and voucher batches, and credit control (network
+elements, never customers), are refused to such a call. The hot paths pay one metadata scan; the
 owner lookup (SQL) happens only when the scope is there.
 """
 
@@ -90,12 +92,19 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         self._handlers = handlers
         self._max_in_flight = max_in_flight
 
-    async def _check_scope(self, context: Any, account_id: str) -> None:
-        """NOT_FOUND unless a scoped call's customer owns the account (no-op unscoped)."""
+    async def _check_scope(
+        self, context: Any, account_id: str, *, operators_only: bool = False
+    ) -> None:
+        """NOT_FOUND unless a scoped call's customer owns the account (no-op unscoped);
+        ``operators_only``: even on their own account a customer may not (money and
+        policy are granted by operators, not taken), PERMISSION_DENIED after the owner
+        check, so the answer tells nothing about other customers' accounts."""
         scope = _scope(context)
         if scope is not None:
             owner = await self._handlers.account_owner(account_id)
             check_owner(scope, owner, reason="ACCOUNT_NOT_FOUND", what="account")
+            if operators_only:
+                raise PermissionDenied("not available to a customer's call", reason="SCOPE_MISSING")
 
     # -- policy and services ---------------------------------------------------------------
     async def SetAccountPolicy(
@@ -106,7 +115,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
         assert policy is not None
-        await self._check_scope(context, policy.account_id)
+        await self._check_scope(context, policy.account_id, operators_only=True)
         view = await self._handlers.set_policy(SetPolicy(policy, rid))
         return pb.SetAccountPolicyResponse(policy=cv.policy_to_proto(view))
 
@@ -184,7 +193,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         if kind is not None:
             unit = self._bucket_unit(kind, b, initial, v)
         v.raise_if_any()
-        await self._check_scope(context, b.account_id)
+        await self._check_scope(context, b.account_id, operators_only=True)
         assert unit is not None
         line = await self._handlers.create_bucket(
             CreateBucket(
@@ -240,7 +249,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reference, "reference", v, limit=256)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
-        await self._check_scope(context, request.account_id)
+        await self._check_scope(context, request.account_id, operators_only=True)
         assert amount is not None
         credited = await self._handlers.top_up(
             TopUp(request.account_id, amount, request.bucket_id, request.reference, rid)
@@ -257,7 +266,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
-        await self._check_scope(context, request.account_id)
+        await self._check_scope(context, request.account_id, operators_only=True)
         assert delta is not None
         credited = await self._handlers.adjust(
             Adjust(request.account_id, request.bucket_id, delta, request.reason, rid)
@@ -273,7 +282,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
-        await self._check_scope(context, request.account_id)
+        await self._check_scope(context, request.account_id, operators_only=True)
         closed = await self._handlers.close_bucket(
             CloseBucket(request.account_id, request.bucket_id, request.reason, rid)
         )
@@ -308,7 +317,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
                 label = cv.text(b.label, "label", bv, limit=256)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
-        await self._check_scope(context, b.account_id)
+        await self._check_scope(context, b.account_id, operators_only=True)
         updated = await self._handlers.update_bucket(
             UpdateBucket(
                 b.account_id,
@@ -423,7 +432,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
-        await self._check_scope(context, request.account_id)
+        await self._check_scope(context, request.account_id, operators_only=True)
         view = await self._handlers.release_session(
             ReleaseSession(request.account_id, request.session_id, request.reason, rid)
         )

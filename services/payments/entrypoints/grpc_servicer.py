@@ -8,7 +8,8 @@ A call carrying a customer scope (``x-reckon-customer-id``: the gateway calling 
 a logged-in customer) reaches only that customer's accounts, methods and payments:
 anything else answers NOT_FOUND exactly as an unknown id does (lists: empty, as for
 an account payments has not met yet), and the operator's
-RPCs (retry schedules, statements, reconciliation, callbacks) are refused
+RPCs (refunds and chargebacks, also of one's own payments, retry schedules,
+statements, reconciliation, callbacks) are refused
 (``services.common.customer_scope``, ADR 0073).
 """
 
@@ -218,6 +219,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         )
         _require_request(request.payment_id, request.request_id)
         await self._check_payment(context, request.payment_id)
+        _operators_only(context)  # even one's own: refunds are an operator's decision
         refund = await _run(lambda: self._methods.refund(command))
         return pb.RefundPaymentResponse(refund=translate.payment_to_proto(refund))
 
@@ -230,8 +232,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             request_id=request.request_id,
             reason=request.reason,
         )
-        _operators_only(context)  # the provider reports chargebacks, not customers
         _require_request(request.payment_id, request.request_id)
+        await self._check_payment(context, request.payment_id)
+        _operators_only(context)  # the provider reports chargebacks, not customers
         chargeback = await _run(lambda: self._methods.chargeback(command))
         return pb.RecordChargebackResponse(chargeback=translate.payment_to_proto(chargeback))
 

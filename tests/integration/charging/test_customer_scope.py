@@ -167,6 +167,44 @@ async def test_a_customer_scoped_call_reaches_only_that_customers_accounts(
         assert answer == await refused(nobodys)  # nothing tells Bob's account exists
         assert answer == await refused(manuals)
 
+    # On her own account: reads yes; policy, buckets, money and sessions are the
+    # operators' (PERMISSION_DENIED, after the owner check above answered NOT_FOUND).
+    operators = {
+        "SetAccountPolicy",
+        "TopUp",
+        "Adjust",
+        "CreateBucket",
+        "UpdateBucket",
+        "CloseBucket",
+        "ReleaseCreditControlSession",
+    }
+    names = [
+        "GetBalance",
+        "ListLedgerEntries",
+        "GetAccountPolicy",
+        "SetAccountPolicy",
+        "TopUp",
+        "Adjust",
+        "CreateBucket",
+        "UpdateBucket",
+        "CloseBucket",
+        "RedeemVoucher",
+        "ListCreditControlSessions",
+        "GetCreditControlSession",
+        "ReleaseCreditControlSession",
+    ]
+    for name, call in zip(names, account_calls(stub, "acc-alice", "alice"), strict=True):
+        if name in operators:
+            code, reason, _ = await refused(call)
+            assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING"), name
+        elif name in ("RedeemVoucher", "GetCreditControlSession"):
+            code, _, _ = await refused(call)  # no such voucher or session: hers to ask
+            assert code is grpc.StatusCode.NOT_FOUND, name
+        else:
+            await call
+    own = await stub.GetBalance(pb.GetBalanceRequest(account_id="acc-alice"))
+    assert not [b for b in own.buckets if b.available.money.units]  # no top-up went in
+
     # Never a customer's: credit control, the catalog, voucher batches.
     never = [
         stub.CreditControl(

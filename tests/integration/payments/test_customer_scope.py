@@ -181,8 +181,12 @@ async def test_a_customer_scoped_call_reaches_only_that_customers_data(api: Api)
     )
     assert code is grpc.StatusCode.NOT_FOUND
 
-    # The operator's RPCs are not a customer's.
+    # The operator's RPCs are not a customer's, even on her own payments.
     operator_calls = [
+        stub.RefundPayment(
+            pb.RefundPaymentRequest(payment_id=alice_payment.payment_id, request_id="r3"),
+            metadata=ALICE,
+        ),
         stub.SetRetrySchedule(
             pb.SetRetryScheduleRequest(group_id="g", retry_days=[3]), metadata=ALICE
         ),
