@@ -8,7 +8,7 @@ PREFERENCE_TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "channel_email": "E-mail",
         "channel_sms": "SMS",
-        "pref_opted_in": "Also messages that need my consent (e.g. an SMS on each charge)",
+        "pref_opted_in": "Also messages that need my consent (e.g. one on each charge)",
         "pref_opted_out": "Nothing at all on this channel",
         "pref_marketing_opted_out": "No offers or news",
         "pref_language": "Language of the messages",
@@ -22,7 +22,7 @@ PREFERENCE_TEXTS: dict[str, dict[str, str]] = {
     "nl": {
         "channel_email": "E-mail",
         "channel_sms": "Sms",
-        "pref_opted_in": "Ook berichten die toestemming vragen (bv. sms bij elke afschrijving)",
+        "pref_opted_in": "Ook berichten die toestemming vragen (bv. bij elke afschrijving)",
         "pref_opted_out": "Helemaal niets via dit kanaal",
         "pref_marketing_opted_out": "Geen aanbiedingen of nieuws",
         "pref_language": "Taal van de berichten",
@@ -36,7 +36,7 @@ PREFERENCE_TEXTS: dict[str, dict[str, str]] = {
     "es": {
         "channel_email": "Correo",
         "channel_sms": "SMS",
-        "pref_opted_in": "También mensajes con consentimiento (p. ej. SMS por cada cargo)",
+        "pref_opted_in": "También mensajes con consentimiento (p. ej. uno por cada cargo)",
         "pref_opted_out": "Nada por este canal",
         "pref_marketing_opted_out": "Sin ofertas ni novedades",
         "pref_language": "Idioma de los mensajes",
@@ -50,7 +50,7 @@ PREFERENCE_TEXTS: dict[str, dict[str, str]] = {
     "ru": {
         "channel_email": "E-mail",
         "channel_sms": "SMS",
-        "pref_opted_in": "И сообщения, требующие согласия (SMS о каждом списании)",
+        "pref_opted_in": "И сообщения, требующие согласия (например, о каждом списании)",
         "pref_opted_out": "Ничего по этому каналу",
         "pref_marketing_opted_out": "Без предложений и новостей",
         "pref_language": "Язык сообщений",
@@ -64,7 +64,7 @@ PREFERENCE_TEXTS: dict[str, dict[str, str]] = {
     "fr": {
         "channel_email": "E-mail",
         "channel_sms": "SMS",
-        "pref_opted_in": "Aussi les messages soumis à accord (p. ex. SMS à chaque débit)",
+        "pref_opted_in": "Aussi les messages soumis à accord (p. ex. à chaque débit)",
         "pref_opted_out": "Rien du tout sur ce canal",
         "pref_marketing_opted_out": "Ni offres ni actualités",
         "pref_language": "Langue des messages",
