@@ -201,6 +201,24 @@ class MethodsService:
             uow.commit()
             return method
 
+    # -- owners, for the customer scope a call may carry (services.common.customer_scope) ---
+    def account_owner(self, account_id: str) -> str | None:
+        """The customer the account is registered to here, or None when payments has
+        no settings for it (no method ever added, no payment ever made)."""
+        with self.uow_factory() as uow:
+            settings = uow.settings.get(account_id)
+            return settings.customer_id if settings is not None else None
+
+    def method_owner(self, method_id: str) -> str | None:
+        with self.uow_factory() as uow:
+            method = uow.methods.get(method_id)
+            return method.customer_id if method is not None else None
+
+    def payment_owner(self, payment_id: str) -> str | None:
+        with self.uow_factory() as uow:
+            payment = uow.payments.get(payment_id)
+            return payment.customer_id if payment is not None else None
+
     def list_methods(self, account_id: str) -> Sequence[PaymentMethod]:
         with self.uow_factory() as uow:
             return [m for m in uow.methods.of_account(account_id) if not m.removed]
