@@ -171,7 +171,9 @@ async def build(
         ),
         effects=effects,
         effects_loop=effects_loop,
-        servicer=DunningServicer(uow_factory, run_started=effects_loop.notify),
+        servicer=DunningServicer(
+            uow_factory, run_started=effects_loop.notify, run_hour=settings.run_hour
+        ),
         owned_clients=owned,
         owns_clock=owns_clock,
     )

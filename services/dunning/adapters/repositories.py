@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,9 +40,56 @@ from services.dunning.domain.model import (
     DunnedAccount,
     DunnedInvoice,
     PlannedReaction,
+    local_date,
 )
+from services.dunning.domain.policy import Policy
 from services.dunning.service_layer.policy_document import read_policy
 from services.dunning.service_layer.unit_of_work import ReactionRecord, Run, StoredPolicy
+
+_CHUNK = 5000
+# The zones of the world are between UTC-12 and UTC+14: at an instant, an account's
+# local date is at most one day before or after the UTC date.
+_EARLIEST, _LATEST = timedelta(hours=-12), timedelta(hours=14)
+_OPEN_CASE_STATES = (CaseState.ACTIVE.value, CaseState.PAUSED.value)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many new rows: one ``COPY`` on PostgreSQL, in this session's transaction
+    (psycopg adapts Decimal, date and aware datetime values itself), chunked
+    ``executemany`` elsewhere. The values are what the columns bind: no TypeDecorator
+    conversion is needed for them (ExactDecimal is NUMERIC and UtcDateTime is
+    timestamptz on PostgreSQL). A duplicate key raises ``IntegrityError`` either way."""
+    if not rows:
+        return
+    if not is_postgres(session):
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(insert(table), rows[start : start + _CHUNK])
+        return
+    import psycopg
+
+    names = list(rows[0])
+    driver = session.connection().connection.driver_connection
+    columns = ", ".join(f'"{name}"' for name in names)
+    try:
+        with (
+            driver.cursor() as cursor,  # type: ignore[union-attr]
+            cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy,
+        ):
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+    except psycopg.errors.IntegrityError as exc:
+        raise IntegrityError(f"COPY {table.name}", None, exc) from exc
+
+
+@lru_cache(maxsize=256)
+def _parsed(document: str, version: int) -> Policy:
+    """Policies are read by every work message: parse each stored version once per process
+    (a stored version never changes; a parsed ``Policy`` is immutable)."""
+    return read_policy(document, version=version)
 
 
 class SqlAccounts:
@@ -157,7 +219,7 @@ class SqlPolicies:
         self.session = session
 
     def _stored(self, row: object) -> StoredPolicy:
-        policy = read_policy(row.document, version=row.version)  # type: ignore[attr-defined]
+        policy = _parsed(row.document, row.version)  # type: ignore[attr-defined]
         return StoredPolicy(policy, row.document, row.create_time)  # type: ignore[attr-defined]
 
     def latest(self, code: str) -> StoredPolicy | None:
@@ -204,6 +266,11 @@ class SqlPolicies:
         return [self._stored(row) for row in rows]
 
 
+def _legacy_judged_at(run_date: date) -> datetime:
+    """Runs stored before ``judged_at`` existed judged at 01:00 UTC (the default hour)."""
+    return datetime(run_date.year, run_date.month, run_date.day, 1, tzinfo=UTC)
+
+
 class SqlRuns:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -242,74 +309,124 @@ class SqlRuns:
         ).first()
         return self._run(row)
 
-    def date_of(self, run_id: str) -> date | None:
-        return self.session.execute(
-            select(dunning_runs.c.run_date).where(dunning_runs.c.run_id == run_id)
-        ).scalar_one_or_none()
-
     def by_date(self, run_date: date) -> Run | None:
         row = self.session.execute(
             select(dunning_runs).where(dunning_runs.c.run_date == run_date)
         ).first()
         return self._run(row)
 
-    def candidates(self, run_date: date) -> Sequence[str]:
-        overdue = select(dunned_invoices.c.account_id).where(
-            dunned_invoices.c.status.in_(sorted(OPEN_STATES)),
-            dunned_invoices.c.due_date < run_date,
-        )
-        open_cases = select(dunned_accounts.c.account_id).where(
-            dunned_accounts.c.state != CaseState.ENDED.value
-        )
-        union = overdue.union(open_cases).subquery()
-        return list(self.session.scalars(select(union.c.account_id).order_by(union.c.account_id)))
+    def judged_at(self, run_id: str) -> tuple[date, datetime] | None:
+        row = self.session.execute(
+            select(dunning_runs.c.run_date, dunning_runs.c.judged_at).where(
+                dunning_runs.c.run_id == run_id
+            )
+        ).first()
+        if row is None:
+            return None
+        return row.run_date, row.judged_at or _legacy_judged_at(row.run_date)
 
-    def add(self, run_id: str, run_date: date, account_ids: Sequence[str], now: datetime) -> None:
+    def _candidates(self, judged_at: datetime) -> Select[tuple[str]]:
+        """Accounts with an open invoice past its due date *in the account's zone* at
+        ``judged_at``, or with a case open: one SQL question, no row per paid account.
+
+        The zones of the accounts whose open invoices fall due before the latest local
+        date anywhere are read first (a handful of names); each zone's local date then
+        becomes a condition ``time_zone IN (...) AND due_date < that date``.
+        """
+        latest = (judged_at + _LATEST).date()
+        a, i = dunned_accounts, dunned_invoices
+        open_due = and_(i.c.status.in_(sorted(OPEN_STATES)), i.c.due_date < latest)
+        zones = self.session.scalars(
+            select(a.c.time_zone)
+            .distinct()
+            .where(a.c.account_id.in_(select(i.c.account_id).where(open_due)))
+        ).all()
+        by_date: dict[date, list[str]] = {}
+        for zone in zones:
+            by_date.setdefault(local_date(judged_at, zone), []).append(zone)
+        conditions: list[ColumnElement[bool]] = [
+            and_(a.c.time_zone.in_(sorted(names)), i.c.due_date < day)
+            for day, names in sorted(by_date.items())
+        ]
+        overdue = (
+            select(i.c.account_id)
+            .join(a, a.c.account_id == i.c.account_id)
+            .where(i.c.status.in_(sorted(OPEN_STATES)), or_(false(), *conditions))
+        )
+        open_cases = select(a.c.account_id).where(a.c.state.in_(_OPEN_CASE_STATES))
+        union = overdue.union(open_cases).subquery()
+        return select(union.c.account_id)
+
+    def candidates(self, run_date: date, judged_at: datetime | None = None) -> Sequence[str]:
+        query = self._candidates(judged_at or _legacy_judged_at(run_date))
+        return list(self.session.scalars(query.order_by("account_id")))
+
+    def add(self, run_id: str, run_date: date, judged_at: datetime, now: datetime) -> int:
+        """The run and a PENDING item per candidate, written by the database itself
+        (``INSERT ... SELECT``): no account id travels to Python. How many items."""
         try:
             self.session.execute(
                 insert(dunning_runs).values(
                     run_id=run_id,
                     run_date=run_date,
                     state="RUNNING",
-                    accounts_total=len(account_ids),
+                    accounts_total=0,
+                    judged_at=judged_at,
                     start_time=now,
                 )
             )
         except IntegrityError as exc:
             # A concurrent start took the date (unique): the caller resumes that run.
             raise Aborted(f"the run of {run_date} was started concurrently") from exc
-        rows = [
-            {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
-            for a in account_ids
-        ]
-        for start in range(0, len(rows), 5000):
-            self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
+        added = self._insert_items(run_id, self._candidates(judged_at))
+        self.session.execute(
+            update(dunning_runs).where(dunning_runs.c.run_id == run_id).values(accounts_total=added)
+        )
+        return added
 
-    def add_missing(self, run_id: str, account_ids: Sequence[str]) -> int:
-        present = set(
-            self.session.scalars(
-                select(dunning_run_items.c.account_id).where(dunning_run_items.c.run_id == run_id)
+    def _insert_items(self, run_id: str, candidates: Select[tuple[str]]) -> int:
+        """Insert a PENDING item per candidate; how many the run has now (PostgreSQL
+        does not report the row count of an ``INSERT ... SELECT`` through every driver)."""
+        found = candidates.subquery()
+        self.session.execute(
+            insert(dunning_run_items).from_select(
+                ["run_id", "account_id", "status", "escalated"],
+                select(
+                    literal(run_id, dunning_run_items.c.run_id.type),
+                    found.c.account_id,
+                    literal("PENDING", dunning_run_items.c.status.type),
+                    literal(False, dunning_run_items.c.escalated.type),
+                ),
             )
         )
-        missing = [a for a in account_ids if a not in present]
-        if not missing:
+        return int(
+            self.session.execute(
+                select(func.count()).where(dunning_run_items.c.run_id == run_id)
+            ).scalar_one()
+        )
+
+    def add_missing(self, run_id: str, judged_at: datetime) -> int:
+        candidates = self._candidates(judged_at).subquery()
+        missing = select(candidates.c.account_id).where(
+            ~select(dunning_run_items.c.account_id)
+            .where(
+                dunning_run_items.c.run_id == run_id,
+                dunning_run_items.c.account_id == candidates.c.account_id,
+            )
+            .exists()
+        )
+        before = self.session.execute(
+            select(dunning_runs.c.accounts_total).where(dunning_runs.c.run_id == run_id)
+        ).scalar_one()
+        total = self._insert_items(run_id, missing)
+        if total == before:
             return 0
-        rows = [
-            {"run_id": run_id, "account_id": a, "status": "PENDING", "escalated": False}
-            for a in missing
-        ]
-        for start in range(0, len(rows), 5000):
-            self.session.execute(insert(dunning_run_items), rows[start : start + 5000])
         self.session.execute(
             update(dunning_runs)
             .where(dunning_runs.c.run_id == run_id)
-            .values(
-                state="RUNNING",
-                end_time=None,
-                accounts_total=dunning_runs.c.accounts_total + len(missing),
-            )
+            .values(state="RUNNING", end_time=None, accounts_total=total)
         )
-        return len(missing)
+        return total - before
 
     def pending(self, run_id: str) -> Sequence[str]:
         return list(
@@ -368,24 +485,33 @@ class SqlReactions:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._new: list[dict[str, object]] = []
+        self._new: list[dict[str, Any]] = []
+        self._buffered: set[str] = set()
         self._known: set[str] | None = None
 
-    def preload(self, account_ids: Sequence[str]) -> None:
-        self._known = set(
-            self.session.scalars(
-                select(dunning_reactions.c.key).where(
-                    dunning_reactions.c.account_id.in_(list(account_ids))
+    def preload(self, accounts: Sequence[DunnedAccount]) -> None:
+        """Every key a reaction of these accounts' current episodes may have: a key names
+        its episode, so an account not in dunning (its next episode is new) has none."""
+        in_dunning = [a for a in accounts if a.in_dunning]
+        self._known = set()
+        for start in range(0, len(in_dunning), _CHUNK):
+            chunk = in_dunning[start : start + _CHUNK]
+            self._known.update(
+                self.session.scalars(
+                    select(dunning_reactions.c.key).where(
+                        dunning_reactions.c.account_id.in_([a.account_id for a in chunk]),
+                        dunning_reactions.c.episode_id.in_({a.episode_id for a in chunk}),
+                    )
                 )
             )
-        )
 
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
-        buffered = {str(row["key"]) for row in self._new}
+        buffered = self._buffered
         if self._known is not None:
-            return {k for k in keys if k in self._known or k in buffered}
+            known = self._known
+            return {k for k in keys if k in known or k in buffered}
         stored = set(
             self.session.scalars(
                 select(dunning_reactions.c.key).where(dunning_reactions.c.key.in_(list(keys)))
@@ -404,6 +530,7 @@ class SqlReactions:
         now: datetime,
         kind: str | None = None,
     ) -> None:
+        self._buffered.add(planned.key)
         self._new.append(
             {
                 "key": planned.key,
@@ -427,11 +554,13 @@ class SqlReactions:
         )
 
     def flush(self) -> None:
-        """Insert the new reactions in one statement; a key a concurrent unit took fails here
-        (IntegrityError, turned into ABORTED by the unit of work) and nothing commits."""
+        """Insert the new reactions together (``COPY`` on PostgreSQL); a key a concurrent
+        unit took fails here (IntegrityError, turned into ABORTED by the unit of work)
+        and nothing commits."""
         if self._new:
-            self.session.execute(insert(dunning_reactions), self._new)
+            copy_rows(self.session, dunning_reactions, self._new)
             self._new = []
+            self._buffered = set()
 
     def _records(self, query: object) -> list[ReactionRecord]:
         rows = self.session.execute(query).all()  # type: ignore[call-overload]
