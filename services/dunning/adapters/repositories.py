@@ -415,9 +415,11 @@ class SqlRuns:
             )
             .exists()
         )
-        before = self.session.execute(
-            select(dunning_runs.c.accounts_total).where(dunning_runs.c.run_id == run_id)
-        ).scalar_one()
+        before = int(
+            self.session.execute(
+                select(dunning_runs.c.accounts_total).where(dunning_runs.c.run_id == run_id)
+            ).scalar_one()
+        )
         total = self._insert_items(run_id, missing)
         if total == before:
             return 0
