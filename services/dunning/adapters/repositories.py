@@ -9,10 +9,13 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Select,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     false,
     func,
@@ -20,10 +23,13 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from services.common.errors import Aborted
 from services.dunning.adapters.orm import (
@@ -85,11 +91,68 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
         raise IntegrityError(f"COPY {table.name}", None, exc) from exc
 
 
+def among(session: Session, column: Column[str], values: Sequence[str]) -> ColumnElement[bool]:
+    """``column`` is one of ``values``: one array parameter on PostgreSQL (the statement's
+    text stays the same whatever the count, so it is parsed once, not a thousand
+    placeholders per message), ``IN`` elsewhere."""
+    if is_postgres(session):
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
+    return column.in_(list(values))
+
+
+def _unnest_update(
+    session: Session,
+    table: str,
+    key: str,
+    columns: dict[str, str],
+    rows: Sequence[dict[str, Any]],
+    *,
+    version: bool = False,
+) -> int:
+    """PostgreSQL: update many rows with one statement, ``UPDATE ... FROM unnest(arrays)``
+    (one parameter per column, whatever the number of rows); with ``version`` each row
+    names the version it read and gets it plus one. The number of rows updated."""
+    names = [key, *(["version"] if version else []), *columns]
+    types = {key: "varchar", "version": "integer", **columns}
+    sets = ", ".join(f"{c} = v.{c}" for c in columns)
+    if version:
+        sets += f", version = {table}.version + 1"
+    sources = ", ".join(f"CAST(:{n} AS {types[n]}[])" for n in names)
+    check = f" AND {table}.version = v.version" if version else ""
+    statement = text(
+        f"UPDATE {table} SET {sets} FROM unnest({sources}) AS v({', '.join(names)})"
+        f" WHERE {table}.{key} = v.{key}{check}"
+    )
+    params = {name: [row[name] for row in rows] for name in names}
+    return int(session.execute(statement, params).rowcount)  # type: ignore[attr-defined]
+
+
 @lru_cache(maxsize=256)
 def _parsed(document: str, version: int) -> Policy:
     """Policies are read by every work message: parse each stored version once per process
     (a stored version never changes; a parsed ``Policy`` is immutable)."""
     return read_policy(document, version=version)
+
+
+# What judging an account changes (its case), with the PostgreSQL type of each.
+_CASE_COLUMNS: dict[str, str] = {
+    "episode_id": "varchar",
+    "state": "varchar",
+    "level": "integer",
+    "level_since": "date",
+    "started_on": "date",
+    "ended_on": "date",
+    "end_reason": "varchar",
+    "policy_code": "varchar",
+    "policy_version": "integer",
+    "service_action": "varchar",
+}
+# What judging changes on an invoice.
+_JUDGED_INVOICE_COLUMNS: dict[str, str] = {
+    "highest_level": "integer",
+    "fees_charged": "numeric",
+    "interest_through": "date",
+}
 
 
 class SqlAccounts:
@@ -103,17 +166,40 @@ class SqlAccounts:
         self.session.add(account)
 
     def save_many(self, accounts: Sequence[DunnedAccount]) -> None:
-        """Write the changed ones in one version-checked executemany, not one UPDATE each.
+        """Write the changed ones together, version-checked, not one ORM UPDATE each.
 
         The ORM flushes a versioned row with an UPDATE of its own (it must check each
-        row's count); a work message changes up to 50 accounts, so that was 50 round
-        trips. Here every row names the version it read; if any was changed meanwhile,
-        the total row count falls short and the unit is ABORTED, as the ORM would.
+        row's count); a work message changes up to a thousand accounts. Here every row
+        names the version it read; if any was changed meanwhile, the total row count
+        falls short and the unit is ABORTED, as the ORM would. The daily run changes
+        only an account's case (``_CASE_COLUMNS``): on PostgreSQL those are written by
+        one ``UPDATE ... FROM unnest``, elsewhere by an executemany of every column.
         The rows are then no longer tracked by the session (nothing to flush twice).
         """
-        changed = [a for a in accounts if self.session.is_modified(a)]
+        changed = [a for a in accounts if instance_state(a).modified]
         if not changed:
             return
+        if is_postgres(self.session):
+            rows = [
+                {
+                    "account_id": a.account_id,
+                    "version": a.version,
+                    **{name: getattr(a, name) for name in _CASE_COLUMNS},
+                    "state": str(a.state),  # a StrEnum, or the text as loaded
+                }
+                for a in changed
+            ]
+            updated = _unnest_update(
+                self.session, "dunned_accounts", "account_id", _CASE_COLUMNS, rows, version=True
+            )
+        else:
+            updated = self._save_each(changed)
+        if updated != len(changed):
+            raise Aborted("an account changed while the run judged it; retry")
+        for account in changed:
+            self.session.expunge(account)
+
+    def _save_each(self, changed: Sequence[DunnedAccount]) -> int:
         columns = [c.name for c in dunned_accounts.c if c.name not in ("account_id", "version")]
         rows = [
             {
@@ -134,16 +220,13 @@ class SqlAccounts:
         )
         connection = self.session.connection()
         if connection.dialect.supports_sane_multi_rowcount:
-            updated = connection.execute(statement, rows).rowcount
-        else:
-            updated = sum(connection.execute(statement, row).rowcount for row in rows)
-        if updated != len(rows):
-            raise Aborted("an account changed while the run judged it; retry")
-        for account in changed:
-            self.session.expunge(account)
+            return int(connection.execute(statement, rows).rowcount)
+        return sum(connection.execute(statement, row).rowcount for row in rows)
 
     def get_many(self, account_ids: Sequence[str]) -> Sequence[DunnedAccount]:
-        query = select(DunnedAccount).where(dunned_accounts.c.account_id.in_(list(account_ids)))
+        query = select(DunnedAccount).where(
+            among(self.session, dunned_accounts.c.account_id, account_ids)
+        )
         return list(self.session.scalars(query))
 
     def in_dunning(
@@ -192,8 +275,30 @@ class SqlInvoices:
         query = select(DunnedInvoice).where(dunned_invoices.c.account_id == account_id)
         return list(self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)))
 
+    def save_judged(self, invoices: Sequence[DunnedInvoice]) -> None:
+        """PostgreSQL: write what judging changed on these invoices (level, fees, interest)
+        with one ``UPDATE ... FROM unnest`` instead of the ORM's executemany at commit.
+        Elsewhere the ORM writes them at commit as usual."""
+        if not is_postgres(self.session):
+            return
+        changed = [i for i in invoices if instance_state(i).modified]
+        if not changed:
+            return
+        rows = [
+            {
+                "invoice_id": i.invoice_id,
+                **{name: getattr(i, name) for name in _JUDGED_INVOICE_COLUMNS},
+            }
+            for i in changed
+        ]
+        _unnest_update(self.session, "dunned_invoices", "invoice_id", _JUDGED_INVOICE_COLUMNS, rows)
+        for invoice in changed:
+            self.session.expunge(invoice)
+
     def of_accounts(self, account_ids: Sequence[str]) -> dict[str, list[DunnedInvoice]]:
-        query = select(DunnedInvoice).where(dunned_invoices.c.account_id.in_(list(account_ids)))
+        query = select(DunnedInvoice).where(
+            among(self.session, dunned_invoices.c.account_id, account_ids)
+        )
         found: dict[str, list[DunnedInvoice]] = {}
         for invoice in self.session.scalars(query.order_by(dunned_invoices.c.invoice_id)):
             found.setdefault(invoice.account_id, []).append(invoice)
@@ -446,7 +551,7 @@ class SqlRuns:
             self.session.scalars(
                 select(dunning_run_items.c.account_id).where(
                     dunning_run_items.c.run_id == run_id,
-                    dunning_run_items.c.account_id.in_(list(account_ids)),
+                    among(self.session, dunning_run_items.c.account_id, account_ids),
                     dunning_run_items.c.status == "PENDING",
                 )
             )
@@ -461,7 +566,7 @@ class SqlRuns:
                     update(dunning_run_items)
                     .where(
                         dunning_run_items.c.run_id == run_id,
-                        dunning_run_items.c.account_id.in_(chosen),
+                        among(self.session, dunning_run_items.c.account_id, chosen),
                     )
                     .values(status="DONE", escalated=flag)
                 )
@@ -501,8 +606,16 @@ class SqlReactions:
             self._known.update(
                 self.session.scalars(
                     select(dunning_reactions.c.key).where(
-                        dunning_reactions.c.account_id.in_([a.account_id for a in chunk]),
-                        dunning_reactions.c.episode_id.in_({a.episode_id for a in chunk}),
+                        among(
+                            self.session,
+                            dunning_reactions.c.account_id,
+                            [a.account_id for a in chunk],
+                        ),
+                        among(
+                            self.session,
+                            dunning_reactions.c.episode_id,
+                            sorted({a.episode_id for a in chunk}),
+                        ),
                     )
                 )
             )

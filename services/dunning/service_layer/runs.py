@@ -164,6 +164,7 @@ def judge_many(
             if cases.judge(uow, account, invoices.get(account_id, []), today, policy):
                 escalated.add(account_id)
         uow.accounts.save_many(list(accounts.values()))
+        uow.invoices.save_judged([i for found in invoices.values() for i in found])
         uow.runs.finish_items(run_id, pending, escalated=escalated)
         uow.commit()
 
