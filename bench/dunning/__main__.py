@@ -62,20 +62,52 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _watch_backends(engine: object, pids: set[int]) -> None:
+    """Remember the PostgreSQL backend process of every connection ``engine`` opens."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")  # type: ignore[misc]
+    def _pid(dbapi_connection: object, _: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        cursor.execute("SELECT pg_backend_pid()")
+        pids.add(int(cursor.fetchone()[0]))
+        cursor.close()
+
+
+def _backend_cpu(pids: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each of these PostgreSQL backends has used so far (the
+    server runs on this machine; /proc tells)."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return used
+
+
 _worker: dict[str, object] = {}
+_worker_pids: set[int] = set()
 
 
 def _worker_start(url: str, schema: str) -> None:
     """Each worker process: its own engine and sessions (nothing shared across a fork)."""
     engine = make_engine(url, schema, pool_size=2, instrument=False)
+    _worker_pids.clear()
+    _watch_backends(engine, _worker_pids)
     sessions = session_factory(engine)
     clock = ManualClock(datetime.combine(RUN_DATE, datetime.min.time(), UTC) + timedelta(hours=2))
     _worker["uow"] = lambda: SqlDunningUnitOfWork(sessions, clock=clock)
 
 
-def _worker_process(run_id: str, account_ids: Sequence[str]) -> int:
+def _worker_process(run_id: str, account_ids: Sequence[str]) -> dict[int, float]:
+    """Judge one message; the CPU its worker's PostgreSQL backends have used so far."""
     runs.process(_worker["uow"], run_id, account_ids)  # type: ignore[arg-type]
-    return len(account_ids)
+    return _backend_cpu(_worker_pids)
 
 
 def seed(engine: object, accounts: int, overdue_every: int) -> None:
@@ -157,6 +189,9 @@ def main() -> None:
         rows, floor_s = floor(engine)
         rss_before = _rss_mib()
 
+        backends: set[int] = set()
+        _watch_backends(engine, backends)
+        engine.dispose()  # connections from here on are watched
         load_before = os.getloadavg()
         cpu_before = time.process_time()
         started = time.perf_counter()
@@ -168,6 +203,7 @@ def main() -> None:
             pending[i : i + runs.ACCOUNTS_PER_MESSAGE]
             for i in range(0, len(pending), runs.ACCOUNTS_PER_MESSAGE)
         ]
+        worker_backends: dict[int, float] = {}
         if args.workers <= 1:
             for batch in batches:  # in this process (profilers see it)
                 runs.process(uow, run.run_id, batch)
@@ -178,8 +214,10 @@ def main() -> None:
                 initializer=_worker_start,
                 initargs=(args.database_url, schema),
             ) as pool:
-                list(pool.map(_worker_process, [run.run_id] * len(batches), batches))
+                for used in pool.map(_worker_process, [run.run_id] * len(batches), batches):
+                    worker_backends.update(used)  # cumulative per backend: the last is all
         run_s = time.perf_counter() - started
+        server_cpu_s = sum(_backend_cpu(backends).values()) + sum(worker_backends.values())
         cpu_s = time.process_time() - cpu_before + _cpu_seconds(resource.RUSAGE_CHILDREN)
         load_after = os.getloadavg()
         with uow() as unit:
@@ -203,7 +241,8 @@ def main() -> None:
         print(
             f"  per account: wall {run_s / judged * 1e3:.3f} ms, client CPU "
             f"{cpu_s / judged * 1e3:.3f} ms ({cpu_s:.1f} s CPU in this process and its "
-            "workers; PostgreSQL's own CPU not counted)"
+            f"workers), PostgreSQL CPU {server_cpu_s / judged * 1e3:.3f} ms "
+            f"({server_cpu_s:.1f} s in the run's backends)"
         )
         print(
             "  load average (1/5/15 min): before "

@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.state import InstanceState
 
 from services.common.errors import Aborted
 from services.dunning.adapters.orm import (
@@ -119,9 +120,12 @@ def _unnest_update(
         sets += f", version = {table}.version + 1"
     sources = ", ".join(f"CAST(:{n} AS {types[n]}[])" for n in names)
     check = f" AND {table}.version = v.version" if version else ""
+    # The key also as ``= ANY``: without it the planner joins the unnest (which it
+    # guesses small) by hashing the whole table, 165 ms instead of 22 at 100,000 rows.
     statement = text(
         f"UPDATE {table} SET {sets} FROM unnest({sources}) AS v({', '.join(names)})"
         f" WHERE {table}.{key} = v.{key}{check}"
+        f" AND {table}.{key} = ANY(CAST(:{key} AS varchar[]))"
     )
     params = {name: [row[name] for row in rows] for name in names}
     return int(session.execute(statement, params).rowcount)  # type: ignore[attr-defined]
@@ -155,6 +159,14 @@ _JUDGED_INVOICE_COLUMNS: dict[str, str] = {
 }
 
 
+def _written(session: Session, instances: Sequence[object]) -> None:
+    """Tell the session these objects' changes are in the database, as its own flush
+    would (SQLAlchemy's internal mass "commit all"): nothing left to write at commit.
+    Far cheaper than ``expunge`` (which walks cascades) for a message's thousand."""
+    states = [instance_state(i) for i in instances]
+    InstanceState._commit_all_states([(s, s.dict) for s in states], session.identity_map)
+
+
 class SqlAccounts:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -174,7 +186,7 @@ class SqlAccounts:
         falls short and the unit is ABORTED, as the ORM would. The daily run changes
         only an account's case (``_CASE_COLUMNS``): on PostgreSQL those are written by
         one ``UPDATE ... FROM unnest``, elsewhere by an executemany of every column.
-        The rows are then no longer tracked by the session (nothing to flush twice).
+        The rows are then clean for the session (nothing to flush twice).
         """
         changed = [a for a in accounts if instance_state(a).modified]
         if not changed:
@@ -197,7 +209,8 @@ class SqlAccounts:
         if updated != len(changed):
             raise Aborted("an account changed while the run judged it; retry")
         for account in changed:
-            self.session.expunge(account)
+            set_committed_value(account, "version", account.version + 1)
+        _written(self.session, changed)
 
     def _save_each(self, changed: Sequence[DunnedAccount]) -> int:
         columns = [c.name for c in dunned_accounts.c if c.name not in ("account_id", "version")]
@@ -292,8 +305,7 @@ class SqlInvoices:
             for i in changed
         ]
         _unnest_update(self.session, "dunned_invoices", "invoice_id", _JUDGED_INVOICE_COLUMNS, rows)
-        for invoice in changed:
-            self.session.expunge(invoice)
+        _written(self.session, changed)
 
     def of_accounts(self, account_ids: Sequence[str]) -> dict[str, list[DunnedInvoice]]:
         query = select(DunnedInvoice).where(
