@@ -40,6 +40,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from services.common.clock import ManualClock
 from services.common.db import make_engine
+from services.common.heap import settle_heap
 from services.common.migrations import upgrade_to_head
 from services.dunning.adapters.orm import dunning_reactions, kit
 from services.dunning.adapters.unit_of_work import SqlDunningUnitOfWork, session_factory
@@ -102,6 +103,7 @@ def _worker_start(url: str, schema: str) -> None:
     sessions = session_factory(engine)
     clock = ManualClock(datetime.combine(RUN_DATE, datetime.min.time(), UTC) + timedelta(hours=2))
     _worker["uow"] = lambda: SqlDunningUnitOfWork(sessions, clock=clock)
+    settle_heap()  # as the service does once built (bootstrap.run)
 
 
 def _worker_process(run_id: str, account_ids: Sequence[str]) -> dict[int, float]:
@@ -189,6 +191,7 @@ def main() -> None:
         rows, floor_s = floor(engine)
         rss_before = _rss_mib()
 
+        settle_heap()  # as the service does once built (bootstrap.run)
         backends: set[int] = set()
         _watch_backends(engine, backends)
         engine.dispose()  # connections from here on are watched
