@@ -155,12 +155,22 @@ def judge_many(
         invoices = uow.invoices.of_accounts(pending)
         uow.reactions.preload(list(accounts.values()))
         escalated = set()
+        # Per message, not per account: the policy of each (group, reseller) and the
+        # date of each zone at the run's instant.
+        chosen: dict[tuple[str, str], StoredPolicy | None] = {}
+        dates: dict[str, date] = {}
         for account_id in pending:
             account = accounts.get(account_id)
             if account is None:
                 continue
-            policy = cases.policy_for(policies, account)
-            today = account.local_date(judged_at)
+            key = (account.group_id, account.reseller_id)
+            if key not in chosen:
+                chosen[key] = cases.stored_policy_for(policies, account)
+            stored = chosen[key]
+            today = dates.get(account.time_zone)
+            if today is None:
+                today = dates[account.time_zone] = account.local_date(judged_at)
+            policy = stored.policy if stored is not None else None
             if cases.judge(uow, account, invoices.get(account_id, []), today, policy):
                 escalated.add(account_id)
         uow.accounts.save_many(list(accounts.values()))
