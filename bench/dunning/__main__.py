@@ -8,7 +8,7 @@ and a late fee each), the rest paid. Then, in the same process and schema:
    projection rows and their invoices): how fast PostgreSQL hands them over at all;
 2. **run**: ``start_run`` (the run and one work item per candidate by one
    ``INSERT ... SELECT``, the work messages in the outbox) then the work messages done
-   by ``--workers`` worker processes (forked, each with its own engine, as the stream
+   by ``--workers`` worker processes (spawned, each with its own engine, as the stream
    workers are separate processes), each message of 1,000 accounts judged in one
    transaction (ADR 0050, 0070): read the pending accounts and their invoices, judge,
    store the reactions under their keys and the events in the outbox (``COPY``), write
@@ -31,9 +31,8 @@ import multiprocessing
 import os
 import resource
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
@@ -47,69 +46,16 @@ from services.dunning.adapters.unit_of_work import SqlDunningUnitOfWork, session
 from services.dunning.bootstrap import MIGRATIONS
 from services.dunning.service_layer import handlers, runs
 
+from .workers import RUN_DATE, backend_cpu, watch_backends, worker_process, worker_start
+
 DEFAULT_URL = os.environ.get(
     "RECKON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dunning-policy.yaml"
-RUN_DATE = date(2027, 3, 15)
 
 
 def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
-
-
-def _cpu_seconds(who: int) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _watch_backends(engine: object, pids: set[int]) -> None:
-    """Remember the PostgreSQL backend process of every connection ``engine`` opens."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")  # type: ignore[misc]
-    def _pid(dbapi_connection: object, _: object) -> None:
-        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute("SELECT pg_backend_pid()")
-        pids.add(int(cursor.fetchone()[0]))
-        cursor.close()
-
-
-def _backend_cpu(pids: set[int]) -> dict[int, float]:
-    """CPU seconds (user + system) each of these PostgreSQL backends has used so far (the
-    server runs on this machine; /proc tells)."""
-    used = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
-    return used
-
-
-_worker: dict[str, object] = {}
-_worker_pids: set[int] = set()
-
-
-def _worker_start(url: str, schema: str) -> None:
-    """Each worker process: its own engine and sessions (nothing shared across a fork)."""
-    engine = make_engine(url, schema, pool_size=2, instrument=False)
-    _worker_pids.clear()
-    _watch_backends(engine, _worker_pids)
-    sessions = session_factory(engine)
-    clock = ManualClock(datetime.combine(RUN_DATE, datetime.min.time(), UTC) + timedelta(hours=2))
-    _worker["uow"] = lambda: SqlDunningUnitOfWork(sessions, clock=clock)
-    settle_heap()  # as the service does once built (bootstrap.run)
-
-
-def _worker_process(run_id: str, account_ids: Sequence[str]) -> dict[int, float]:
-    """Judge one message; the CPU its worker's PostgreSQL backends have used so far."""
-    runs.process(_worker["uow"], run_id, account_ids)  # type: ignore[arg-type]
-    return _backend_cpu(_worker_pids)
 
 
 def seed(engine: object, accounts: int, overdue_every: int) -> None:
@@ -193,7 +139,7 @@ def main() -> None:
 
         settle_heap()  # as the service does once built (bootstrap.run)
         backends: set[int] = set()
-        _watch_backends(engine, backends)
+        watch_backends(engine, backends)
         engine.dispose()  # connections from here on are watched
         load_before = os.getloadavg()
         cpu_before = time.process_time()
@@ -207,21 +153,25 @@ def main() -> None:
             for i in range(0, len(pending), runs.ACCOUNTS_PER_MESSAGE)
         ]
         worker_backends: dict[int, float] = {}
+        worker_cpu: dict[int, float] = {}
         if args.workers <= 1:
             for batch in batches:  # in this process (profilers see it)
                 runs.process(uow, run.run_id, batch)
         else:
             with ProcessPoolExecutor(
                 args.workers,
-                mp_context=multiprocessing.get_context("fork"),
-                initializer=_worker_start,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_start,
                 initargs=(args.database_url, schema),
             ) as pool:
-                for used in pool.map(_worker_process, [run.run_id] * len(batches), batches):
-                    worker_backends.update(used)  # cumulative per backend: the last is all
+                for pid, cpu, used in pool.map(
+                    worker_process, [run.run_id] * len(batches), batches
+                ):
+                    worker_cpu[pid] = cpu  # cumulative per worker: the last is all
+                    worker_backends.update(used)  # the same per backend
         run_s = time.perf_counter() - started
-        server_cpu_s = sum(_backend_cpu(backends).values()) + sum(worker_backends.values())
-        cpu_s = time.process_time() - cpu_before + _cpu_seconds(resource.RUSAGE_CHILDREN)
+        server_cpu_s = sum(backend_cpu(backends).values()) + sum(worker_backends.values())
+        cpu_s = time.process_time() - cpu_before + sum(worker_cpu.values())
         load_after = os.getloadavg()
         with uow() as unit:
             done = unit.runs.get(run.run_id)
@@ -244,7 +194,7 @@ def main() -> None:
         print(
             f"  per account: wall {run_s / judged * 1e3:.3f} ms, client CPU "
             f"{cpu_s / judged * 1e3:.3f} ms ({cpu_s:.1f} s CPU in this process and its "
-            f"workers), PostgreSQL CPU {server_cpu_s / judged * 1e3:.3f} ms "
+            f"workers once started), PostgreSQL CPU {server_cpu_s / judged * 1e3:.3f} ms "
             f"({server_cpu_s:.1f} s in the run's backends)"
         )
         print(
