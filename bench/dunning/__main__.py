@@ -154,6 +154,7 @@ def main() -> None:
         ]
         worker_backends: dict[int, float] = {}
         worker_cpu: dict[int, float] = {}
+        worker_rss = 0.0
         if args.workers <= 1:
             for batch in batches:  # in this process (profilers see it)
                 runs.process(uow, run.run_id, batch)
@@ -164,11 +165,12 @@ def main() -> None:
                 initializer=worker_start,
                 initargs=(args.database_url, schema),
             ) as pool:
-                for pid, cpu, used in pool.map(
+                for pid, cpu, used, rss in pool.map(
                     worker_process, [run.run_id] * len(batches), batches
                 ):
                     worker_cpu[pid] = cpu  # cumulative per worker: the last is all
                     worker_backends.update(used)  # the same per backend
+                    worker_rss = max(worker_rss, rss)
         run_s = time.perf_counter() - started
         server_cpu_s = sum(backend_cpu(backends).values()) + sum(worker_backends.values())
         cpu_s = time.process_time() - cpu_before + sum(worker_cpu.values())
@@ -182,7 +184,6 @@ def main() -> None:
             ).scalar_one()
             events = connection.execute(select(func.count()).select_from(kit.outbox)).scalar_one()
         rss_after = _rss_mib()
-        worker_rss = _rss_mib(resource.RUSAGE_CHILDREN)
         judged = done.accounts_done
         print(
             f"run {done.state}: {judged:,} of {done.accounts_total:,} accounts judged, "

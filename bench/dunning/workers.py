@@ -62,9 +62,21 @@ def worker_start(url: str, schema: str) -> None:
     _worker["ready_cpu"] = time.process_time()  # what starting the process cost is not counted
 
 
-def worker_process(run_id: str, account_ids: Sequence[str]) -> tuple[int, float, dict[int, float]]:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since it started its program (``VmHWM``:
+    unlike ``ru_maxrss`` it does not count the parent's pages from before ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def worker_process(
+    run_id: str, account_ids: Sequence[str]
+) -> tuple[int, float, dict[int, float], float]:
     """Judge one message. Returns this worker's pid, the CPU it has used since it was
-    ready and the CPU its PostgreSQL backends have used so far (all cumulative)."""
+    ready, the CPU its PostgreSQL backends have used so far (all cumulative) and its
+    peak RSS."""
     runs.process(_worker["uow"], run_id, account_ids)  # type: ignore[arg-type]
     used = time.process_time() - float(_worker["ready_cpu"])  # type: ignore[arg-type]
-    return os.getpid(), used, backend_cpu(_worker_pids)
+    return os.getpid(), used, backend_cpu(_worker_pids), peak_rss_mib()
