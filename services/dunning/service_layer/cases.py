@@ -97,14 +97,12 @@ def judge(
         previous = account.level
         account.level = reached
         account.level_since = today
-        for invoice in invoices:
-            if invoice.overdue_amount(today) > 0:
-                invoice.highest_level = max(invoice.highest_level, reached)
+        overdue = [i for i in invoices if i.overdue_amount(today) > 0]
+        for invoice in overdue:
+            invoice.highest_level = max(invoice.highest_level, reached)
         level = policy.level(reached)
         assert level is not None
-        _record_levels(
-            uow, account, [i for i in invoices if i.overdue_amount(today) > 0], reached, today
-        )
+        _record_levels(uow, account, overdue, reached, today)
         uow.publish(
             events.DunningLevelReached(
                 account_id=account.account_id,
