@@ -23,7 +23,6 @@ _ID = sa.String(40)
 _CODE = sa.String(64)
 # Enums are stored as text (see orm._enum): a new state is a code change, not a migration.
 _STATE = sa.String(16)
-_TS = sa.DateTime(timezone=True)  # the kit's tables use plain DateTime
 
 
 def upgrade() -> None:

@@ -25,7 +25,6 @@ depends_on: str | Sequence[str] | None = None
 
 _ID = sa.String(40)
 _CODE = sa.String(64)
-_TS = sa.DateTime(timezone=True)  # the kit's tables use plain DateTime
 
 
 def upgrade() -> None:
