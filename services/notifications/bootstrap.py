@@ -30,8 +30,10 @@ from services.common.config import ConfigError
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
 from services.common.migrations import upgrade_to_head
+from services.common.outbox import OutboxRelay
 from services.common.redis_kit import connect
 from services.common.streams import StreamConsumer
+from services.notifications.adapters.orm import kit
 from services.notifications.adapters.smpp import SmppGateway
 from services.notifications.adapters.smtp import SmtpEmailSender
 from services.notifications.adapters.templates import JinjaRenderer
@@ -93,6 +95,7 @@ class NotificationsApp:
     engine: Engine
     uow_factory: Callable[[], NotificationsUnitOfWork]
     redis: aioredis.Redis
+    relay: OutboxRelay
     consumer: StreamConsumer
     dispatcher: Dispatcher
     servicer: NotificationsServicer
@@ -183,6 +186,8 @@ async def build(
     rules = load_rules(settings.rules_file, renderer)
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
+    # MessageStatusChanged events: committed with the status, relayed to the stream.
+    relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
     channels = channels or default_channels(settings)
     holder: list[Dispatcher] = []
 
@@ -191,7 +196,7 @@ async def build(
             holder[0].notify()
 
     def uow_factory() -> NotificationsUnitOfWork:
-        return SqlNotificationsUnitOfWork(sessions, clock=clock)
+        return SqlNotificationsUnitOfWork(sessions, clock=clock, after_commit=relay.notify)
 
     dispatcher = Dispatcher(
         uow_factory,
@@ -218,6 +223,7 @@ async def build(
         engine=engine,
         uow_factory=uow_factory,
         redis=client,
+        relay=relay,
         consumer=notifications_consumer(
             client,
             uow_factory,
@@ -265,7 +271,8 @@ async def start(
         raise
     service = RunningNotifications(app=app, server=server)
     service._tasks = [
-        asyncio.create_task(app.consumer.run(service._stop), name="notifications-consumer")
+        asyncio.create_task(app.consumer.run(service._stop), name="notifications-consumer"),
+        asyncio.create_task(app.relay.run(service._stop), name="notifications-outbox-relay"),
     ]
     if dispatch:
         service._tasks.append(

@@ -18,7 +18,7 @@ from services.notifications.adapters.repositories import (
 )
 from services.notifications.service_layer.unit_of_work import NotificationsUnitOfWork
 
-SOURCE = "notifications"  # its own events (none yet) would go to reckon:events:notifications
+SOURCE = "notifications"  # its events (MessageStatusChanged) go to reckon:events:notifications
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

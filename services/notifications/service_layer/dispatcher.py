@@ -36,6 +36,7 @@ from services.common.ids import new_id
 from services.common.telemetry import tracer
 from services.notifications.domain.model import Category, Channel, Message, MessageStatus
 from services.notifications.domain.signing import sign
+from services.notifications.service_layer.handlers import announce
 from services.notifications.service_layer.ports import (
     Attachment,
     EmailSender,
@@ -257,6 +258,8 @@ class Dispatcher:
             else:
                 message.failed(now, detail, bounced=outcome == "bounced")
                 log.warning("message %s %s: %s", message_id, message.status.value, detail)
+            if message.status is not MessageStatus.QUEUED:
+                announce(uow, message, now)
             uow.commit()
 
     # -- webhooks ---------------------------------------------------------------------------
@@ -334,29 +337,29 @@ class Dispatcher:
         assert endpoint is not None
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, endpoint.disabled_reason)
         event_id = f"{endpoint_id}.disabled.{int(now.timestamp())}"
-        uow.messages.add(
-            Message(
-                message_id=new_id("msg"),
-                event_id=event_id,
-                event_type="WebhookEndpointDisabled",
-                channel=Channel.EMAIL,
-                recipient=endpoint.owner_email,
-                customer_id="",
-                invoice_id="",
-                template="webhook_disabled",
-                language="en",
-                category=Category.SERVICE,
-                payload={
-                    "event": {"endpoint_id": endpoint_id, "url": endpoint.url},
-                    "customer": {"display_name": "", "email": endpoint.owner_email},
-                    "attach": [],
-                },
-                status=MessageStatus.QUEUED,
-                created_at=now,
-                next_attempt_at=now,
-                updated_at=now,
-            )
+        notice = Message(
+            message_id=new_id("msg"),
+            event_id=event_id,
+            event_type="WebhookEndpointDisabled",
+            channel=Channel.EMAIL,
+            recipient=endpoint.owner_email,
+            customer_id="",
+            invoice_id="",
+            template="webhook_disabled",
+            language="en",
+            category=Category.SERVICE,
+            payload={
+                "event": {"endpoint_id": endpoint_id, "url": endpoint.url},
+                "customer": {"display_name": "", "email": endpoint.owner_email},
+                "attach": [],
+            },
+            status=MessageStatus.QUEUED,
+            created_at=now,
+            next_attempt_at=now,
+            updated_at=now,
         )
+        uow.messages.add(notice)
+        announce(uow, notice, now)
 
     # -- SMS delivery receipts --------------------------------------------------------------
     async def poll_receipts(self) -> int:
@@ -375,7 +378,8 @@ class Dispatcher:
                 if message is None:
                     log.info("delivery receipt for unknown SMS %s (%s)", provider_id, state)
                     continue
-                message.receipt(now, delivered, f"SMSC: {state}")
+                if message.receipt(now, delivered, f"SMSC: {state}"):
+                    announce(uow, message, now)
             uow.commit()
 
 
