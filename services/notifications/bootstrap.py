@@ -102,7 +102,7 @@ class NotificationsApp:
     channels: Channels
 
     async def close_clients(self) -> None:
-        for client in (self.channels.webhooks, self.channels.documents):
+        for client in (self.channels.email, self.channels.webhooks, self.channels.documents):
             closer = getattr(client, "aclose", None)
             if closer is not None:
                 await closer()

@@ -24,7 +24,7 @@ from services.notifications.service_layer.ports import (
 )
 from suite.mail_catcher import MailCatcher
 from suite.redis_server import free_port
-from tests.integration.notifications.smsc import SmscSimulator
+from suite.smsc import SmscSimulator
 
 
 def sample_pdf(size: int = 50_000) -> bytes:
