@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifications.adapters.orm import (
@@ -27,6 +27,19 @@ from services.notifications.domain.model import (
     WebhookEndpoint,
 )
 from services.notifications.service_layer.unit_of_work import DeliveryAttempt
+
+_OUTCOME_COLUMNS = (
+    "status",
+    "attempts",
+    "last_error",
+    "provider_ref",
+    "response_code",
+    "sent_at",
+    "updated_at",
+    "lease_until",
+    "next_attempt_at",
+    "status_version",
+)
 
 
 class SqlMessageRepository:
@@ -87,6 +100,25 @@ class SqlMessageRepository:
         )
         taken = {row[0] for row in rows}
         return [i for i in message_ids if i in taken]
+
+    def save_outcomes(self, changed: Sequence[Message]) -> None:
+        # One executemany UPDATE of the columns an attempt changes, for a batch of
+        # messages this dispatcher holds (their other columns never change after planning).
+        if not changed:
+            return
+        self._session.execute(
+            update(messages)
+            .where(messages.c.message_id == bindparam("b_message_id"))
+            .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
+            .execution_options(synchronize_session=False),
+            [
+                {
+                    "b_message_id": m.message_id,
+                    **{f"b_{name}": getattr(m, name) for name in _OUTCOME_COLUMNS},
+                }
+                for m in changed
+            ],
+        )
 
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
         # One conditional UPDATE: of two dispatchers only one sees its row change.

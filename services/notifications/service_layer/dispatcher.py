@@ -73,13 +73,17 @@ class Outcome:
     ``webhook`` (a delivery: ``detail`` empty on success, else the error).
     """
 
-    message_id: str
+    message: Message  # as claimed (detached): the record applies the outcome to it
     kind: str
     detail: str
     refs: tuple[str, ...] = ()
     code: int = 0
     elapsed_ms: int = 0
     attempted_at: datetime | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
 
 
 class _Recorder:
@@ -268,7 +272,7 @@ class Dispatcher:
                 return await self._attempt(message)
             except Exception as exc:  # a bug or an unforeseen failure: retried, never lost
                 log.exception("message %s: attempt failed unexpectedly", message.message_id)
-                return Outcome(message.message_id, "retry", f"{type(exc).__name__}: {exc}")
+                return Outcome(message, "retry", f"{type(exc).__name__}: {exc}")
 
     async def _attempt(self, message: Message) -> Outcome:
         refs: list[str] = []
@@ -279,12 +283,12 @@ class Dispatcher:
                 refs = await self._send_sms(message)
                 answer = ",".join(refs)
         except TemplateProblem as exc:
-            return Outcome(message.message_id, "failed", str(exc))
+            return Outcome(message, "failed", str(exc))
         except PermanentFailure as exc:
-            return Outcome(message.message_id, "bounced", str(exc))
+            return Outcome(message, "bounced", str(exc))
         except (TemporaryFailure, OSError, TimeoutError) as exc:
-            return Outcome(message.message_id, "retry", str(exc) or type(exc).__name__)
-        return Outcome(message.message_id, "sent", answer, refs=tuple(refs))
+            return Outcome(message, "retry", str(exc) or type(exc).__name__)
+        return Outcome(message, "sent", answer, refs=tuple(refs))
 
     async def _send_email(self, message: Message) -> str:
         if self._email is None:
@@ -328,7 +332,7 @@ class Dispatcher:
             reason = "endpoint disabled" if endpoint is not None else "endpoint deleted"
             if self._webhooks is None:
                 reason = "webhook delivery is not configured"
-            return Outcome(message.message_id, "failed", reason)
+            return Outcome(message, "failed", reason)
         now = self._clock.now()
         body = _json_bytes(message.payload["body"])
         headers = {
@@ -348,89 +352,92 @@ class Dispatcher:
         except TemporaryFailure as exc:
             error = str(exc) or "no answer"
         elapsed = int((time.perf_counter() - started) * 1000)
-        return Outcome(
-            message.message_id, "webhook", error, code=code, elapsed_ms=elapsed, attempted_at=now
-        )
+        return Outcome(message, "webhook", error, code=code, elapsed_ms=elapsed, attempted_at=now)
 
     # -- recording outcomes -----------------------------------------------------------------
     def _record_batch(self, outcomes: Sequence[Outcome]) -> None:
+        """Apply the outcomes to the claimed messages and write them in one transaction.
+
+        While a dispatcher holds a message's lease nobody else changes it (RetryMessage
+        and replays leave queued messages alone), so the outcome is applied to the
+        message as claimed and written with one executemany UPDATE, not read again.
+        """
+        now = self._clock.now()
+        refs: list[tuple[str, str]] = []
+        attempts: list[DeliveryAttempt] = []
+        deliveries: list[tuple[str, bool]] = []  # (endpoint, delivered) in order
+        for outcome in outcomes:
+            message = outcome.message
+            if outcome.kind == "webhook":
+                attempts.append(
+                    DeliveryAttempt(
+                        attempt_id=new_id("wha"),
+                        endpoint_id=message.recipient,
+                        message_id=message.message_id,
+                        event_type=message.event_type,
+                        attempted_at=outcome.attempted_at or now,
+                        response_code=outcome.code,
+                        error=outcome.detail[:1000],
+                        duration_ms=outcome.elapsed_ms,
+                    )
+                )
+                deliveries.append((message.recipient, not outcome.detail))
+                if not outcome.detail:
+                    message.sent(now, f"HTTP {outcome.code}", response_code=outcome.code)
+                else:
+                    message.failed_for_now(now, outcome.detail, response_code=outcome.code)
+            elif outcome.kind == "sent":
+                message.sent(now, outcome.detail)
+                refs.extend((ref, message.message_id) for ref in outcome.refs)
+            elif outcome.kind == "retry":
+                message.failed_for_now(now, outcome.detail)
+                log.warning(
+                    "message %s: %s; attempt %d",
+                    message.message_id,
+                    outcome.detail,
+                    message.attempts,
+                )
+            else:
+                message.failed(now, outcome.detail, bounced=outcome.kind == "bounced")
+                log.warning(
+                    "message %s %s: %s", message.message_id, message.status.value, outcome.detail
+                )
+        messages = [outcome.message for outcome in outcomes]
         # Webhook outcomes change their endpoint's failure record (a versioned row) and a
-        # dispatcher in another process may change it too: the loser records again.
+        # dispatcher in another process may change it too: the loser writes again.
         for attempt in range(1, _RECORD_ATTEMPTS + 1):
             try:
                 with self._writing:
-                    self._record_batch_once(outcomes)
+                    self._write_outcomes(messages, refs, attempts, deliveries, now)
                 return
             except Aborted:
                 if attempt == _RECORD_ATTEMPTS:
                     raise
 
-    def _record_batch_once(self, outcomes: Sequence[Outcome]) -> None:
+    def _write_outcomes(
+        self,
+        messages: Sequence[Message],
+        refs: Sequence[tuple[str, str]],
+        attempts: Sequence[DeliveryAttempt],
+        deliveries: Sequence[tuple[str, bool]],
+        now: datetime,
+    ) -> None:
         with self._uow_factory() as uow:
-            now = self._clock.now()
-            found = {
-                m.message_id: m for m in uow.messages.get_many([o.message_id for o in outcomes])
-            }
-            endpoints = uow.endpoints.get_many(
-                sorted({m.recipient for m in found.values() if m.channel is Channel.WEBHOOK})
-            )
-            refs: list[tuple[str, str]] = []
-            attempts: list[DeliveryAttempt] = []
-            disabled: list[str] = []
-            for outcome in outcomes:
-                message = found.get(outcome.message_id)
-                if message is None:
-                    continue
-                if outcome.kind == "webhook":
-                    endpoint = endpoints.get(message.recipient)
-                    if endpoint is None:
-                        message.failed(now, "endpoint deleted")
-                        continue
-                    attempts.append(
-                        DeliveryAttempt(
-                            attempt_id=new_id("wha"),
-                            endpoint_id=endpoint.endpoint_id,
-                            message_id=message.message_id,
-                            event_type=message.event_type,
-                            attempted_at=outcome.attempted_at or now,
-                            response_code=outcome.code,
-                            error=outcome.detail[:1000],
-                            duration_ms=outcome.elapsed_ms,
-                        )
-                    )
-                    if not outcome.detail:
-                        message.sent(now, f"HTTP {outcome.code}", response_code=outcome.code)
-                        endpoint.delivered()
-                    else:
-                        message.failed_for_now(now, outcome.detail, response_code=outcome.code)
-                        if endpoint.delivery_failed(now):
-                            disabled.append(endpoint.endpoint_id)
-                    continue
-                if outcome.kind == "sent":
-                    message.sent(now, outcome.detail)
-                    refs.extend((ref, message.message_id) for ref in outcome.refs)
-                elif outcome.kind == "retry":
-                    message.failed_for_now(now, outcome.detail)
-                    log.warning(
-                        "message %s: %s; attempt %d",
-                        message.message_id,
-                        outcome.detail,
-                        message.attempts,
-                    )
-                else:
-                    message.failed(now, outcome.detail, bounced=outcome.kind == "bounced")
-                    log.warning(
-                        "message %s %s: %s",
-                        message.message_id,
-                        message.status.value,
-                        outcome.detail,
-                    )
-                if message.status is not MessageStatus.QUEUED:
-                    announce(uow, message, now)
+            uow.messages.save_outcomes(messages)
             uow.messages.add_sms_refs(refs)
             uow.messages.log_attempts(attempts)
-            for endpoint_id in disabled:
-                self._tell_owner(uow, endpoint_id, now)
+            for message in messages:
+                if message.status is not MessageStatus.QUEUED:
+                    announce(uow, message, now)
+            endpoints = uow.endpoints.get_many(sorted({e for e, _ in deliveries}))
+            for endpoint_id, delivered in deliveries:
+                endpoint = endpoints.get(endpoint_id)
+                if endpoint is None:
+                    continue
+                if delivered:
+                    endpoint.delivered()
+                elif endpoint.delivery_failed(now):
+                    self._tell_owner(uow, endpoint_id, now)
             uow.commit()
 
     def _tell_owner(self, uow: NotificationsUnitOfWork, endpoint_id: str, now: datetime) -> None:

@@ -54,6 +54,10 @@ class MessageRepository(Protocol):
         """Take the messages for one attempt each; returns the ids taken (others: held/done)."""
         ...
 
+    def save_outcomes(self, changed: Sequence[Message]) -> None:
+        """Write the attempt columns (status, attempts, errors, times) of held messages."""
+        ...
+
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
         """Take the message for one attempt (True), unless another dispatcher holds it."""
         ...
