@@ -93,12 +93,17 @@ def build_mime(email: OutgoingEmail, mail_from: str) -> EmailMessage:
 _CRLF = b"\r\n"
 
 
+def _one_line(value: str) -> str:
+    # A header value never carries a line break (header injection); folding is Header's.
+    return value.replace("\r", " ").replace("\n", " ")
+
+
 def _header(name: str, value: str) -> bytes:
     """One header line, RFC 2047-encoded (and folded) only when it needs to be."""
-    if value.isascii() and len(name) + len(value) < 76 and "\n" not in value:
+    if value.isascii() and len(name) + len(value) < 76 and "\n" not in value and "\r" not in value:
         return f"{name}: {value}\r\n".encode("ascii")
     charset = "us-ascii" if value.isascii() else "utf-8"
-    encoded = Header(" ".join(value.split()), charset, header_name=name).encode(linesep="\r\n")
+    encoded = Header(_one_line(value), charset, header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded}\r\n".encode("ascii")
 
 
@@ -114,6 +119,19 @@ def _base64_lines(content: bytes) -> bytes:
     return base64.encodebytes(content).replace(b"\n", _CRLF)
 
 
+def _text_body(text: str) -> tuple[bytes, bytes]:
+    """The transfer-encoding header and body of a text part: 7bit when it is plain ASCII
+    with short lines (readable as it is in the stored .eml, e.g. to anyone searching a
+    mailbox for an invoice number), else base64 of its UTF-8."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    if lines.isascii() and all(len(line) <= 998 for line in lines.split("\n")):
+        body = lines.encode("ascii").replace(b"\n", _CRLF)
+        if not body.endswith(_CRLF):
+            body += _CRLF
+        return b"Content-Transfer-Encoding: 7bit\r\n\r\n", body
+    return b"Content-Transfer-Encoding: base64\r\n\r\n", _base64_lines(lines.encode("utf-8"))
+
+
 def _filename_parameter(file_name: str) -> str:
     if file_name.isascii() and '"' not in file_name and "\\" not in file_name:
         return f'filename="{file_name}"'
@@ -124,7 +142,8 @@ def message_bytes(email: OutgoingEmail, mail_from: str) -> bytes:
     """The e-mail as the bytes DATA carries, built in one pass.
 
     The same MIME structure as ``build_mime`` (multipart/mixed of a
-    multipart/alternative text+HTML and the attachments, base64) without the
+    multipart/alternative text+HTML, 7bit when ASCII, and the attachments, base64)
+    without the
     ``email`` package's header registry and generator, which cost several times
     the SMTP exchange for an invoice with its PDF. Each attachment is encoded
     once, by ``base64.encodebytes``; boundaries are random per message and cannot
@@ -145,12 +164,10 @@ def message_bytes(email: OutgoingEmail, mail_from: str) -> bytes:
         [
             f"--{inner}\r\n".encode(),
             b'Content-Type: text/plain; charset="utf-8"\r\n',
-            b"Content-Transfer-Encoding: base64\r\n\r\n",
-            _base64_lines(email.text.encode()),
+            *_text_body(email.text),
             f"--{inner}\r\n".encode(),
             b'Content-Type: text/html; charset="utf-8"\r\n',
-            b"Content-Transfer-Encoding: base64\r\n\r\n",
-            _base64_lines(email.html.encode()),
+            *_text_body(email.html),
             f"--{inner}--\r\n".encode(),
         ]
     )
