@@ -90,36 +90,41 @@ class _Recorder:
     """Collects outcomes as attempts finish and records them ``size`` at a time.
 
     One batch is written (in a worker thread) while the next collects, so the
-    sends never wait for the database; ``close`` writes what is left.
+    sends never wait for the database; writes happen one after the other. ``close``
+    writes what is left and raises the first failure: the messages of a batch that
+    could not be written keep their lease and are attempted again when it ends.
     """
 
     def __init__(self, record: Callable[[Sequence[Outcome]], None], size: int) -> None:
         self._record = record
         self._size = size
         self._pending: list[Outcome] = []
-        self._writing: asyncio.Task[None] | None = None
+        self._writes: list[asyncio.Task[None]] = []
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        if len(self._pending) >= self._size and (self._writing is None or self._writing.done()):
+        if len(self._pending) >= self._size and (not self._writes or self._writes[-1].done()):
             self._start()
 
     def _start(self) -> None:
         batch, self._pending = self._pending, []
-        previous = self._writing
+        previous = self._writes[-1] if self._writes else None
 
         async def write() -> None:
             if previous is not None:
-                await previous
+                # One write at a time; the previous one's failure is close()'s to raise.
+                await asyncio.wait([previous])
             await asyncio.to_thread(self._record, batch)
 
-        self._writing = asyncio.create_task(write())
+        self._writes.append(asyncio.create_task(write()))
 
     async def close(self) -> None:
         if self._pending:
             self._start()
-        if self._writing is not None:
-            await self._writing
+        outcomes = await asyncio.gather(*self._writes, return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
 
 
 @dataclass(frozen=True)
