@@ -2,15 +2,16 @@
 
 Each message is taken with a lease (a conditional UPDATE, so of several
 dispatchers one sends it), built (template rendered, documents fetched), handed
-to its channel, and the outcome recorded in a second transaction:
+to its channel, and the outcome recorded afterwards, with other outcomes, in one
+transaction per batch (ADR 0068):
 - accepted: SENT (SMS: DELIVERED or BOUNCED later, from the delivery receipt);
 - temporary failure (server down, 4xx, timeout, webhook non-2xx): queued again
   after the channel's next delay (ADR 0031), never dropped;
 - permanent failure (5xx for the recipient, a template that fails to render):
   FAILED or BOUNCED with the reason; ``RetryMessage`` queues it again.
 A crash between the server's acceptance and the record leaves the lease to
-expire and the message is sent again with the same Message-ID / webhook-id, so
-the receiver recognises the repeat (ADR 0031).
+expire and the message (at most its batch) is sent again with the same
+Message-ID / webhook-id, so the receiver recognises the repeat (ADR 0031).
 """
 
 from __future__ import annotations
