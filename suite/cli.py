@@ -34,6 +34,7 @@ from suite.payments_cli import payments_app
 from suite.rating_cli import catalog_app, usage_app
 from suite.service_token import TokenError
 from suite.services import UnknownServiceError
+from suite.sms_cli import sms_app
 from suite.state import SuiteState, SuiteStateError, read_state
 from suite.supervisor import StopRequested, SuiteConfig, SuiteError, Supervisor
 from suite.trace_receiver import read_spans
@@ -70,6 +71,7 @@ def _options(
 
 
 app.add_typer(mail_app, name="mail")
+app.add_typer(sms_app, name="sms")
 gateway_cli.register(app)  # reckon gateway key|user ..., reckon report NAME
 app.add_typer(payments_app, name="payments")
 

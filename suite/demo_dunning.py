@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.type import date_pb2
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 
 from reckon.accounts.v1 import accounts_pb2
 from reckon.charging.v1 import charging_pb2
@@ -198,9 +198,12 @@ async def day_seven(story: Story) -> RenderableType:
         )
 
     fee = await _until("the late fee to reach invoicing", late_fee)
-    return (
-        f"level {listed.level} ({listed.level_name}): SMS event sent; late fee "
-        f"{_money(fee.amount)} pending for the next invoice"
+    from suite.demo_notifications import sms_as_arrived
+
+    return Group(
+        f"level {listed.level} ({listed.level_name}): the reminder SMS, and a late fee "
+        f"{_money(fee.amount)} pending for the next invoice",
+        await sms_as_arrived(story, "DunningMessageDue"),
     )
 
 

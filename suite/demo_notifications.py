@@ -4,7 +4,8 @@ A step appended to ``suite.demo.STORY`` (one line there), after the payment step
 it waits until the story's invoice e-mail and payment confirmation were sent (the
 mail catcher of ``reckon up`` received them) and shows every message notifications
 made for the story's customer: channel, recipient, template, language and status.
-``reckon mail list`` / ``reckon mail show N`` then open them, PDF included.
+``reckon mail list`` / ``reckon mail show N`` then open them, PDF included; SMS are
+shown as the SMSC simulator of ``reckon up`` received them (``reckon sms list``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ async def customer_notified(story: Story) -> RenderableType:
         )
     to = messages[0].recipient if messages else "nobody"
     hint = Text(
-        f"Sent to {to}. Open them: reckon mail list, reckon mail show N --save-attachments out/"
+        f"Sent to {to}. Open them: reckon mail list, reckon mail show N --save-attachments out/;"
+        " the SMS: reckon sms list, reckon sms show N"
     )
     return Group(table, hint)
 
@@ -98,7 +100,7 @@ async def low_balance_alert(story: Story) -> RenderableType:
 
 
 async def low_balance_notice(story: Story) -> RenderableType:
-    """The BalanceLow the call caused: an e-mail at the mail catcher, an SMS queued."""
+    """The BalanceLow the call caused: an e-mail at the mail catcher, an SMS at the SMSC."""
     from pathlib import Path
 
     from suite.demo_billing import _mail_text, _mail_to
@@ -124,10 +126,7 @@ async def low_balance_notice(story: Story) -> RenderableType:
     for m in low:
         status = notifications_pb2.MessageStatus.Name(m.status).removeprefix("MESSAGE_STATUS_")
         channel = notifications_pb2.Channel.Name(m.channel).removeprefix("CHANNEL_")
-        note = " (no SMSC configured in this suite: it waits in the queue)" if (
-            channel == "SMS" and status != "SENT"
-        ) else ""  # fmt: skip
-        lines.append(f"    {channel} to {m.recipient}: {m.template}, {status}{note}")
+        lines.append(f"    {channel} to {m.recipient}: {m.template}, {status}")
     data_dir = Path(story.fact("suite").data_dir)
     mails = [
         (path, message)
@@ -135,14 +134,64 @@ async def low_balance_notice(story: Story) -> RenderableType:
         if "balance" in str(message.get("Subject", "")).lower()
     ]
     lines.extend(_mail_text(path, message) for path, message in mails[-1:])
+    lines.append(await sms_as_arrived(story, "BalanceLow"))
     return Group(*lines)
+
+
+async def sms_as_arrived(story: Story, event_type: str) -> RenderableType:
+    """The story customer's SMS made from ``event_type``, as the SMSC simulator received
+    it (``reckon up`` starts one; its SMS are in DATA_DIR/sms), once notifications sent it,
+    with the status the SMSC's delivery receipt gave it."""
+    from pathlib import Path
+
+    from suite.sms_cli import received_sms
+
+    customer = story.fact("customer")
+    deadline = time.monotonic() + WAIT_SECONDS
+    done = (notifications_pb2.MESSAGE_STATUS_SENT, notifications_pb2.MESSAGE_STATUS_DELIVERED)
+    sms: list[Any] = []
+    while time.monotonic() < deadline:
+        sms = [
+            m
+            for m in await _messages(story, customer.customer_id)
+            if m.event_type == event_type and m.channel == notifications_pb2.CHANNEL_SMS
+        ]
+        if sms and all(m.status == notifications_pb2.MESSAGE_STATUS_DELIVERED for m in sms):
+            break
+        await asyncio.sleep(0.3)
+    if not sms:
+        return Text(f"    no SMS was made for {event_type} (the customer has no phone number?)")
+    message = sms[-1]
+    status = notifications_pb2.MessageStatus.Name(message.status).removeprefix("MESSAGE_STATUS_")
+    if message.status not in done:
+        return Text(
+            f"    SMS to {message.recipient}: {status} {message.last_error[:60]} "
+            "(no SMSC in this suite? reckon up starts one unless SMPP_URL is set)"
+        )
+    number = message.recipient.removeprefix("+")
+    arrived = [
+        s for s in received_sms(Path(story.fact("suite").data_dir)) if s.destination == number
+    ]
+    if not arrived:
+        return Text(f"    SMS to {message.recipient}: {status} (at an SMSC outside this suite)")
+    last = arrived[-1]
+    head = Table.grid(padding=(0, 1))
+    head.add_row(
+        "[dim]SMSC[/]", f"{last.received_at} UTC, {last.encoding}, {len(last.parts)} part(s)"
+    )
+    head.add_row("[dim]From[/]", last.source)
+    head.add_row("[dim]To[/]", f"+{last.destination}")
+    head.add_row(
+        "[dim]status[/]", f"{status} (delivery receipt)" if status == "DELIVERED" else status
+    )
+    return Group(head, Text(f"      {last.text}", style="italic"), Text("      reckon sms list"))
 
 
 NOTIFICATION_STEPS: list[
     tuple[str, tuple[str, ...], Callable[[Story], Awaitable[RenderableType]]]
 ] = [
     (
-        "The low-balance notice the call caused (e-mail as it arrived, SMS)",
+        "The low-balance notice the call caused (e-mail and SMS as they arrived)",
         ("accounts", "charging", "notifications"),
         low_balance_notice,
     ),

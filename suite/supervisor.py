@@ -33,6 +33,7 @@ from suite.mail_catcher import MailCatcher, mail_dir
 from suite.redis_server import EmbeddedRedis, free_port
 from suite.service_token import ServiceToken, load_or_create_token
 from suite.services import ModuleProbe, ServiceSpec, module_runnable, select_services
+from suite.smsc import LocalSmsc, sms_dir
 from suite.state import (
     ServiceRecord,
     SuiteState,
@@ -149,6 +150,7 @@ class Supervisor:
         self.redis: EmbeddedRedis | None = None
         self.receiver: TraceReceiver | None = None
         self.mail_catcher: MailCatcher | None = None
+        self.smsc: LocalSmsc | None = None
         self.token: ServiceToken | None = None
         self.state: SuiteState | None = None
         self._stopped = False
@@ -198,6 +200,11 @@ class Supervisor:
             self.mail_catcher = MailCatcher(mail_dir(self.data_dir)).start()
             environ = {**environ, "SMTP_URL": self.mail_catcher.url}
             self._report(f"mail catcher on {self.mail_catcher.host}:{self.mail_catcher.port}")
+        if not environ.get("SMPP_URL") and any(s.name == "notifications" for s in specs):
+            # The local SMSC simulator: notifications' SMS land in <data>/sms, with receipts.
+            self.smsc = LocalSmsc(sms_dir(self.data_dir)).start()
+            environ = {**environ, "SMPP_URL": self.smsc.url}
+            self._report(f"SMSC simulator on {self.smsc.host}:{self.smsc.port}")
         receiver_endpoint = None
         if not any(environ.get(name) for name in OTLP_ENDPOINT_VARS):
             self.receiver = TraceReceiver(traces_file=self.traces_file).start()
@@ -396,6 +403,8 @@ class Supervisor:
             self.redis.stop()
         if self.mail_catcher is not None:
             self.mail_catcher.stop()
+        if self.smsc is not None:
+            self.smsc.stop()
         if self.receiver is not None:
             # Last: services flush their final spans while shutting down.
             self.receiver.stop()

@@ -95,15 +95,14 @@ class NotificationsApp:
     engine: Engine
     uow_factory: Callable[[], NotificationsUnitOfWork]
     redis: aioredis.Redis
+    relay: OutboxRelay
     consumer: StreamConsumer
     dispatcher: Dispatcher
     servicer: NotificationsServicer
     channels: Channels
-    # Its own events (``MessageStatusChanged``, ADR 0063) from the outbox to Redis.
-    relay: OutboxRelay | None = None
 
     async def close_clients(self) -> None:
-        for client in (self.channels.webhooks, self.channels.documents):
+        for client in (self.channels.email, self.channels.webhooks, self.channels.documents):
             closer = getattr(client, "aclose", None)
             if closer is not None:
                 await closer()
@@ -187,6 +186,7 @@ async def build(
     rules = load_rules(settings.rules_file, renderer)
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
+    # MessageStatusChanged events: committed with the status, relayed to the stream.
     relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
     channels = channels or default_channels(settings)
     holder: list[Dispatcher] = []
@@ -223,6 +223,7 @@ async def build(
         engine=engine,
         uow_factory=uow_factory,
         redis=client,
+        relay=relay,
         consumer=notifications_consumer(
             client,
             uow_factory,
@@ -237,7 +238,6 @@ async def build(
         dispatcher=dispatcher,
         servicer=NotificationsServicer(uow_factory, own_ports=settings.own_ports, on_queued=wake),
         channels=channels,
-        relay=relay,
     )
 
 
@@ -271,12 +271,9 @@ async def start(
         raise
     service = RunningNotifications(app=app, server=server)
     service._tasks = [
-        asyncio.create_task(app.consumer.run(service._stop), name="notifications-consumer")
+        asyncio.create_task(app.consumer.run(service._stop), name="notifications-consumer"),
+        asyncio.create_task(app.relay.run(service._stop), name="notifications-outbox-relay"),
     ]
-    if app.relay is not None:
-        service._tasks.append(
-            asyncio.create_task(app.relay.run(service._stop), name="notifications-outbox-relay")
-        )
     if dispatch:
         service._tasks.append(
             asyncio.create_task(app.dispatcher.run(service._stop), name="notifications-dispatch")

@@ -316,6 +316,12 @@ def test_reckon_demo_plays_the_story_against_the_running_suite(demo_output: str)
     # The call took the balance below the alert: charging's BalanceLow became an e-mail.
     assert "EMAIL to accounts@babbage.example: balance_low, SENT" in output
     assert "Subject  Your balance is low:" in output
+    # ... and an SMS, shown as `reckon up`'s SMSC simulator received it, delivered.
+    assert "balance_low_sms" in output
+    assert "Reckon: your balance is" in output
+    assert "DELIVERED (delivery receipt)" in output
+    # Dunning's day-7 SMS, by notifications' rules, as the SMSC received it.
+    assert "is overdue for 7 days. Please pay now." in output
     check_billing_story(output)
 
 

@@ -324,6 +324,7 @@ invoice_notifications = Table(
     Column("last_error", String(_TEXT), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("status_time", UtcDateTime, nullable=False),
+    Column("status_version", Integer, nullable=False),
 )
 Index(None, invoice_notifications.c.invoice_id)
 

@@ -24,12 +24,10 @@ class InvoiceNotification:
     last_error: str
     create_time: datetime
     status_time: datetime
+    # Grows by one per status change of the message (notifications' ``status_version``).
+    status_version: int
 
     def is_newer_than(self, other: InvoiceNotification) -> bool:
-        """Events may arrive out of order: the later status time wins (a tie: more
-        attempts, then a final status over QUEUED)."""
-        return (self.status_time, self.attempts, self.status != "QUEUED") >= (
-            other.status_time,
-            other.attempts,
-            other.status != "QUEUED",
-        )
+        """Events may arrive out of order or twice: the higher status version wins
+        (notifications counts every status change of a message)."""
+        return self.status_version > other.status_version

@@ -272,14 +272,15 @@ def _message_status(uow: InvoicingUnitOfWork, p: Payload) -> None:
         invoice_id=str(p["invoice_id"]),
         customer_id=str(p.get("customer_id", "")),
         channel=str(p.get("channel", "")),
-        recipient=str(p.get("recipient_masked", ""))[:500],
+        recipient=str(p.get("recipient", ""))[:500],  # masked by notifications
         template=str(p.get("template", ""))[:64],
         source_event_type=str(p.get("source_event_type", ""))[:64],
         status=str(p.get("status", "")),
         attempts=int(p.get("attempts", 0)),
         last_error=str(p.get("last_error", ""))[:500],
         create_time=_instant(str(p["created_at"])),
-        status_time=_instant(str(p["status_time"])),
+        status_time=_instant(str(p["changed_at"])),
+        status_version=int(p["status_version"]),
     )
     if not notification.invoice_id:
         return

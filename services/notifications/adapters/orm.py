@@ -83,6 +83,7 @@ messages = Table(
     Column("lease_until", UtcDateTime, nullable=True),
     Column("response_code", Integer, nullable=False),
     Column("trace_context", JSON, nullable=False),
+    Column("status_version", Integer, nullable=False, server_default="1"),
     UniqueConstraint("event_id", "channel", "recipient"),
 )
 # The dispatcher's query: queued messages whose attempt is due, oldest first.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifications.adapters.orm import (
@@ -26,6 +27,19 @@ from services.notifications.domain.model import (
     WebhookEndpoint,
 )
 from services.notifications.service_layer.unit_of_work import DeliveryAttempt
+
+_OUTCOME_COLUMNS = (
+    "status",
+    "attempts",
+    "last_error",
+    "provider_ref",
+    "response_code",
+    "sent_at",
+    "updated_at",
+    "lease_until",
+    "next_attempt_at",
+    "status_version",
+)
 
 
 class SqlMessageRepository:
@@ -60,6 +74,51 @@ class SqlMessageRepository:
             .limit(limit)
         )
         return [row[0] for row in rows]
+
+    def get_many(self, message_ids: Sequence[str]) -> list[Message]:
+        if not message_ids:
+            return []
+        found = self._session.scalars(select(Message).where(messages.c.message_id.in_(message_ids)))
+        by_id = {message.message_id: message for message in found}
+        return [by_id[i] for i in message_ids if i in by_id]
+
+    def claim_many(self, message_ids: Sequence[str], now: datetime, lease: timedelta) -> list[str]:
+        # One conditional UPDATE for the batch; RETURNING says which rows this
+        # dispatcher took (of two dispatchers, each row goes to one).
+        if not message_ids:
+            return []
+        rows = self._session.execute(
+            update(messages)
+            .where(
+                messages.c.message_id.in_(message_ids),
+                messages.c.status == MessageStatus.QUEUED,
+                or_(messages.c.lease_until.is_(None), messages.c.lease_until < now),
+            )
+            .values(lease_until=now + lease)
+            .returning(messages.c.message_id)
+            .execution_options(synchronize_session=False)
+        )
+        taken = {row[0] for row in rows}
+        return [i for i in message_ids if i in taken]
+
+    def save_outcomes(self, changed: Sequence[Message]) -> None:
+        # One executemany UPDATE of the columns an attempt changes, for a batch of
+        # messages this dispatcher holds (their other columns never change after planning).
+        if not changed:
+            return
+        self._session.execute(
+            update(messages)
+            .where(messages.c.message_id == bindparam("b_message_id"))
+            .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
+            .execution_options(synchronize_session=False),
+            [
+                {
+                    "b_message_id": m.message_id,
+                    **{f"b_{name}": getattr(m, name) for name in _OUTCOME_COLUMNS},
+                }
+                for m in changed
+            ],
+        )
 
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
         # One conditional UPDATE: of two dispatchers only one sees its row change.
@@ -115,6 +174,12 @@ class SqlMessageRepository:
             insert(sms_refs).values(provider_id=provider_id, message_id=message_id)
         )
 
+    def add_sms_refs(self, refs: Sequence[tuple[str, str]]) -> None:
+        if refs:
+            self._session.execute(
+                insert(sms_refs), [{"provider_id": p, "message_id": m} for p, m in refs]
+            )
+
     def by_sms_ref(self, provider_id: str) -> Message | None:
         message_id = self._session.execute(
             select(sms_refs.c.message_id).where(sms_refs.c.provider_id == provider_id)
@@ -122,18 +187,11 @@ class SqlMessageRepository:
         return self.get(message_id) if message_id else None
 
     def log_attempt(self, attempt: DeliveryAttempt) -> None:
-        self._session.execute(
-            insert(webhook_attempts).values(
-                attempt_id=attempt.attempt_id,
-                endpoint_id=attempt.endpoint_id,
-                message_id=attempt.message_id,
-                event_type=attempt.event_type,
-                attempted_at=attempt.attempted_at,
-                response_code=attempt.response_code,
-                error=attempt.error,
-                duration_ms=attempt.duration_ms,
-            )
-        )
+        self.log_attempts([attempt])
+
+    def log_attempts(self, attempts: Sequence[DeliveryAttempt]) -> None:
+        if attempts:  # one multi-row INSERT for a batch of deliveries
+            self._session.execute(insert(webhook_attempts), [asdict(a) for a in attempts])
 
     def attempts(self, endpoint_id: str, *, after: str, limit: int) -> Sequence[DeliveryAttempt]:
         query = (
@@ -197,6 +255,14 @@ class SqlEndpointRepository:
 
     def get(self, endpoint_id: str) -> WebhookEndpoint | None:
         return self._session.get(WebhookEndpoint, endpoint_id)
+
+    def get_many(self, endpoint_ids: Sequence[str]) -> dict[str, WebhookEndpoint]:
+        if not endpoint_ids:
+            return {}
+        found = self._session.scalars(
+            select(WebhookEndpoint).where(webhook_endpoints.c.endpoint_id.in_(endpoint_ids))
+        )
+        return {endpoint.endpoint_id: endpoint for endpoint in found}
 
     def add(self, endpoint: WebhookEndpoint) -> None:
         self._session.add(endpoint)

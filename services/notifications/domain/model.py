@@ -97,6 +97,9 @@ class Message:
     response_code: int = 0  # webhooks: the receiver's last HTTP status
     # W3C trace context of the event's consumption: the send joins the event's trace.
     trace_context: dict[str, str] = field(default_factory=dict)
+    # 1 when made, +1 per status change: MessageStatusChanged carries it so a consumer
+    # keeps the latest status even when events arrive out of order.
+    status_version: int = 1
 
     @property
     def is_final(self) -> bool:
@@ -105,6 +108,7 @@ class Message:
     def sent(self, now: datetime, provider_ref: str, response_code: int = 0) -> None:
         self.attempts += 1
         self.status = MessageStatus.SENT
+        self.status_version += 1
         self.provider_ref = provider_ref
         self.response_code = response_code
         self.sent_at = self.updated_at = now
@@ -121,6 +125,7 @@ class Message:
         delay = next_delay(self.channel, self.attempts)
         if delay is None or now + delay - self.created_at > _GIVE_UP[self.channel]:
             self.status = MessageStatus.FAILED
+            self.status_version += 1
             self.last_error = f"gave up after {self.attempts} attempts: {self.last_error}"
             return
         self.next_attempt_at = now + delay
@@ -129,6 +134,7 @@ class Message:
         """A failure another attempt cannot fix (bad address, template that fails)."""
         self.attempts += 1
         self.status = MessageStatus.BOUNCED if bounced else MessageStatus.FAILED
+        self.status_version += 1
         self.last_error = error[:1000]
         self.updated_at = now
         self.lease_until = None
@@ -136,15 +142,20 @@ class Message:
     def requeue(self, now: datetime) -> None:
         """An operator retries a failed message (e.g. after fixing its template)."""
         self.status = MessageStatus.QUEUED
+        self.status_version += 1
         self.next_attempt_at = now
         self.updated_at = now
         self.lease_until = None
 
-    def receipt(self, now: datetime, delivered: bool, detail: str) -> None:
+    def receipt(self, now: datetime, delivered: bool, detail: str) -> bool:
+        """Apply an SMSC delivery receipt; True when it changed the status."""
         if self.status in (MessageStatus.SENT, MessageStatus.QUEUED):
             self.status = MessageStatus.DELIVERED if delivered else MessageStatus.BOUNCED
+            self.status_version += 1
             self.last_error = "" if delivered else detail[:1000]
             self.updated_at = now
+            return True
+        return False
 
 
 _GIVE_UP: Final = {

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook
 
 
+@lru_cache(maxsize=256)
+def _signer(secret: str) -> Webhook:
+    # The secret's key is decoded once, not for every delivery.
+    return Webhook(secret)
+
+
 def sign(secrets: Sequence[str], message_id: str, timestamp: datetime, body: bytes) -> str:
-    return " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in secrets)
+    return " ".join(_signer(secret).sign(message_id, timestamp, body) for secret in secrets)

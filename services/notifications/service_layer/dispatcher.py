@@ -2,15 +2,16 @@
 
 Each message is taken with a lease (a conditional UPDATE, so of several
 dispatchers one sends it), built (template rendered, documents fetched), handed
-to its channel, and the outcome recorded in a second transaction:
+to its channel, and the outcome recorded afterwards, with other outcomes, in one
+transaction per batch (ADR 0068):
 - accepted: SENT (SMS: DELIVERED or BOUNCED later, from the delivery receipt);
 - temporary failure (server down, 4xx, timeout, webhook non-2xx): queued again
   after the channel's next delay (ADR 0031), never dropped;
 - permanent failure (5xx for the recipient, a template that fails to render):
   FAILED or BOUNCED with the reason; ``RetryMessage`` queues it again.
 A crash between the server's acceptance and the record leaves the lease to
-expire and the message is sent again with the same Message-ID / webhook-id, so
-the receiver recognises the repeat (ADR 0031).
+expire and the message (at most its batch) is sent again with the same
+Message-ID / webhook-id, so the receiver recognises the repeat (ADR 0031).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +35,15 @@ from services.common.clock import Clock
 from services.common.errors import Aborted
 from services.common.ids import new_id
 from services.common.telemetry import tracer
-from services.notifications.domain.model import Category, Channel, Message, MessageStatus
+from services.notifications.domain.model import (
+    Category,
+    Channel,
+    Message,
+    MessageStatus,
+    WebhookEndpoint,
+)
 from services.notifications.domain.signing import sign
+from services.notifications.service_layer.handlers import announce
 from services.notifications.service_layer.ports import (
     Attachment,
     EmailSender,
@@ -59,6 +67,68 @@ _RECORD_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, recorded with others in one transaction.
+
+    ``kind``: ``sent``, ``retry`` (temporary failure), ``failed``, ``bounced``, or
+    ``webhook`` (a delivery: ``detail`` empty on success, else the error).
+    """
+
+    message: Message  # as claimed (detached): the record applies the outcome to it
+    kind: str
+    detail: str
+    refs: tuple[str, ...] = ()
+    code: int = 0
+    elapsed_ms: int = 0
+    attempted_at: datetime | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
+
+
+class _Recorder:
+    """Collects outcomes as attempts finish and records them ``size`` at a time.
+
+    One batch is written (in a worker thread) while the next collects, so the
+    sends never wait for the database; writes happen one after the other. ``close``
+    writes what is left and raises the first failure: the messages of a batch that
+    could not be written keep their lease and are attempted again when it ends.
+    """
+
+    def __init__(self, record: Callable[[Sequence[Outcome]], None], size: int) -> None:
+        self._record = record
+        self._size = size
+        self._pending: list[Outcome] = []
+        self._writes: list[asyncio.Task[None]] = []
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        if len(self._pending) >= self._size and (not self._writes or self._writes[-1].done()):
+            self._start()
+
+    def _start(self) -> None:
+        batch, self._pending = self._pending, []
+        previous = self._writes[-1] if self._writes else None
+
+        async def write() -> None:
+            if previous is not None:
+                # One write at a time; the previous one's failure is close()'s to raise.
+                await asyncio.wait([previous])
+            await asyncio.to_thread(self._record, batch)
+
+        self._writes.append(asyncio.create_task(write()))
+
+    async def close(self) -> None:
+        if self._pending:
+            self._start()
+        outcomes = await asyncio.gather(*self._writes, return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+
+
+@dataclass(frozen=True)
 class DispatchSettings:
     mail_from: str = "Reckon <billing@reckon.localhost>"
     message_id_domain: str = "notifications.reckon"
@@ -66,6 +136,9 @@ class DispatchSettings:
     lease: timedelta = timedelta(minutes=5)
     batch_size: int = 100
     concurrency: int = 16
+    # Outcomes recorded per transaction (a crash before the record re-sends at most
+    # these, with the same Message-ID / webhook-id, once their lease ends).
+    record_batch: int = 50
 
 
 def email_message_id(event_id: str, recipient: str, domain: str) -> str:
@@ -128,50 +201,67 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
 
     async def dispatch_once(self) -> int:
-        """Attempt every message due now; returns how many were attempted."""
-        claimed = await asyncio.to_thread(self._claim_due)
+        """Attempt every message due now; returns how many were attempted.
+
+        The batch is claimed in one statement and loaded in one query; the
+        messages go out ``concurrency`` at once over the channels' pooled
+        connections, and their outcomes are recorded ``record_batch`` at a time,
+        each batch in one transaction (status updates, SMS refs, the delivery log
+        and the outbox rows together).
+        """
+        claimed, endpoints = await asyncio.to_thread(self._claim_due)
         if not claimed:
             return 0
         gate = asyncio.Semaphore(self.settings.concurrency)
+        recorder = _Recorder(self._record_batch, self.settings.record_batch)
 
         async def one(message: Message) -> None:
             async with gate:
-                await self._attempt_claimed(message)
+                outcome = await self._attempt_claimed(message, endpoints)
+            recorder.add(outcome)
 
-        await asyncio.gather(*(one(message) for message in claimed))
+        try:
+            await asyncio.gather(*(one(message) for message in claimed))
+        finally:
+            await recorder.close()
         return len(claimed)
 
-    def _claim_due(self) -> list[Message]:
-        """Take the due messages for one attempt each, in one transaction (with a lease)."""
+    def _claim_due(self) -> tuple[list[Message], dict[str, WebhookEndpoint]]:
+        """Take the due messages for one attempt each (with a lease), and load them."""
         with self._writing, self._uow_factory() as uow:
             now = self._clock.now()
-            ids = [
-                message_id
-                for message_id in uow.messages.due(now, self.settings.batch_size)
-                if uow.messages.claim(message_id, now, self.settings.lease)
-            ]
+            due = uow.messages.due(now, self.settings.batch_size)
+            taken = uow.messages.claim_many(due, now, self.settings.lease)
+            claimed = uow.messages.get_many(taken)
+            endpoints = uow.endpoints.get_many(
+                sorted({m.recipient for m in claimed if m.channel is Channel.WEBHOOK})
+            )
             uow.commit()
-        with self._uow_factory() as uow:
-            return [m for m in (uow.messages.get(i) for i in ids) if m is not None]
+        return claimed, endpoints
 
     async def attempt(self, message_id: str) -> bool:
         """Attempt one message now if it is queued and no dispatcher holds it."""
 
-        def claim() -> Message | None:
+        def claim() -> tuple[Message | None, dict[str, WebhookEndpoint]]:
             with self._writing, self._uow_factory() as uow:
-                if not uow.messages.claim(message_id, self._clock.now(), self.settings.lease):
-                    return None
+                now = self._clock.now()
+                if not uow.messages.claim_many([message_id], now, self.settings.lease):
+                    return None, {}
+                message = uow.messages.get(message_id)
+                endpoints = uow.endpoints.get_many([message.recipient] if message else [])
                 uow.commit()
-            with self._uow_factory() as uow:
-                return uow.messages.get(message_id)
+            return message, endpoints
 
-        message = await asyncio.to_thread(claim)
+        message, endpoints = await asyncio.to_thread(claim)
         if message is None:
             return False  # another dispatcher has it, or it is no longer queued
-        await self._attempt_claimed(message)
+        outcome = await self._attempt_claimed(message, endpoints)
+        await asyncio.to_thread(self._record_batch, [outcome])
         return True
 
-    async def _attempt_claimed(self, message: Message) -> None:
+    async def _attempt_claimed(
+        self, message: Message, endpoints: Mapping[str, WebhookEndpoint]
+    ) -> Outcome:
         with tracer().start_as_current_span(
             f"reckon.notifications.send {message.channel.value}",
             context=extract(message.trace_context or {}),
@@ -182,12 +272,15 @@ class Dispatcher:
                 "reckon.event.type": message.event_type,
             },
         ):
-            if message.channel is Channel.WEBHOOK:
-                await self._attempt_webhook(message)
-            else:
-                await self._attempt(message)
+            try:
+                if message.channel is Channel.WEBHOOK:
+                    return await self._attempt_webhook(message, endpoints.get(message.recipient))
+                return await self._attempt(message)
+            except Exception as exc:  # a bug or an unforeseen failure: retried, never lost
+                log.exception("message %s: attempt failed unexpectedly", message.message_id)
+                return Outcome(message, "retry", f"{type(exc).__name__}: {exc}")
 
-    async def _attempt(self, message: Message) -> None:
+    async def _attempt(self, message: Message) -> Outcome:
         refs: list[str] = []
         try:
             if message.channel is Channel.EMAIL:
@@ -196,15 +289,12 @@ class Dispatcher:
                 refs = await self._send_sms(message)
                 answer = ",".join(refs)
         except TemplateProblem as exc:
-            await asyncio.to_thread(self._record, message.message_id, "failed", str(exc), refs)
+            return Outcome(message, "failed", str(exc))
         except PermanentFailure as exc:
-            await asyncio.to_thread(self._record, message.message_id, "bounced", str(exc), refs)
+            return Outcome(message, "bounced", str(exc))
         except (TemporaryFailure, OSError, TimeoutError) as exc:
-            await asyncio.to_thread(
-                self._record, message.message_id, "retry", str(exc) or type(exc).__name__, refs
-            )
-        else:
-            await asyncio.to_thread(self._record, message.message_id, "sent", answer, refs)
+            return Outcome(message, "retry", str(exc) or type(exc).__name__)
+        return Outcome(message, "sent", answer, refs=tuple(refs))
 
     async def _send_email(self, message: Message) -> str:
         if self._email is None:
@@ -242,33 +332,13 @@ class Dispatcher:
             sms_reference(message.message_id),
         )
 
-    def _record(self, message_id: str, outcome: str, detail: str, refs: list[str]) -> None:
-        with self._writing, self._uow_factory() as uow:
-            message = uow.messages.get(message_id)
-            assert message is not None
-            now = self._clock.now()
-            if outcome == "sent":
-                message.sent(now, detail)
-                for ref in refs:
-                    uow.messages.add_sms_ref(ref, message_id)
-            elif outcome == "retry":
-                message.failed_for_now(now, detail)
-                log.warning("message %s: %s; attempt %d", message_id, detail, message.attempts)
-            else:
-                message.failed(now, detail, bounced=outcome == "bounced")
-                log.warning("message %s %s: %s", message_id, message.status.value, detail)
-            uow.commit()
-
     # -- webhooks ---------------------------------------------------------------------------
-    async def _attempt_webhook(self, message: Message) -> None:
-        with self._uow_factory() as uow:
-            endpoint = uow.endpoints.get(message.recipient)
+    async def _attempt_webhook(self, message: Message, endpoint: WebhookEndpoint | None) -> Outcome:
         if endpoint is None or not endpoint.enabled or self._webhooks is None:
             reason = "endpoint disabled" if endpoint is not None else "endpoint deleted"
             if self._webhooks is None:
                 reason = "webhook delivery is not configured"
-            await asyncio.to_thread(self._record, message.message_id, "failed", reason, [])
-            return
+            return Outcome(message, "failed", reason)
         now = self._clock.now()
         body = _json_bytes(message.payload["body"])
         headers = {
@@ -288,45 +358,92 @@ class Dispatcher:
         except TemporaryFailure as exc:
             error = str(exc) or "no answer"
         elapsed = int((time.perf_counter() - started) * 1000)
-        await asyncio.to_thread(self._record_webhook, message.message_id, code, error, elapsed)
+        return Outcome(message, "webhook", error, code=code, elapsed_ms=elapsed, attempted_at=now)
 
-    def _record_webhook(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
-        # Attempts to one endpoint finish concurrently and each may change the endpoint's
-        # failure record (a versioned row): the loser of a conflict records again.
+    # -- recording outcomes -----------------------------------------------------------------
+    def _record_batch(self, outcomes: Sequence[Outcome]) -> None:
+        """Apply the outcomes to the claimed messages and write them in one transaction.
+
+        While a dispatcher holds a message's lease nobody else changes it (RetryMessage
+        and replays leave queued messages alone), so the outcome is applied to the
+        message as claimed and written with one executemany UPDATE, not read again.
+        """
+        now = self._clock.now()
+        refs: list[tuple[str, str]] = []
+        attempts: list[DeliveryAttempt] = []
+        deliveries: list[tuple[str, bool]] = []  # (endpoint, delivered) in order
+        for outcome in outcomes:
+            message = outcome.message
+            if outcome.kind == "webhook":
+                attempts.append(
+                    DeliveryAttempt(
+                        attempt_id=new_id("wha"),
+                        endpoint_id=message.recipient,
+                        message_id=message.message_id,
+                        event_type=message.event_type,
+                        attempted_at=outcome.attempted_at or now,
+                        response_code=outcome.code,
+                        error=outcome.detail[:1000],
+                        duration_ms=outcome.elapsed_ms,
+                    )
+                )
+                deliveries.append((message.recipient, not outcome.detail))
+                if not outcome.detail:
+                    message.sent(now, f"HTTP {outcome.code}", response_code=outcome.code)
+                else:
+                    message.failed_for_now(now, outcome.detail, response_code=outcome.code)
+            elif outcome.kind == "sent":
+                message.sent(now, outcome.detail)
+                refs.extend((ref, message.message_id) for ref in outcome.refs)
+            elif outcome.kind == "retry":
+                message.failed_for_now(now, outcome.detail)
+                log.warning(
+                    "message %s: %s; attempt %d",
+                    message.message_id,
+                    outcome.detail,
+                    message.attempts,
+                )
+            else:
+                message.failed(now, outcome.detail, bounced=outcome.kind == "bounced")
+                log.warning(
+                    "message %s %s: %s", message.message_id, message.status.value, outcome.detail
+                )
+        messages = [outcome.message for outcome in outcomes]
+        # Webhook outcomes change their endpoint's failure record (a versioned row) and a
+        # dispatcher in another process may change it too: the loser writes again.
         for attempt in range(1, _RECORD_ATTEMPTS + 1):
             try:
-                self._record_webhook_once(message_id, code, error, elapsed_ms)
+                with self._writing:
+                    self._write_outcomes(messages, refs, attempts, deliveries, now)
                 return
             except Aborted:
                 if attempt == _RECORD_ATTEMPTS:
                     raise
 
-    def _record_webhook_once(self, message_id: str, code: int, error: str, elapsed_ms: int) -> None:
+    def _write_outcomes(
+        self,
+        messages: Sequence[Message],
+        refs: Sequence[tuple[str, str]],
+        attempts: Sequence[DeliveryAttempt],
+        deliveries: Sequence[tuple[str, bool]],
+        now: datetime,
+    ) -> None:
         with self._uow_factory() as uow:
-            message = uow.messages.get(message_id)
-            assert message is not None
-            endpoint = uow.endpoints.get(message.recipient)
-            assert endpoint is not None
-            now = self._clock.now()
-            uow.messages.log_attempt(
-                DeliveryAttempt(
-                    attempt_id=new_id("wha"),
-                    endpoint_id=endpoint.endpoint_id,
-                    message_id=message_id,
-                    event_type=message.event_type,
-                    attempted_at=now,
-                    response_code=code,
-                    error=error[:1000],
-                    duration_ms=elapsed_ms,
-                )
-            )
-            if not error:
-                message.sent(now, f"HTTP {code}", response_code=code)
-                endpoint.delivered()
-            else:
-                message.failed_for_now(now, error, response_code=code)
-                if endpoint.delivery_failed(now):
-                    self._tell_owner(uow, endpoint.endpoint_id, now)
+            uow.messages.save_outcomes(messages)
+            uow.messages.add_sms_refs(refs)
+            uow.messages.log_attempts(attempts)
+            for message in messages:
+                if message.status is not MessageStatus.QUEUED:
+                    announce(uow, message, now)
+            endpoints = uow.endpoints.get_many(sorted({e for e, _ in deliveries}))
+            for endpoint_id, delivered in deliveries:
+                endpoint = endpoints.get(endpoint_id)
+                if endpoint is None:
+                    continue
+                if delivered:
+                    endpoint.delivered()
+                elif endpoint.delivery_failed(now):
+                    self._tell_owner(uow, endpoint_id, now)
             uow.commit()
 
     def _tell_owner(self, uow: NotificationsUnitOfWork, endpoint_id: str, now: datetime) -> None:
@@ -334,29 +451,29 @@ class Dispatcher:
         assert endpoint is not None
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, endpoint.disabled_reason)
         event_id = f"{endpoint_id}.disabled.{int(now.timestamp())}"
-        uow.messages.add(
-            Message(
-                message_id=new_id("msg"),
-                event_id=event_id,
-                event_type="WebhookEndpointDisabled",
-                channel=Channel.EMAIL,
-                recipient=endpoint.owner_email,
-                customer_id="",
-                invoice_id="",
-                template="webhook_disabled",
-                language="en",
-                category=Category.SERVICE,
-                payload={
-                    "event": {"endpoint_id": endpoint_id, "url": endpoint.url},
-                    "customer": {"display_name": "", "email": endpoint.owner_email},
-                    "attach": [],
-                },
-                status=MessageStatus.QUEUED,
-                created_at=now,
-                next_attempt_at=now,
-                updated_at=now,
-            )
+        notice = Message(
+            message_id=new_id("msg"),
+            event_id=event_id,
+            event_type="WebhookEndpointDisabled",
+            channel=Channel.EMAIL,
+            recipient=endpoint.owner_email,
+            customer_id="",
+            invoice_id="",
+            template="webhook_disabled",
+            language="en",
+            category=Category.SERVICE,
+            payload={
+                "event": {"endpoint_id": endpoint_id, "url": endpoint.url},
+                "customer": {"display_name": "", "email": endpoint.owner_email},
+                "attach": [],
+            },
+            status=MessageStatus.QUEUED,
+            created_at=now,
+            next_attempt_at=now,
+            updated_at=now,
         )
+        uow.messages.add(notice)
+        announce(uow, notice, now)
 
     # -- SMS delivery receipts --------------------------------------------------------------
     async def poll_receipts(self) -> int:
@@ -375,7 +492,8 @@ class Dispatcher:
                 if message is None:
                     log.info("delivery receipt for unknown SMS %s (%s)", provider_id, state)
                     continue
-                message.receipt(now, delivered, f"SMSC: {state}")
+                if message.receipt(now, delivered, f"SMSC: {state}"):
+                    announce(uow, message, now)
             uow.commit()
 
 

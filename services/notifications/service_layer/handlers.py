@@ -27,6 +27,7 @@ from services.notifications.domain.addresses import (
     phone_problem,
     webhook_url_problem,
 )
+from services.notifications.domain.events import status_changed
 from services.notifications.domain.model import (
     AccountLink,
     Category,
@@ -126,11 +127,19 @@ def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: 
                     message.next_attempt_at = quiet or now
                 if not uow.messages.exists(message.event_id, message.channel, message.recipient):
                     uow.messages.add(message)
+                    announce(uow, message, now)
                     planned += 1
         if envelope.event_type not in NOT_FOR_WEBHOOKS:
             planned += _plan_webhooks(envelope, uow, customer_id, now)
         uow.commit()
         return planned
+
+
+def announce(uow: NotificationsUnitOfWork, message: Message, now: datetime) -> None:
+    """Publish the message's status (e-mail, SMS) with the change, in the same transaction."""
+    event = status_changed(message, now)
+    if event is not None:
+        uow.publish(event)
 
 
 def _message(
@@ -289,7 +298,9 @@ def retry_message(uow: NotificationsUnitOfWork, message_id: str) -> Message:
                 "messages are retried",
                 reason="MESSAGE_NOT_FAILED",
             )
-        message.requeue(uow.clock.now())
+        now = uow.clock.now()
+        message.requeue(now)
+        announce(uow, message, now)
         uow.commit()
     return message
 

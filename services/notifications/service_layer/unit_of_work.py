@@ -46,6 +46,18 @@ class MessageRepository(Protocol):
         """Ids of queued messages whose attempt is due and that no dispatcher holds."""
         ...
 
+    def get_many(self, message_ids: Sequence[str]) -> list[Message]:
+        """The messages found, in the order of ``message_ids``."""
+        ...
+
+    def claim_many(self, message_ids: Sequence[str], now: datetime, lease: timedelta) -> list[str]:
+        """Take the messages for one attempt each; returns the ids taken (others: held/done)."""
+        ...
+
+    def save_outcomes(self, changed: Sequence[Message]) -> None:
+        """Write the attempt columns (status, attempts, errors, times) of held messages."""
+        ...
+
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
         """Take the message for one attempt (True), unless another dispatcher holds it."""
         ...
@@ -66,9 +78,15 @@ class MessageRepository(Protocol):
 
     def add_sms_ref(self, provider_id: str, message_id: str) -> None: ...
 
+    def add_sms_refs(self, refs: Sequence[tuple[str, str]]) -> None:
+        """(provider_id, message_id) pairs, in one statement."""
+        ...
+
     def by_sms_ref(self, provider_id: str) -> Message | None: ...
 
     def log_attempt(self, attempt: DeliveryAttempt) -> None: ...
+
+    def log_attempts(self, attempts: Sequence[DeliveryAttempt]) -> None: ...
 
     def attempts(
         self, endpoint_id: str, *, after: str, limit: int
@@ -99,6 +117,8 @@ class PreferenceRepository(Protocol):
 
 class EndpointRepository(Protocol):
     def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    def get_many(self, endpoint_ids: Sequence[str]) -> dict[str, WebhookEndpoint]: ...
 
     def add(self, endpoint: WebhookEndpoint) -> None: ...
 

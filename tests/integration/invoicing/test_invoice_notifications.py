@@ -90,43 +90,45 @@ async def test_the_latest_status_wins_and_redelivery_changes_nothing(world: Worl
     created = world.clock.now()
 
     def changed(
-        status: str, attempts: int, after: timedelta, error: str = ""
+        status: str, version: int, after: timedelta, error: str = ""
     ) -> MessageStatusChanged:
         return MessageStatusChanged(
             message_id="msg_1",
-            invoice_id=invoice.invoice_id,
-            customer_id=invoice.customer_id,
-            channel="SMS",
-            recipient_masked="+316******78",
-            template="invoice_sms",
+            source_event_id="evt_issued",
             source_event_type="InvoiceIssued",
+            channel="SMS",
+            recipient="+316******78",
+            customer_id=invoice.customer_id,
+            invoice_id=invoice.invoice_id,
+            template="invoice_sms",
             status=status,
-            attempts=attempts,
+            attempts=0 if status == "QUEUED" else 1,
             last_error=error,
+            status_version=version,
             created_at=created,
-            status_time=created + after,
+            changed_at=created + after,
         )
 
     # Out of order: the delivery receipt arrives before the older QUEUED and SENT.
-    await world.publish("notifications", changed("DELIVERED", 1, timedelta(minutes=2)))
-    await world.publish("notifications", changed("QUEUED", 0, timedelta(0)))
-    sent_event_id = await world.publish("notifications", changed("SENT", 1, timedelta(minutes=1)))
+    await world.publish("notifications", changed("DELIVERED", 3, timedelta(minutes=2)))
+    await world.publish("notifications", changed("QUEUED", 1, timedelta(0)))
+    sent_event_id = await world.publish("notifications", changed("SENT", 2, timedelta(minutes=1)))
     (delivered,) = await _notifications(world, invoice.invoice_id, "DELIVERED")
     assert delivered.status_time.ToDatetime(UTC) == created + timedelta(minutes=2)
 
     # A later failure replaces it.
-    bounced = changed("BOUNCED", 1, timedelta(minutes=5), error="handset unreachable")
+    bounced = changed("BOUNCED", 4, timedelta(minutes=5), error="handset unreachable")
     await world.publish("notifications", bounced)
     (latest,) = await _notifications(world, invoice.invoice_id, "BOUNCED")
     assert latest.last_error == "handset unreachable"
 
-    # The SENT event delivered again (here claiming a newer time) is applied once only;
+    # The SENT event delivered again (its older version) changes nothing;
     # a second message published after it shows the consumer got past it.
-    again = changed("SENT", 1, timedelta(minutes=10))
+    again = changed("SENT", 2, timedelta(minutes=10))
     await world.redis.xadd(
         stream_for("notifications"), {"envelope": _envelope(world, sent_event_id, again)}
     )
-    second = replace(changed("QUEUED", 0, timedelta(minutes=6)), message_id="msg_2")
+    second = replace(changed("QUEUED", 1, timedelta(minutes=6)), message_id="msg_2")
     await world.publish("notifications", replace(second, channel="EMAIL"))
 
     async def both() -> list[pb.InvoiceNotification] | None:

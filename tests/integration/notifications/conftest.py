@@ -32,10 +32,10 @@ from services.notifications.config import NotificationsSettings
 from services.notifications.domain.model import Message
 from services.notifications.service_layer.ports import Attachment
 from suite.mail_catcher import MailCatcher
+from suite.smsc import SmscSimulator
 from tests.conftest import TEST_TOKEN, TestDatabase
 from tests.integration.invoicing.conftest import start_time, world  # noqa: F401 - fixtures
 from tests.integration.notifications.receiver import WebhookReceiver
-from tests.integration.notifications.smsc import SmscSimulator
 from tests.integration.notifications.test_channels import sample_pdf
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from services.notifications.service_layer.ports import (
 )
 from suite.mail_catcher import MailCatcher
 from suite.redis_server import free_port
-from tests.integration.notifications.smsc import SmscSimulator
+from suite.smsc import SmscSimulator
 
 
 def sample_pdf(size: int = 50_000) -> bytes:
@@ -76,6 +76,31 @@ async def test_smtp_round_trip_keeps_the_pdf_byte_for_byte(tmp_path: Path) -> No
     attachment = parts["application/pdf"]
     assert attachment.get_filename() == "INV-2027-000001.pdf"
     assert attachment.get_payload(decode=True) == pdf
+
+
+async def test_smtp_connections_are_reused_and_renewed_after_a_server_restart(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}?starttls=off", "b@reckon.test", timeout=5)
+
+    def mail(n: int) -> OutgoingEmail:
+        return OutgoingEmail(f"<m{n}@x>", "ada@example.com", f"s{n}", "t", "<p>t</p>")
+
+    with MailCatcher(tmp_path / "mail", port=port) as catcher:
+        for n in range(3):
+            await sender.send(mail(n))
+        assert len(sender._idle) == 1  # one connection carried all three
+    # The server went away and came back: the idle connection is dead; the next
+    # message notices at MAIL (nothing sent yet) and goes over a new connection, once.
+    with MailCatcher(tmp_path / "mail", port=port) as catcher:
+        await sender.send(mail(3))
+        subjects = sorted(
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["Subject"]
+            for p in catcher.messages()
+        )
+    assert subjects == ["s0", "s1", "s2", "s3"]
+    await sender.aclose()
 
 
 async def test_smtp_down_is_a_temporary_failure() -> None:

@@ -31,6 +31,11 @@ EVENT: dict[str, Any] = {
     "valid_until": "2027-01-31T23:00:00+00:00",
     "endpoint_id": "whe_1",
     "url": "https://crm.example.com/hook",
+    "level": 2,
+    "level_name": "sms and late fee",
+    "amount_overdue": M,
+    "days_past_due": 7,
+    "oldest_due_date": "2027-01-08",
 }
 CONTEXT = {
     "event": EVENT,
@@ -123,3 +128,33 @@ def test_money_shows_the_currency_minor_digits_and_never_rounds(
     amount: str, currency: str, shown: str
 ) -> None:
     assert money({"amount": amount, "currency": currency}) == shown
+
+
+DUNNING = sorted(name for name in ENGLISH if name.startswith("dunning_"))
+
+
+def test_every_template_a_dunning_policy_may_name_exists() -> None:
+    # services/dunning/domain/policy.py KNOWN_TEMPLATES: a policy may name any of them.
+    from services.dunning.domain.policy import KNOWN_TEMPLATES
+
+    assert set(DUNNING) == set(KNOWN_TEMPLATES)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("template", DUNNING)
+def test_dunning_templates_render_on_both_channels_in_every_language(
+    language: str, template: str
+) -> None:
+    renderer = JinjaRenderer()
+    own = yaml.safe_load((DEFAULT_DIR / f"{language}.yaml").read_text(encoding="utf-8"))
+    assert template in own, (language, template)  # translated, not the English fallback
+    rendered = renderer.email(template, language, CONTEXT)
+    sms = renderer.sms(template, language, CONTEXT)
+    assert "12.30 EUR" in rendered.subject + rendered.text
+    assert "12.30 EUR" in sms
+    assert f'lang="{language}"' in rendered.html
+    assert "Ada &lt;Lovelace&gt;" in rendered.html
+    assert "{{" not in rendered.text + rendered.html + sms
+    if language != "en":
+        assert rendered.subject != renderer.email(template, "en", CONTEXT).subject
+        assert sms != renderer.sms(template, "en", CONTEXT)

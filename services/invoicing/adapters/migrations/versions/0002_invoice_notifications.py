@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(length=500), nullable=False),
         sa.Column("create_time", UtcDateTime(timezone=True), nullable=False),
         sa.Column("status_time", UtcDateTime(timezone=True), nullable=False),
+        sa.Column("status_version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_invoice_notifications")),
     )
     with op.batch_alter_table("invoice_notifications", schema=None) as batch_op:
