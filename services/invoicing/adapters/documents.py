@@ -11,6 +11,10 @@ to ``services.invoicing.documents.render``. Conversion rules (EN 16931):
   issued never change its document: an issued invoice is the same bytes whenever it is
   fetched (the e-mailed PDF equals a later download), and its payment state is in the
   API, not in the document;
+- the buyer's name, e-mail and VAT identifier are the customer's facts in force and
+  known to invoicing when the invoice was finalised (a credit note: when it was issued),
+  from the versions kept of each customer (ADR 0075), never its current facts: renaming
+  a customer or changing its VAT id leaves every issued document as it was;
 - the seller is the operator, from ``INVOICING_SELLER_*`` (defaults: Reckon Telecom
   B.V., Amsterdam); the buyer's country is the account's tax region, its VAT
   identifier the customer's ``vat_id``;
@@ -246,16 +250,28 @@ class ModelRenderer:
                 invoice = uow.invoices.get(note.invoice_id)
                 assert invoice is not None
                 document = credit_note_document(
-                    note, invoice, uow.parties.customer(note.customer_id)
+                    note, invoice, _buyer_as_of(uow, note.customer_id, note.create_time)
                 )
             else:
                 found = uow.invoices.get(invoice_id)
                 if found is None:
                     raise NotFound(f"no invoice {invoice_id}", reason="INVOICE_NOT_FOUND")
                 details = _details(uow, found)
-                document = invoice_document(found, uow.parties.customer(found.customer_id), details)
+                buyer = _buyer_as_of(uow, found.customer_id, found.finalize_time)
+                document = invoice_document(found, buyer, details)
         rendered = render(document, DocumentFormat(fmt.lower()))
         return rendered.content, rendered.media_type, rendered.filename
+
+
+def _buyer_as_of(
+    uow: InvoicingUnitOfWork, customer_id: str, issued: datetime | None
+) -> CustomerFacts | None:
+    """The customer as invoicing knew it when the document was issued (ADR 0075): a later
+    rename or VAT id change never alters an issued invoice or credit note. A draft has no
+    issue time (it is refused later, for want of a number) and shows the current facts."""
+    if issued is None:
+        return uow.parties.customer(customer_id)
+    return uow.parties.customer_as_of(customer_id, issued)
 
 
 def _details(uow: InvoicingUnitOfWork, invoice: Invoice) -> list[doc.UsageDetail]:

@@ -59,6 +59,27 @@ customers = Table(
     Column("vat_id", String(_CODE), nullable=False, server_default=""),
 )
 
+# Every version of a customer's facts invoicing has applied (ADR 0075): ``customers``
+# is the current view; a document is rendered from the version that was in force and
+# known when its invoice or credit note was issued, so renaming a customer or changing
+# its VAT id never changes an issued document. ``effective_time`` is when the change
+# happened in accounts, ``recorded_time`` when invoicing applied it (its own clock).
+customer_versions = Table(
+    "customer_versions",
+    metadata,
+    Column("version_id", big_serial(), primary_key=True, autoincrement=True),
+    Column("customer_id", String(_ID), nullable=False),
+    Column("effective_time", UtcDateTime, nullable=False),
+    Column("recorded_time", UtcDateTime, nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("language_code", String(35), nullable=False),
+    Column("reseller_id", String(_CODE), nullable=False),
+    Column("group_id", String(_CODE), nullable=False),
+    Column("vat_id", String(_CODE), nullable=False),
+)
+Index(None, customer_versions.c.customer_id, customer_versions.c.version_id)
+
 accounts = Table(
     "accounts",
     metadata,

@@ -9,6 +9,7 @@ overwriting the first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from services.common.money import Money
 from services.invoicing.adapters.orm import (
     account_credit,
     accounts,
+    customer_versions,
     customers,
     number_series,
     pending_items,
@@ -34,6 +36,8 @@ from services.invoicing.domain.model import (
     PendingItem,
 )
 from services.invoicing.domain.parties import AccountFacts, CustomerFacts
+
+_CUSTOMER_FIELDS = tuple(f.name for f in fields(CustomerFacts))
 
 
 def _upsert(session: Session, table: Any, values: dict[str, Any], key: list[str]) -> None:
@@ -55,12 +59,32 @@ class SqlParties:
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def put_customer(self, customer: CustomerFacts) -> None:
-        _upsert(self._s, customers, vars(customer).copy(), ["customer_id"])
+    def put_customer(
+        self, customer: CustomerFacts, *, effective_time: datetime, recorded_time: datetime
+    ) -> None:
+        values = vars(customer).copy()
+        _upsert(self._s, customers, values, ["customer_id"])
+        self._s.execute(
+            insert(customer_versions).values(
+                **values, effective_time=effective_time, recorded_time=recorded_time
+            )
+        )
 
     def customer(self, customer_id: str) -> CustomerFacts | None:
         row = self._s.execute(
             select(customers).where(customers.c.customer_id == customer_id)
+        ).first()
+        return CustomerFacts(**row._mapping) if row else None
+
+    def customer_as_of(self, customer_id: str, at: datetime) -> CustomerFacts | None:
+        # Both times bound the choice: a change that happened before ``at`` but reached
+        # invoicing after it was not on the document sent at ``at``, so it never is.
+        v = customer_versions.c
+        row = self._s.execute(
+            select(*(v[name] for name in _CUSTOMER_FIELDS))
+            .where(v.customer_id == customer_id, v.effective_time <= at, v.recorded_time <= at)
+            .order_by(v.version_id.desc())
+            .limit(1)
         ).first()
         return CustomerFacts(**row._mapping) if row else None
 

@@ -65,7 +65,15 @@ def _customer(uow: InvoicingUnitOfWork, p: Payload) -> None:
         group_id=p.get("group_id", ""),
         vat_id=str(p.get("vat_id", existing.vat_id if existing else ""))[:64],
     )
-    uow.parties.put_customer(customer)
+    # A version per applied event (ADR 0075): documents of invoices issued before this
+    # change keep showing the facts they were issued with.
+    recorded = uow.clock.now()
+    changed = p.get("update_time") or p.get("create_time")
+    uow.parties.put_customer(
+        customer,
+        effective_time=_instant(str(changed)) if changed else recorded,
+        recorded_time=recorded,
+    )
     uow.parties.update_customer_of_accounts(customer)
 
 
