@@ -88,10 +88,14 @@ class Outcome:
 
 
 class _Recorder:
-    """Collects outcomes as attempts finish and records them ``size`` at a time.
+    """Collects outcomes as attempts finish and records them by group commit.
 
-    One batch is written (in a worker thread) while the next collects, so the
-    sends never wait for the database; writes happen one after the other. ``close``
+    An outcome is written as soon as no write is in flight; while one is, the
+    outcomes that finish meanwhile collect and go in the next write (at most
+    ``size`` a transaction). So the sends never wait for the database, batches grow
+    only as far as the database is slower than the sends, and a crash re-sends only
+    the few outcomes not yet written (the write in flight and what finished during
+    it), never a fixed batch. Writes happen one after the other. ``close``
     writes what is left and raises the first failure: the messages of a batch that
     could not be written keep their lease and are attempted again when it ends.
     """
@@ -104,7 +108,7 @@ class _Recorder:
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        if len(self._pending) >= self._size and (not self._writes or self._writes[-1].done()):
+        if len(self._pending) >= self._size or not self._writes or self._writes[-1].done():
             self._start()
 
     def _start(self) -> None:
@@ -136,8 +140,9 @@ class DispatchSettings:
     lease: timedelta = timedelta(minutes=5)
     batch_size: int = 100
     concurrency: int = 16
-    # Outcomes recorded per transaction (a crash before the record re-sends at most
-    # these, with the same Message-ID / webhook-id, once their lease ends).
+    # At most this many outcomes per transaction. Outcomes are written by group commit
+    # (as soon as the previous write is done), so a crash re-sends only those not yet
+    # written, with the same Message-ID / webhook-id, once their lease ends.
     record_batch: int = 50
 
 

@@ -1,7 +1,9 @@
-"""The dispatcher's outcome recorder: batches of ``size``, one write at a time, failures kept."""
+"""The dispatcher's outcome recorder: group commit (at most ``size`` a write), one write at a
+time, failures kept."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -34,5 +36,20 @@ async def test_batches_are_written_in_order_and_a_failed_one_does_not_stop_the_n
         recorder.add(_outcome(n))
     with pytest.raises(RuntimeError, match="database unavailable"):
         await recorder.close()
-    # The first batch (two) failed; the rest, collected meanwhile, went in one write.
-    assert written[1:] == [["msg_2", "msg_3", "msg_4"]]
+    # The first outcome went at once, alone (nothing was in flight), and failed; those
+    # that finished while a write was in flight went together, at most two a write.
+    assert written[1:] == [["msg_1", "msg_2"], ["msg_3", "msg_4"]]
+
+
+async def test_an_outcome_is_written_at_once_when_no_write_is_in_flight() -> None:
+    written: list[list[str]] = []
+    recorder = _Recorder(lambda batch: written.append([o.message_id for o in batch]), 50)
+    recorder.add(_outcome(0))
+    await recorder.close()
+    recorder = _Recorder(lambda batch: written.append([o.message_id for o in batch]), 50)
+    recorder.add(_outcome(1))
+    await asyncio.sleep(0.05)  # the write of msg_1 is done: the next one starts alone too
+    recorder.add(_outcome(2))
+    await recorder.close()
+    # Never held back to fill a batch of 50: a crash re-sends only what is not written.
+    assert written == [["msg_0"], ["msg_1"], ["msg_2"]]
