@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 from base64 import b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,8 @@ from services.common.money import Money
 from services.payments.domain.provider import (
     CardDetails,
     CardToken,
+    ChargeOutcome,
+    ChargeRequest,
     ProviderError,
     ProviderResult,
     ProviderStatus,
@@ -143,9 +145,13 @@ class SandboxProvider:
             self._replay(journal)
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._journal is not None:
+        self._write_many([record])
+
+    def _write_many(self, records: list[dict[str, Any]]) -> None:
+        # One append for a whole batch: what a charge_many remembers lands together.
+        if self._journal is not None and records:
             with self._journal.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+                out.write("".join(json.dumps(record) + "\n" for record in records))
 
     def _replay(self, path: Path) -> None:
         if not path.exists():
@@ -228,52 +234,82 @@ class SandboxProvider:
     ) -> ProviderResult:
         self._answer_or_time_out()
         with self._lock:
-            self.calls += 1
-            done = self._charges.get(idempotency_key)
-            if done is not None:
-                if done.token != token or done.amount != amount:
-                    raise ProviderError(
-                        "idempotency key reused with different parameters", code="idempotency_error"
-                    )
-                return self._result(done)
-            vaulted = self._vault.get(token)
-            if vaulted is None:
-                raise ProviderError("no such payment method token", code="resource_missing")
-            if not amount.is_positive():
-                raise ProviderError("amount must be positive", code="amount_too_small")
-            reference = new_id("sbxch")
-            charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
-            if vaulted.kind == "sepa":
-                charge.status = ProviderStatus.PENDING
-                charge.decline_code = vaulted.behaviour
-                charge.settle_at = self._clock.now() + self._settle_after
-            elif vaulted.behaviour == _RECOVERS:
-                tried = sum(1 for c in self._charges.values() if c.token == token)
-                if tried < RECOVERS_AFTER:
-                    charge.status = ProviderStatus.FAILED
-                    charge.decline_code = "processing_error"
-            elif vaulted.behaviour not in ("", _NO_ANSWER):
+            outcome, record = self._charge_locked(token, amount, idempotency_key)
+            if record is not None:
+                self._write_many([record])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeOutcome]:
+        """A batch of charges under one lock and one journal write (a PSP's batch API).
+
+        Each request is carried out exactly as ``charge`` would; what ``charge`` raises
+        for one request is that request's outcome.
+        """
+        if not self.answering:
+            return [ProviderTimeout("the provider is not answering") for _ in requests]
+        outcomes: list[ChargeOutcome] = []
+        records: list[dict[str, Any]] = []
+        with self._lock:
+            for request in requests:
+                outcome, record = self._charge_locked(
+                    request.token, request.amount, request.idempotency_key
+                )
+                outcomes.append(outcome)
+                if record is not None:
+                    records.append(record)
+            self._write_many(records)
+        return outcomes
+
+    def _charge_locked(
+        self, token: str, amount: Money, idempotency_key: str
+    ) -> tuple[ChargeOutcome, dict[str, Any] | None]:
+        """Carry out one charge (the lock held): its outcome and the journal record to write."""
+        self.calls += 1
+        done = self._charges.get(idempotency_key)
+        if done is not None:
+            if done.token != token or done.amount != amount:
+                return ProviderError(
+                    "idempotency key reused with different parameters", code="idempotency_error"
+                ), None
+            return self._result(done), None
+        vaulted = self._vault.get(token)
+        if vaulted is None:
+            return ProviderError("no such payment method token", code="resource_missing"), None
+        if not amount.is_positive():
+            return ProviderError("amount must be positive", code="amount_too_small"), None
+        reference = new_id("sbxch")
+        charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
+        if vaulted.kind == "sepa":
+            charge.status = ProviderStatus.PENDING
+            charge.decline_code = vaulted.behaviour
+            charge.settle_at = self._clock.now() + self._settle_after
+        elif vaulted.behaviour == _RECOVERS:
+            tried = sum(1 for c in self._charges.values() if c.token == token)
+            if tried < RECOVERS_AFTER:
                 charge.status = ProviderStatus.FAILED
-                charge.decline_code = vaulted.behaviour
-            self._charges[idempotency_key] = charge
-            self._write(
-                {
-                    "t": "charge",
-                    "key": idempotency_key,
-                    "token": token,
-                    "amount": str(amount.amount),
-                    "currency": amount.currency,
-                    "reference": reference,
-                    "status": charge.status.value,
-                    "decline": charge.decline_code,
-                    "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
-                }
-            )
-            self._by_reference[reference] = charge
-            if vaulted.behaviour == _NO_ANSWER:
-                # Carried out, but the answer is lost on the way back.
-                raise ProviderTimeout("the provider did not answer in time")
-            return self._result(charge)
+                charge.decline_code = "processing_error"
+        elif vaulted.behaviour not in ("", _NO_ANSWER):
+            charge.status = ProviderStatus.FAILED
+            charge.decline_code = vaulted.behaviour
+        self._charges[idempotency_key] = charge
+        self._by_reference[reference] = charge
+        record = {
+            "t": "charge",
+            "key": idempotency_key,
+            "token": token,
+            "amount": str(amount.amount),
+            "currency": amount.currency,
+            "reference": reference,
+            "status": charge.status.value,
+            "decline": charge.decline_code,
+            "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
+        }
+        if vaulted.behaviour == _NO_ANSWER:
+            # Carried out, but the answer is lost on the way back.
+            return ProviderTimeout("the provider did not answer in time"), record
+        return self._result(charge), record
 
     def refund(
         self, *, provider_reference: str, amount: Money, idempotency_key: str
