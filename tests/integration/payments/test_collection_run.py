@@ -1,0 +1,188 @@
+"""The collection run (many invoices in batches) on SQLite and PostgreSQL, and SIGKILLed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from services.common.money import Money
+from services.payments.adapters.sandbox import NEVER_ANSWERS, SandboxProvider
+from services.payments.domain.model import MethodKind, PaymentState
+from services.payments.domain.provider import CardDetails, ChargeRequest, ProviderTimeout
+from services.payments.service_layer.collection import Collector
+from services.payments.service_layer.collection_run import CollectionRun
+from services.payments.service_layer.commands import AddPaymentMethod, CollectInvoice
+from services.payments.service_layer.methods import MethodsService
+from tests.conftest import TestDatabase
+from tests.integration.payments.collection_run_child import START_TEXT, invoicing_of
+from tests.integration.payments.conftest import PaymentsWorld, eur
+from tests.integration.payments.fakes import FakeCharging
+
+CARDS = {
+    "acc_ok1": "4242424242424242",
+    "acc_ok2": "4242424242424242",
+    "acc_soft": "4000000000009995",  # insufficient_funds: retried
+    "acc_hard": "4000000000009987",  # lost_card: never retried
+    "acc_lost": NEVER_ANSWERS,  # charged, the answer never arrives
+}
+
+
+def _payments_by_invoice(world: PaymentsWorld) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    with world.uow() as uow:
+        for account in [*CARDS, "acc_none"]:
+            for payment in uow.payments.history(account_id=account, limit=10):
+                found.setdefault(payment.invoice_ids, []).append(payment.payment_id)
+    return found
+
+
+def test_a_run_collects_every_test_card_as_one_invoice_at_a_time_would(
+    world: PaymentsWorld,
+) -> None:
+    for account, number in CARDS.items():
+        world.card(account, number)
+        world.invoicing.issue(f"inv_{account}", account, "20")
+    world.invoicing.issue("inv_acc_none", "acc_none", "20")  # no method on file
+    commands = [CollectInvoice(f"inv_{a}", a, eur("20")) for a in [*CARDS, "acc_none", "acc_ok1"]]
+    run = CollectionRun(world.collector, batch_size=2)
+    summary = run.collect(commands)
+    assert (summary.invoices, summary.started, summary.skipped) == (7, 5, 1)
+    assert (summary.succeeded, summary.failed, summary.unresolved) == (2, 2, 1)
+    assert summary.replayed == 1  # acc_ok1 twice, in different batches: one payment
+    assert summary.allocated == 2
+    by_invoice = _payments_by_invoice(world)
+    assert sorted(by_invoice) == sorted(f"inv_{a}" for a in CARDS)
+    assert all(len(ids) == 1 for ids in by_invoice.values())
+    states = {i: world.payment(ids[0]) for i, ids in by_invoice.items()}
+    assert states["inv_acc_ok1"].state is PaymentState.SUCCEEDED
+    assert not states["inv_acc_ok1"].effects_pending
+    assert all(a.applied for a in states["inv_acc_ok1"].allocations)
+    assert world.invoicing.due("inv_acc_ok1") == eur("0")
+    soft, hard = states["inv_acc_soft"], states["inv_acc_hard"]
+    assert (soft.state, soft.decline_code, soft.hard_decline) == (
+        PaymentState.FAILED,
+        "insufficient_funds",
+        False,
+    )
+    assert soft.next_retry_at == world.clock.now() + timedelta(days=1)
+    assert hard.hard_decline
+    assert hard.next_retry_at is None
+    assert states["inv_acc_lost"].state is PaymentState.UNKNOWN
+    assert world.invoicing.due("inv_acc_lost") == eur("20")  # never guessed
+    assert sorted(world.outbox_types()) == ["PaymentFailed"] * 2 + ["PaymentSucceeded"] * 2
+    payloads = [json.loads(e)["payload"] for e in world.outbox_payloads()]
+    failed = {p["decline_code"]: p for p in payloads if "decline_code" in p}
+    assert failed["lost_card"]["hard_decline"] is True
+    assert failed["insufficient_funds"]["attempt"] == 1
+    # Rows the run wrote are rows the one-payment code reads and changes: the janitor
+    # resolves the lost answer, the retry runner the soft decline.
+    world.clock.advance(timedelta(minutes=5))
+    assert world.collector.run_janitor() == 1
+    assert world.state(states["inv_acc_lost"].payment_id) is PaymentState.SUCCEEDED
+    world.clock.advance(timedelta(days=1))
+    assert world.collector.run_retries() == 1
+    # The same invoices again (a redelivered batch): nothing new, nothing charged again.
+    charged = world.sandbox.charges_made
+    again = run.collect(commands)
+    assert again.replayed == 6
+    assert again.started == 0
+    assert world.sandbox.charges_made == charged
+    # And the one-invoice path sees the run's request ids as its own.
+    payment = world.collector.collect_invoice(commands[0])
+    assert payment is not None
+    assert payment.payment_id == by_invoice["inv_acc_ok1"][0]
+
+
+def test_the_sandbox_batch_call_charges_each_key_once(world: PaymentsWorld) -> None:
+    token = world.sandbox.tokenise_card(
+        CardDetails("4242424242424242", 12, 2030), today=world.clock.now().date()
+    ).token
+    requests = [ChargeRequest(token, eur("3"), f"key-{i}") for i in range(3)]
+    first = world.sandbox.charge_many(requests + requests[:1])
+    again = world.sandbox.charge_many(requests)
+    assert [r.provider_reference for r in first[:3]] == [  # type: ignore[union-attr]
+        r.provider_reference  # type: ignore[union-attr]
+        for r in again
+    ]
+    assert first[3] == first[0]
+    assert world.sandbox.charges_made == 3
+    world.sandbox.answering = False
+    assert all(isinstance(o, ProviderTimeout) for o in world.sandbox.charge_many(requests))
+
+
+def _count(engine: Engine, table: str, where: str = "TRUE") -> int:
+    with engine.connect() as connection:
+        query = text(f"SELECT count(*) FROM {table} WHERE {where}")
+        return int(connection.execute(query).scalar_one())
+
+
+def _child(database: TestDatabase, data_dir: Path, n: int, kill: int) -> int:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.payments.collection_run_child",
+            database.url,
+            database.schema or "",
+            str(data_dir),
+            str(n),
+            str(kill),
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr
+    return done.returncode
+
+
+def test_a_run_killed_mid_batch_then_run_again_pays_every_invoice_once(
+    world: PaymentsWorld, database: TestDatabase, tmp_path: Path
+) -> None:
+    n = 45
+    clock = world.clock
+    assert clock.now().isoformat() == START_TEXT
+    journal = tmp_path / "payments-sandbox.jsonl"
+    sandbox = SandboxProvider(clock, journal=journal)
+    methods = MethodsService(world.collector.uow_factory, sandbox, world.invoicing, clock)
+    for i in range(n):
+        methods.add_method(
+            AddPaymentMethod(
+                account_id=f"acc_{i:04d}",
+                customer_id=f"cus_{i:04d}",
+                currency="EUR",
+                kind=MethodKind.CARD,
+                card=CardDetails("4242424242424242", 12, 2030, "123"),
+            )
+        )
+    # Killed right after the sandbox charged the 3rd batch of 10, before recording it.
+    assert _child(database, tmp_path, n, kill=3) == -signal.SIGKILL
+    assert _count(world.engine, "payments") == 30  # 3 batches committed before charging
+    assert _count(world.engine, "payments", "state = 'PENDING'") == 10
+    # Run again to the end: the 30 are replayed, the other 15 collected.
+    assert _child(database, tmp_path, n, kill=0) == 0
+    assert _count(world.engine, "payments") == n
+    # This process takes over (the same database, journal and invoicing): the janitor
+    # asks the sandbox about the 10 charged-but-unrecorded ones with their keys.
+    sandbox = SandboxProvider(clock, journal=journal)
+    invoicing = invoicing_of(tmp_path, n)
+    collector = Collector(world.collector.uow_factory, sandbox, invoicing, FakeCharging(), clock)
+    assert collector.run_janitor() == 0  # not before 5 minutes
+    clock.advance(timedelta(minutes=5))
+    assert collector.run_janitor() == 10
+    assert collector.run_effects() == 0
+    assert sandbox.charges_made == n  # every invoice charged once, none twice
+    assert _count(world.engine, "payments", "state = 'SUCCEEDED'") == n
+    assert _count(world.engine, "outbox", "event_type = 'PaymentSucceeded'") == n
+    recorded = invoicing.recorded()
+    assert len(recorded) == n
+    assert sorted(i for _, i, _ in recorded.values()) == sorted(invoicing.invoices)
+    assert all(invoicing.due(i) == Money.zero("EUR") for i in invoicing.invoices)
