@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -144,15 +145,10 @@ def _child(database: TestDatabase, data_dir: Path, n: int, kill: int) -> int:
     return done.returncode
 
 
-def test_a_run_killed_mid_batch_then_run_again_pays_every_invoice_once(
-    world: PaymentsWorld, database: TestDatabase, tmp_path: Path
-) -> None:
-    n = 45
-    clock = world.clock
-    assert clock.now().isoformat() == START_TEXT
-    journal = tmp_path / "payments-sandbox.jsonl"
-    sandbox = SandboxProvider(clock, journal=journal)
-    methods = MethodsService(world.collector.uow_factory, sandbox, world.invoicing, clock)
+def _cards_on_file(world: PaymentsWorld, journal: Path, n: int) -> None:
+    assert world.clock.now().isoformat() == START_TEXT
+    sandbox = SandboxProvider(world.clock, journal=journal)
+    methods = MethodsService(world.collector.uow_factory, sandbox, world.invoicing, world.clock)
     for i in range(n):
         methods.add_method(
             AddPaymentMethod(
@@ -163,6 +159,15 @@ def test_a_run_killed_mid_batch_then_run_again_pays_every_invoice_once(
                 card=CardDetails("4242424242424242", 12, 2030, "123"),
             )
         )
+
+
+def test_a_run_killed_mid_batch_then_run_again_pays_every_invoice_once(
+    world: PaymentsWorld, database: TestDatabase, tmp_path: Path
+) -> None:
+    n = 45
+    clock = world.clock
+    journal = tmp_path / "payments-sandbox.jsonl"
+    _cards_on_file(world, journal, n)
     # Killed right after the sandbox charged the 3rd batch of 10, before recording it.
     assert _child(database, tmp_path, n, kill=3) == -signal.SIGKILL
     assert _count(world.engine, "payments") == 30  # 3 batches committed before charging
@@ -184,5 +189,61 @@ def test_a_run_killed_mid_batch_then_run_again_pays_every_invoice_once(
     assert _count(world.engine, "outbox", "event_type = 'PaymentSucceeded'") == n
     recorded = invoicing.recorded()
     assert len(recorded) == n
+    assert sorted(i for _, i, _ in recorded.values()) == sorted(invoicing.invoices)
+    assert all(invoicing.due(i) == Money.zero("EUR") for i in invoicing.invoices)
+
+
+def test_a_run_killed_at_any_moment_then_run_again_pays_every_invoice_once(
+    world: PaymentsWorld, database: TestDatabase, tmp_path: Path
+) -> None:
+    n = 300
+    clock = world.clock
+    journal = tmp_path / "payments-sandbox.jsonl"
+    _cards_on_file(world, journal, n)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.payments.collection_run_child",
+            database.url,
+            database.schema or "",
+            str(tmp_path),
+            str(n),
+            "0",
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # SIGKILL wherever the run is once some batches went through: between commits,
+        # in the sandbox's batch call, while recording answers or allocations.
+        while _count(world.engine, "payments") < 40 and child.poll() is None:
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    killed_at = _count(world.engine, "payments")
+    assert child.returncode == -signal.SIGKILL  # killed mid-run, not after it ended
+    assert killed_at < n
+    assert _child(database, tmp_path, n, kill=0) == 0
+    assert _count(world.engine, "payments") == n
+    sandbox = SandboxProvider(clock, journal=journal)
+    invoicing = invoicing_of(tmp_path, n)
+    collector = Collector(world.collector.uow_factory, sandbox, invoicing, FakeCharging(), clock)
+    clock.advance(timedelta(minutes=5))
+    while collector.run_janitor():
+        pass
+    # A batch committed but killed before the sandbox took it is NOT_FOUND there: a soft
+    # failure, retried the next day; charged then, once.
+    clock.advance(timedelta(days=1))
+    collector.run_retries()
+    collector.run_effects()
+    assert sandbox.charges_made == n, f"killed with {killed_at} payments written"
+    assert _count(world.engine, "payments", "state = 'SUCCEEDED'") == n
+    assert _count(world.engine, "payments", "effects_pending = TRUE") == 0
+    assert _count(world.engine, "outbox", "event_type = 'PaymentSucceeded'") == n
+    recorded = invoicing.recorded()
     assert sorted(i for _, i, _ in recorded.values()) == sorted(invoicing.invoices)
     assert all(invoicing.due(i) == Money.zero("EUR") for i in invoicing.invoices)
