@@ -113,12 +113,16 @@ class CollectionRun:
             try:
                 rows.add_started([p for p, _, _ in started], requests)
                 uow.commit()
+                raced = False
             except Aborted:
-                # Another run took some of these invoices at the same moment: one at a time,
-                # each replays or collects on its own.
-                log.info("collection batch raced another run; collecting one at a time")
-                self._one_at_a_time(list(unique.values()), summary)
-                return
+                raced = True
+        if raced:
+            # Another run took some of these invoices at the same moment (this unit has
+            # rolled back): one at a time, each replays or collects on its own.
+            log.info("collection batch raced another run; collecting one at a time")
+            summary.replayed -= len(unique) - len(fresh)
+            self._one_at_a_time(list(unique.values()), summary)
+            return
         summary.started += len(started)
         to_send = [(p, a, t) for p, a, t in started if a]
         if to_send:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -247,3 +248,20 @@ def test_a_run_killed_at_any_moment_then_run_again_pays_every_invoice_once(
     recorded = invoicing.recorded()
     assert sorted(i for _, i, _ in recorded.values()) == sorted(invoicing.invoices)
     assert all(invoicing.due(i) == Money.zero("EUR") for i in invoicing.invoices)
+
+
+def test_two_runs_over_the_same_invoices_at_once_charge_each_invoice_once(
+    world: PaymentsWorld,
+) -> None:
+    n = 40
+    for i in range(n):
+        world.card(f"acc_{i:04d}")
+        world.invoicing.issue(f"inv_{i:04d}", f"acc_{i:04d}", "4")
+    commands = [CollectInvoice(f"inv_{i:04d}", f"acc_{i:04d}", eur("4")) for i in range(n)]
+    runs = [CollectionRun(world.collector, batch_size=10) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda run: run.collect(commands), runs))
+    assert world.sandbox.charges_made == n
+    assert _count(world.engine, "payments") == n
+    assert _count(world.engine, "payments", "state = 'SUCCEEDED'") == n
+    assert all(world.invoicing.due(f"inv_{i:04d}") == eur("0") for i in range(n))
