@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -21,6 +21,11 @@ from services.payments.domain.provider import CardDetails, ChargeRequest, Provid
 from services.payments.service_layer.collection import Collector
 from services.payments.service_layer.collection_run import CollectionRun
 from services.payments.service_layer.commands import AddPaymentMethod, CollectInvoice
+from services.payments.service_layer.invoice_events import (
+    IssuedInvoice,
+    invoice_reference,
+    on_invoices_issued,
+)
 from services.payments.service_layer.methods import MethodsService
 from tests.conftest import TestDatabase
 from tests.integration.payments.collection_run_child import START_TEXT, invoicing_of
@@ -265,3 +270,61 @@ def test_two_runs_over_the_same_invoices_at_once_charge_each_invoice_once(
     assert _count(world.engine, "payments") == n
     assert _count(world.engine, "payments", "state = 'SUCCEEDED'") == n
     assert all(world.invoicing.due(f"inv_{i:04d}") == eur("0") for i in range(n))
+
+
+def _issued(invoice_id: str, account: str, amount: str, *, resend: bool = False) -> IssuedInvoice:
+    return IssuedInvoice(
+        f"evt-{invoice_id}",
+        invoice_id,
+        f"INV-{invoice_id}",
+        account,
+        f"cus_{account}",
+        "EUR",
+        eur(amount),
+        date(2026, 3, 15),
+        resend,
+        group_id="grp1",
+    )
+
+
+def test_invoices_issued_together_are_collected_by_one_run_as_one_by_one(
+    world: PaymentsWorld,
+) -> None:
+    world.card("acc_card")
+    for invoice_id, account, amount in [
+        ("inv_a", "acc_card", "10"),
+        ("inv_b", "acc_card", "5"),
+        ("inv_new1", "acc_new", "7"),  # no settings yet: two invoices of it in one read
+        ("inv_new2", "acc_new", "8"),
+        ("inv_zero", "acc_card", "0"),
+    ]:
+        world.invoicing.issue(invoice_id, account, amount)
+    summary = on_invoices_issued(
+        CollectionRun(world.collector),
+        [
+            _issued("inv_a", "acc_card", "10"),
+            _issued("inv_b", "acc_card", "5"),
+            _issued("inv_new1", "acc_new", "7"),
+            _issued("inv_new2", "acc_new", "8"),
+            _issued("inv_zero", "acc_card", "0"),
+            _issued("inv_a", "acc_card", "10", resend=True),
+        ],
+    )
+    assert (summary.started, summary.succeeded, summary.skipped) == (2, 2, 2)
+    assert world.invoicing.due("inv_a") == eur("0")
+    assert world.invoicing.due("inv_b") == eur("0")
+    assert world.invoicing.due("inv_new1") == eur("7")  # nothing on file to charge
+    with world.uow() as uow:
+        remembered = uow.settings.get("acc_new")
+        assert remembered is not None
+        assert remembered.group_id == "grp1"
+        for invoice_id in ("inv_a", "inv_b", "inv_new1", "inv_new2", "inv_zero"):
+            found = uow.settings.invoice_by_reference(
+                invoice_reference(f"INV-{invoice_id}", invoice_id)
+            )
+            assert found is not None
+            assert found[0] == invoice_id
+    # Redelivered (the stream gave them again): kept once, charged once.
+    again = on_invoices_issued(CollectionRun(world.collector), [_issued("inv_a", "acc_card", "10")])
+    assert again.started == 0
+    assert world.sandbox.charges_made == 2
