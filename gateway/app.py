@@ -28,8 +28,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import api, billing, reports, selfcare
-from gateway.auth import Authenticator, RateLimiter
+from gateway import api, billing, preferences, reports, selfcare
+from gateway.auth import Authenticator
 from gateway.clients import ServiceClients
 from gateway.config import GatewaySettings
 from gateway.problems import (
@@ -37,7 +37,9 @@ from gateway.problems import (
     from_rpc_error,
     problem_response,
 )
+from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.store import CredentialStore
+from services.common.redis_kit import connect
 
 log = logging.getLogger("gateway")
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -119,6 +121,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             CredentialStore.open,
             settings.effective_database_url,
             settings.effective_database_schema,
+            migrate=settings.migrate_on_start,
         )
         clients = ServiceClients.open(
             accounts=settings.accounts_addr,
@@ -126,21 +129,31 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             charging=settings.charging_addr,
             invoicing=settings.invoicing_addr,
             payments=settings.payments_addr,
+            notifications=settings.notifications_addr,
             token=settings.service_token.get_secret_value(),
             timeout=settings.call_timeout_seconds,
         )
         app.state.store = store
         app.state.clients = clients
+        redis = connect(settings.redis_url) if settings.rate_limit_store == "redis" else None
+
+        def limiter(name: str, per_minute: int) -> RateLimiter:
+            if redis is None:
+                return MemoryRateLimiter(per_minute)
+            return RedisRateLimiter(redis, name, per_minute)
+
         app.state.authenticator = Authenticator(
             store,
             jwt_secret=settings.effective_jwt_secret,
             token_minutes=settings.access_token_minutes,
-            limiter=RateLimiter(settings.rate_limit_per_minute),
+            limiter=limiter("requests", settings.rate_limit_per_minute),
         )
-        app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+        app.state.login_limiter = limiter("logins", settings.login_attempts_per_minute)
         try:
             yield
         finally:
+            if redis is not None:
+                await redis.aclose()
             await clients.close()
             store.engine.dispose()
 
@@ -245,7 +258,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> JSONResponse:
         """OAuth2 client credentials (RFC 6749 4.4): an access token for an API client."""
         auth: Authenticator = request.app.state.authenticator
-        if auth.limiter.take(f"token:{client_id}") > 0:
+        if await auth.limiter.take(f"token:{client_id}") > 0:
             return JSONResponse(
                 {"error": "invalid_request", "error_description": "too many attempts"},
                 status_code=400,
@@ -269,6 +282,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(billing.router)
+    app.include_router(preferences.router)
     app.include_router(reports.router)
     app.include_router(reports.pages)
     app.include_router(selfcare.router)

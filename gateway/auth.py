@@ -28,6 +28,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.problems import GatewayProblem
+from gateway.ratelimit import RateLimiter
 from gateway.store import ApiClient, CredentialStore, sha256_hex
 
 SESSION_COOKIE = "reckon_session"
@@ -60,40 +61,6 @@ class Principal:
     @property
     def audit_name(self) -> str:
         return f"{self.kind}:{self.name}"
-
-
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests, refilled continuously."""
-
-    # Keys include login names and addresses anyone can invent: past this many, buckets
-    # that have refilled completely (so hold no information) are dropped.
-    MAX_KEYS = 50_000
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float:
-        """0 when allowed, else the seconds until the next request would be."""
-        now = time.monotonic()
-        if len(self._buckets) > self.MAX_KEYS:
-            self._forget_full(now)
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def _forget_full(self, now: float) -> None:
-        refill = self.capacity / self.rate
-        self._buckets = {
-            key: (tokens, last)
-            for key, (tokens, last) in self._buckets.items()
-            if now - last < refill
-        }
 
 
 class Authenticator:
@@ -208,7 +175,7 @@ def require(scope: Scope, *, self_care: bool = False) -> Callable[..., Awaitable
                 headers={"WWW-Authenticate": 'Bearer realm="reckon"'},
             )
         request.state.principal = principal
-        wait = auth.limiter.take(principal.audit_name)
+        wait = await auth.limiter.take(principal.audit_name)
         if wait > 0:
             raise GatewayProblem(
                 429,

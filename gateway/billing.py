@@ -107,7 +107,7 @@ async def search_invoices(
     tags=["invoices"],
 )
 async def get_invoice(request: Request, principal: SelfReader, invoice_id: Id) -> JSONResponse:
-    """The invoice with its lines, history, payments, credit notes and disputes."""
+    """The invoice with its lines, history, payments, credit notes, disputes and notifications."""
     return JSONResponse(to_json(await owned_invoice(request, principal, invoice_id)))
 
 
@@ -344,7 +344,7 @@ async def psp_webhook(request: Request, provider: Literal["sandbox", "stripe"]) 
     verify). The body and headers are passed on byte for byte."""
     auth = request.app.state.authenticator
     address = request.client.host if request.client else "?"
-    if auth.limiter.take(f"psp:{address}") > 0:
+    if await auth.limiter.take(f"psp:{address}") > 0:
         raise GatewayProblem(
             429, "RATE_LIMITED", "too many callbacks", headers={"Retry-After": "1"}
         )

@@ -22,8 +22,10 @@ from gateway.auth import Principal
 from reckon.accounts.v1 import accounts_pb2_grpc
 from reckon.charging.v1 import charging_pb2_grpc
 from reckon.invoicing.v1 import invoicing_pb2_grpc
+from reckon.notifications.v1 import notifications_pb2_grpc
 from reckon.payments.v1 import payments_pb2_grpc
 from reckon.rating.v1 import rating_pb2_grpc
+from services.common.config import DEFAULT_PORTS
 from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_channel
 from services.common.grpc_server import TOKEN_METADATA_KEY
@@ -65,6 +67,7 @@ class ServiceClients:
     charging: Any
     invoicing: Any
     payments: Any
+    notifications: Any
     channels: list[grpc.aio.Channel]
     timeout: float
 
@@ -79,6 +82,7 @@ class ServiceClients:
         payments: str,
         token: str,
         timeout: float,
+        notifications: str = f"127.0.0.1:{DEFAULT_PORTS['notifications']}",
     ) -> ServiceClients:
         stubs = (
             (accounts, accounts_pb2_grpc.AccountsServiceStub, "reckon.accounts.v1.AccountsService"),
@@ -90,6 +94,11 @@ class ServiceClients:
                 "reckon.invoicing.v1.InvoicingService",
             ),
             (payments, payments_pb2_grpc.PaymentsServiceStub, "reckon.payments.v1.PaymentsService"),
+            (
+                notifications,
+                notifications_pb2_grpc.NotificationsServiceStub,
+                "reckon.notifications.v1.NotificationsService",
+            ),
         )
         # The kit's channel, without its interceptors (see the module's docstring).
         channels = [open_channel(address, None, traced=False) for address, _, _ in stubs]
@@ -97,13 +106,21 @@ class ServiceClients:
             TracedStub(make(channel), service, token)
             for channel, (_, make, service) in zip(channels, stubs, strict=True)
         ]
-        accounts_stub, rating_stub, charging_stub, invoicing_stub, payments_stub = wrapped
+        (
+            accounts_stub,
+            rating_stub,
+            charging_stub,
+            invoicing_stub,
+            payments_stub,
+            notifications_stub,
+        ) = wrapped
         return cls(
             accounts=accounts_stub,
             rating=rating_stub,
             charging=charging_stub,
             invoicing=invoicing_stub,
             payments=payments_stub,
+            notifications=notifications_stub,
             channels=channels,
             timeout=timeout,
         )

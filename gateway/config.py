@@ -6,16 +6,17 @@ Shared (see ``services.common.config``): ``RECKON_SERVICE_TOKEN`` and ``REDIS_UR
 ``GATEWAY_DATABASE_SCHEMA`` (its credentials, sessions and audit log),
 ``GATEWAY_JWT_SECRET`` (signs OAuth2 access tokens; default derived from the service
 token), ``GATEWAY_RATE_LIMIT_PER_MINUTE``, ``GATEWAY_LOGIN_ATTEMPTS_PER_MINUTE``,
+``GATEWAY_RATE_LIMIT_STORE`` (``redis`` or ``memory``),
 ``GATEWAY_SESSION_HOURS``, ``GATEWAY_SECURE_COOKIES``. Peers: ``ACCOUNTS_ADDR``,
 ``RATING_ADDR``, ``CHARGING_ADDR``, ``INVOICING_ADDR``,
-``PAYMENTS_ADDR``.
+``PAYMENTS_ADDR``, ``NOTIFICATIONS_ADDR``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -45,11 +46,18 @@ class GatewaySettings(ServiceSettings):
     payments_addr: str = Field(
         default=f"127.0.0.1:{DEFAULT_PORTS['payments']}", validation_alias="PAYMENTS_ADDR"
     )
+    notifications_addr: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['notifications']}",
+        validation_alias="NOTIFICATIONS_ADDR",
+    )
     jwt_secret: SecretStr | None = None
     # Access tokens of the OAuth2 client-credentials grant live this long.
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     # Requests per minute per API client or customer login (a token bucket of that size).
     rate_limit_per_minute: int = Field(default=1200, ge=1)
+    # Where the rate-limit buckets live: "redis" (REDIS_URL, shared by every gateway
+    # process) or "memory" (this process only: one gateway, or tests). ADR 0072.
+    rate_limit_store: Literal["redis", "memory"] = "redis"
     # Failed and successful login attempts per minute per login name and per address.
     login_attempts_per_minute: int = Field(default=10, ge=1)
     session_hours: int = Field(default=12, ge=1, le=24 * 30)

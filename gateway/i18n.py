@@ -8,6 +8,8 @@ English, so a page never shows a key.
 
 from __future__ import annotations
 
+from gateway.i18n_preferences import PREFERENCE_TEXTS
+
 LANGUAGES = ("en", "nl", "es", "ru", "fr")
 LANGUAGE_NAMES = {
     "en": "English",
@@ -115,7 +117,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Records",
         "Language",
         "Notifications",
-        "E-mail and SMS preferences arrive with the notifications service.",
+        "How we may reach you; invoices still come unless a channel is off.",
         "Qty",
         "This page is not available to this login.",
         "Service code",
@@ -174,7 +176,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Regels",
         "Taal",
         "Meldingen",
-        "Voorkeuren voor e-mail en sms komen met de meldingendienst.",
+        "Hoe we u bereiken; facturen komen tenzij een kanaal uit staat.",
         "Aantal",
         "Deze pagina is niet beschikbaar voor deze login.",
         "Dienstcode",
@@ -233,7 +235,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Registros",
         "Idioma",
         "Notificaciones",
-        "Las preferencias de correo y SMS llegan con el servicio de notificaciones.",
+        "Cómo contactarle; las facturas llegan salvo canal desactivado.",
         "Cant.",
         "Esta página no está disponible para este usuario.",
         "Código de servicio",
@@ -292,7 +294,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Записи",
         "Язык",
         "Уведомления",
-        "Настройки e-mail и SMS появятся вместе со службой уведомлений.",
+        "Как с вами связываться; счета приходят, пока канал не отключён.",
         "Кол-во",
         "Эта страница недоступна для этого входа.",
         "Код услуги",
@@ -351,7 +353,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "Enregistrements",
         "Langue",
         "Notifications",
-        "Les préférences e-mail et SMS arrivent avec le service de notifications.",
+        "Comment vous joindre ; les factures arrivent sauf canal coupé.",
         "Qté",
         "Cette page n'est pas disponible pour cet identifiant.",
         "Code du service",
@@ -376,7 +378,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
 }
 
 TEXTS: dict[str, dict[str, str]] = {
-    lang: dict(zip(_KEYS, row, strict=True)) for lang, row in _ROWS.items()
+    lang: dict(zip(_KEYS, row, strict=True)) | PREFERENCE_TEXTS[lang] for lang, row in _ROWS.items()
 }
 
 

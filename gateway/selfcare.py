@@ -21,14 +21,16 @@ import grpc
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
-from gateway import api, billing
-from gateway.auth import SESSION_COOKIE, Authenticator, Principal, RateLimiter
+from gateway import api, billing, preferences
+from gateway.auth import SESSION_COOKIE, Authenticator, Principal
 from gateway.charts import bar_chart
 from gateway.clients import scope_metadata
 from gateway.i18n import LANGUAGE_NAMES, LANGUAGES, pick_language, status_word, texts
 from gateway.problems import GatewayProblem
 from gateway.proto_json import money_to_json
+from gateway.ratelimit import RateLimiter
 from gateway.store import CredentialStore
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
@@ -83,7 +85,7 @@ async def customer(request: Request) -> Principal:
     if principal is None:
         raise GatewayProblem(401, "UNAUTHENTICATED", "log in first")
     request.state.principal = principal
-    if auth.limiter.take(principal.audit_name) > 0:
+    if await auth.limiter.take(principal.audit_name) > 0:
         raise GatewayProblem(429, "RATE_LIMITED", "too many requests", headers={"Retry-After": "1"})
     if principal.customer_id is None:
         raise GatewayProblem(403, "SCOPE_MISSING", "self-care is for customer logins")
@@ -111,7 +113,8 @@ async def login(
 ) -> Response:
     limiter: RateLimiter = request.app.state.login_limiter
     address = request.client.host if request.client else "?"
-    if limiter.take(f"login:{login.strip().lower()}") > 0 or limiter.take(f"ip:{address}") > 0:
+    over_login = await limiter.take(f"login:{login.strip().lower()}") > 0
+    if over_login or await limiter.take(f"ip:{address}") > 0:
         raise GatewayProblem(429, "RATE_LIMITED", "too many login attempts; wait a minute")
     store: CredentialStore = request.app.state.store
     found = await asyncio.to_thread(store.verify_password, login, password)
@@ -332,12 +335,55 @@ async def dashboard(
     done: Annotated[str | None, Query(max_length=10)] = None,
     payment: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
-    data = await _dashboard_data(request, principal, account_id)
-    return render(request, "dashboard.html", {**data, "done": done == "1", "payment": payment})
+    data, prefs = await asyncio.gather(
+        _dashboard_data(request, principal, account_id),
+        preferences.page_preferences(request, principal),
+    )
+    context = {**data, "done": done == "1", "payment": payment, "preferences": prefs}
+    return render(
+        request, "dashboard.html", {**context, "pref_languages": preferences.LANGUAGE_CHOICES}
+    )
 
 
 def _back(account_id: str) -> RedirectResponse:
     return RedirectResponse(f"/selfcare/?account_id={quote(account_id)}&done=1", status_code=303)
+
+
+@router.post("/notification-preferences")
+async def set_notification_preference(
+    request: Request,
+    principal: Customer,
+    channel: Annotated[str, Form(pattern="^CHANNEL_(EMAIL|SMS)$")],
+    account_id: Annotated[str, Form(max_length=64)] = "",
+    opted_in: Annotated[bool, Form()] = False,
+    opted_out: Annotated[bool, Form()] = False,
+    marketing_opted_out: Annotated[bool, Form()] = False,
+    language_code: Annotated[str, Form(max_length=35)] = "",
+    quiet_start: Annotated[str, Form(max_length=5)] = "",
+    quiet_end: Annotated[str, Form(max_length=5)] = "",
+    wants_einvoice: Annotated[bool, Form()] = False,
+) -> RedirectResponse:
+    """One channel's choices from the page's form (unticked boxes are not sent: False)."""
+    try:
+        body = preferences.PreferenceIn.model_validate(
+            {
+                "channel": channel,
+                "opted_in": opted_in,
+                "opted_out": opted_out,
+                "marketing_opted_out": marketing_opted_out,
+                "language_code": language_code,
+                "quiet_start": quiet_start,
+                "quiet_end": quiet_end,
+                "wants_einvoice": wants_einvoice,
+            }
+        )
+    except ValidationError as exc:  # the page's own check, as the API's: a 400, not a 500
+        errors = [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{field}: {message}" for field, message in errors)
+        raise GatewayProblem(400, "INVALID_ARGUMENT", detail, errors=errors) from None
+    await preferences.set_preference(request, principal, principal.customer_id or "", body, None)
+    shown = f"account_id={quote(account_id)}&" if account_id else ""
+    return RedirectResponse(f"/selfcare/?{shown}done=1#notifications", status_code=303)
 
 
 @router.post("/subscriptions/{subscription_id}/plan")

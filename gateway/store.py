@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from alembic import command
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (
@@ -32,12 +33,14 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
+    inspect,
     select,
     update,
 )
 
 from services.common.db import make_engine
 from services.common.ids import new_id
+from services.common.migrations import alembic_config, upgrade_to_head
 from services.common.sqltypes import big_serial
 
 SCOPES = ("read", "write", "admin")
@@ -88,6 +91,22 @@ audit_log = Table(
 Index("ix_gateway_audit_at", audit_log.c.at)
 
 _hasher = PasswordHasher()
+MIGRATIONS = "gateway.migrations"
+# The revision that creates the tables gateways before Alembic made with create_all.
+FIRST_REVISION = "0001"
+
+
+def migrate_to_head(engine: Engine) -> None:
+    """Upgrade to head, the services' way (``services.common.migrations``). A database a
+    gateway filled before it had migrations (tables, no ``alembic_version``) is stamped
+    at the first revision first, so its clients, logins and audit log are kept."""
+    names = set(inspect(engine).get_table_names())
+    if api_clients.name in names and "alembic_version" not in names:
+        config = alembic_config(MIGRATIONS, engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.stamp(config, FIRST_REVISION)
+    upgrade_to_head(engine, MIGRATIONS)
 
 
 def sha256_hex(value: str) -> str:
@@ -147,9 +166,12 @@ class CredentialStore:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, schema: str | None) -> CredentialStore:
+    def open(cls, url: str, schema: str | None, *, migrate: bool = True) -> CredentialStore:
+        """The store on ``url``; its tables brought to the newest revision when
+        ``migrate`` (``GATEWAY_MIGRATE_ON_START``, as the services do)."""
         engine = make_engine(url, schema, pool_size=5)
-        metadata.create_all(engine)
+        if migrate:
+            migrate_to_head(engine)
         return cls(engine)
 
     # --- API clients --------------------------------------------------------------

@@ -236,25 +236,35 @@ def refund(
 
 @payments_app.command("import-statement")
 def import_statement(path: Path, data_dir: DataDir = Path("data"), address: Address = None) -> None:
-    """Import a camt.053 statement: matched transfers are allocated, the rest listed."""
+    """Import a camt.053 or MT940 statement: matched transfers are allocated, the rest listed."""
     from reckon.payments.v1 import payments_pb2 as pb
+    from services.payments.service_layer.statement_files import looks_like_mt940
 
     try:
         document = path.read_bytes()
     except OSError as exc:
         raise _fail(f"cannot read {path}: {exc}") from None
+    request = (
+        pb.ImportBankStatementRequest(mt940=document)
+        if looks_like_mt940(document)
+        else pb.ImportBankStatementRequest(camt053=document)
+    )
 
     async def work(stub: Any) -> Any:
-        return await stub.ImportBankStatement(pb.ImportBankStatementRequest(camt053=document))
+        return await stub.ImportBankStatement(request)
 
     reply = _call(_target(data_dir, address), work)
     table = Table("entry", "booked", "amount", "reference", "outcome", "reason", "payment")
     for line in reply.lines:
-        booked = date(line.booking_date.year, line.booking_date.month, line.booking_date.day)
+        booked = (
+            date(line.booking_date.year, line.booking_date.month, line.booking_date.day)
+            if line.HasField("booking_date")
+            else None
+        )
         table.add_row(
             line.entry_reference,
-            booked.isoformat(),
-            _money(line.amount),
+            booked.isoformat() if booked else "",
+            _money(line.amount) if line.HasField("amount") else "",
             line.reference,
             line.outcome,
             line.reason,
@@ -270,7 +280,7 @@ def report(
     data_dir: DataDir = Path("data"),
     address: Address = None,
 ) -> None:
-    """Reconciliation report of a day: collected, reversed and open per channel."""
+    """Reconciliation report of a day per channel, against the provider's settlement and payouts."""
     from reckon.payments.v1 import payments_pb2 as pb
 
     try:
@@ -286,15 +296,56 @@ def report(
         )
 
     reply = _call(_target(data_dir, address), work)
-    table = Table("channel", "payments", "collected", "reversals", "reversed", "net", "open")
+    table = Table(
+        "channel",
+        "payments",
+        "collected",
+        "reversals",
+        "reversed",
+        "net",
+        "open",
+        "provider gross",
+        "fees",
+        "provider net",
+        "difference",
+    )
+    differences = Table("channel", "kind", "payment", "provider reference", "recorded", "settled")
     for t in reply.totals:
+        channel = pb.Channel.Name(t.channel).removeprefix("CHANNEL_").lower()
         table.add_row(
-            pb.Channel.Name(t.channel).removeprefix("CHANNEL_").lower(),
+            channel,
             str(t.payments),
             _money(t.collected),
             str(t.reversals),
             _money(t.reversed),
             _money(t.net),
             str(t.unresolved),
+            *(
+                _money(m) if t.HasField(name) else ""
+                for name, m in (
+                    ("provider_gross", t.provider_gross),
+                    ("provider_fees", t.provider_fees),
+                    ("provider_net", t.provider_net),
+                    ("difference", t.difference),
+                )
+            ),
         )
+        for d in t.differences:
+            differences.add_row(
+                channel,
+                d.kind,
+                d.payment_id,
+                d.provider_reference,
+                _money(d.recorded) if d.HasField("recorded") else "",
+                _money(d.settled) if d.HasField("settled") else "",
+            )
     console.print(table)
+    if reply.provider_error:
+        console.print(f"provider {reply.provider}: {reply.provider_error}")
+    if differences.row_count:
+        console.print(differences)
+    for payout in reply.payouts:
+        console.print(
+            f"payout {payout.payout_id} from {reply.provider}: {_money(payout.amount)} "
+            f"({payout.status})"
+        )

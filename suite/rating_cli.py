@@ -10,6 +10,10 @@ Two Typer sub-apps that the ``reckon`` command mounts:
 * ``usage import FILE`` (with a progress bar), ``usage rejects``, ``usage reprocess``
   and ``usage rerate ACCOUNT``.
 
+The catalog commands are in ``suite.catalog_cli``, what both share (finding and
+calling the service) in ``suite.rating_client``; ``usage release``, ``usage
+rated`` and the import's progress in ``suite.usage_cli``.
+
 All but the offline check talk to the running rating service over gRPC: at
 ``--addr`` / ``RATING_ADDR`` with ``RECKON_SERVICE_TOKEN``, else at the address and
 with the token of the suite running from ``--data-dir`` (``DATA_DIR/suite.json``).
@@ -19,374 +23,34 @@ file or the service cannot be reached, or the command was misused.
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final
 
-import grpc
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from services.common.grpc_client import open_channel
-from services.common.grpc_errors import ErrorDetails, details_of
-from suite.service_token import TOKEN_ENV
-from suite.state import SuiteStateError, read_state
-
-if TYPE_CHECKING:
-    from suite.catalog_check import DocumentProblem
-
-T = TypeVar("T")
-
-CHUNK_BYTES: Final = 1024 * 1024
-ADDRESS_ENV: Final = "RATING_ADDR"
-
-catalog_app = typer.Typer(
-    help="Apply and check the rating catalog (plans, rates, destinations).",
-    no_args_is_help=True,
-    add_completion=False,
+from suite.catalog_cli import catalog_app, catalog_apply, catalog_check, catalog_destinations
+from suite.rating_client import (
+    ADDRESS_ENV,
+    CHUNK_BYTES,
+    Address,
+    DataDir,
+    Target,
+    _call,
+    _fail,
+    _money,
+    _print_error,
+    console,
+    errors,
+    resolve_target,
 )
+
 usage_app = typer.Typer(
     help="Import usage files (CDR/EDR), inspect and re-process rejects, re-rate.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="RECKON_DATA_DIR",
-        help="Data directory of the running suite (holds suite.json).",
-    ),
-]
-Address = Annotated[
-    str | None,
-    typer.Option(
-        "--addr",
-        envvar=ADDRESS_ENV,
-        help="host:port of the rating service (default: from the running suite).",
-    ),
-]
-
-
-@dataclass(frozen=True)
-class Target:
-    address: str
-    token: str
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-def resolve_target(data_dir: Path, address: str | None) -> Target:
-    """Where the rating service is and which token it wants."""
-    token = os.environ.get(TOKEN_ENV, "")
-    if address and token:
-        return Target(address, token)
-    try:
-        state = read_state(data_dir)
-    except SuiteStateError as exc:
-        if address:
-            raise _fail(f"{TOKEN_ENV} is not set and {exc}") from None
-        raise _fail(
-            f"{exc}; start it with `reckon up` or set {ADDRESS_ENV} and {TOKEN_ENV}"
-        ) from None
-    found = address or state.address_of("rating")
-    if not found:
-        raise _fail("the running suite has no rating service")
-    try:
-        return Target(found, token or state.token())
-    except (SuiteStateError, OSError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _call(target: Target, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run one conversation with the rating service; gRPC failures end the command."""
-    from reckon.rating.v1 import rating_pb2_grpc
-
-    async def conversation() -> T:
-        async with open_channel(target.address, target.token, traced=False) as channel:
-            return await work(rating_pb2_grpc.RatingServiceStub(channel))
-
-    try:
-        return asyncio.run(conversation())
-    except grpc.aio.AioRpcError as exc:
-        details = details_of(exc)
-        if details.code == grpc.StatusCode.UNAVAILABLE:
-            raise _fail(
-                f"rating service at {target.address} is unavailable: {details.message}"
-            ) from None
-        _print_error(details)
-        raise typer.Exit(1) from None
-
-
-def _print_error(details: ErrorDetails) -> None:
-    reason = f" ({details.reason})" if details.reason else ""
-    errors.print(f"[bold red]{details.code.name}{reason}:[/] {escape(details.message[:300])}")
-    for violation in details.violations:
-        errors.print(f"  {escape(violation.field)}: {escape(violation.description)}")
-
-
-def _money(value: Any) -> str:
-    if not value.currency_code:
-        return "-"
-    sign = "-" if value.units < 0 or value.nanos < 0 else ""
-    units, nanos = abs(value.units), abs(value.nanos)
-    fraction = f"{nanos:09d}".rstrip("0")
-    if len(fraction) < 2:
-        fraction = fraction.ljust(2, "0")
-    return f"{sign}{units}.{fraction} {value.currency_code}"
-
-
-# -- catalog ----------------------------------------------------------------------------
-
-
-def _read_document(path: Path) -> str:
-    """The document's text; a file that cannot be read is a usage error (exit 2)."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _fail(f"no file {path}") from None
-    except UnicodeDecodeError as exc:
-        raise _fail(f"{path} is not UTF-8 text (byte {exc.start})", 1) from None
-    except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _print_problems(source: str, problems: list[DocumentProblem]) -> None:
-    errors.print(f"[bold red]{escape(source)}: {len(problems)} problem(s)[/]")
-    for problem in problems:
-        # Never wrapped: editors and scripts read FILE:LINE: from the start of each line.
-        errors.print(f"  {escape(problem.render(source))}", soft_wrap=True)
-
-
-def _plans_table(rows: list[tuple[str, str, int, list[str]]]) -> Table:
-    table = Table(title="Plans", title_justify="left")
-    for column in ("plan", "currency", "versions", "services"):
-        table.add_column(column)
-    for code, currency, versions, services in rows:
-        table.add_row(code, currency, str(versions), ", ".join(services))
-    return table
-
-
-def _send_catalog(path: Path, data_dir: Path, address: str | None, *, validate_only: bool) -> None:
-    """Apply (or with ``validate_only`` check) ``path`` through the running service."""
-    from reckon.rating.v1 import rating_pb2
-    from suite.catalog_check import DocumentProblem, locate, looks_like_json
-
-    document = _read_document(path)
-    json_document = looks_like_json(document, path.name)
-    target = resolve_target(data_dir, address)
-    fmt = rating_pb2.CATALOG_FORMAT_JSON if json_document else rating_pb2.CATALOG_FORMAT_YAML
-
-    async def work(stub: Any) -> Any:
-        try:
-            return await stub.ApplyCatalog(
-                rating_pb2.ApplyCatalogRequest(
-                    document=document,
-                    format=fmt,
-                    validate_only=validate_only,
-                    source_name=path.name,
-                )
-            )
-        except grpc.aio.AioRpcError as exc:
-            details = details_of(exc)
-            if details.code != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-            # The service names fields by document path; this file's lines locate them.
-            problems = locate(details.violations, document, json_document=json_document)
-            _print_problems(str(path), problems or [DocumentProblem("", None, details.message)])
-            raise typer.Exit(1) from None
-
-    reply = _call(target, work)
-    console.print(
-        _plans_table(
-            [
-                (
-                    plan.code,
-                    plan.currency,
-                    len(plan.versions),
-                    sorted({s for v in plan.versions for s in v.services}),
-                )
-                for plan in reply.plans
-            ]
-        )
-    )
-    if validate_only:
-        console.print(
-            f"[green]{escape(str(path))} is valid[/] (checked by the rating service at "
-            f"{target.address}): {len(reply.plans)} plan(s), "
-            f"{len(reply.price_packages)} price package(s), "
-            f"{reply.prefix_count} destination prefixes"
-        )
-    elif reply.changed:
-        console.print(f"[green]applied[/] {escape(str(path))} as catalog revision {reply.revision}")
-    else:
-        console.print(
-            f"unchanged: {escape(str(path))} is already catalog revision {reply.revision}"
-        )
-
-
-def _check_offline(path: Path, destinations: Path | None, header: bool) -> None:
-    """Validate ``path`` with the domain's parser on this machine; no service involved."""
-    # Loaded here: the domain is not needed by the other commands of `reckon`.
-    from suite.catalog_check import (
-        DestinationsError,
-        check_document,
-        load_destinations,
-        looks_like_json,
-    )
-
-    document = _read_document(path)
-    table = None
-    if destinations is not None:
-        try:
-            table = load_destinations(destinations, has_header=header)
-        except FileNotFoundError:
-            raise _fail(f"no file {destinations}") from None
-        except UnicodeDecodeError as exc:
-            raise _fail(f"{destinations} is not UTF-8 text (byte {exc.start})", 1) from None
-        except OSError as exc:
-            raise _fail(f"cannot read {destinations}: {exc.strerror or exc}") from None
-        except DestinationsError as exc:
-            _print_problems(str(destinations), exc.problems)
-            raise typer.Exit(1) from None
-    result = check_document(
-        document, json_document=looks_like_json(document, path.name), destinations=table
-    )
-    if result.catalog is None:
-        _print_problems(str(path), result.problems)
-        raise typer.Exit(1)
-    catalog = result.catalog
-    console.print(
-        _plans_table(
-            [
-                (
-                    plan.code,
-                    plan.currency,
-                    len(plan.versions),
-                    sorted({rate.service for v in plan.versions for rate in v.rates}),
-                )
-                for plan in sorted(catalog.plans, key=lambda p: p.code)
-            ]
-        )
-    )
-    prefixes = f"{len(catalog.destinations)} destination prefixes" + (
-        f" (with {destinations.name})" if destinations is not None else ""
-    )
-    console.print(
-        f"[green]{escape(str(path))} is valid[/]: {len(catalog.plans)} plan(s), "
-        f"{len(catalog.packages)} price package(s), {prefixes}"
-    )
-
-
-@catalog_app.command("apply")
-def catalog_apply(
-    file: Annotated[Path, typer.Argument(help="Catalog document (YAML or JSON).")],
-    data_dir: DataDir = Path("data"),
-    addr: Address = None,
-) -> None:
-    """Make FILE the catalog in force (a new revision); problems are listed by line."""
-    _send_catalog(file, data_dir, addr, validate_only=False)
-
-
-@catalog_app.command("check")
-def catalog_check(
-    file: Annotated[Path, typer.Argument(help="Catalog document (YAML or JSON).")],
-    remote: Annotated[
-        bool,
-        typer.Option(
-            "--remote",
-            help="Ask the running rating service instead (checks against the prefix table "
-            "in force).",
-        ),
-    ] = False,
-    destinations: Annotated[
-        Path | None,
-        typer.Option(
-            "--destinations",
-            help="Offline: a prefix CSV (prefix,destination) the rates may refer to.",
-        ),
-    ] = None,
-    header: Annotated[
-        bool, typer.Option(help="Offline: the --destinations CSV starts with a header.")
-    ] = False,
-    data_dir: DataDir = Path("data"),
-    addr: Address = None,
-) -> None:
-    """Check FILE without applying it, on this machine (no suite needed).
-
-    Every problem is listed as FILE:LINE: field: what. Exit 0 valid, 1 invalid,
-    2 the file (or, with --remote, the service) cannot be reached.
-    """
-    if remote:
-        if destinations is not None:
-            raise _fail("--destinations is for offline checks; --remote uses the table in force")
-        _send_catalog(file, data_dir, addr, validate_only=True)
-    else:
-        _check_offline(file, destinations, header)
-
-
-async def _chunks(
-    path: Path,
-    first: Callable[[bytes], Any],
-    rest: Callable[[bytes], Any],
-    advance: Callable[[int], None],
-) -> AsyncIterator[Any]:
-    with path.open("rb") as stream:
-        chunk = stream.read(CHUNK_BYTES)
-        yield first(chunk)
-        advance(len(chunk))
-        while True:
-            chunk = await asyncio.to_thread(stream.read, CHUNK_BYTES)
-            if not chunk:
-                return
-            yield rest(chunk)
-            advance(len(chunk))
-
-
-@catalog_app.command("destinations")
-def catalog_destinations(
-    file: Annotated[Path, typer.Argument(help="CSV of prefix,destination lines.")],
-    header: Annotated[bool, typer.Option(help="The first line is a header.")] = False,
-    data_dir: DataDir = Path("data"),
-    addr: Address = None,
-) -> None:
-    """Replace the destination prefix table with FILE."""
-    from reckon.rating.v1 import rating_pb2
-
-    if not file.is_file():
-        raise _fail(f"no file {file}")
-    target = resolve_target(data_dir, addr)
-
-    async def work(stub: Any) -> Any:
-        return await stub.ImportDestinations(
-            _chunks(
-                file,
-                lambda data: rating_pb2.ImportDestinationsRequest(
-                    file_name=file.name, has_header=header, chunk=data
-                ),
-                lambda data: rating_pb2.ImportDestinationsRequest(chunk=data),
-                lambda _: None,
-            )
-        )
-
-    reply = _call(target, work)
-    console.print(
-        f"[green]imported[/] {reply.prefix_count} prefixes of "
-        f"{reply.destination_count} destinations as catalog revision {reply.revision}"
-    )
-
 
 # -- usage ------------------------------------------------------------------------------
 
@@ -630,7 +294,27 @@ def usage_rerate(
         )
 
 
-__all__ = ["catalog_app", "resolve_target", "usage_app"]
+# What other modules import from here: the CLI's own names and, re-exported from
+# catalog_cli and rating_client, what they imported before the split (payments_cli).
+__all__ = [
+    "ADDRESS_ENV",
+    "CHUNK_BYTES",
+    "Address",
+    "DataDir",
+    "Target",
+    "_call",
+    "_fail",
+    "_instant",
+    "_money",
+    "_print_error",
+    "catalog_app",
+    "catalog_apply",
+    "catalog_check",
+    "catalog_destinations",
+    "console",
+    "resolve_target",
+    "usage_app",
+]
 
 # ``usage release`` and ``usage rated`` (and the import's progress) live in their own module.
 from suite import usage_cli as _usage_cli  # noqa: E402, F401

@@ -27,17 +27,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from suite.rating_cli import (
+from suite.rating_cli import _instant, usage_app
+from suite.rating_client import (
     CHUNK_BYTES,
     Address,
     DataDir,
     _call,
     _fail,
-    _instant,
     _money,
     console,
     resolve_target,
-    usage_app,
 )
 
 _POLL_SECONDS: Final = 0.5

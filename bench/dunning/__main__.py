@@ -6,48 +6,56 @@ and a late fee each), the rest paid. Then, in the same process and schema:
 
 1. **floor**: one ``SELECT`` of the rows the run reads (the candidate accounts, their
    projection rows and their invoices): how fast PostgreSQL hands them over at all;
-2. **run**: ``start_run`` (the run, one work item per candidate, the work messages in
-   the outbox) then the work items done by ``--workers`` threads, each judging batches
-   of 50 accounts (one transaction per account: read the account and its invoices,
-   judge, store its reactions under their keys, its events in the outbox, mark the
-   item DONE) exactly as the stream workers do, minus the Redis hop.
+2. **run**: ``start_run`` (the run and one work item per candidate by one
+   ``INSERT ... SELECT``, the work messages in the outbox) then the work messages done
+   by ``--workers`` worker processes (spawned, each with its own engine, as the stream
+   workers are separate processes), each message of 1,000 accounts judged in one
+   transaction (ADR 0050, 0070): read the pending accounts and their invoices, judge,
+   store the reactions under their keys and the events in the outbox (``COPY``), write
+   the cases and mark the items DONE; exactly as the stream workers do, minus the
+   Redis hop.
 
-Prints accounts evaluated per second beside the floor, the run's wall time, the
-reactions and events written, and the peak RSS before and after the run (memory
-must stay flat: the run never loads all accounts at once). Default N is small
-(10,000); ``--accounts 1000000`` gives the issue's figure. PostgreSQL from
+Prints accounts evaluated per second beside the floor, the run's wall time, the CPU
+time of this process and its workers per account next to the wall time per account
+(the machine is shared: CPU per account is the figure to compare), the reactions and
+events written, the load average, and the peak RSS of this process and of the largest
+worker (memory must stay flat: a worker holds one message at a time). Default N is
+small (10,000); ``--accounts 1000000`` gives the issue's figure. PostgreSQL from
 ``--database-url`` (default: the test server) in a schema dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 
 from services.common.clock import ManualClock
 from services.common.db import make_engine
+from services.common.heap import settle_heap
 from services.common.migrations import upgrade_to_head
 from services.dunning.adapters.orm import dunning_reactions, kit
 from services.dunning.adapters.unit_of_work import SqlDunningUnitOfWork, session_factory
 from services.dunning.bootstrap import MIGRATIONS
 from services.dunning.service_layer import handlers, runs
 
+from .workers import RUN_DATE, backend_cpu, watch_backends, worker_process, worker_start
+
 DEFAULT_URL = os.environ.get(
     "RECKON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dunning-policy.yaml"
-RUN_DATE = date(2027, 3, 15)
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def seed(engine: object, accounts: int, overdue_every: int) -> None:
@@ -129,6 +137,12 @@ def main() -> None:
         rows, floor_s = floor(engine)
         rss_before = _rss_mib()
 
+        settle_heap()  # as the service does once built (bootstrap.run)
+        backends: set[int] = set()
+        watch_backends(engine, backends)
+        engine.dispose()  # connections from here on are watched
+        load_before = os.getloadavg()
+        cpu_before = time.process_time()
         started = time.perf_counter()
         run = runs.start_run(uow, RUN_DATE)
         queued_s = time.perf_counter() - started
@@ -138,13 +152,29 @@ def main() -> None:
             pending[i : i + runs.ACCOUNTS_PER_MESSAGE]
             for i in range(0, len(pending), runs.ACCOUNTS_PER_MESSAGE)
         ]
+        worker_backends: dict[int, float] = {}
+        worker_cpu: dict[int, float] = {}
+        worker_rss = 0.0
         if args.workers <= 1:
-            for batch in batches:  # in this thread (profilers see it)
+            for batch in batches:  # in this process (profilers see it)
                 runs.process(uow, run.run_id, batch)
         else:
-            with ThreadPoolExecutor(args.workers) as pool:
-                list(pool.map(lambda batch: runs.process(uow, run.run_id, batch), batches))
+            with ProcessPoolExecutor(
+                args.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_start,
+                initargs=(args.database_url, schema),
+            ) as pool:
+                for pid, cpu, used, rss in pool.map(
+                    worker_process, [run.run_id] * len(batches), batches
+                ):
+                    worker_cpu[pid] = cpu  # cumulative per worker: the last is all
+                    worker_backends.update(used)  # the same per backend
+                    worker_rss = max(worker_rss, rss)
         run_s = time.perf_counter() - started
+        server_cpu_s = sum(backend_cpu(backends).values()) + sum(worker_backends.values())
+        cpu_s = time.process_time() - cpu_before + sum(worker_cpu.values())
+        load_after = os.getloadavg()
         with uow() as unit:
             done = unit.runs.get(run.run_id)
         assert done is not None
@@ -161,13 +191,28 @@ def main() -> None:
         )
         print(f"  reactions stored {reactions:,}, outbox rows {events:,}")
         print(f"  start (items + work messages): {queued_s:.2f} s; whole run: {run_s:.2f} s")
-        print(f"  accounts evaluated/s: {judged / run_s:,.0f}  ({args.workers} worker threads)")
+        print(f"  accounts evaluated/s: {judged / run_s:,.0f}  ({args.workers} worker processes)")
+        print(
+            f"  per account: wall {run_s / judged * 1e3:.3f} ms, client CPU "
+            f"{cpu_s / judged * 1e3:.3f} ms ({cpu_s:.1f} s CPU in this process and its "
+            f"workers once started), PostgreSQL CPU {server_cpu_s / judged * 1e3:.3f} ms "
+            f"({server_cpu_s:.1f} s in the run's backends)"
+        )
+        print(
+            "  load average (1/5/15 min): before "
+            + "/".join(f"{x:.1f}" for x in load_before)
+            + ", after "
+            + "/".join(f"{x:.1f}" for x in load_after)
+        )
         print(
             f"  floor: SELECT of the same {rows:,} rows in {floor_s:.3f} s "
             f"= {rows / floor_s:,.0f} rows/s"
         )
         print(f"  run / floor: {run_s / floor_s:,.0f}x the floor's time")
-        print(f"  peak RSS: {rss_before:.0f} MiB before the run, {rss_after:.0f} MiB after")
+        print(
+            f"  peak RSS: {rss_before:.0f} MiB before the run, {rss_after:.0f} MiB after; "
+            f"largest worker {worker_rss:.0f} MiB"
+        )
     finally:
         engine.dispose()
         plain = create_engine(

@@ -53,6 +53,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop (default 16)")
     parser.add_argument("--paced-rate", type=float, default=100.0, help="calls/s (default 100)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the gateway under cProfile and write its profile here (slows it down)",
+    )
     return parser.parse_args(argv)
 
 
@@ -136,7 +141,9 @@ class RawHttp:
             writer.close()
 
 
-def _start_gateway(supervisor: Supervisor, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_gateway(
+    supervisor: Supervisor, data_dir: Path, profile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     state = supervisor.state
     assert state is not None
     port = free_port()
@@ -153,8 +160,11 @@ def _start_gateway(supervisor: Supervisor, data_dir: Path) -> tuple[subprocess.P
         "OTEL_SDK_DISABLED": "true",
         "RECKON_LOG_LEVEL": "WARNING",
     }
+    command = ["-m", "gateway"]
+    if profile is not None:
+        command = ["-m", "bench.gateway.profiled", str(profile)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway"],
+        [sys.executable, *command],
         env=env,
         cwd=CODE_ROOT,
         stdout=subprocess.DEVNULL,
@@ -226,7 +236,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         store = CredentialStore.open(f"sqlite:///{data_dir / 'gateway.db'}", None)
         _, key = store.add_api_client("bench", frozenset({"read"}))
         store.engine.dispose()
-        gateway, url = _start_gateway(supervisor, data_dir)
+        gateway, url = _start_gateway(supervisor, data_dir, args.profile)
         charging_pid = next(p.pid for p in supervisor.processes if p.spec.name == "charging")
 
         channel = grpc.aio.insecure_channel(state.address_of("charging") or "")

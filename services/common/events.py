@@ -34,11 +34,27 @@ class DomainEvent:
         return str(getattr(self, self.aggregate_field, "")) if self.aggregate_field else ""
 
     def payload(self) -> dict[str, Any]:
-        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: to_jsonable(getattr(self, name)) for name in _field_names(type(self))}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type[DomainEvent]) -> tuple[str, ...]:
+    """An event class's field names, looked up once per class (not per event)."""
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    return names
+
+
+_PLAIN = frozenset({str, int, bool, float, type(None)})
 
 
 def to_jsonable(value: Any) -> Any:
     """JSON-safe form that keeps money and decimals exact (as strings)."""
+    if type(value) in _PLAIN:
+        return value  # most fields: nothing to convert (subclasses such as enums go on)
     if isinstance(value, Money):
         return {"amount": str(value.amount), "currency": value.currency}
     if isinstance(value, Decimal):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import zlib
 from importlib import resources
 
-from alembic import command, context
+import sqlalchemy as sa
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, MetaData, text
 
@@ -64,3 +65,55 @@ def _configure_and_run(connection: Connection, target_metadata: MetaData) -> Non
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def create_kit_tables() -> None:
+    """Create the kit's tables (``services.common.db.add_kit_tables``) in a service's
+    first revision: the outbox, the inbox of processed events and the idempotency keys.
+
+    One definition for every service, so the kit's schema cannot drift between them; a
+    later change to a kit table is a revision of its own in each service.
+    """
+    timestamp = sa.DateTime(timezone=True)
+    op.create_table(
+        "outbox",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("event_id", sa.String(64), nullable=False),
+        sa.Column("event_type", sa.String(128), nullable=False),
+        sa.Column("stream", sa.String(128), nullable=False),
+        sa.Column("envelope", sa.Text(), nullable=False),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Column("relayed_at", timestamp, nullable=True),
+        sa.PrimaryKeyConstraint("seq", name="pk_outbox"),
+        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
+    )
+    op.create_index("ix_outbox_unrelayed", "outbox", ["relayed_at", "seq"])
+    op.create_table(
+        "processed_events",
+        sa.Column("consumer", sa.String(128), nullable=False),
+        sa.Column("event_id", sa.String(64), nullable=False),
+        sa.Column("processed_at", timestamp, nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_processed_events"),
+    )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.String(128), nullable=False),
+        sa.Column("request_id", sa.String(128), nullable=False),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("resource_id", sa.String(64), nullable=False),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.PrimaryKeyConstraint("scope", "request_id", name="pk_idempotency_keys"),
+    )
+
+
+def drop_kit_tables() -> None:
+    """The reverse of :func:`create_kit_tables`, for a first revision's ``downgrade``."""
+    op.drop_table("idempotency_keys")
+    op.drop_table("processed_events")
+    op.drop_index("ix_outbox_unrelayed", table_name="outbox")
+    op.drop_table("outbox")

@@ -25,6 +25,7 @@ from reckon.dunning.v1 import dunning_pb2_grpc
 from services.common.clock import Clock, clock_from_config, close_clock
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
+from services.common.heap import settle_heap
 from services.common.migrations import upgrade_to_head
 from services.common.outbox import OutboxRelay
 from services.common.redis_kit import connect
@@ -171,7 +172,9 @@ async def build(
         ),
         effects=effects,
         effects_loop=effects_loop,
-        servicer=DunningServicer(uow_factory, run_started=effects_loop.notify),
+        servicer=DunningServicer(
+            uow_factory, run_started=effects_loop.notify, run_hour=settings.run_hour
+        ),
         owned_clients=owned,
         owns_clock=owns_clock,
     )
@@ -234,6 +237,9 @@ async def running_service(
 
 async def run(settings: DunningSettings) -> None:
     service = await start(settings)
+    # The kit's one heap policy (ADRs 0012, 0013): a work message allocates thousands of
+    # short-lived rows and objects; the collector must not rescan the built heap for them.
+    settle_heap()
     log.info("dunning serving on %s", service.address)
     await serve(
         service.server,

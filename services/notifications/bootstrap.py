@@ -30,8 +30,10 @@ from services.common.config import ConfigError
 from services.common.db import make_engine
 from services.common.grpc_server import RunningServer, ServiceBinding, create_server, serve
 from services.common.migrations import upgrade_to_head
+from services.common.outbox import OutboxRelay
 from services.common.redis_kit import connect
 from services.common.streams import StreamConsumer
+from services.notifications.adapters.orm import kit
 from services.notifications.adapters.smpp import SmppGateway
 from services.notifications.adapters.smtp import SmtpEmailSender
 from services.notifications.adapters.templates import JinjaRenderer
@@ -97,6 +99,8 @@ class NotificationsApp:
     dispatcher: Dispatcher
     servicer: NotificationsServicer
     channels: Channels
+    # Its own events (``MessageStatusChanged``, ADR 0063) from the outbox to Redis.
+    relay: OutboxRelay | None = None
 
     async def close_clients(self) -> None:
         for client in (self.channels.webhooks, self.channels.documents):
@@ -183,6 +187,7 @@ async def build(
     rules = load_rules(settings.rules_file, renderer)
     engine, sessions = await asyncio.to_thread(open_database, settings)
     client = connect(settings.redis_url)
+    relay = OutboxRelay(engine, kit.outbox, client, clock, retention=settings.outbox_retention)
     channels = channels or default_channels(settings)
     holder: list[Dispatcher] = []
 
@@ -191,7 +196,7 @@ async def build(
             holder[0].notify()
 
     def uow_factory() -> NotificationsUnitOfWork:
-        return SqlNotificationsUnitOfWork(sessions, clock=clock)
+        return SqlNotificationsUnitOfWork(sessions, clock=clock, after_commit=relay.notify)
 
     dispatcher = Dispatcher(
         uow_factory,
@@ -232,6 +237,7 @@ async def build(
         dispatcher=dispatcher,
         servicer=NotificationsServicer(uow_factory, own_ports=settings.own_ports, on_queued=wake),
         channels=channels,
+        relay=relay,
     )
 
 
@@ -267,6 +273,10 @@ async def start(
     service._tasks = [
         asyncio.create_task(app.consumer.run(service._stop), name="notifications-consumer")
     ]
+    if app.relay is not None:
+        service._tasks.append(
+            asyncio.create_task(app.relay.run(service._stop), name="notifications-outbox-relay")
+        )
     if dispatch:
         service._tasks.append(
             asyncio.create_task(app.dispatcher.run(service._stop), name="notifications-dispatch")

@@ -176,8 +176,11 @@ async def build(
         clock,
         default_retry_days=settings.retry_schedule,
     )
-    methods = MethodsService(uow_factory, provider, invoicing, clock)
-    statements = Statements(uow_factory, collector, invoicing, clock)
+    # The service token keys the digests of AddPaymentMethod requests (never stored).
+    methods = MethodsService(
+        uow_factory, provider, invoicing, clock, fingerprint_key=token.encode()
+    )
+    statements = Statements(uow_factory, collector, invoicing, clock, provider)
     callbacks = ProviderCallbacks(collector, secret)
     settle = None
     if isinstance(provider, SandboxProvider):

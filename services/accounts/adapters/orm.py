@@ -92,6 +92,7 @@ customers = Table(
     Column("update_time", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
     Column("external_ref", String(_CODE), nullable=True, unique=True),
+    Column("vat_id", String(16), nullable=False, server_default=""),
 )
 Index(None, customers.c.reseller_id, customers.c.customer_id)
 Index(None, customers.c.group_id, customers.c.customer_id)

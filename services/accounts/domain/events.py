@@ -37,6 +37,9 @@ class CustomerCreated(DomainEvent):
     external_ref: str = ""  # the operator's reference, "" when none
     # Added for notifications (SMS): the customer's E.164 number, or "".
     phone_number: str = ""
+    # Added for invoicing: the customer's VAT identifier (reverse charge, intra-community
+    # supply), or "".
+    vat_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class CustomerUpdated(DomainEvent):
     reseller_id: str
     group_id: str
     update_time: datetime
+    vat_id: str = ""  # added for invoicing, as in CustomerCreated
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,20 @@ def phone_number(violations: Violations, value: str, path: str) -> str:
     return value
 
 
+# A VAT identifier: a country prefix (ISO 3166, EL for Greece, XI for Northern Ireland),
+# then 2 to 13 letters or digits (the longest national format).
+_VAT_ID = re.compile(r"^[A-Z]{2}[0-9A-Z]{2,13}$")
+
+
+def vat_id(violations: Violations, value: str, path: str) -> str:
+    if value and not _VAT_ID.match(value):
+        violations.add(
+            path,
+            "must be a VAT identifier: country prefix and 2-13 letters/digits, e.g. BE0477472701",
+        )
+    return value
+
+
 def language_code(violations: Violations, value: str, path: str) -> str:
     if value and (len(value) > 35 or not _LANGUAGE.match(value)):
         violations.add(path, "must be a BCP-47 language tag such as en, nl-NL or zh-Hant-TW")

@@ -44,6 +44,7 @@ class CreateCustomer(Command):
     group_id: str = ""
     referred_by: str = ""  # a referral code of another customer
     external_ref: str | None = None  # the operator's own reference, unique
+    vat_id: str = ""  # VAT identifier for invoices, or ""
 
 
 @dataclass(frozen=True, kw_only=True)

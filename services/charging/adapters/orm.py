@@ -63,6 +63,8 @@ accounts = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     # ms of the newest AccountCreated/AccountUpdated applied (older ones are skipped).
     Column("facts_version", BigInteger, nullable=False, server_default="0"),
+    # The owning customer, from AccountCreated/Updated; NULL when not learnt (ADR 0073).
+    Column("customer_id", String(64), nullable=True),
 )
 
 account_states = Table(

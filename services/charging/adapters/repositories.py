@@ -151,6 +151,19 @@ class SqlAccountRepository:
             .values(facts_version=version)
         )
 
+    def customer_of(self, account_id: str) -> str | None:
+        a = orm.accounts
+        row = self._session.execute(
+            select(a.c.customer_id).where(a.c.account_id == account_id)
+        ).first()
+        return row.customer_id if row else None
+
+    def record_customer(self, account_id: str, customer_id: str) -> None:
+        a = orm.accounts
+        self._session.execute(
+            update(a).where(a.c.account_id == account_id).values(customer_id=customer_id)
+        )
+
     def record_state(self, change: StateChange, now: datetime) -> bool:
         s = orm.account_states
         current = self.state(change.account_id)

@@ -8,6 +8,15 @@ to 1000) handle each request concurrently (up to ``max_in_flight`` per stream),
 so one stream keeps many Redis scripts in the same pipeline, and answer each as
 it completes, errors included, without ending the stream; the batched one sends
 every answer ready at once in one message.
+
+A call carrying a customer scope (``x-reckon-customer-id``: the gateway calling for
+a logged-in customer) reaches only that customer's accounts; another's answers
+NOT_FOUND exactly as an unknown account does (``services.common.customer_scope``,
+ADR 0073). On their own account customers may read (balance, ledger, policy,
+sessions) and redeem vouchers; policy, buckets, top-ups, adjustments and session
+releases are the operators'. Catalog and voucher batches, and credit control (network
+elements, never customers), are refused to such a call. The hot paths pay one metadata scan; the
+owner lookup (SQL) happens only when the scope is there.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ from services.charging.service_layer.commands import (
     UpdateBucket,
 )
 from services.charging.service_layer.handlers import ChargingHandlers
-from services.common.errors import InvalidArgument, ReckonError, Violations
+from services.common.customer_scope import check_owner, customer_scope
+from services.common.errors import InvalidArgument, PermissionDenied, ReckonError, Violations
 from services.common.grpc_errors import to_rpc_status
 from services.common.grpc_server import ServiceBinding
 from services.common.proto_convert import (
@@ -66,10 +76,35 @@ def error_status(error: ReckonError) -> status_pb2.Status:
     return status_pb2.Status(code=grpc_status.code.value[0], message=grpc_status.details)
 
 
+def _scope(context: Any) -> str | None:
+    # No context: called in-process (bench.charging.in_process), never for a customer.
+    return None if context is None else customer_scope(context)
+
+
+def _operators_only(context: Any) -> None:
+    """Refuse a call made for a customer: what follows is not a customer's to do."""
+    if _scope(context) is not None:
+        raise PermissionDenied("not available to a customer's call", reason="SCOPE_MISSING")
+
+
 class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     def __init__(self, handlers: ChargingHandlers, *, max_in_flight: int = 1024) -> None:
         self._handlers = handlers
         self._max_in_flight = max_in_flight
+
+    async def _check_scope(
+        self, context: Any, account_id: str, *, operators_only: bool = False
+    ) -> None:
+        """NOT_FOUND unless a scoped call's customer owns the account (no-op unscoped);
+        ``operators_only``: even on their own account a customer may not (money and
+        policy are granted by operators, not taken), PERMISSION_DENIED after the owner
+        check, so the answer tells nothing about other customers' accounts."""
+        scope = _scope(context)
+        if scope is not None:
+            owner = await self._handlers.account_owner(account_id)
+            check_owner(scope, owner, reason="ACCOUNT_NOT_FOUND", what="account")
+            if operators_only:
+                raise PermissionDenied("not available to a customer's call", reason="SCOPE_MISSING")
 
     # -- policy and services ---------------------------------------------------------------
     async def SetAccountPolicy(
@@ -80,6 +115,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
         assert policy is not None
+        await self._check_scope(context, policy.account_id, operators_only=True)
         view = await self._handlers.set_policy(SetPolicy(policy, rid))
         return pb.SetAccountPolicyResponse(policy=cv.policy_to_proto(view))
 
@@ -89,12 +125,14 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         v = Violations()
         cv.account_id(request.account_id, "account_id", v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         view = await self._handlers.get_policy(request.account_id)
         return pb.GetAccountPolicyResponse(policy=cv.policy_to_proto(view))
 
     async def DefineService(
         self, request: pb.DefineServiceRequest, context: Any
     ) -> pb.DefineServiceResponse:
+        _operators_only(context)
         v = Violations()
         definition = cv.service_from_proto(request.service, v)
         rid = cv.request_id(request.request_id, v)
@@ -155,6 +193,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         if kind is not None:
             unit = self._bucket_unit(kind, b, initial, v)
         v.raise_if_any()
+        await self._check_scope(context, b.account_id, operators_only=True)
         assert unit is not None
         line = await self._handlers.create_bucket(
             CreateBucket(
@@ -210,6 +249,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reference, "reference", v, limit=256)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id, operators_only=True)
         assert amount is not None
         credited = await self._handlers.top_up(
             TopUp(request.account_id, amount, request.bucket_id, request.reference, rid)
@@ -226,6 +266,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id, operators_only=True)
         assert delta is not None
         credited = await self._handlers.adjust(
             Adjust(request.account_id, request.bucket_id, delta, request.reason, rid)
@@ -241,6 +282,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id, operators_only=True)
         closed = await self._handlers.close_bucket(
             CloseBucket(request.account_id, request.bucket_id, request.reason, rid)
         )
@@ -275,6 +317,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
                 label = cv.text(b.label, "label", bv, limit=256)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, b.account_id, operators_only=True)
         updated = await self._handlers.update_bucket(
             UpdateBucket(
                 b.account_id,
@@ -291,6 +334,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def CreateVoucherBatch(
         self, request: pb.CreateVoucherBatchRequest, context: Any
     ) -> pb.CreateVoucherBatchResponse:
+        _operators_only(context)
         v = Violations()
         if not 1 <= request.count <= 10_000:
             v.add("count", "must be between 1 and 10000")
@@ -325,6 +369,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             v.add("code", "is not a voucher code (16 letters and digits)")
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         credited = await self._handlers.redeem_voucher(
             RedeemVoucher(request.account_id, request.code, rid)
         )
@@ -336,6 +381,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         v = Violations()
         cv.account_id(request.account_id, "account_id", v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         balance = await self._handlers.balance(request.account_id)
         return pb.GetBalanceResponse(
             account_id=balance.account_id,
@@ -352,6 +398,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.account_id(request.account_id, "account_id", v)
         cv.session_id(request.session_id, "session_id", v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         view = await self._handlers.get_session(request.account_id, request.session_id)
         return pb.GetCreditControlSessionResponse(session=cv.session_to_proto(view))
 
@@ -369,6 +416,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             else:
                 after = cursor["after"]
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         views, last = await self._handlers.list_open_sessions(request.account_id, after, size)
         token = encode_page_token({"account": request.account_id, "after": last}) if last else ""
         return pb.ListCreditControlSessionsResponse(
@@ -384,6 +432,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         cv.text(request.reason, "reason", v, required=True)
         rid = cv.request_id(request.request_id, v)
         v.raise_if_any()
+        await self._check_scope(context, request.account_id, operators_only=True)
         view = await self._handlers.release_session(
             ReleaseSession(request.account_id, request.session_id, request.reason, rid)
         )
@@ -404,6 +453,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
             else:
                 after = int(cursor["seq"])
         v.raise_if_any()
+        await self._check_scope(context, request.account_id)
         entries = await self._handlers.ledger_page(
             request.account_id, request.bucket_id or None, after, size + 1
         )
@@ -426,11 +476,13 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def CreditControl(
         self, request: pb.CreditControlRequest, context: Any
     ) -> pb.CreditControlResponse:
+        _operators_only(context)
         return await self._credit_control(request)
 
     async def StreamCreditControl(
         self, request_iterator: AsyncIterator[pb.StreamCreditControlRequest], context: Any
     ) -> AsyncIterator[pb.StreamCreditControlResponse]:
+        _operators_only(context)
         stream = _CreditControlStream(self._credit_control, self._max_in_flight)
 
         async def feed() -> None:
@@ -444,6 +496,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def StreamCreditControlBatches(
         self, request_iterator: AsyncIterator[pb.StreamCreditControlBatchesRequest], context: Any
     ) -> AsyncIterator[pb.StreamCreditControlBatchesResponse]:
+        _operators_only(context)
         stream = _CreditControlStream(self._credit_control, self._max_in_flight)
 
         async def feed() -> None:

@@ -32,7 +32,8 @@ in real time (CHG-11). ``AccountSuspended`` / ``AccountReactivated`` /
 ``AccountUpdated`` set the account's billing mode, currency and credit limit
 (``payment_mode``, ``currency_code``, ``credit_limit``) and state, in the order
 they happened (``create_time`` / ``update_time``, kept as the account's
-``facts_version``): an older one arriving late is skipped.
+``facts_version``): an older one arriving late is skipped. Their ``customer_id`` is
+kept too: a call carrying a customer scope reaches only that customer's accounts.
 
 **Subscriber names** (ADR 0058): ``SubscriptionChanged.service_ids`` (keys such as
 ``msisdn:+31612345678``, ``sip:ada@example.com``, ``pin:482913``,
@@ -535,9 +536,14 @@ class AccountStateConsumer:
             return
         await self._set_policy(account_id, facts)
 
+        customer_id = str(envelope.payload.get("customer_id") or "")
+
         def record_version() -> None:
             with self._uow_factory() as uow:
                 uow.accounts.record_facts_version(account_id, version)
+                if 0 < len(customer_id) <= 64:
+                    # Whose account it is: checked when a call carries a customer scope.
+                    uow.accounts.record_customer(account_id, customer_id)
                 uow.commit()
 
         await asyncio.to_thread(record_version)

@@ -51,6 +51,14 @@ class AccountRepository(Protocol):
         """Raise the applied facts version (never lowers it)."""
         ...
 
+    def customer_of(self, account_id: str) -> str | None:
+        """The customer owning the account (None: unknown account, or not learnt)."""
+        ...
+
+    def record_customer(self, account_id: str, customer_id: str) -> None:
+        """Keep the owning customer of a known account (from accounts' events)."""
+        ...
+
 
 class BucketRepository(Protocol):
     def for_account(self, account_id: str) -> list[Bucket]: ...

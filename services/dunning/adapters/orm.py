@@ -7,10 +7,13 @@
   one of the two transactions fail (ABORTED) and retry, never overwrite the other.
 - ``dunning_policies``: every applied version of every policy (the document as text).
 - ``dunning_runs`` / ``dunning_run_items``: one run per business date, one work item
-  per account (the bill runs' engine, ADR 0049).
+  per account (the bill runs' engine, ADR 0049), written by one ``INSERT ... SELECT``
+  of the candidates (ADR 0070).
 - ``dunning_reactions``: every reaction ever planned, under its once-only ``key``
   (primary key): a reaction planned again by a rerun or after a crash is not inserted
   twice. ``status`` says whether its effect on another service is still owed.
+  Columns spelt out by ``migrations/versions`` (0001 explicit, 0002: ``time_zone``,
+  ``judged_at``); ``tests/integration/dunning/test_migrations.py`` compares them.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ dunned_accounts = Table(
     Column("group_id", String(_CODE), nullable=False, default=""),
     Column("reseller_id", String(_CODE), nullable=False, default=""),
     Column("currency", String(3), nullable=False, default=""),
+    Column("time_zone", String(64), nullable=False, default=""),
     Column("closed", Boolean, nullable=False, default=False),
     Column("last_failure_reason", String(64), nullable=False, default=""),
     Column("exempt_until", Date, nullable=True),
@@ -116,6 +120,9 @@ dunning_runs = Table(
     Column("run_date", Date, nullable=False, unique=True),
     Column("state", String(16), nullable=False),
     Column("accounts_total", Integer, nullable=False),
+    # The instant whose date in each account's zone is the day the run judges it on
+    # (the run date at the run hour, UTC); null for runs from before 0002: 01:00 UTC.
+    Column("judged_at", UtcDateTime(), nullable=True),
     Column("start_time", UtcDateTime(), nullable=False),
     Column("end_time", UtcDateTime(), nullable=True),
 )

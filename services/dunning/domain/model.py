@@ -19,10 +19,12 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.money import Money, currency_exponent
 
@@ -66,6 +68,24 @@ class DunnedInvoice:
         return min(self.amount_due, self.disputed_amount)
 
 
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # an unknown zone counts as UTC rather than stopping the run
+
+
+def local_date(instant: datetime, time_zone: str) -> date:
+    """The calendar date at ``instant`` in ``time_zone`` (IANA name; "" or unknown: UTC).
+
+    Days past due count in the account's zone: an account in Pacific/Auckland is on
+    day 1 when it is day 1 there, whatever the date in UTC.
+    """
+    zone = _zone(time_zone)
+    return instant.astimezone(zone or UTC).date()
+
+
 class CaseState(StrEnum):
     ACTIVE = "ACTIVE"
     PAUSED = "PAUSED"  # only disputed money is overdue
@@ -81,6 +101,8 @@ class DunnedAccount:
     group_id: str = ""
     reseller_id: str = ""
     currency: str = ""
+    # The account's IANA time zone (accounts' events): its days past due count there.
+    time_zone: str = ""
     closed: bool = False
     last_failure_reason: str = ""
     exempt_until: date | None = None
@@ -98,6 +120,9 @@ class DunnedAccount:
     # What dunning did to the account's service ("", "SUSPENDED", "BARRED"): restored on exit.
     service_action: str = ""
     version: int = field(default=0)
+
+    def local_date(self, instant: datetime) -> date:
+        return local_date(instant, self.time_zone)
 
     def is_exempt(self, today: date) -> bool:
         return self.exempt_until is not None and today <= self.exempt_until

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Final
 
 from services.common.errors import FieldViolation, InvalidArgument
@@ -64,12 +65,21 @@ class LateFee:
     percent: Decimal | None = None
     minimum: Mapping[str, Decimal] = field(default_factory=dict)
 
+    @cached_property
+    def _fixed_fees(self) -> dict[str, Money]:
+        """The fixed fee per currency, rounded half-up once: made once per policy, not per
+        overdue invoice of a daily run."""
+        return {
+            currency: Money.of(amount, currency).rounded(rounding=Rounding.HALF_UP)
+            for currency, amount in self.fixed.items()
+            if amount
+        }
+
     def fee_for(self, overdue: Money) -> Money | None:
         """The fee on one overdue invoice, rounded half-up once; None if none is defined."""
         currency = overdue.currency
         if self.percent is None:
-            amount = self.fixed.get(currency)
-            return Money.of(amount, currency).rounded(rounding=Rounding.HALF_UP) if amount else None
+            return self._fixed_fees.get(currency)
         fee = overdue.times(self.percent / Decimal(100), rounding=Rounding.HALF_UP)
         minimum = self.minimum.get(currency)
         if minimum is not None and fee.amount < minimum:

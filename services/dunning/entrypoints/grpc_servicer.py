@@ -166,9 +166,12 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
         uow_factory: Callable[[], DunningUnitOfWork],
         *,
         run_started: Callable[[], None] | None = None,
+        run_hour: int = runs.DEFAULT_RUN_HOUR,
     ) -> None:
         self._uow_factory = uow_factory
         self._run_started = run_started
+        # A run asked on demand stands for the same instant as the scheduler's of that date.
+        self._run_hour = run_hour
 
     async def CheckPolicy(
         self, request: pb.CheckPolicyRequest, context: Any
@@ -217,9 +220,13 @@ class DunningServicer(dunning_pb2_grpc.DunningServiceServicer):
             run_date = date_from_proto(request.run_date, "run_date", violations)
         violations.raise_if_any()
         if request.wait:
-            run = await asyncio.to_thread(runs.run_inline, self._uow_factory, run_date)
+            run = await asyncio.to_thread(
+                runs.run_inline, self._uow_factory, run_date, run_hour=self._run_hour
+            )
         else:
-            run = await asyncio.to_thread(runs.start_run, self._uow_factory, run_date)
+            run = await asyncio.to_thread(
+                runs.start_run, self._uow_factory, run_date, run_hour=self._run_hour
+            )
         if self._run_started is not None:
             self._run_started()
         return pb.RunDunningResponse(run=run_to_proto(run))

@@ -3,7 +3,9 @@
 ``DailyScheduler`` starts the run of each business date once the clock passes
 ``run_hour`` (UTC), catching up the days it missed (downtime, or a test clock moved
 forward by days: each day is judged once, in order, so each level's messages go out
-on their day). It sleeps with ``clock_sleep``: moving the test clock wakes it at once.
+on their day). The run of a date judges each account on its own calendar date at that
+instant (its time zone: ADR 0071), so every account's days past due count there.
+It sleeps with ``clock_sleep``: moving the test clock wakes it at once.
 
 ``EffectsLoop`` does the reactions other services must apply (suspend, bar, restore,
 pending items, the collections file); it is woken by every commit that wrote events
@@ -66,9 +68,9 @@ class DailyScheduler:
         started = 0
         for day in self.due_dates():
             if self._inline:
-                runs.run_inline(self._uow_factory, day)
+                runs.run_inline(self._uow_factory, day, run_hour=self._run_hour)
             else:
-                runs.start_run(self._uow_factory, day)
+                runs.start_run(self._uow_factory, day, run_hour=self._run_hour)
             started += 1
         return started
 

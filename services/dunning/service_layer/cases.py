@@ -49,9 +49,12 @@ _REMOTE: Final = frozenset(
 )
 
 
-def policy_for(stored: Sequence[StoredPolicy], account: DunnedAccount) -> Policy | None:
+def stored_policy_for(
+    stored: Sequence[StoredPolicy], account: DunnedAccount
+) -> StoredPolicy | None:
     """Of ``stored`` (the newest version of each policy): the policy of the account's
-    group, else of its reseller, else the default one."""
+    group, else of its reseller, else the default one (it depends on nothing else, so a
+    work message looks it up once per group and reseller)."""
     for match in (
         lambda p: account.group_id != "" and account.group_id in p.groups,
         lambda p: account.reseller_id != "" and account.reseller_id in p.resellers,
@@ -59,7 +62,7 @@ def policy_for(stored: Sequence[StoredPolicy], account: DunnedAccount) -> Policy
     ):
         for item in stored:
             if match(item.policy):
-                return item.policy
+                return item
     return None
 
 
@@ -94,14 +97,12 @@ def judge(
         previous = account.level
         account.level = reached
         account.level_since = today
-        for invoice in invoices:
-            if invoice.overdue_amount(today) > 0:
-                invoice.highest_level = max(invoice.highest_level, reached)
+        overdue = [i for i in invoices if i.overdue_amount(today) > 0]
+        for invoice in overdue:
+            invoice.highest_level = max(invoice.highest_level, reached)
         level = policy.level(reached)
         assert level is not None
-        _record_levels(
-            uow, account, [i for i in invoices if i.overdue_amount(today) > 0], reached, today
-        )
+        _record_levels(uow, account, overdue, reached, today)
         uow.publish(
             events.DunningLevelReached(
                 account_id=account.account_id,

@@ -109,7 +109,6 @@ def on_event(
     with uow:
         if not uow.mark_processed(CONSUMER, event_id):
             return False
-        today = uow.clock.now().date()
         account = _account(uow, account_id)
         if payload.get("customer_id"):
             account.customer_id = str(payload["customer_id"])
@@ -119,6 +118,8 @@ def on_event(
             _payment_event(uow, account, event_type, payload)
         elif event_type in ACCOUNT_EVENTS:
             _account_event(account, event_type, payload)
+        # Overdue or not is a question of the account's own calendar (ADR 0071).
+        today = account.local_date(uow.clock.now())
         cases.settle(uow, account, uow.invoices.of_account(account_id), today)
         uow.commit()
         return True
@@ -158,7 +159,7 @@ def _invoice_event(
     invoice.due_date = _date(payload.get("due_date")) or invoice.due_date
     invoice.issue_date = _date(payload.get("issue_date")) or invoice.issue_date
     if invoice.status == "PAID" and invoice.paid_on is None:
-        invoice.paid_on = occurred_at.date()
+        invoice.paid_on = account.local_date(occurred_at)
     elif invoice.status != "PAID":
         invoice.paid_on = None
 
@@ -181,6 +182,7 @@ def _account_event(account: DunnedAccount, event_type: str, payload: Mapping[str
         account.group_id = str(payload.get("group_id", account.group_id))
         account.reseller_id = str(payload.get("reseller_id", account.reseller_id))
         account.currency = str(payload.get("currency_code", "")) or account.currency
+        account.time_zone = str(payload.get("time_zone", "")) or account.time_zone
     to_state = str(payload.get("to_state", payload.get("state", ""))).upper()
     if to_state == "CLOSED":
         account.closed = True
@@ -206,7 +208,7 @@ def set_exemption(
     with uow:
         # A key account may be exempted before dunning has seen any of its invoices.
         account = _account(uow, account_id)
-        if end_date is not None and not clear and end_date < uow.clock.now().date():
+        if end_date is not None and not clear and end_date < account.local_date(uow.clock.now()):
             raise InvalidArgument.field("end_date", "is in the past")
         account.exempt_until = None if clear else end_date
         account.exempt_reason = "" if clear else reason.strip()
@@ -244,7 +246,7 @@ def list_cases(
     views: list[CaseView] = []
     last = after
     with uow:
-        today = uow.clock.now().date()
+        now = uow.clock.now()
         policies: dict[str, Policy] = {s.policy.code: s.policy for s in uow.policies.all_latest()}
         while len(views) < limit:
             page = uow.accounts.in_dunning(
@@ -262,7 +264,9 @@ def list_cases(
             for account in page:
                 last = account.account_id
                 facts = overdue_facts(
-                    uow.invoices.of_account(account.account_id), today, account.last_failure_reason
+                    uow.invoices.of_account(account.account_id),
+                    account.local_date(now),
+                    account.last_failure_reason,
                 )
                 if facts.days_past_due < min_days_past_due:
                     continue

@@ -3,19 +3,15 @@
 The one path from text to a validated ``Policy``: ``ApplyPolicy``/``CheckPolicy`` and the
 offline ``reckon dunning check`` all call ``read_policy``, so they accept the same
 documents and report the same problems. The YAML reader with a line for every path is
-rating's catalog loader (floats kept as written, alias bombs refused), reused rather
-than written twice.
+the kit's (``services.common.yaml_document``, shared with rating's catalogs: floats kept
+as written, alias bombs refused).
 """
 
 from __future__ import annotations
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.yaml_document import DocumentSyntaxError, load_document, with_lines
 from services.dunning.domain.policy import Policy, parse_policy
-from services.rating.service_layer.catalog_document import (
-    DocumentSyntaxError,
-    load_document,
-    with_lines,
-)
 
 MAX_POLICY_BYTES = 256 * 1024
 

@@ -92,6 +92,10 @@ class InvoiceRepository(Protocol):
 
     def of_accounts(self, account_ids: Sequence[str]) -> dict[str, list[DunnedInvoice]]: ...
 
+    def save_judged(self, invoices: Sequence[DunnedInvoice]) -> None:
+        """Write what judging changed on these invoices now, together (or at commit)."""
+        ...
+
     def of_customer(self, customer_id: str) -> Sequence[DunnedInvoice]: ...
 
     def customers(self, *, after: str, limit: int) -> Sequence[str]: ...
@@ -110,22 +114,23 @@ class RunRepository(Protocol):
 
     def by_date(self, run_date: date) -> Run | None: ...
 
-    def date_of(self, run_id: str) -> date | None:
-        """The run's business date (without counting its items, unlike ``get``)."""
+    def judged_at(self, run_id: str) -> tuple[date, datetime] | None:
+        """The run's business date and the instant whose local date (in each account's
+        zone) the run judges the account on; without counting its items, unlike ``get``."""
         ...
 
-    def candidates(self, run_date: date) -> Sequence[str]:
-        """Accounts with an invoice overdue on ``run_date`` or a dunning case open."""
+    def candidates(self, run_date: date, judged_at: datetime | None = None) -> Sequence[str]:
+        """Accounts with an invoice overdue at ``judged_at`` in their zone, or a case open."""
         ...
 
-    def add(
-        self, run_id: str, run_date: date, account_ids: Sequence[str], now: datetime
-    ) -> None: ...
+    def add(self, run_id: str, run_date: date, judged_at: datetime, now: datetime) -> int:
+        """The run and a PENDING item per candidate (set-based); how many items."""
+        ...
 
     def pending(self, run_id: str) -> Sequence[str]: ...
 
-    def add_missing(self, run_id: str, account_ids: Sequence[str]) -> int:
-        """Add PENDING items for those not in the run yet (reopening it); how many."""
+    def add_missing(self, run_id: str, judged_at: datetime) -> int:
+        """Add PENDING items for candidates not in the run yet (reopening it); how many."""
         ...
 
     def pending_among(self, run_id: str, account_ids: Sequence[str]) -> list[str]:
@@ -140,8 +145,9 @@ class RunRepository(Protocol):
 
 
 class ReactionRepository(Protocol):
-    def preload(self, account_ids: Sequence[str]) -> None:
-        """Read these accounts' reaction keys at once (``existing_keys`` then asks no SQL)."""
+    def preload(self, accounts: Sequence[DunnedAccount]) -> None:
+        """Read these accounts' current episodes' reaction keys at once (``existing_keys``
+        then asks no SQL)."""
         ...
 
     def existing_keys(self, keys: Sequence[str]) -> set[str]: ...

@@ -334,14 +334,18 @@ class SqlBillRuns:
         invoice_id: str = "",
         reason: str = "",
         message: str = "",
+        only_from: ItemStatus | None = None,
     ) -> None:
+        """Set a work item's outcome; with ``only_from``, only if it still has that status
+        (a duplicate delivery must not overwrite what the first one decided)."""
+        query = update(bill_run_items).where(
+            bill_run_items.c.bill_run_id == bill_run_id,
+            bill_run_items.c.account_id == account_id,
+        )
+        if only_from is not None:
+            query = query.where(bill_run_items.c.status == only_from.value)
         self._s.execute(
-            update(bill_run_items)
-            .where(
-                bill_run_items.c.bill_run_id == bill_run_id,
-                bill_run_items.c.account_id == account_id,
-            )
-            .values(
+            query.values(
                 status=status.value,
                 invoice_id=invoice_id,
                 error_reason=reason,

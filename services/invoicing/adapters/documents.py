@@ -12,13 +12,19 @@ to ``services.invoicing.documents.render``. Conversion rules (EN 16931):
   fetched (the e-mailed PDF equals a later download), and its payment state is in the
   API, not in the document;
 - the seller is the operator, from ``INVOICING_SELLER_*`` (defaults: Reckon Telecom
-  B.V., Amsterdam); the buyer's country is the account's tax region.
+  B.V., Amsterdam); the buyer's country is the account's tax region, its VAT
+  identifier the customer's ``vat_id``;
+- VAT categories without VAT carry their exemption reason text and, where one fits,
+  the VATEX code (BR-AE-10, BR-IC-10, BR-G-10, BR-O-10); a document with "not subject
+  to VAT" (O) names no VAT identifiers (BR-O-02); intra-community supply (K) names the
+  country delivered to (BT-80, BR-IC-12) and, on credit notes too, the period (BR-IC-11).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -57,7 +63,29 @@ def _buyer(customer: CustomerFacts | None, account_id: str, tax_region: str) -> 
         address=doc.PostalAddress(None, None, None, country),
         identifier=account_id,
         electronic_address=customer.email if customer and customer.email else None,
+        vat_id=customer.vat_id if customer and customer.vat_id else None,
     )
+
+
+@dataclass(frozen=True)
+class _VatParties:
+    """Seller and buyer as the document's VAT categories require them."""
+
+    seller: doc.Party
+    buyer: doc.Party
+    deliver_to_country: str | None
+
+
+def _vat_parties(categories: set[str], buyer: doc.Party) -> _VatParties:
+    """- "not subject to VAT" (O): no seller or buyer VAT identifier (BR-O-02..04);
+    - intra-community supply (K): the buyer's country is where the supply goes (BT-80,
+      BR-IC-12); reverse charge (AE) and K need the buyer's VAT identifier (BR-AE-02,
+      BR-IC-02), learnt from accounts' customer events (``vat_id``)."""
+    operator = seller()
+    if "O" in categories:
+        return _VatParties(replace(operator, vat_id=None), replace(buyer, vat_id=None), None)
+    country = buyer.address.country_code if "K" in categories else None
+    return _VatParties(operator, buyer, country)
 
 
 def _line(line: InvoiceLine, zone: str) -> doc.InvoiceLine:
@@ -90,6 +118,7 @@ def _breakdown(groups: tuple[VatBreakdown, ...]) -> tuple[doc.VatBreakdown, ...]
             taxable_amount=g.taxable_amount,
             tax_amount=g.tax_amount,
             exemption_reason=g.exemption_reason or None,
+            exemption_reason_code=g.exemption_reason_code or None,
         )
         for g in groups
     )
@@ -106,13 +135,18 @@ def invoice_document(
     zero = Money.zero(invoice.currency)
     net, tax, gross = invoice.total_net or zero, invoice.total_tax or zero, invoice.gross
     paid = invoice.credit_applied or zero
+    parties = _vat_parties(
+        {line.tax_category for line in invoice.lines},
+        _buyer(customer, invoice.account_id, invoice.tax_region),
+    )
     return doc.InvoiceDocument(
         kind=doc.DocumentKind.INVOICE,
         number=invoice.number,
         issue_date=invoice.issue_date,
         currency=invoice.currency,
-        seller=seller(),
-        buyer=_buyer(customer, invoice.account_id, invoice.tax_region),
+        seller=parties.seller,
+        buyer=parties.buyer,
+        deliver_to_country=parties.deliver_to_country,
         lines=tuple(_line(line, invoice.time_zone) for line in invoice.lines),
         vat_breakdown=_breakdown(invoice.breakdown),
         totals=doc.DocumentTotals(
@@ -148,13 +182,21 @@ def credit_note_document(
 ) -> doc.InvoiceDocument:
     zero = Money.zero(note.currency)
     net, tax = note.total_net or zero, note.total_tax or zero
+    parties = _vat_parties(
+        {line.tax_category for line in note.lines},
+        _buyer(customer, note.account_id, invoice.tax_region),
+    )
     return doc.InvoiceDocument(
         kind=doc.DocumentKind.CREDIT_NOTE,
         number=note.number,
         issue_date=note.issue_date,
         currency=note.currency,
-        seller=seller(),
-        buyer=_buyer(customer, note.account_id, invoice.tax_region),
+        seller=parties.seller,
+        buyer=parties.buyer,
+        deliver_to_country=parties.deliver_to_country,
+        # The period the credited invoice covered (BG-14; BR-IC-11 for intra-community).
+        period_start=local_date(invoice.period_start, invoice.time_zone),
+        period_end=_last_day(invoice.period_end, invoice.time_zone, invoice.period_start),
         lines=tuple(
             doc.InvoiceLine(
                 line_id=line.line_id,

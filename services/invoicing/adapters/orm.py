@@ -56,6 +56,7 @@ customers = Table(
     Column("language_code", String(35), nullable=False),
     Column("reseller_id", String(_CODE), nullable=False),
     Column("group_id", String(_CODE), nullable=False),
+    Column("vat_id", String(_CODE), nullable=False, server_default=""),
 )
 
 accounts = Table(
@@ -305,6 +306,26 @@ disputes = Table(
     Column("resolve_time", UtcDateTime, nullable=True),
 )
 Index(None, disputes.c.invoice_id)
+
+# What notifications told of the messages about an invoice (``MessageStatusChanged``,
+# ADR 0063): one row per message, its latest status; the recipient is already masked.
+invoice_notifications = Table(
+    "invoice_notifications",
+    metadata,
+    Column("message_id", String(_ID), primary_key=True),
+    Column("invoice_id", String(_ID), nullable=False),
+    Column("customer_id", String(_ID), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(_TEXT), nullable=False),
+    Column("template", String(_CODE), nullable=False),
+    Column("source_event_type", String(_CODE), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(_TEXT), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("status_time", UtcDateTime, nullable=False),
+)
+Index(None, invoice_notifications.c.invoice_id)
 
 bill_runs = Table(
     "bill_runs",

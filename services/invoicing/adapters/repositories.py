@@ -112,6 +112,11 @@ class SqlParties:
             query = query.where(accounts.c.account_id == account_id)
         return [_account(row) for row in self._s.execute(query.order_by(accounts.c.account_id))]
 
+    def cycle_zones(self) -> list[tuple[int, str]]:
+        """Every (bill cycle day, time zone) some account has: when cycles end anywhere."""
+        query = select(accounts.c.bill_cycle_day, accounts.c.time_zone).distinct()
+        return [(int(bcd), str(tz)) for bcd, tz in self._s.execute(query)]
+
     def children(self, account_id: str) -> list[AccountFacts]:
         query = (
             select(accounts, customers.c.language_code)

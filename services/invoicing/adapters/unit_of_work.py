@@ -19,6 +19,7 @@ from services.invoicing.adapters.billing_repositories import (
     SqlDisputes,
 )
 from services.invoicing.adapters.invoice_repository import SqlInvoices
+from services.invoicing.adapters.notification_repository import SqlInvoiceNotifications
 from services.invoicing.adapters.orm import kit
 from services.invoicing.adapters.repositories import (
     SqlAccountCredit,
@@ -97,3 +98,4 @@ class SqlInvoicingUnitOfWork(SqlUnitOfWork, InvoicingUnitOfWork):
         self.disputes = SqlDisputes(session)
         self.runs = SqlBillRuns(session)
         self.batch = SqlBatch(session)
+        self.notifications = SqlInvoiceNotifications(session)

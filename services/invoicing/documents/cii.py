@@ -80,7 +80,10 @@ def to_cii(document: InvoiceDocument) -> _Element:
         _ram(agreement, "BuyerReference", document.buyer_reference)  # BT-10
     _party(agreement, "SellerTradeParty", document.seller)
     _party(agreement, "BuyerTradeParty", document.buyer)
-    _ram(transaction, "ApplicableHeaderTradeDelivery")
+    delivery = _ram(transaction, "ApplicableHeaderTradeDelivery")
+    if document.deliver_to_country:  # BG-15: where the supply goes
+        ship_to = _ram(_ram(delivery, "ShipToTradeParty"), "PostalTradeAddress")
+        _ram(ship_to, "CountryID", document.deliver_to_country)  # BT-80
     _settlement(transaction, document)
     return root
 

@@ -295,3 +295,54 @@ def sample_reverse_charge_invoice(language: str = "fr") -> InvoiceDocument:
         totals=totals,
         usage_details=tuple(d for d in base.usage_details if d.line_id != "4"),
     )
+
+
+def _zero_rated(base: InvoiceDocument, category: VatCategory) -> InvoiceDocument:
+    """``base``'s standard-rated lines and allowances at 0 % in ``category``."""
+    lines = tuple(
+        replace(line, vat_category=category, vat_rate=Decimal(0))
+        for line in base.lines
+        if line.vat_category is VatCategory.STANDARD
+    )
+    allowances = tuple(
+        replace(a, vat_category=category, vat_rate=Decimal(0)) for a in base.allowances
+    )
+    breakdown, totals = totals_for(lines, allowances)
+    return replace(
+        base,
+        lines=lines,
+        allowances=allowances,
+        vat_breakdown=breakdown,
+        totals=totals,
+        usage_details=tuple(
+            d for d in base.usage_details if d.line_id in {line.line_id for line in lines}
+        ),
+    )
+
+
+def sample_intra_community_invoice(language: str = "nl") -> InvoiceDocument:
+    """A business customer in Belgium: intra-community supply (K), delivered to BE."""
+    buyer = Party(
+        name="Vergaderzalen Peeters BV",
+        address=PostalAddress("Meir 1", "Antwerpen", "2000", "BE"),
+        vat_id="BE0477472701",
+        identifier="ACC-000078",
+    )
+    return replace(
+        _zero_rated(sample_invoice(language=language, calls=6), VatCategory.INTRA_COMMUNITY),
+        number="INV-2026-000125",
+        buyer=buyer,
+        buyer_reference="ACC-000078",
+        deliver_to_country="BE",
+    )
+
+
+def sample_not_subject_receipt(language: str = "en") -> InvoiceDocument:
+    """Outside the scope of VAT (O): no VAT identifiers on either side (BR-O-02..04)."""
+    base = _zero_rated(sample_invoice(language=language, calls=3), VatCategory.NOT_SUBJECT)
+    return replace(
+        base,
+        number="INV-2026-000126",
+        seller=replace(base.seller, vat_id=None),
+        buyer=replace(base.buyer, vat_id=None),
+    )

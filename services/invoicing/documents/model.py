@@ -204,6 +204,8 @@ class InvoiceDocument:
     payment: PaymentInstructions | None = None  # BG-16 payment instructions
     buyer_reference: str | None = None  # BT-10 buyer reference (the billing account id)
     preceding_invoices: tuple[PrecedingInvoice, ...] = ()  # BG-3 (credit notes)
+    # BT-80 deliver to country code (BG-15): required with intra-community supply (BR-IC-12).
+    deliver_to_country: str | None = None
     allowances: tuple[DocumentAllowance, ...] = ()  # BG-20 document level allowances
     notes: tuple[str, ...] = ()  # BT-22 invoice notes (BG-1)
     usage_details: tuple[UsageDetail, ...] = ()  # call-by-call attachment rows

@@ -84,6 +84,9 @@ def to_ubl(document: InvoiceDocument) -> _Element:
             _cbc(reference, "IssueDate", _date(preceding.issue_date))
     _party(_cac(root, "AccountingSupplierParty"), document.seller, document.payment)
     _party(_cac(root, "AccountingCustomerParty"), document.buyer, None)
+    if document.deliver_to_country:  # BG-13 / BG-15: where the supply goes
+        address = _cac(_cac(_cac(root, "Delivery"), "DeliveryLocation"), "Address")
+        _cbc(_cac(address, "Country"), "IdentificationCode", document.deliver_to_country)  # BT-80
     if document.payment is not None:
         _payment_means(root, document, document.payment)
     if document.payment_terms:

@@ -30,6 +30,14 @@ EXEMPTION_REASONS = {
     "G": "Export outside the EU",
     "O": "Not subject to VAT",
 }
+# BT-121 VAT exemption reason codes (CEF VATEX) where one code fits the whole category;
+# exempt supplies (E) depend on the article, so they carry the text only (BR-E-10).
+EXEMPTION_REASON_CODES = {
+    "AE": "VATEX-EU-AE",
+    "K": "VATEX-EU-IC",
+    "G": "VATEX-EU-G",
+    "O": "VATEX-EU-O",
+}
 
 
 def round_money(amount: Decimal, currency: str) -> Money:
@@ -79,6 +87,10 @@ class VatBreakdown:
     @property
     def exemption_reason(self) -> str:
         return EXEMPTION_REASONS.get(self.tax_category, "")
+
+    @property
+    def exemption_reason_code(self) -> str:
+        return EXEMPTION_REASON_CODES.get(self.tax_category, "")
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,8 @@ class BuiltLines:
     lines: list[InvoiceLine] = field(default_factory=list)
     usage_record_ids: list[str] = field(default_factory=list)
     pending_item_ids: list[str] = field(default_factory=list)
+    # Priced pending items "not subject to VAT" (O: top-up receipts) and their lines.
+    not_subject: list[tuple[str, InvoiceLine]] = field(default_factory=list)
 
 
 class Pricing:
@@ -195,9 +197,23 @@ def build_lines(
             _arrears_fees(out, ended, source, pricing, child)
         _pending(out, source, pricing, child, currency)
         _usage(out, source, pricing, child, currency)
+    _keep_not_subject_apart(out)
     for index, line in enumerate(out.lines, start=1):
         out.lines[index - 1] = _with_id(line, str(index))
     return out
+
+
+def _keep_not_subject_apart(out: BuiltLines) -> None:
+    """EN 16931 allows "not subject to VAT" (O) only alone on a document (BR-O-11..14):
+    priced pending items in O (top-up receipts) beside other charges stay pending, for an
+    invoice of their own (``CreateImmediateInvoice`` once the others are billed)."""
+    if not out.not_subject or all(line.tax_category == "O" for line in out.lines):
+        return
+    lines = {id(line) for _, line in out.not_subject}
+    items = {item_id for item_id, _ in out.not_subject}
+    out.lines = [line for line in out.lines if id(line) not in lines]
+    out.pending_item_ids = [i for i in out.pending_item_ids if i not in items]
+    out.not_subject = []
 
 
 def _with_id(line: InvoiceLine, line_id: str) -> InvoiceLine:
@@ -337,23 +353,24 @@ def _pending(out: BuiltLines, source: Charges, pricing: Pricing, child: str, cur
             if item.tax_category and item.tax_rate is not None
             else pricing.tax_for(item.service)
         )
-        out.lines.append(
-            InvoiceLine(
-                line_id="",
-                kind=item.kind,
-                description=item.description,
-                service=item.service,
-                quantity=Decimal(1),
-                unit_code="C62",
-                unit_price=item.amount,
-                net_amount=item.amount,
-                tax_category=tax.category,
-                tax_rate=tax.rate,
-                period_start=item.period_start,
-                period_end=item.period_end,
-                source_account_id=child,
-            )
+        line = InvoiceLine(
+            line_id="",
+            kind=item.kind,
+            description=item.description,
+            service=item.service,
+            quantity=Decimal(1),
+            unit_code="C62",
+            unit_price=item.amount,
+            net_amount=item.amount,
+            tax_category=tax.category,
+            tax_rate=tax.rate,
+            period_start=item.period_start,
+            period_end=item.period_end,
+            source_account_id=child,
         )
+        out.lines.append(line)
+        if tax.category == "O":
+            out.not_subject.append((item.pending_item_id, line))
 
 
 def _usage(out: BuiltLines, source: Charges, pricing: Pricing, child: str, currency: str) -> None:

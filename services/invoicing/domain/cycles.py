@@ -14,6 +14,7 @@ the cycle's end day excluded, rounded once half-up to the currency's minor unit.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, localcontext
@@ -130,6 +131,21 @@ def cycle_containing(instant: datetime, bill_cycle_day: int, time_zone: str) -> 
 def last_ended_cycle(instant: datetime, bill_cycle_day: int, time_zone: str) -> Cycle:
     """The latest cycle that ended at or before ``instant``."""
     return cycle_containing(instant, bill_cycle_day, time_zone).previous()
+
+
+def latest_cycle_end(instant: datetime, cycle_zones: Iterable[tuple[int, str]]) -> datetime:
+    """The newest instant at or before ``instant`` at which a cycle ended, in any of these
+    (bill cycle day, time zone) pairs, or the latest UTC midnight if that is newer.
+
+    Each pair's cycles end at local midnight of its own zone: Los Angeles' BCD 1 ends at
+    08:00Z, Auckland's at 11:00Z the day before. The UTC midnight keeps one pass a day
+    even when no cycle ended (accounts that failed are tried again then).
+    """
+    utc = ensure_utc(instant)
+    newest = datetime(utc.year, utc.month, utc.day, tzinfo=UTC)
+    for bill_cycle_day, time_zone in cycle_zones:
+        newest = max(newest, cycle_containing(utc, bill_cycle_day, time_zone).start)
+    return newest
 
 
 def prorate(fee: Money, days_used: int, days_in_cycle: int) -> Money:

@@ -15,6 +15,9 @@ class CustomerFacts:
     language_code: str
     reseller_id: str
     group_id: str
+    # The customer's VAT identifier (BT-48), e.g. BE0123456789; "" for consumers. Reverse
+    # charge (AE) and intra-community supply (K) invoices need it (BR-AE-02, BR-IC-02).
+    vat_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Consumers inside invoicing: other services' facts, and bill-run work.
 
-- ``facts_consumer`` (group ``invoicing``) reads accounts' and rating's streams
-  and applies customers, accounts, subscription changes and rated usage
+- ``facts_consumer`` (group ``invoicing``) reads accounts', rating's and notifications'
+  streams and applies customers, accounts, subscription changes, rated usage and the
+  status of messages about invoices
   (``service_layer.ingest``; idempotent by event id).
 - ``work_consumer`` (group ``invoicing-billrun``) reads ``reckon:billrun:work``:
   several of them, in any number of processes, share a bill run. A message a
@@ -53,7 +54,7 @@ def facts_consumer(
     return StreamConsumer(
         client,
         group=FACTS_GROUP,
-        streams=[stream_for("accounts"), stream_for("rating")],
+        streams=[stream_for("accounts"), stream_for("rating"), stream_for("notifications")],
         handler=handle,
         event_types=set(ingest.HANDLERS),
         claim_idle_ms=claim_idle_ms,

@@ -83,6 +83,7 @@ class InvoicingServicer(BillRunRpcs, invoicing_pb2_grpc.InvoicingServiceServicer
             history=[tr.history_to_proto(e) for e in details.history],
             credit_notes=[tr.credit_note_to_proto(n) for n in details.credit_notes],
             disputes=[tr.dispute_to_proto(d) for d in details.disputes],
+            notifications=[tr.notification_to_proto(n) for n in details.notifications],
         )
         for payment_id, amount, kind, at in details.payments:
             allocation = response.payments.add(payment_id=payment_id, kind=kind)

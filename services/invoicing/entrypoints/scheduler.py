@@ -1,8 +1,9 @@
 """The bill-run scheduler: the daily run, and stalled runs' work queued again.
 
 It looks at the injected clock every ``interval_seconds`` (1 s by default), so a
-test clock moved forward is noticed within about a second: the run for the new
-day starts and invoices every account whose cycle ended (ADR 0024).
+test clock moved forward is noticed within about a second: as soon as a cycle ended
+in some account's own zone (local midnight of its bill cycle day), a run starts and
+invoices every account whose cycle ended (ADR 0024, 0062).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -21,6 +23,7 @@ from services.invoicing.service_layer.drafting import FeePricer
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
 
 log = logging.getLogger(__name__)
+ZONES_TTL_SECONDS = 5.0
 
 
 class BillRunScheduler:
@@ -41,13 +44,26 @@ class BillRunScheduler:
         self._daily_runs = daily_runs
         self._stalled_after = stalled_after
         self._seen_offset: object = None
+        # The (BCD, zone) pairs of the accounts, read again every few seconds: a query
+        # over every account is too much once a second, and a pair that is new since
+        # costs at most this long (ADR 0062).
+        self._zones: list[tuple[int, str]] = []
+        self._zones_read_at: float | None = None
+        self._zones_ttl = max(ZONES_TTL_SECONDS, interval_seconds)
+
+    def _cycle_zones(self) -> list[tuple[int, str]]:
+        now = time.monotonic()
+        if self._zones_read_at is None or now - self._zones_read_at >= self._zones_ttl:
+            self._zones = billruns.cycle_zones(self._uow_factory)
+            self._zones_read_at = now
+        return self._zones
 
     def run_once(self) -> str | None:
         started = None
         if self._daily_runs:
             with self._moved_clock_span():
                 started = billruns.start_scheduled_run(
-                    self._uow_factory, self._pricer, self._clock.now().date()
+                    self._uow_factory, self._pricer, self._clock.now(), self._cycle_zones()
                 )
             if started:
                 log.info("started the daily bill run %s", started)

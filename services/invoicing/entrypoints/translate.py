@@ -29,6 +29,7 @@ from services.invoicing.domain.model import (
     LineKind,
     PendingItem,
 )
+from services.invoicing.domain.notifications import InvoiceNotification
 from services.invoicing.domain.parties import BillRun, BillRunScope, BillRunState
 from services.invoicing.service_layer.handlers import Idem
 
@@ -264,6 +265,27 @@ def history_to_proto(entry: HistoryEntry) -> pb.InvoiceEvent:
     stamp = timestamp_to_proto(entry.at)
     if stamp is not None:
         message.event_time.CopyFrom(stamp)
+    return message
+
+
+def notification_to_proto(notification: InvoiceNotification) -> pb.InvoiceNotification:
+    message = pb.InvoiceNotification(
+        message_id=notification.message_id,
+        channel=notification.channel,
+        recipient=notification.recipient,
+        template=notification.template,
+        source_event_type=notification.source_event_type,
+        status=notification.status,
+        attempts=notification.attempts,
+        last_error=notification.last_error,
+    )
+    for name, at in (
+        ("create_time", notification.create_time),
+        ("status_time", notification.status_time),
+    ):
+        stamp = timestamp_to_proto(at)
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
     return message
 
 

@@ -23,6 +23,12 @@ from services.common.errors import Aborted, FailedPrecondition, NotFound, Reckon
 from services.common.events import DomainEvent
 from services.common.ids import new_id
 from services.invoicing.domain import events
+from services.invoicing.domain.cycles import (
+    MAX_BILL_CYCLE_DAY,
+    MIN_BILL_CYCLE_DAY,
+    is_known_time_zone,
+    latest_cycle_end,
+)
 from services.invoicing.domain.model import Invoice, InvoiceStatus
 from services.invoicing.domain.parties import (
     AccountFacts,
@@ -229,6 +235,8 @@ def process(
 def _draft_one(
     uow_factory: UowFactory, pricer: drafting.FeePricer, run_id: str, account_id: str
 ) -> None:
+    """Draft one account of a run. Its work item only ever leaves PENDING (like the batch
+    path's ``set_items``): whatever an earlier delivery decided stays."""
     with uow_factory() as uow:
         run = uow.runs.header(run_id)
         if run is None or run.state != BillRunState.RUNNING:
@@ -239,7 +247,12 @@ def _draft_one(
         account = uow.parties.account(account_id)
         if account is None:
             uow.runs.set_item(
-                run_id, account_id, ItemStatus.FAILED, now, reason="ACCOUNT_NOT_FOUND"
+                run_id,
+                account_id,
+                ItemStatus.FAILED,
+                now,
+                reason="ACCOUNT_NOT_FOUND",
+                only_from=ItemStatus.PENDING,
             )
             uow.commit()
             return
@@ -248,7 +261,16 @@ def _draft_one(
             account_id, boundary.previous().start_date.isoformat()
         )
         if existing:
-            uow.runs.set_item(run_id, account_id, ItemStatus.SKIPPED, now, invoice_id=existing)
+            # A duplicate delivery may find the invoice the first one made after reading the
+            # item as PENDING: the item keeps the first delivery's outcome.
+            uow.runs.set_item(
+                run_id,
+                account_id,
+                ItemStatus.SKIPPED,
+                now,
+                invoice_id=existing,
+                only_from=ItemStatus.PENDING,
+            )
             uow.commit()
             return
         try:
@@ -264,10 +286,19 @@ def _draft_one(
             _fail(uow_factory, run_id, account_id, exc)
             return
         if invoice is None:
-            uow.runs.set_item(run_id, account_id, ItemStatus.SKIPPED, now)
+            uow.runs.set_item(
+                run_id, account_id, ItemStatus.SKIPPED, now, only_from=ItemStatus.PENDING
+            )
         else:
             status = ItemStatus.FINALIZED if run.auto_accept else ItemStatus.DRAFTED
-            uow.runs.set_item(run_id, account_id, status, now, invoice_id=invoice.invoice_id)
+            uow.runs.set_item(
+                run_id,
+                account_id,
+                status,
+                now,
+                invoice_id=invoice.invoice_id,
+                only_from=ItemStatus.PENDING,
+            )
         uow.commit()
 
 
@@ -281,6 +312,7 @@ def _fail(uow_factory: UowFactory, run_id: str, account_id: str, exc: ReckonErro
             uow.clock.now(),
             reason=exc.reason,
             message=exc.message,
+            only_from=ItemStatus.PENDING,
         )
         uow.commit()
 
@@ -459,22 +491,50 @@ def requeue_stalled(uow_factory: UowFactory, stalled_after: timedelta) -> int:
     return requeued
 
 
-def start_scheduled_run(
-    uow_factory: UowFactory, pricer: drafting.FeePricer, today: date
-) -> str | None:
-    """The daily run for accounts whose cycle ended, once per (UTC) day; auto-accepted."""
+# The easternmost zones run 14 hours ahead of UTC (Pacific/Kiritimati): on the UTC date of
+# an instant plus this, it is that date or earlier everywhere.
+AHEAD_OF_UTC = timedelta(hours=14)
+
+
+def cycle_zones(uow_factory: UowFactory) -> list[tuple[int, str]]:
+    """The accounts' (BCD, zone) pairs; one the clock cannot place (a zone this machine's
+    tz database lacks) must not stop the scheduler for everybody."""
     with uow_factory() as uow:
-        for run in uow.runs.page(state=None, before="", limit=20):
-            if run.scheduled and run.billing_date == today:
-                return None
+        pairs = uow.parties.cycle_zones()
+    return [
+        (bcd, zone)
+        for bcd, zone in pairs
+        if MIN_BILL_CYCLE_DAY <= bcd <= MAX_BILL_CYCLE_DAY and is_known_time_zone(zone)
+    ]
+
+
+def start_scheduled_run(
+    uow_factory: UowFactory,
+    pricer: drafting.FeePricer,
+    now: datetime,
+    zones: Sequence[tuple[int, str]] | None = None,
+) -> str | None:
+    """The automatic run, auto-accepted, as soon as a cycle ended in some account's own zone.
+
+    One run per newest cycle end (``latest_cycle_end``: every (BCD, zone) of the accounts,
+    and each UTC midnight), remembered under that instant's idempotency key, so a pass
+    that finds the run started (by this or another process) does nothing. Its billing
+    date is the latest calendar date anywhere, so each account bills the cycle that
+    contains "now" in its own zone: never one that has not ended there (ADR 0062).
+    """
+    due_at = latest_cycle_end(now, cycle_zones(uow_factory) if zones is None else zones)
+    key = f"scheduled:{due_at.isoformat()}"
+    with uow_factory() as uow:
+        if uow.replayed_resource("StartBillRun", key, key) is not None:
+            return None
     result = start_bill_run(
         uow_factory,
         pricer,
         BillRunScope(),
-        today,
+        (now + AHEAD_OF_UTC).date(),
         dry_run=False,
         auto_accept=True,
         scheduled=True,
-        idem=Idem(f"scheduled:{today.isoformat()}", today.isoformat()),
+        idem=Idem(key, key),
     )
     return result.run.bill_run_id

@@ -8,7 +8,7 @@ repeat answers with the resource the first request produced, as it is now.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,6 +28,7 @@ from services.invoicing.domain.model import (
     LineKind,
     PendingItem,
 )
+from services.invoicing.domain.notifications import InvoiceNotification
 from services.invoicing.service_layer import credit_notes, drafting
 from services.invoicing.service_layer.credit_notes import LineCredit
 from services.invoicing.service_layer.unit_of_work import InvoiceFilter, InvoicingUnitOfWork
@@ -50,6 +51,8 @@ class InvoiceDetails:
     payments: list[tuple[str, Money, str, datetime]]
     credit_notes: list[CreditNote]
     disputes: list[Dispute]
+    # As notifications announced them (ADR 0063), oldest first.
+    notifications: list[InvoiceNotification] = field(default_factory=list)
 
 
 def _invoice(uow: InvoicingUnitOfWork, invoice_id: str, *, lines: bool = True) -> Invoice:
@@ -76,6 +79,7 @@ def get_invoice(uow_factory: UowFactory, invoice_id: str) -> InvoiceDetails:
             uow.invoices.payments(invoice_id),
             uow.credit_notes.of_invoice(invoice_id),
             uow.disputes.of_invoice(invoice_id),
+            uow.notifications.of_invoice(invoice_id),
         )
 
 

@@ -1,4 +1,4 @@
-"""What invoicing learns from other services' events (accounts, rating).
+"""What invoicing learns from other services' events (accounts, rating, notifications).
 
 Each handler runs in one unit of work that also records the event id
 (``mark_processed``): a redelivered event changes nothing.
@@ -27,6 +27,7 @@ from services.invoicing.domain.arithmetic import round_money
 from services.invoicing.domain.builder import RatedUsage, Segment
 from services.invoicing.domain.cycles import cycle_containing
 from services.invoicing.domain.model import InvoiceStatus, LineKind, PendingItem
+from services.invoicing.domain.notifications import InvoiceNotification
 from services.invoicing.domain.parties import AccountFacts, CustomerFacts
 from services.invoicing.service_layer import credit_notes
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
@@ -62,6 +63,7 @@ def _customer(uow: InvoicingUnitOfWork, p: Payload) -> None:
         language_code=p.get("language_code") or "en",
         reseller_id=p.get("reseller_id", ""),
         group_id=p.get("group_id", ""),
+        vat_id=str(p.get("vat_id", existing.vat_id if existing else ""))[:64],
     )
     uow.parties.put_customer(customer)
     uow.parties.update_customer_of_accounts(customer)
@@ -262,6 +264,30 @@ def _usage_rerated(uow: InvoicingUnitOfWork, p: Payload) -> None:
         )
 
 
+def _message_status(uow: InvoicingUnitOfWork, p: Payload) -> None:
+    """Notifications' ``MessageStatusChanged``: the invoice's copy of that message, kept at
+    its latest status (events of one message may arrive out of order)."""
+    notification = InvoiceNotification(
+        message_id=str(p["message_id"]),
+        invoice_id=str(p["invoice_id"]),
+        customer_id=str(p.get("customer_id", "")),
+        channel=str(p.get("channel", "")),
+        recipient=str(p.get("recipient_masked", ""))[:500],
+        template=str(p.get("template", ""))[:64],
+        source_event_type=str(p.get("source_event_type", ""))[:64],
+        status=str(p.get("status", "")),
+        attempts=int(p.get("attempts", 0)),
+        last_error=str(p.get("last_error", ""))[:500],
+        create_time=_instant(str(p["created_at"])),
+        status_time=_instant(str(p["status_time"])),
+    )
+    if not notification.invoice_id:
+        return
+    known = uow.notifications.get(notification.message_id)
+    if known is None or notification.is_newer_than(known):
+        uow.notifications.put(notification, exists=known is not None)
+
+
 HANDLERS: dict[str, Callable[[InvoicingUnitOfWork, Payload], None]] = {
     "CustomerCreated": _customer,
     "CustomerUpdated": _customer,
@@ -271,6 +297,7 @@ HANDLERS: dict[str, Callable[[InvoicingUnitOfWork, Payload], None]] = {
     "SubscriptionChanged": _subscription,
     "UsageRated": _usage_rated,
     "UsageRerated": _usage_rerated,
+    "MessageStatusChanged": _message_status,
 }
 
 __all__ = ["CONSUMER", "HANDLERS", "Money", "handle"]

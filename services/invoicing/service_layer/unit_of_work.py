@@ -25,6 +25,7 @@ from services.invoicing.domain.model import (
     InvoiceStatus,
     PendingItem,
 )
+from services.invoicing.domain.notifications import InvoiceNotification
 from services.invoicing.domain.parties import (
     AccountFacts,
     BillRun,
@@ -65,6 +66,7 @@ class Parties(Protocol):
     def accounts_in_scope(
         self, *, bill_cycle_day: int, reseller_id: str, group_id: str, account_id: str
     ) -> list[AccountFacts]: ...
+    def cycle_zones(self) -> list[tuple[int, str]]: ...
     def children(self, account_id: str) -> list[AccountFacts]: ...
     def update_customer_of_accounts(self, customer: CustomerFacts) -> None: ...
 
@@ -168,6 +170,7 @@ class BillRuns(Protocol):
         invoice_id: str = "",
         reason: str = "",
         message: str = "",
+        only_from: ItemStatus | None = None,
     ) -> None: ...
     def item_invoice(self, bill_run_id: str, account_id: str) -> str: ...
     def accounts_with(
@@ -209,6 +212,12 @@ class Batch(Protocol):
     ) -> None: ...
 
 
+class InvoiceNotifications(Protocol):
+    def get(self, message_id: str) -> InvoiceNotification | None: ...
+    def put(self, notification: InvoiceNotification, *, exists: bool) -> None: ...
+    def of_invoice(self, invoice_id: str) -> list[InvoiceNotification]: ...
+
+
 class InvoicingUnitOfWork(UnitOfWork):
     parties: Parties
     subscriptions: Subscriptions
@@ -221,4 +230,5 @@ class InvoicingUnitOfWork(UnitOfWork):
     disputes: Disputes
     runs: BillRuns
     batch: Batch
+    notifications: InvoiceNotifications
     clock: Clock

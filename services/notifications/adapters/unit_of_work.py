@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import instance_state
 
 from services.common.clock import Clock
 from services.common.sql_uow import SqlUnitOfWork
@@ -16,9 +17,12 @@ from services.notifications.adapters.repositories import (
     SqlMessageRepository,
     SqlPreferenceRepository,
 )
+from services.notifications.domain.addresses import masked
+from services.notifications.domain.events import MessageStatusChanged
+from services.notifications.domain.model import Message
 from services.notifications.service_layer.unit_of_work import NotificationsUnitOfWork
 
-SOURCE = "notifications"  # its own events (none yet) would go to reckon:events:notifications
+SOURCE = "notifications"  # its own events go to reckon:events:notifications
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -42,3 +46,38 @@ class SqlNotificationsUnitOfWork(SqlUnitOfWork, NotificationsUnitOfWork):
         self.contacts = SqlContactRepository(session)
         self.preferences = SqlPreferenceRepository(session)
         self.endpoints = SqlEndpointRepository(session)
+
+    def _commit(self) -> None:
+        self._announce_status_changes()
+        super()._commit()
+
+    def _announce_status_changes(self) -> None:
+        """A ``MessageStatusChanged`` for every message about an invoice that this
+        transaction created or whose status it changed, committed with it (ADR 0063).
+
+        Here rather than at each of the places that move a message (planning, the
+        dispatcher, receipts, retries, replays), so none can be forgotten.
+        """
+        for obj in (*self.session.new, *self.session.dirty):
+            if not isinstance(obj, Message) or not obj.invoice_id:
+                continue
+            state = instance_state(obj)
+            if not state.pending and not state.attrs.status.history.has_changes():
+                continue
+            channel = str(obj.channel)
+            self.publish(
+                MessageStatusChanged(
+                    message_id=obj.message_id,
+                    invoice_id=obj.invoice_id,
+                    customer_id=obj.customer_id,
+                    channel=channel,
+                    recipient_masked=masked(channel, obj.recipient),
+                    template=obj.template,
+                    source_event_type=obj.event_type,
+                    status=str(obj.status),
+                    attempts=obj.attempts,
+                    last_error=obj.last_error,
+                    created_at=obj.created_at,
+                    status_time=obj.updated_at or obj.created_at,
+                )
+            )

@@ -73,3 +73,19 @@ def resolved_target_problem(
         if ip.is_loopback or ip.is_unspecified:
             return f"the target is the suite's own service port {port}"
     return None
+
+
+def masked(channel: str, recipient: str) -> str:
+    """A recipient as other services may show it: enough to recognise, not to reuse.
+
+    ``ada.lovelace@example.com`` -> ``a***@example.com``; ``+31612345678`` ->
+    ``+316******78``; a webhook endpoint id is not personal and stays as it is.
+    """
+    if channel == "EMAIL":
+        local, at, domain = recipient.rpartition("@")
+        return f"{local[:1]}***@{domain}" if at and local else "***"
+    if channel == "SMS":
+        if len(recipient) <= 6:
+            return "***"
+        return recipient[:4] + "*" * (len(recipient) - 6) + recipient[-2:]
+    return recipient

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from reckon.notifications.v1 import notifications_pb2 as pb
 from reckon.notifications.v1 import notifications_pb2_grpc
+from services.common.customer_scope import check_owner, customer_scope
 from services.common.errors import InvalidArgument, Violations
 from services.common.proto_convert import timestamp_from_proto
 from services.notifications.entrypoints import translate
@@ -85,6 +86,13 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
         self, request: pb.SetPreferenceRequest, context: Any
     ) -> pb.SetPreferenceResponse:
         _check_ids(request)
+        # A customer's own call (the gateway's self-care) sets only their preferences.
+        check_owner(
+            customer_scope(context),
+            request.preference.customer_id,
+            reason="CUSTOMER_NOT_FOUND",
+            what="customer",
+        )
         change = translate.preference_change(request)
         preference = await self._run(handlers.set_preference, change)
         return pb.SetPreferenceResponse(preference=translate.preference_to_proto(preference))
@@ -95,6 +103,12 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
         _check_ids(request)
         if not request.customer_id:
             raise InvalidArgument.field("customer_id", "required")
+        check_owner(
+            customer_scope(context),
+            request.customer_id,
+            reason="CUSTOMER_NOT_FOUND",
+            what="customer",
+        )
         found = await self._run(handlers.get_preferences, request.customer_id)
         return pb.GetPreferencesResponse(
             preferences=[translate.preference_to_proto(p) for p in found]

@@ -180,6 +180,15 @@ class SqlPaymentRepository:
         )
         return list(self._session.scalars(query))
 
+    def by_provider_references(self, references: Sequence[str]) -> Sequence[Payment]:
+        found: list[Payment] = []
+        wanted = sorted(set(references))
+        for start in range(0, len(wanted), 500):  # bounded IN lists
+            chunk = wanted[start : start + 500]
+            query = select(Payment).where(payments.c.provider_reference.in_(chunk))
+            found.extend(self._session.scalars(query))
+        return found
+
     def children(self, payment_id: str) -> Sequence[Payment]:
         query = select(Payment).where(payments.c.parent_payment_id == payment_id)
         return list(self._session.scalars(query))

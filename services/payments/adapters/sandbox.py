@@ -20,6 +20,7 @@ from base64 import b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,21 @@ from standardwebhooks.webhooks import Webhook
 
 from services.common.clock import Clock
 from services.common.ids import new_id
-from services.common.money import Money
+from services.common.money import Money, Rounding
 from services.payments.domain.provider import (
+    BalanceLine,
     CardDetails,
     CardToken,
     ChargeOutcome,
     ChargeRequest,
+    Payout,
     ProviderError,
     ProviderResult,
     ProviderStatus,
     ProviderTimeout,
+    Settlement,
 )
+from services.payments.domain.references import luhn_valid as luhn_valid  # re-exported
 
 # Test card -> decline code ("" succeeds). Stripe's numbers, so people recognise them.
 TEST_CARDS: dict[str, str] = {
@@ -61,21 +66,15 @@ _RECOVERS = "__recovers__"
 # A mandate on this IBAN (Stripe's failing SEPA test IBAN) bounces at settlement.
 FAILING_IBAN = "DE62370400440532013001"
 
+# What the sandbox keeps of each settled charge, like a PSP's price list (Stripe's standard
+# EEA prices): cards 1.5 % + 0.25, SEPA direct debits 0.35 flat; a refund costs nothing.
+CARD_FEE_RATE = "0.015"
+CARD_FEE_FIXED = "0.25"
+SEPA_FEE_FIXED = "0.35"
+
 log = logging.getLogger(__name__)
 
 Callback = Callable[[bytes, dict[str, str]], object]
-
-
-def luhn_valid(number: str) -> bool:
-    if not number.isdigit() or not 12 <= len(number) <= 19:
-        return False
-    total = 0
-    for index, char in enumerate(reversed(number)):
-        digit = int(char)
-        if index % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 def brand_of(number: str) -> str:
@@ -108,6 +107,41 @@ class _Charge:
     refunded: Money | None = None
 
 
+@dataclass
+class _BalanceTxn:
+    """A movement of the merchant's balance: a settled charge (less its fee) or a refund."""
+
+    txn_id: str
+    source: str  # the charge's or refund's reference
+    kind: str  # "charge" | "refund"
+    method: str  # "card" | "sepa_debit"
+    gross: Money
+    created: datetime
+    payout_id: str = ""
+
+    @property
+    def fee(self) -> Money:
+        # Worked out when read (reports, payouts), not on the charge's hot path.
+        return fee_of(self.kind, self.method, self.gross)
+
+
+def fee_of(kind: str, method: str, gross: Money) -> Money:
+    """The sandbox's price for a movement: cards 1.5 % (rounded once, half up) + 0.25,
+    SEPA debits 0.35, refunds nothing."""
+    if kind != "charge":
+        return Money.zero(gross.currency)
+    if method == "sepa_debit":
+        return Money.of(SEPA_FEE_FIXED, gross.currency)
+    return gross.times(Decimal(CARD_FEE_RATE), rounding=Rounding.HALF_UP) + Money.of(
+        CARD_FEE_FIXED, gross.currency
+    )
+
+
+def _method_of(charge: _Charge) -> str:
+    # Only direct debits settle later: a charge with a settlement day is one.
+    return "sepa_debit" if charge.settle_at is not None else "card"
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + b64encode(secrets.token_bytes(24)).decode()
 
@@ -136,19 +170,28 @@ class SandboxProvider:
         self._refunds: dict[str, ProviderResult] = {}
         self._callback: Callback | None = None
         self._undelivered: list[_Charge] = []
+        # The merchant's balance: movements in order, and the payouts made of them.
+        self._balance: list[_BalanceTxn] = []
+        # Movements not yet in a payout, by UTC day and currency (a pass looks at ended days).
+        self._unpaid: dict[tuple[date, str], list[_BalanceTxn]] = {}
+        self._payouts: list[Payout] = []
         self.answering = True  # False: every call times out (a provider gone silent)
         self.calls = 0
         # What the "PSP" remembers across restarts of the process that embeds it (vaulted
         # tokens and their behaviour, charges, refunds; never a card number), as JSON lines.
         self._journal = journal
+        # Journal records of a charge_many in progress, appended in one write at its end.
+        self._buffer: list[dict[str, Any]] | None = None
         if journal is not None:
             self._replay(journal)
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._write_many([record])
+        if self._buffer is not None:  # inside charge_many: written together at its end
+            self._buffer.append(record)
+        else:
+            self._write_many([record])
 
     def _write_many(self, records: list[dict[str, Any]]) -> None:
-        # One append for a whole batch: what a charge_many remembers lands together.
         if self._journal is not None and records:
             with self._journal.open("a", encoding="utf-8") as out:
                 out.write("".join(json.dumps(record) + "\n" for record in records))
@@ -178,6 +221,20 @@ class SandboxProvider:
                 )
                 self._charges[charge.key] = charge
                 self._by_reference[charge.reference] = charge
+            elif kind == "txn":
+                self._balance.append(
+                    txn := _BalanceTxn(
+                        record["id"],
+                        record["source"],
+                        record["kind"],
+                        record["method"],
+                        Money.of(record["gross"], record["currency"]),
+                        datetime.fromisoformat(record["created"]),
+                    )
+                )
+                self._keep_unpaid(txn)
+            elif kind == "payout":
+                self._replay_payout(record)
             elif kind == "status" and record["key"] in self._charges:
                 self._charges[record["key"]].status = ProviderStatus(record["status"])
             elif kind == "refund" and record["charge"] in self._by_reference:
@@ -234,51 +291,45 @@ class SandboxProvider:
     ) -> ProviderResult:
         self._answer_or_time_out()
         with self._lock:
-            outcome, record = self._charge_locked(token, amount, idempotency_key)
-            if record is not None:
-                self._write_many([record])
+            outcome = self._charge_locked(token, amount, idempotency_key)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeOutcome]:
-        """A batch of charges under one lock and one journal write (a PSP's batch API).
+        """A batch of charges under one lock and one journal append (a PSP's batch API).
 
         Each request is carried out exactly as ``charge`` would; what ``charge`` raises
         for one request is that request's outcome.
         """
         if not self.answering:
             return [ProviderTimeout("the provider is not answering") for _ in requests]
-        outcomes: list[ChargeOutcome] = []
-        records: list[dict[str, Any]] = []
         with self._lock:
-            for request in requests:
-                outcome, record = self._charge_locked(
-                    request.token, request.amount, request.idempotency_key
-                )
-                outcomes.append(outcome)
-                if record is not None:
-                    records.append(record)
-            self._write_many(records)
+            self._buffer = []
+            try:
+                outcomes = [
+                    self._charge_locked(r.token, r.amount, r.idempotency_key) for r in requests
+                ]
+            finally:
+                records, self._buffer = self._buffer, None
+                self._write_many(records)
         return outcomes
 
-    def _charge_locked(
-        self, token: str, amount: Money, idempotency_key: str
-    ) -> tuple[ChargeOutcome, dict[str, Any] | None]:
-        """Carry out one charge (the lock held): its outcome and the journal record to write."""
+    def _charge_locked(self, token: str, amount: Money, idempotency_key: str) -> ChargeOutcome:
+        """Carry out one charge (the caller holds the lock); what ``charge`` raises is returned."""
         self.calls += 1
         done = self._charges.get(idempotency_key)
         if done is not None:
             if done.token != token or done.amount != amount:
                 return ProviderError(
                     "idempotency key reused with different parameters", code="idempotency_error"
-                ), None
-            return self._result(done), None
+                )
+            return self._result(done)
         vaulted = self._vault.get(token)
         if vaulted is None:
-            return ProviderError("no such payment method token", code="resource_missing"), None
+            return ProviderError("no such payment method token", code="resource_missing")
         if not amount.is_positive():
-            return ProviderError("amount must be positive", code="amount_too_small"), None
+            return ProviderError("amount must be positive", code="amount_too_small")
         reference = new_id("sbxch")
         charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
         if vaulted.kind == "sepa":
@@ -294,22 +345,26 @@ class SandboxProvider:
             charge.status = ProviderStatus.FAILED
             charge.decline_code = vaulted.behaviour
         self._charges[idempotency_key] = charge
+        self._write(
+            {
+                "t": "charge",
+                "key": idempotency_key,
+                "token": token,
+                "amount": str(amount.amount),
+                "currency": amount.currency,
+                "reference": reference,
+                "status": charge.status.value,
+                "decline": charge.decline_code,
+                "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
+            }
+        )
         self._by_reference[reference] = charge
-        record = {
-            "t": "charge",
-            "key": idempotency_key,
-            "token": token,
-            "amount": str(amount.amount),
-            "currency": amount.currency,
-            "reference": reference,
-            "status": charge.status.value,
-            "decline": charge.decline_code,
-            "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
-        }
+        if charge.status is ProviderStatus.SUCCEEDED:
+            self._book_charge(charge)
         if vaulted.behaviour == _NO_ANSWER:
             # Carried out, but the answer is lost on the way back.
-            return ProviderTimeout("the provider did not answer in time"), record
-        return self._result(charge), record
+            return ProviderTimeout("the provider did not answer in time")
+        return self._result(charge)
 
     def refund(
         self, *, provider_reference: str, amount: Money, idempotency_key: str
@@ -339,6 +394,7 @@ class SandboxProvider:
                     "reference": result.provider_reference,
                 }
             )
+            self._book(result.provider_reference, "refund", _method_of(charge), -amount)
             return result
 
     def lookup(self, idempotency_key: str, *, token: str = "") -> ProviderResult:
@@ -367,12 +423,109 @@ class SandboxProvider:
                     )
                     settled.append(charge)
                     self._write({"t": "status", "key": charge.key, "status": charge.status.value})
+                    if charge.status is ProviderStatus.SUCCEEDED:
+                        self._book_charge(charge)
+            self._pay_out(now)
         # Like a real PSP, a callback the receiver did not take is sent again next time.
         with self._lock:
             retry, self._undelivered = self._undelivered, []
         for charge in [*retry, *settled]:
             self._send_callback(charge)
         return len(settled)
+
+    # -- the merchant's balance and payouts ---------------------------------------------------
+    def settlement(self, day: date) -> Settlement:
+        """The day's balance movements and the payouts arriving that day."""
+        self._answer_or_time_out()
+        with self._lock:
+            self._pay_out(self._clock.now())
+            lines = [
+                BalanceLine(t.source, t.kind, t.gross, t.fee, t.created, t.method, t.payout_id)
+                for t in self._balance
+                if t.created.astimezone(UTC).date() == day
+            ]
+            payouts = [p for p in self._payouts if p.arrival_date == day]
+        return Settlement(lines, payouts)
+
+    def _book_charge(self, charge: _Charge) -> None:
+        self._book(charge.reference, "charge", _method_of(charge), charge.amount)
+
+    def _book(self, source: str, kind: str, method: str, gross: Money) -> None:
+        """Record a balance movement (the caller holds the lock)."""
+        # Numbered, not random: cheap on the charge path, and unique across restarts
+        # because the journal brings the earlier movements back first.
+        txn = _BalanceTxn(
+            f"sbxtxn_{len(self._balance) + 1:09d}", source, kind, method, gross, self._clock.now()
+        )
+        self._balance.append(txn)
+        self._keep_unpaid(txn)
+        if self._journal is not None:
+            self._write(
+                {
+                    "t": "txn",
+                    "id": txn.txn_id,
+                    "source": source,
+                    "kind": kind,
+                    "method": method,
+                    "gross": str(gross.amount),
+                    "currency": gross.currency,
+                    "created": txn.created.isoformat(),
+                }
+            )
+
+    def _pay_out(self, now: datetime) -> None:
+        """Pay out, per currency, the balance of every day that has ended (the caller holds
+        the lock): one payout the next day of all movements not yet paid out. A day whose
+        refunds exceed its charges pays nothing; its balance is carried into the next."""
+        today = now.astimezone(UTC).date()
+        ended = sorted(key for key in self._unpaid if key[0] < today)
+        carried: dict[str, list[_BalanceTxn]] = {}
+        for day, currency in ended:
+            batch = carried.pop(currency, []) + self._unpaid.pop((day, currency))
+            net = sum((t.gross - t.fee for t in batch), Money.zero(currency))
+            if not net.is_positive():
+                carried[currency] = batch
+                continue
+            payout = Payout(new_id("sbxpo"), net, day + timedelta(days=1), "paid")
+            self._payouts.append(payout)
+            for txn in batch:
+                txn.payout_id = payout.payout_id
+            self._write(
+                {
+                    "t": "payout",
+                    "id": payout.payout_id,
+                    "amount": str(net.amount),
+                    "currency": currency,
+                    "arrival": payout.arrival_date.isoformat(),
+                    "txns": [t.txn_id for t in batch],
+                }
+            )
+        for currency, batch in carried.items():
+            # Not paid out yet: waits, under its last day, for the next positive day.
+            self._unpaid.setdefault((ended[-1][0], currency), []).extend(batch)
+
+    def _keep_unpaid(self, txn: _BalanceTxn) -> None:
+        key = (txn.created.astimezone(UTC).date(), txn.gross.currency)
+        self._unpaid.setdefault(key, []).append(txn)
+
+    def _replay_payout(self, record: dict[str, Any]) -> None:
+        payout = Payout(
+            record["id"],
+            Money.of(record["amount"], record["currency"]),
+            date.fromisoformat(record["arrival"]),
+            "paid",
+        )
+        self._payouts.append(payout)
+        paid = set(record["txns"])
+        for key, txns in list(self._unpaid.items()):
+            for txn in txns:
+                if txn.txn_id in paid:
+                    txn.payout_id = payout.payout_id
+            left = [t for t in txns if not t.payout_id]
+            if left:
+                self._unpaid[key] = left
+            else:
+                del self._unpaid[key]
 
     def signed_callback(self, charge_key: str) -> tuple[bytes, dict[str, str]]:
         """The signed callback body and headers for a charge (also what ``settle_due`` sends)."""

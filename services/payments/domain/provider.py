@@ -14,8 +14,8 @@ what happened (the janitor, ``service_layer.janitor``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -84,6 +84,45 @@ class ProviderResult:
         return self.status is ProviderStatus.FAILED and is_hard_decline(self.decline_code)
 
 
+@dataclass(frozen=True)
+class BalanceLine:
+    """One movement of the merchant's balance at the provider (Stripe's balance transaction).
+
+    ``gross`` is signed (a refund is negative); ``fee`` is what the provider kept, so
+    ``net`` is what the line adds to the next payout.
+    """
+
+    provider_reference: str  # the charge or refund it comes from
+    kind: str  # "charge" | "refund"
+    gross: Money
+    fee: Money
+    created: datetime
+    method: str = ""  # "card" | "sepa_debit" | "" when the provider does not say
+    payout_id: str = ""
+
+    @property
+    def net(self) -> Money:
+        return self.gross - self.fee
+
+
+@dataclass(frozen=True)
+class Payout:
+    """Money the provider sent to the merchant's bank account."""
+
+    payout_id: str
+    amount: Money
+    arrival_date: date
+    status: str  # pending | in_transit | paid | failed | canceled
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A day at the provider: its balance movements and the payouts arriving that day."""
+
+    lines: list[BalanceLine] = field(default_factory=list)
+    payouts: list[Payout] = field(default_factory=list)
+
+
 class ProviderError(Exception):
     """The provider refused the request itself (bad token, bad amount): nothing happened."""
 
@@ -125,6 +164,10 @@ class PaymentProvider(Protocol):
         ``token`` is the method the charge was sent for: a provider that can only list
         charges per customer (Stripe without search) looks there.
         """
+        ...
+
+    def settlement(self, day: date) -> Settlement:
+        """Balance movements created on ``day`` (UTC) and payouts arriving that day."""
         ...
 
 

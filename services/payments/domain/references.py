@@ -52,3 +52,34 @@ def is_creditor_reference(text: str) -> bool:
 
 def normalise_reference(text: str) -> str:
     return text.replace(" ", "").upper()
+
+
+# 13 to 19 digits, single spaces or dashes between them allowed, starting as card
+# numbers do (2-6: Mastercard, Amex/Diners, Visa, Mastercard, Discover).
+_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9])[2-6](?:[ -]?[0-9]){12,18}(?![0-9])")
+
+
+def luhn_valid(number: str) -> bool:
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        return False
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = int(char)
+        if index % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def redact_card_numbers(text: str) -> str:
+    """``text`` with anything that is a card number (Luhn-valid) cut to its last four.
+
+    Free text from outside (a payer's remittance line on a bank statement) may hold a
+    card number; it is never stored, logged or echoed whole.
+    """
+
+    def cut(found: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", found.group(0))
+        return f"****{digits[-4:]}" if luhn_valid(digits) else found.group(0)
+
+    return _CARD_NUMBER_LIKE.sub(cut, text)

@@ -21,7 +21,6 @@ from services.common.proto_convert import (
     page_size_from_proto,
     timestamp_to_proto,
 )
-from services.payments.adapters.sandbox import luhn_valid
 from services.payments.domain.model import (
     AccountPaymentSettings,
     Attempt,
@@ -35,8 +34,15 @@ from services.payments.domain.model import (
     TransactionKind,
 )
 from services.payments.domain.provider import CardDetails
-from services.payments.domain.references import BadReference, normalise_iban
+from services.payments.domain.references import BadReference, luhn_valid, normalise_iban
 from services.payments.service_layer import commands as cmd
+from services.payments.service_layer.reconciliation import (
+    ChannelTotals,
+    Difference,
+    ReconciliationReport,
+)
+from services.payments.service_layer.statement_files import StatementEntry
+from services.payments.service_layer.statements import LineOutcome
 
 # Far above any real payment: a typo or an overflow, not a purchase.
 MAX_AMOUNT = Money.of("100000000", "EUR").amount
@@ -313,3 +319,69 @@ def date_from_proto(message: date_pb2.Date, field: str) -> date:
     v.raise_if_any()
     assert day is not None
     return day
+
+
+def statement_line_to_proto(line: LineOutcome) -> pb.StatementLine:
+    entry = line.entry
+    message = pb.StatementLine(
+        entry_reference=entry.entry_reference,
+        reference=entry.reference,
+        outcome=line.outcome,
+        reason=line.reason,
+        payment_id=line.payment_id,
+        debtor_name=entry.debtor_name if isinstance(entry, StatementEntry) else "",
+    )
+    if entry.booked_on is not None:
+        message.booking_date.CopyFrom(date_to_proto(entry.booked_on))
+    if entry.amount is not None:
+        message.amount.CopyFrom(money_to_proto(entry.amount))
+    return message
+
+
+def report_to_proto(report: ReconciliationReport) -> pb.GetReconciliationReportResponse:
+    return pb.GetReconciliationReportResponse(
+        totals=[_channel_total_to_proto(t) for t in report.totals],
+        payouts=[
+            pb.ProviderPayout(
+                payout_id=p.payout_id,
+                amount=money_to_proto(p.amount),
+                arrival_date=date_to_proto(p.arrival_date),
+                status=p.status,
+            )
+            for p in report.payouts
+        ],
+        provider=report.provider,
+        provider_error=report.provider_error,
+    )
+
+
+def _channel_total_to_proto(t: ChannelTotals) -> pb.ChannelTotal:
+    message = pb.ChannelTotal(
+        channel=CHANNEL_TO_PROTO[t.channel],
+        currency_code=t.currency,
+        payments=t.payments,
+        collected=money_to_proto(t.collected),
+        reversals=t.reversals,
+        reversed=money_to_proto(t.reversed),
+        net=money_to_proto(t.net),
+        unresolved=t.unresolved,
+        differences=[_difference_to_proto(d) for d in t.differences],
+    )
+    if t.provider_gross is not None and t.provider_fees is not None:
+        message.provider_gross.CopyFrom(money_to_proto(t.provider_gross))
+        message.provider_fees.CopyFrom(money_to_proto(t.provider_fees))
+        message.provider_net.CopyFrom(money_to_proto(t.provider_gross - t.provider_fees))
+    if t.difference is not None:
+        message.difference.CopyFrom(money_to_proto(t.difference))
+    return message
+
+
+def _difference_to_proto(d: Difference) -> pb.ReconciliationDifference:
+    message = pb.ReconciliationDifference(
+        kind=d.kind, payment_id=d.payment_id, provider_reference=d.provider_reference
+    )
+    if d.recorded is not None:
+        message.recorded.CopyFrom(money_to_proto(d.recorded))
+    if d.settled is not None:
+        message.settled.CopyFrom(money_to_proto(d.settled))
+    return message

@@ -25,18 +25,24 @@ class AddPaymentMethod:
     make_default: bool = True
 
     def fingerprint_fields(self) -> tuple[object, ...]:
-        # Never the card number itself: the fingerprint is stored with the request id.
+        """Every parameter that makes the request what it is, the card number and IBAN whole.
+
+        Only a keyed digest of this is stored with the request id (``MethodsService``): a
+        replay with another card sharing the last four and expiry is not the same request.
+        The CVC is left out: it is never kept in any form.
+        """
         card = self.card
         return (
             self.account_id,
             self.customer_id,
             self.currency,
-            self.kind,
-            card.number[-4:] if card else "",
+            self.kind.value,
+            card.number.replace(" ", "") if card else "",
             card.exp_month if card else 0,
             card.exp_year if card else 0,
-            self.iban[-4:],
+            self.iban.replace(" ", "").upper(),
             self.mandate_reference,
+            self.mandate_signed_on.isoformat() if self.mandate_signed_on else "",
             self.wallet_name,
             self.make_default,
         )

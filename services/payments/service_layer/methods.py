@@ -7,12 +7,21 @@ token, brand, last four and expiry are stored, and no error message repeats it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.clock import Clock
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+)
 from services.common.ids import new_id
 from services.common.money import Money
 from services.payments.domain.events import ChargebackReceived, PaymentRefunded
@@ -54,16 +63,26 @@ class MethodsService:
     provider: PaymentProvider
     invoicing: InvoicingPort
     clock: Clock
+    # Keys the digest of an AddPaymentMethod request (card number, IBAN) kept with its
+    # request id; the service token in production (never in the database), so the digest
+    # cannot be reversed by trying every number a BIN and the last four leave.
+    fingerprint_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     # -- methods on file -----------------------------------------------------------------------
     def add_method(self, command: AddPaymentMethod) -> PaymentMethod:
-        fingerprint = hashlib.sha256(repr(command.fingerprint_fields()).encode()).hexdigest()
+        """A method on file; the same request id again answers with the first method.
+
+        The replay is recognised by the request id (AIP-155), and only if every parameter,
+        the whole card number or IBAN included, is the same; otherwise it is refused naming
+        ``request_id`` and the parameter that differs, and nothing is written or vaulted.
+        """
+        fingerprint = hmac.new(
+            self.fingerprint_key, repr(command.fingerprint_fields()).encode(), hashlib.sha256
+        ).hexdigest()
         with self.uow_factory() as uow:
-            replayed = uow.replayed_resource("AddPaymentMethod", command.request_id, fingerprint)
-            if replayed:
-                existing = uow.methods.get(replayed)
-                assert existing is not None
-                return existing
+            replayed = self._replayed(uow, command, fingerprint)
+            if replayed is not None:
+                return replayed
             settings = uow.settings.get(command.account_id)
             if settings is not None and (
                 settings.currency != command.currency or settings.customer_id != command.customer_id
@@ -74,6 +93,43 @@ class MethodsService:
                     metadata={"field": "payment_method.currency_code"},
                 )
         method = self._vault(command)
+        try:
+            return self._keep(command, method, fingerprint)
+        except Aborted:
+            # The same request id, sent twice at once, committed first by the other call:
+            # its answer stands (the token vaulted here stays unused at the provider).
+            with self.uow_factory() as uow:
+                replayed = self._replayed(uow, command, fingerprint)
+            if replayed is None:
+                raise
+            return replayed
+
+    def _replayed(
+        self, uow: PaymentsUnitOfWork, command: AddPaymentMethod, fingerprint: str
+    ) -> PaymentMethod | None:
+        if not command.request_id:
+            return None
+        remembered = uow.find_request("AddPaymentMethod", command.request_id)
+        if remembered is None:
+            return None
+        first = uow.methods.get(remembered.resource_id)
+        assert first is not None
+        if hmac.compare_digest(remembered.fingerprint, fingerprint):
+            return first
+        settings = uow.settings.get(first.account_id)
+        differing = (
+            "payment_method.currency_code"
+            if settings is not None and settings.currency != command.currency
+            else _differing_field(first, command)
+        )
+        v = Violations()
+        v.add("request_id", "was already used for a different request")
+        v.add(differing, "differs from the first request with this id")
+        raise InvalidArgument(v.items)
+
+    def _keep(
+        self, command: AddPaymentMethod, method: PaymentMethod, fingerprint: str
+    ) -> PaymentMethod:
         with self.uow_factory() as uow:
             uow.remember_request(
                 "AddPaymentMethod", command.request_id, fingerprint, method.method_id
@@ -144,6 +200,24 @@ class MethodsService:
                 settings.default_method_id = ""
             uow.commit()
             return method
+
+    # -- owners, for the customer scope a call may carry (services.common.customer_scope) ---
+    def account_owner(self, account_id: str) -> str | None:
+        """The customer the account is registered to here, or None when payments has
+        no settings for it (no method ever added, no payment ever made)."""
+        with self.uow_factory() as uow:
+            settings = uow.settings.get(account_id)
+            return settings.customer_id if settings is not None else None
+
+    def method_owner(self, method_id: str) -> str | None:
+        with self.uow_factory() as uow:
+            method = uow.methods.get(method_id)
+            return method.customer_id if method is not None else None
+
+    def payment_owner(self, payment_id: str) -> str | None:
+        with self.uow_factory() as uow:
+            payment = uow.payments.get(payment_id)
+            return payment.customer_id if payment is not None else None
 
     def list_methods(self, account_id: str) -> Sequence[PaymentMethod]:
         with self.uow_factory() as uow:
@@ -341,3 +415,31 @@ class MethodsService:
                 after=query.after,
                 limit=query.limit,
             )
+
+
+def _differing_field(first: PaymentMethod, command: AddPaymentMethod) -> str:
+    """The parameter of ``command`` that differs from the request that made ``first``.
+
+    What the method keeps is compared in the open; what it does not (the whole card
+    number, the whole IBAN) is what is left when all that is kept agrees.
+    """
+    card = command.card
+    shown: list[tuple[str, object, object]] = [
+        ("account_id", first.account_id, command.account_id),
+        ("customer_id", first.customer_id, command.customer_id),
+        ("kind", first.kind, command.kind),
+        ("card.exp_month", first.card_exp_month, card.exp_month if card else 0),
+        ("card.exp_year", first.card_exp_year, card.exp_year if card else 0),
+        ("card.number", first.card_last4, card.number.replace(" ", "")[-4:] if card else ""),
+        ("mandate_reference", first.mandate_reference, command.mandate_reference),
+        ("mandate_signed_date", first.mandate_signed_on, command.mandate_signed_on),
+        ("wallet_name", first.wallet_name, command.wallet_name),
+    ]
+    for name, kept, asked in shown:
+        if kept != asked:
+            return f"payment_method.{name}"
+    if first.kind is MethodKind.SEPA_DEBIT:
+        return "payment_method.iban"
+    if card is not None:
+        return "payment_method.card.number"
+    return "payment_method"

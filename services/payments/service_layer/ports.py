@@ -152,6 +152,10 @@ class PaymentRepository(Protocol):
 
     def unresolved_between(self, start: datetime, end: datetime) -> Sequence[Payment]: ...
 
+    def by_provider_references(self, references: Sequence[str]) -> Sequence[Payment]:
+        """Payments (purchases and refunds) the provider knows by these references."""
+        ...
+
     def children(self, payment_id: str) -> Sequence[Payment]: ...
 
 

@@ -1,29 +1,27 @@
-"""Bank statements (camt.053) and the daily reconciliation report (PAY-6).
+"""Bank statements (camt.053, MT940) and the daily reconciliation report (PAY-6).
 
 Each credit entry of a statement is matched by the payment reference the payer
 quoted: an invoice's ISO 11649 reference (kept when the invoice was issued) or
 an account's bank-transfer reference (on its method on file). A match becomes
 a BANK_TRANSFER payment allocated like any manual payment (the request id is
 the bank's entry reference, so importing a statement twice records nothing new);
-everything else is listed UNMATCHED with the reason. Parsing is lxml on the
-document's own namespace, so camt.053.001.02 to .08 read the same way.
+everything else is listed UNMATCHED with the reason. Lines that are not payments
+to us (debits, reversals, pending entries) are listed IGNORED and not recorded.
+Both formats are parsed into the same lines by ``statement_files``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
-
-from lxml import etree
+from datetime import date
 
 from services.common.clock import Clock
-from services.common.errors import InvalidArgument, ReckonError
+from services.common.errors import ReckonError
 from services.common.ids import new_id
-from services.common.money import Money, MoneyError
-from services.payments.domain.model import Channel, Payment, PaymentState, TransactionKind
+from services.payments.domain.model import Channel
+from services.payments.domain.provider import PaymentProvider
 from services.payments.domain.references import (
     creditor_reference,
     is_creditor_reference,
@@ -32,151 +30,27 @@ from services.payments.domain.references import (
 from services.payments.service_layer.collection import Collector
 from services.payments.service_layer.commands import CreatePayment
 from services.payments.service_layer.ports import InvoicingPort, PaymentsUnitOfWork
-
-_RF_IN_TEXT = re.compile(r"RF\d{2}(?: ?[A-Z0-9]){1,21}")
-
-
-def _reference_in(text: str) -> str:
-    """An RF reference quoted inside free text (the longest prefix whose check digits hold)."""
-    for found in _RF_IN_TEXT.finditer(text.upper()):
-        compact = found.group(0).replace(" ", "")
-        for end in range(len(compact), 4, -1):
-            if is_creditor_reference(compact[:end]):
-                return compact[:end]
-    return ""
-
-
-@dataclass(frozen=True)
-class StatementEntry:
-    entry_reference: str
-    booked_on: date
-    amount: Money
-    reference: str
-    debtor_name: str
+from services.payments.service_layer.reconciliation import (
+    ChannelTotals,
+    ReconciliationReport,
+    reconcile,
+)
+from services.payments.service_layer.statement_files import (
+    SkippedEntry,
+    StatementEntry,
+    StatementFile,
+    looks_like_mt940,
+    parse_camt053,
+    parse_mt940,
+)
 
 
 @dataclass(frozen=True)
 class LineOutcome:
-    entry: StatementEntry
-    outcome: str  # MATCHED | PARTIAL | UNMATCHED | DUPLICATE
+    entry: StatementEntry | SkippedEntry
+    outcome: str  # MATCHED | PARTIAL | UNMATCHED | DUPLICATE | IGNORED
     reason: str
     payment_id: str = ""
-
-
-@dataclass(frozen=True)
-class ChannelTotals:
-    channel: Channel
-    currency: str
-    payments: int
-    collected: Money
-    reversals: int
-    reversed: Money
-    unresolved: int
-
-    @property
-    def net(self) -> Money:
-        return self.collected - self.reversed
-
-
-def _local(element: etree._Element) -> str:
-    return str(etree.QName(element).localname)
-
-
-def _find(element: etree._Element, path: str) -> etree._Element | None:
-    """First descendant along ``a/b/c`` by local names, whatever the namespace."""
-    current: list[etree._Element] = [element]
-    for name in path.split("/"):
-        current = [c for parent in current for c in parent if _local(c) == name]
-        if not current:
-            return None
-    return current[0]
-
-
-def _text(element: etree._Element, path: str) -> str:
-    found = _find(element, path)
-    return (found.text or "").strip() if found is not None else ""
-
-
-def _money_at(element: etree._Element, paths: tuple[str, ...], field: str) -> Money | None:
-    for path in paths:
-        found = _find(element, path)
-        if found is None:
-            continue
-        try:
-            return Money.of(Decimal((found.text or "").strip()), found.get("Ccy") or "")
-        except (InvalidOperation, MoneyError):
-            raise InvalidArgument.field(field, "invalid amount or currency") from None
-    return None
-
-
-def _children(element: etree._Element, name: str) -> list[etree._Element]:
-    return [c for c in element if _local(c) == name]
-
-
-def parse_camt053(document: bytes) -> tuple[str, list[StatementEntry]]:
-    """The statement id and its credit transfers; INVALID_ARGUMENT if it is not camt.053.
-
-    Every ``Stmt`` of the document is read. An entry that is not booked (``Sts`` PDNG or
-    INFO) or is a reversal (``RvslInd``) is skipped; a batch entry with several
-    ``TxDtls`` gives one line per transaction, with the transaction's own amount.
-    """
-    try:
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-        root = etree.fromstring(document, parser)
-    except etree.XMLSyntaxError as exc:
-        raise InvalidArgument.field("camt053", f"not well-formed XML: {exc}") from None
-    container = _find(root, "BkToCstmrStmt")
-    statements = _children(container, "Stmt") if container is not None else []
-    if not statements:
-        raise InvalidArgument.field("camt053", "no BkToCstmrStmt/Stmt: not a camt.053 statement")
-    statement_id = _text(statements[0], "Id") or new_id("stmt")
-    entries: list[StatementEntry] = []
-    for s_index, statement in enumerate(statements):
-        for index, entry in enumerate(_children(statement, "Ntry")):
-            field = f"camt053.Stmt[{s_index}].Ntry[{index}]"
-            status = (_text(entry, "Sts/Cd") or _text(entry, "Sts")).upper()
-            if status in ("PDNG", "INFO") or _text(entry, "RvslInd").lower() == "true":
-                continue
-            booked_text = _text(entry, "BookgDt/Dt") or _text(entry, "BookgDt/DtTm")[:10]
-            try:
-                booked = date.fromisoformat(booked_text)
-            except ValueError:
-                raise InvalidArgument.field(f"{field}.BookgDt", "missing date") from None
-            entry_amount = _money_at(entry, ("Amt",), f"{field}.Amt")
-            entry_side = _text(entry, "CdtDbtInd")
-            entry_ref = (
-                _text(entry, "AcctSvcrRef")
-                or _text(entry, "NtryRef")
-                or f"{statement_id}:{s_index}:{index}"
-            )
-            details = [
-                tx for block in _children(entry, "NtryDtls") for tx in _children(block, "TxDtls")
-            ]
-            for t_index, tx in enumerate(details or [entry]):
-                side = _text(tx, "CdtDbtInd") if tx is not entry else ""
-                if (side or entry_side) != "CRDT":
-                    continue  # only money coming in pays invoices
-                amount = (
-                    _money_at(tx, ("AmtDtls/TxAmt/Amt", "Amt"), f"{field}.TxDtls[{t_index}]")
-                    if tx is not entry
-                    else None
-                )
-                if amount is None and len(details) <= 1:
-                    amount = entry_amount
-                if amount is None:
-                    raise InvalidArgument.field(f"{field}.Amt", "missing amount")
-                reference = _text(tx, "RmtInf/Strd/CdtrRefInf/Ref")
-                if not reference:
-                    unstructured = " ".join(
-                        (u.text or "").strip()
-                        for block in _children(tx, "RmtInf")
-                        for u in _children(block, "Ustrd")
-                    )
-                    reference = _reference_in(unstructured) or unstructured
-                debtor = _text(tx, "RltdPties/Dbtr/Nm") or _text(tx, "RltdPties/Dbtr/Pty/Nm")
-                line_ref = entry_ref if len(details) <= 1 else f"{entry_ref}/{t_index + 1}"
-                entries.append(StatementEntry(line_ref, booked, amount, reference.strip(), debtor))
-    return statement_id, entries
 
 
 @dataclass
@@ -185,11 +59,31 @@ class Statements:
     collector: Collector
     invoicing: InvoicingPort
     clock: Clock
+    # Asked for its balance movements and payouts by the reconciliation report.
+    provider: PaymentProvider | None = None
 
     def import_camt053(self, document: bytes) -> tuple[str, list[LineOutcome]]:
-        statement_id, entries = parse_camt053(document)
-        outcomes = [self._import_line(statement_id, entry) for entry in entries]
-        return statement_id, outcomes
+        return self._import(parse_camt053(document))
+
+    def import_mt940(self, document: bytes) -> tuple[str, list[LineOutcome]]:
+        return self._import(parse_mt940(document))
+
+    def import_document(self, document: bytes) -> tuple[str, list[LineOutcome]]:
+        """A statement in either format, told apart by its first bytes."""
+        if looks_like_mt940(document):
+            return self.import_mt940(document)
+        return self.import_camt053(document)
+
+    def _import(self, statement: StatementFile) -> tuple[str, list[LineOutcome]]:
+        """Every incoming transfer matched and recorded (each in its own transaction, so a
+        crash part way through resumes on the next import), then the skipped lines."""
+        outcomes = [
+            self._import_line(statement.statement_id, line)
+            if isinstance(line, StatementEntry)
+            else LineOutcome(line, "IGNORED", line.reason)
+            for line in statement.lines
+        ]
+        return statement.statement_id, outcomes
 
     def _import_line(self, statement_id: str, entry: StatementEntry) -> LineOutcome:
         with self.uow_factory() as uow:
@@ -217,6 +111,8 @@ class Statements:
         return outcome
 
     def _match(self, entry: StatementEntry) -> LineOutcome:
+        if entry.problem:
+            return LineOutcome(entry, "UNMATCHED", entry.problem)
         reference = normalise_reference(entry.reference)
         if not reference:
             return LineOutcome(entry, "UNMATCHED", "no payment reference")
@@ -281,49 +177,8 @@ class Statements:
 
     # -- reconciliation -----------------------------------------------------------------------
     def reconciliation(self, day: date) -> list[ChannelTotals]:
-        start = datetime.combine(day, time(0), tzinfo=self.clock.now().tzinfo)
-        end = start + timedelta(days=1)
-        with self.uow_factory() as uow:
-            settled = [
-                p
-                for p in uow.payments.settled_between(start, end)
-                if p.state is PaymentState.SUCCEEDED
-            ]
-            unresolved = uow.payments.unresolved_between(start, end)
-        return summarise(settled, unresolved)
+        return self.report(day).totals
 
-
-@dataclass
-class _Row:
-    payments: int
-    collected: Money
-    reversals: int
-    reversed: Money
-    unresolved: int = 0
-
-
-def summarise(settled: Sequence[Payment], unresolved: Sequence[Payment]) -> list[ChannelTotals]:
-    """Per channel and currency: what was collected and reversed, and what is still open."""
-    rows: dict[tuple[Channel, str], _Row] = {}
-
-    def row_of(payment: Payment) -> _Row:
-        currency = payment.amount.currency
-        zero = Money.zero(currency)
-        return rows.setdefault((payment.channel, currency), _Row(0, zero, 0, zero))
-
-    for payment in settled:
-        row = row_of(payment)
-        if payment.kind is TransactionKind.PURCHASE:
-            row.payments += 1
-            row.collected = row.collected + payment.amount
-        else:
-            row.reversals += 1
-            row.reversed = row.reversed + payment.amount
-    for payment in unresolved:
-        row_of(payment).unresolved += 1
-    return [
-        ChannelTotals(
-            channel, currency, r.payments, r.collected, r.reversals, r.reversed, r.unresolved
-        )
-        for (channel, currency), r in sorted(rows.items())
-    ]
+    def report(self, day: date) -> ReconciliationReport:
+        """The day per channel: what was recorded, and what the provider settled and paid out."""
+        return reconcile(self.uow_factory, self.provider, self.clock, day)

@@ -27,6 +27,9 @@ Shape (every list may be empty or absent)::
       - code: NL
         rounding: half_up
         taxes: [{code: VAT, name: BTW, percent: "21", inclusive: false, services: [voice]}]
+      # Untaxed services of a region are invoiced under its vat_category (Z by default;
+      # E exempt, AE reverse charge, K intra-community supply, G export, O not subject).
+      - {code: BE-B2B, name: Belgian businesses, vat_category: K}
     discounts: [{code: WELCOME, kind: percent, value: "10", max_uses: 3, uses_per: account,
                  valid_to: ...}]
     referral_rewards: [{code: REFER, points: 500, unit: points}]

@@ -19,7 +19,7 @@ from .destinations import (
 )
 from .discounts import Discount, DiscountKind, ReferralReward, UsesPer
 from .document_fields import FieldReader, _at
-from .taxes import TaxRegion, TaxRule
+from .taxes import ZERO_VAT_CATEGORIES, TaxRegion, TaxRule
 from .timebands import WEEKDAY_NAMES, BandSchedule, HolidayCalendar, TimeBand
 
 _FULL_DAY_NAMES: Final = (
@@ -171,14 +171,23 @@ class ReferenceReader(FieldReader):
         return TimeBand(name, frozenset(weekdays), start, end)
 
     def tax_region(self, value: object, path: str) -> TaxRegion | None:
-        obj = self.record(value, path, frozenset({"code", "name", "rounding", "taxes"}))
+        obj = self.record(
+            value, path, frozenset({"code", "name", "rounding", "taxes", "vat_category"})
+        )
         if obj is None:
             return None
         code = self.text(obj, "code", path)
         name = self.text(obj, "name", path, required=False)
         rounding = self.rounding(obj, path, Rounding.HALF_UP)
         taxes = self.each(obj, "taxes", path, self.tax)
-        return TaxRegion(code, taxes, rounding, name) if code else None
+        category = self.text(obj, "vat_category", path, required=False).upper()
+        if category and category not in ZERO_VAT_CATEGORIES:
+            self.problem(
+                _at(path, "vat_category"),
+                f"must be one of {', '.join(sorted(ZERO_VAT_CATEGORIES))}",
+            )
+            category = ""
+        return TaxRegion(code, taxes, rounding, name, category) if code else None
 
     def tax(self, value: object, path: str) -> TaxRule | None:
         obj = self.record(

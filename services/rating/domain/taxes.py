@@ -33,6 +33,9 @@ from services.common.money import Rounding
 from .amounts import from_nanos, percent_ratio, round_div, step
 from .timebands import BEGINNING, epoch_window
 
+# VAT categories without VAT (EN 16931, UNCL 5305) a tax region may name.
+ZERO_VAT_CATEGORIES: Final = frozenset({"Z", "E", "AE", "K", "G", "O"})
+
 
 @dataclass(frozen=True, slots=True)
 class TaxRule:
@@ -76,6 +79,11 @@ class TaxRegion:
     taxes: tuple[TaxRule, ...] = ()
     rounding: Rounding = Rounding.HALF_UP
     name: str = ""
+    # The EN 16931 VAT category (UNCL 5305) of what this region charges no VAT on:
+    # Z zero rated (the default), E exempt, AE reverse charge, K intra-community
+    # supply, G export outside the EU, O not subject to VAT. A service taxed at a
+    # rate above 0 is always S (standard).
+    vat_category: str = ""
 
     def rules_for(self, service: str, instant: int) -> tuple[TaxRule, ...]:
         return tuple(rule for rule in self.taxes if rule.applies(service, instant))

@@ -47,7 +47,9 @@ def tax_rate(
     if region is None:
         raise UnknownTaxRegion(f"no tax region {tax_region!r}")
     rate = sum((rule.percent for rule in region.rules_for(service, epoch_seconds(at))), Decimal(0))
-    return ("S" if rate > 0 else "Z"), rate
+    if rate > 0:
+        return "S", rate
+    return region.vat_category or "Z", rate
 
 
 def price_plan_fees(

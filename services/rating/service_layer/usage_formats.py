@@ -13,9 +13,10 @@ kept with the bad bytes escaped). A CSV record is one physical line: a quoted
 field with a newline inside is malformed, so one unbalanced quote cannot
 swallow the rest of the file.
 
-Presets name the layouts of real switches. ``asterisk`` is Asterisk's
-``Master.csv`` (cdr_csv): no header, 18 columns; the billable time of a call is
-``billsec`` and only ``ANSWERED`` calls are rated, others are counted as skipped.
+What a file looks like (formats, presets, ``ImportOptions``) is in
+``usage_layouts``; what a line becomes (``UsageRecord``, ``LineProblem``,
+``RejectReason``, ``parse_instant``) is in ``usage_records``. Both are re-exported
+here, the one import for the import pipeline, re-processing and the adapters.
 """
 
 from __future__ import annotations
@@ -25,241 +26,31 @@ import io
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from services.common.errors import Violations
-
-
-class UsageFormat:
-    CSV: Final = "csv"
-    JSONL: Final = "jsonl"
-
-
-class RejectReason:
-    """Stable words for why a record was not rated; clients and operators branch on them."""
-
-    MALFORMED_LINE: Final = "MALFORMED_LINE"
-    ENCODING: Final = "ENCODING"
-    LINE_TOO_LONG: Final = "LINE_TOO_LONG"
-    FIELD_TOO_LONG: Final = "FIELD_TOO_LONG"
-    MISSING_FIELD: Final = "MISSING_FIELD"
-    INVALID_VALUE: Final = "INVALID_VALUE"
-    NEGATIVE_QUANTITY: Final = "NEGATIVE_QUANTITY"
-    FUTURE_EVENT: Final = "FUTURE_EVENT"
-    UNKNOWN_ACCOUNT: Final = "UNKNOWN_ACCOUNT"
-    NO_PLAN: Final = "NO_PLAN"
-    DUPLICATE: Final = "DUPLICATE"
-    UNIT_MISMATCH: Final = "UNIT_MISMATCH"
-    NO_CATALOG: Final = "NO_CATALOG"
-    # Reasons raised by the tariff engine arrive with its own words (NO_TARIFF,
-    # UNKNOWN_PLAN, PLAN_NOT_IN_FORCE, INVALID_NUMBER, UNKNOWN_TAX_REGION ...).
-
-
-# Record fields a mapping may name. record_id, account_id, event_time and quantity are
-# required; service may come from the options' default.
-RECORD_FIELDS: Final = (
-    "record_id",
-    "account_id",
-    "service",
-    "destination",
-    "event_time",
-    "quantity",
-    "unit",
-    "amount",
-    "currency",
+from services.rating.service_layer.usage_layouts import (
+    ASTERISK_COLUMNS,
+    PRESETS,
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    ImportOptions,
+    Preset,
+    UsageFormat,
 )
-REQUIRED_FIELDS: Final = ("record_id", "account_id", "event_time", "quantity")
-
-ASTERISK_COLUMNS: Final = (
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-    "userfield",
+from services.rating.service_layer.usage_records import (
+    MAX_RAW_CHARS,
+    LayoutError,
+    LineProblem,
+    ParsedLine,
+    RejectReason,
+    SkippedLine,
+    UsageRecord,
+    _escape,
+    parse_instant,
 )
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named layout: how record fields map to columns, and what a file looks like."""
-
-    name: str
-    columns: Mapping[str, str]
-    has_header: bool
-    default_service: str = ""
-    # CSV without header: names of the positional columns (so mappings can use names).
-    positional_names: tuple[str, ...] = ()
-    # Only rows whose ``filter_column`` is in ``filter_values`` are rated; others are skipped.
-    filter_column: str | None = None
-    filter_values: frozenset[str] = frozenset()
-
-
-PRESETS: Final[dict[str, Preset]] = {
-    "reckon": Preset(
-        "reckon",
-        {name: name for name in RECORD_FIELDS},
-        has_header=True,
-    ),
-    "asterisk": Preset(
-        "asterisk",
-        {
-            "record_id": "uniqueid",
-            "account_id": "accountcode",
-            "destination": "dst",
-            # The billable part of an answered call starts when it was answered.
-            "event_time": "answer",
-            "quantity": "billsec",
-        },
-        has_header=False,
-        default_service="voice",
-        positional_names=ASTERISK_COLUMNS,
-        filter_column="disposition",
-        filter_values=frozenset({"ANSWERED"}),
-    ),
-}
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """How to read one usage file; stored with the import so rejects can be re-read."""
-
-    format: str = UsageFormat.CSV
-    preset: str = "reckon"
-    columns: Mapping[str, str] = field(default_factory=dict)
-    has_header: bool | None = None
-    default_service: str = ""
-    source_time_zone: str = "UTC"
-    reject_threshold_percent: Decimal | None = None
-    delimiter: str = ","
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": self.format,
-                "preset": self.preset,
-                "columns": dict(self.columns),
-                "has_header": self.has_header,
-                "default_service": self.default_service,
-                "source_time_zone": self.source_time_zone,
-                "reject_threshold_percent": (
-                    None
-                    if self.reject_threshold_percent is None
-                    else str(self.reject_threshold_percent)
-                ),
-                "delimiter": self.delimiter,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ImportOptions:
-        raw = json.loads(text)
-        threshold = raw.get("reject_threshold_percent")
-        return cls(
-            format=raw["format"],
-            preset=raw["preset"],
-            columns=raw.get("columns") or {},
-            has_header=raw.get("has_header"),
-            default_service=raw.get("default_service", ""),
-            source_time_zone=raw.get("source_time_zone", "UTC"),
-            reject_threshold_percent=None if threshold is None else Decimal(threshold),
-            delimiter=raw.get("delimiter", ","),
-        )
-
-    def validate(self, violations: Violations) -> None:
-        """Every problem of the options, named by their request field."""
-        if self.format not in (UsageFormat.CSV, UsageFormat.JSONL):
-            violations.add("format", "must be CSV or JSONL")
-        if self.preset not in PRESETS:
-            violations.add("preset", f"unknown preset; expected one of {', '.join(PRESETS)}")
-        for name, column in self.columns.items():
-            if name not in RECORD_FIELDS:
-                violations.add(
-                    f"columns[{name}]", f"unknown record field; expected {', '.join(RECORD_FIELDS)}"
-                )
-            elif not column.strip() or len(column) > 128:
-                violations.add(f"columns[{name}]", "must name a column (1-128 characters)")
-        try:
-            ZoneInfo(self.source_time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            violations.add(
-                "source_time_zone", f"{self.source_time_zone[:64]!r} is not an IANA zone"
-            )
-        if self.reject_threshold_percent is not None and not (
-            0 <= self.reject_threshold_percent <= 100
-        ):
-            violations.add("reject_threshold_percent", "must be between 0 and 100")
-        if len(self.default_service) > 64:
-            violations.add("default_service", "must be at most 64 characters")
-
-
-@dataclass(slots=True)
-class UsageRecord:
-    """One readable record with typed fields; not yet known to be ratable."""
-
-    line: int
-    raw: str
-    record_id: str
-    account_id: str
-    service: str
-    destination: str
-    event_time: datetime
-    quantity: int
-    unit: str
-    amount: Decimal | None
-
-
-@dataclass(slots=True)
-class LineProblem:
-    """A line that could not be read as a record."""
-
-    line: int
-    raw: str
-    reason: str
-    message: str
-    record_id: str = ""
-    account_id: str = ""
-
-
-@dataclass(slots=True)
-class SkippedLine:
-    """A line deliberately not rated (e.g. an unanswered call in a switch CDR)."""
-
-    line: int
-
-
-ParsedLine = UsageRecord | LineProblem | SkippedLine
-
-
-class LayoutError(Exception):
-    """The file as a whole cannot be read with the given options (e.g. header lacks columns)."""
-
-
-# Raw records are kept for inspection and re-processing, capped so hostile lines stay small.
-MAX_RAW_CHARS: Final = 4096
-
-
-def _escape(data: bytes) -> str:
-    # NUL is valid UTF-8 but no PostgreSQL text column takes it: keep it visible, escaped.
-    text = data.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
-    return text[:MAX_RAW_CHARS]
 
 
 class UsageFileReader:
@@ -678,32 +469,7 @@ def _at(values: list[str], index: int | None, limit: int) -> str:
     return values[index][:limit] if index is not None and index < len(values) else ""
 
 
-_EARLIEST_EVENT: Final = datetime(1900, 1, 1, tzinfo=UTC)
-_LATEST_EVENT: Final = datetime(2200, 1, 1, tzinfo=UTC)
 _WHOLE_NUMBER: Final = re.compile(r"[+-]?[0-9]+\Z")
-
-
-def parse_instant(text: str, zone: tzinfo = UTC) -> datetime | None:
-    """An aware instant from ISO 8601 (with or without offset; naive means ``zone``)
-    or from epoch seconds; None when the text is neither."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        if text.isascii() and text.isdigit():
-            moment = datetime.fromtimestamp(int(text), UTC)
-        else:
-            moment = datetime.fromisoformat(text)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=zone)
-            if moment.tzinfo is not UTC:
-                moment = moment.astimezone(UTC)
-    except (OverflowError, OSError, ValueError):
-        # Year 1 or 9999 shifted across midnight by an offset leaves datetime's range.
-        return None
-    # Only instants every step can place in a time zone and a bill cycle: the years
-    # 9999 or 0001 of a hostile file would overflow there (and cannot be real usage).
-    return moment if _EARLIEST_EVENT <= moment < _LATEST_EVENT else None
 
 
 def parse_stored_record(
@@ -726,3 +492,24 @@ def parse_stored_record(
     if parsed is not None:
         parsed.line = line
     return parsed
+
+
+__all__ = [
+    "ASTERISK_COLUMNS",
+    "MAX_RAW_CHARS",
+    "PRESETS",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "ImportOptions",
+    "LayoutError",
+    "LineProblem",
+    "ParsedLine",
+    "Preset",
+    "RejectReason",
+    "SkippedLine",
+    "UsageFileReader",
+    "UsageFormat",
+    "UsageRecord",
+    "parse_instant",
+    "parse_stored_record",
+]

@@ -99,7 +99,7 @@ def start_services(data_dir: Path) -> Supervisor:
     supervisor = Supervisor(
         SuiteConfig(
             data_dir=data_dir,
-            services=["accounts", "rating", "charging", "invoicing", "payments"],
+            services=["accounts", "rating", "charging", "invoicing", "payments", "notifications"],
             free_ports=True,
             environ={
                 **environ,
@@ -138,6 +138,7 @@ def gateway_settings(state: SuiteState, data_dir: Path, **overrides: Any) -> Gat
         charging_addr=state.address_of("charging") or "",
         invoicing_addr=state.address_of("invoicing") or "",
         payments_addr=state.address_of("payments") or "",
+        notifications_addr=state.address_of("notifications") or "",
         **overrides,
     )
 

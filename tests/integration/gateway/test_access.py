@@ -26,7 +26,10 @@ from gateway.app import create_app
 from gateway.auth import CSRF_HEADER, SESSION_COOKIE
 from gateway.config import GatewaySettings
 from reckon.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from reckon.charging.v1 import charging_pb2, charging_pb2_grpc
 from reckon.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
+from reckon.notifications.v1 import notifications_pb2, notifications_pb2_grpc
+from reckon.payments.v1 import payments_pb2, payments_pb2_grpc
 from reckon.rating.v1 import rating_pb2, rating_pb2_grpc
 from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_sync_channel
@@ -38,6 +41,7 @@ from tests.integration.gateway.conftest import (
     import_usage,
     new_customer,
     open_invoice,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -69,11 +73,13 @@ BODIES: dict[str, dict[str, Any]] = {
     "PayIn": {
         "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
     },
+    "PreferenceIn": {"channel": "CHANNEL_SMS", "quiet_start": "22:00", "quiet_end": "07:00"},
     "CardMethodIn": {
         "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
     },
 }
 FORMS: dict[str, dict[str, str]] = {
+    "/selfcare/notification-preferences": {"channel": "CHANNEL_SMS", "opted_in": "true"},
     "/selfcare/subscriptions/{subscription_id}/plan": {"plan_code": "plus"},
     "/selfcare/subscriptions/{subscription_id}/add-ons": {"add_on_code": "extra"},
     "/selfcare/invoices/{invoice_id}/pay": {
@@ -352,6 +358,60 @@ def test_the_services_check_the_customer_scope_again(suite: SuiteState, world: W
         with pytest.raises(grpc.RpcError):  # no account named: nothing to scope to
             rating.ListRatedUsage(rating_pb2.ListRatedUsageRequest(), metadata=scope)
         assert len(rating.ListRatedUsage(request).rated_usage) == 1
+    with open_sync_channel(suite.address_of("charging") or "", token, traced=False) as channel:
+        charging = charging_pb2_grpc.ChargingServiceStub(channel)
+        # Charging learns whose an account is from AccountCreated: wait until it knows hers.
+        wait_for(
+            "charging to know Alice's account",
+            lambda: charging.GetBalance(
+                charging_pb2.GetBalanceRequest(account_id=world.alice.account_id), metadata=scope
+            ),
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            charging.GetBalance(
+                charging_pb2.GetBalanceRequest(account_id=world.bob.account_id), metadata=scope
+            )
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+        assert (
+            charging.GetBalance(
+                charging_pb2.GetBalanceRequest(account_id=world.bob.account_id)
+            ).account_id
+            == world.bob.account_id
+        )
+    with open_sync_channel(suite.address_of("payments") or "", token, traced=False) as channel:
+        payments = payments_pb2_grpc.PaymentsServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            payments.ListPayments(
+                payments_pb2.ListPaymentsRequest(customer_id=world.bob.customer_id),
+                metadata=scope,
+            )
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    with open_sync_channel(suite.address_of("notifications") or "", token, traced=False) as channel:
+        notifications = notifications_pb2_grpc.NotificationsServiceStub(channel)
+        for call in (
+            lambda: notifications.GetPreferences(
+                notifications_pb2.GetPreferencesRequest(customer_id=world.bob.customer_id),
+                metadata=scope,
+            ),
+            lambda: notifications.SetPreference(
+                notifications_pb2.SetPreferenceRequest(
+                    preference=notifications_pb2.Preference(
+                        customer_id=world.bob.customer_id,
+                        channel=notifications_pb2.CHANNEL_SMS,
+                        opted_out=True,
+                    ),
+                    request_id="alice-sets-bobs",
+                ),
+                metadata=scope,
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+        unscoped = notifications.GetPreferences(
+            notifications_pb2.GetPreferencesRequest(customer_id=world.bob.customer_id)
+        )
+        assert not [p for p in unscoped.preferences if p.opted_out]  # Alice changed nothing
 
 
 def test_login_attempts_are_rate_limited(suite: SuiteState, tmp_path_factory) -> None:

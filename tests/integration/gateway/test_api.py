@@ -309,3 +309,88 @@ def test_a_client_over_its_rate_is_told_to_wait(suite: SuiteState, tmp_path_fact
         limited = http.get("/v1/plans", headers=headers)
         assert int(limited.headers["Retry-After"]) >= 1
         assert limited.json()["reason"] == "RATE_LIMITED"
+
+
+def test_notification_preferences_are_set_and_read_per_channel(
+    gateway: Gateway, admin: dict[str, str], alice: CustomerSetup
+) -> None:
+    path = f"/v1/customers/{alice.customer_id}/notification-preferences"
+    assert gateway.http.get(path, headers=admin).json() == {"preferences": []}
+    sms = {
+        "channel": "CHANNEL_SMS",
+        "opted_in": True,
+        "language_code": "nl",
+        "quiet_start": "22:00",
+        "quiet_end": "07:30",
+    }
+    stored = gateway.http.post(path, json=sms, headers={**admin, "Idempotency-Key": "pref-1"})
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["channel"] == "CHANNEL_SMS"
+    assert stored.json()["quiet_start"] == "22:00"
+    email = {"channel": "CHANNEL_EMAIL", "marketing_opted_out": True, "wants_einvoice": True}
+    assert gateway.http.post(path, json=email, headers=admin).status_code == 200
+    # The customer reads the same through her session (as the page does).
+    login = gateway.store.verify_password(alice.login, alice.password)
+    assert login is not None
+    token, _ = gateway.store.open_session(login, 1)
+    gateway.http.cookies.clear()
+    mine = gateway.http.get(path, headers={"Cookie": f"reckon_session={token}"}).json()
+    by_channel = {p["channel"]: p for p in mine["preferences"]}
+    assert by_channel["CHANNEL_SMS"]["opted_in"] is True
+    assert by_channel["CHANNEL_SMS"]["language_code"] == "nl"
+    assert by_channel["CHANNEL_SMS"]["quiet_end"] == "07:30"
+    assert by_channel["CHANNEL_EMAIL"]["marketing_opted_out"] is True
+    assert by_channel["CHANNEL_EMAIL"]["wants_einvoice"] is True
+    assert by_channel["CHANNEL_EMAIL"]["opted_in"] is False
+    # Replacing a channel's choice changes that channel only.
+    sms_off = {"channel": "CHANNEL_SMS", "opted_out": True}
+    assert gateway.http.post(path, json=sms_off, headers=admin).status_code == 200
+    again = {p["channel"]: p for p in gateway.http.get(path, headers=admin).json()["preferences"]}
+    assert again["CHANNEL_SMS"]["opted_out"] is True
+    assert again["CHANNEL_SMS"]["quiet_start"] == ""
+    assert again["CHANNEL_EMAIL"]["wants_einvoice"] is True
+
+
+def test_bad_notification_preferences_are_problems_naming_the_field(
+    gateway: Gateway, admin: dict[str, str], alice: CustomerSetup
+) -> None:
+    path = f"/v1/customers/{alice.customer_id}/notification-preferences"
+    cases = [
+        ({"channel": "CHANNEL_SMS", "quiet_start": "25:00", "quiet_end": "07:00"}, "quiet_start"),
+        ({"channel": "CHANNEL_WEBHOOK"}, "channel"),
+        ({"channel": "CHANNEL_SMS", "language_code": "not a language"}, "language_code"),
+        # Well-formed alone, refused by notifications: one end of the quiet hours only.
+        ({"channel": "CHANNEL_SMS", "quiet_start": "22:00"}, "preference.quiet_end"),
+    ]
+    for body, field in cases:
+        answer = gateway.http.post(path, json=body, headers=admin)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert field in {e["field"] for e in answer.json()["errors"]}, answer.json()
+    # An API client naming a customer accounts does not know: 404, nothing stored.
+    unknown = "/v1/customers/cus_00000000000000000000000000/notification-preferences"
+    answer = gateway.http.post(unknown, json={"channel": "CHANNEL_SMS"}, headers=admin)
+    assert answer.status_code == 404
+    assert answer.json()["reason"] == "CUSTOMER_NOT_FOUND"
+
+
+def test_the_preferences_form_keeps_good_choices_and_refuses_bad_ones(
+    gateway: Gateway, alice: CustomerSetup
+) -> None:
+    login = gateway.store.verify_password(alice.login, alice.password)
+    assert login is not None
+    token, session = gateway.store.open_session(login, 1)
+    gateway.http.cookies.clear()
+    cookie = {"Cookie": f"reckon_session={token}"}
+    form = {"csrf_token": session.csrf_token, "channel": "CHANNEL_EMAIL", "wants_einvoice": "true"}
+    done = gateway.http.post(
+        "/selfcare/notification-preferences", data=form, headers=cookie, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert done.headers["location"].endswith("#notifications")
+    page = gateway.http.get("/selfcare/", headers=cookie).text
+    assert 'name="wants_einvoice" value="true" checked' in page
+    bad = {**form, "channel": "CHANNEL_SMS", "quiet_start": "25:00", "quiet_end": "07:00"}
+    refused = gateway.http.post("/selfcare/notification-preferences", data=bad, headers=cookie)
+    assert refused.status_code == 400  # the error page, not a crash
+    assert "quiet_start" in refused.text

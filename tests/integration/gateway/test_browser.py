@@ -3,7 +3,8 @@
 A customer opens the page, is asked to log in, logs in, sees the balance of the
 prepaid account (topped up through the API) and the usage chart, changes the plan,
 adds a service, downloads an open invoice, pays it with the sandbox's test card and
-sees it paid, and reads the page in Dutch. Screenshots are kept as test artifacts
+sees it paid, sets SMS consent, quiet hours and language and finds them kept after
+a reload, and reads the page in Dutch. Screenshots are kept as test artifacts
 in ``test-artifacts/gateway/`` (``RECKON_TEST_ARTIFACTS`` moves them).
 """
 
@@ -140,11 +141,31 @@ def test_a_customer_logs_in_sees_the_balance_and_changes_the_plan(
     assert "9.99 EUR" in page.inner_text("#payments")
     page.screenshot(path=str(ARTIFACTS / "selfcare-invoice-paid.png"), full_page=True)
 
+    # Notification preferences: SMS consent, quiet hours and language; kept on reload.
+    sms = page.locator("form#pref-sms")
+    assert not sms.locator("input[name=opted_in]").is_checked()
+    sms.locator("input[name=opted_in]").check()
+    sms.locator("input[name=quiet_start]").fill("22:30")
+    sms.locator("input[name=quiet_end]").fill("07:15")
+    sms.locator("select[name=language_code]").select_option("fr")
+    sms.locator("button").click()
+    page.wait_for_selector(".notice")
+    page.reload()
+    sms = page.locator("form#pref-sms")
+    assert sms.locator("input[name=opted_in]").is_checked()
+    assert sms.locator("input[name=quiet_start]").input_value() == "22:30"
+    assert sms.locator("input[name=quiet_end]").input_value() == "07:15"
+    assert sms.locator("select[name=language_code]").input_value() == "fr"
+    email = page.locator("form#pref-email")
+    assert not email.locator("input[name=opted_out]").is_checked()  # the other channel as was
+    page.locator("#notifications").screenshot(path=str(ARTIFACTS / "selfcare-preferences.png"))
+
     page.select_option("select[name=lang]", "nl")
     page.wait_for_selector("text=Saldo")
     assert page.locator("html").get_attribute("lang") == "nl"
     assert page.inner_text("#account-state") == "actief"
     assert row.locator(".invoice-status").inner_text() == "betaald"
+    assert "Stille uren" in page.inner_text("#notifications")
     page.screenshot(path=str(ARTIFACTS / "selfcare-nl.png"), full_page=True)
     page.click("text=Uitloggen")
     page.wait_for_selector("#sign-in")

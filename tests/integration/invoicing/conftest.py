@@ -150,6 +150,8 @@ class World:
         created: datetime | None = None,
         group: str = "",
         parent: str = "",
+        tax_region: str = "NL",
+        vat_id: str = "",
     ) -> tuple[str, str]:
         customer_id, account_id = new_id("cus"), new_id("acc")
         created = created or self.clock.now()
@@ -166,6 +168,7 @@ class World:
                 referred_by="",
                 referrer_customer_id="",
                 create_time=created,
+                vat_id=vat_id,
             ),
         )
         await self.publish(
@@ -178,7 +181,7 @@ class World:
                 currency_code="EUR",
                 time_zone=zone,
                 bill_cycle_day=bcd,
-                tax_region="NL",
+                tax_region=tax_region,
                 payment_terms_days=terms,
                 payment_mode="POSTPAID",
                 credit_limit=Money.of("100", "EUR"),
@@ -283,6 +286,31 @@ async def world(
     async with running_service(
         settings, clock=clock, pricer=PriceList(), renderer=renderer
     ) as service:
+        engine = make_engine(database.url, database.schema, instrument=False)
+        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
+        try:
+            yield World(
+                service=service,
+                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
+                channel=channel,
+                redis=redis_client,
+                database=database,
+                engine=engine,
+                clock=clock,
+            )
+        finally:
+            await channel.close()
+            engine.dispose()
+
+
+@pytest.fixture
+async def scheduled_world(
+    database: TestDatabase, service_env: dict[str, str], redis_client: aioredis.Redis
+) -> AsyncIterator[World]:
+    """Invoicing with its daily runs on, on the test clock at 10 January 09:00Z."""
+    clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
+    settings = invoicing_settings(database, daily_bill_runs=True)
+    async with running_service(settings, clock=clock, pricer=PriceList()) as service:
         engine = make_engine(database.url, database.schema, instrument=False)
         channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
         try:

@@ -3,51 +3,15 @@ period becomes a credit note (lower) or a correction on the next invoice (higher
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pytest
-import redis.asyncio as aioredis
-
 from reckon.invoicing.v1 import invoicing_pb2 as pb
 from services.accounts.domain.events import SubscriptionChangeKind
-from services.common.clock import ManualClock
 from services.common.ids import new_id
-from services.invoicing.bootstrap import running_service
 from services.rating.service_layer.events import UsageRerated
-from tests.conftest import TestDatabase
-from tests.integration.invoicing.conftest import PriceList, World, invoicing_settings, wait_for
+from tests.integration.invoicing.conftest import World, wait_for
 from tests.integration.invoicing.test_invoices import amount
-
-
-@pytest.fixture
-async def scheduled_world(
-    database: TestDatabase, service_env: dict[str, str], redis_client: aioredis.Redis
-) -> AsyncIterator[World]:
-    from reckon.invoicing.v1 import invoicing_pb2_grpc
-    from services.common.db import make_engine
-    from services.common.grpc_client import open_channel
-    from tests.conftest import TEST_TOKEN
-
-    clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
-    settings = invoicing_settings(database, daily_bill_runs=True)
-    async with running_service(settings, clock=clock, pricer=PriceList()) as service:
-        engine = make_engine(database.url, database.schema, instrument=False)
-        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
-        try:
-            yield World(
-                service=service,
-                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
-                channel=channel,
-                redis=redis_client,
-                database=database,
-                engine=engine,
-                clock=clock,
-            )
-        finally:
-            await channel.close()
-            engine.dispose()
 
 
 async def test_moving_the_clock_past_the_cycle_end_bills_and_rerating_corrects(

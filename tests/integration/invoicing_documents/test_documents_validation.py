@@ -13,7 +13,9 @@ from services.common.money import Money
 from services.invoicing.documents.__main__ import embedded_xml, main
 from services.invoicing.documents.example import (
     sample_credit_note,
+    sample_intra_community_invoice,
     sample_invoice,
+    sample_not_subject_receipt,
     sample_reverse_charge_invoice,
 )
 from services.invoicing.documents.model import InvoiceDocument
@@ -24,10 +26,14 @@ DOCUMENTS: dict[str, Callable[[], InvoiceDocument]] = {
     "invoice": sample_invoice,
     "credit-note": sample_credit_note,
     "reverse-charge-invoice": sample_reverse_charge_invoice,
+    "intra-community-invoice": sample_intra_community_invoice,
+    "not-subject-receipt": sample_not_subject_receipt,
 }
 EXPECTED_SYNTAX = {
     ("invoice", DocumentFormat.UBL): Syntax.UBL_INVOICE,
     ("reverse-charge-invoice", DocumentFormat.UBL): Syntax.UBL_INVOICE,
+    ("intra-community-invoice", DocumentFormat.UBL): Syntax.UBL_INVOICE,
+    ("not-subject-receipt", DocumentFormat.UBL): Syntax.UBL_INVOICE,
     ("credit-note", DocumentFormat.UBL): Syntax.UBL_CREDIT_NOTE,
 }
 
@@ -100,3 +106,12 @@ def test_operator_command_validates_files_and_fails_on_a_tampered_one(tmp_path, 
     out = capsys.readouterr().out
     assert "bad.cii.xml: cii: " in out
     assert "BR-CO-15" in out
+
+
+@pytest.mark.parametrize("document_format", [DocumentFormat.UBL, DocumentFormat.CII])
+def test_intra_community_supply_without_its_deliver_to_country_is_caught(
+    schematron: SchematronWorker, document_format: DocumentFormat
+) -> None:
+    document = replace(sample_intra_community_invoice(), deliver_to_country=None)
+    report = validate(_xml(document, document_format), schematron)
+    assert "BR-IC-12" in report.rules(), report.summary()

@@ -37,10 +37,12 @@ from services.common.events import EventEnvelope
 from services.common.grpc_client import open_channel
 from services.common.grpc_errors import details_of
 from services.common.grpc_server import RunningServer, create_server
+from services.common.money import Money
 from services.payments.adapters.orm import metadata
 from services.payments.adapters.sandbox import NEVER_ANSWERS, TEST_CARDS, SandboxProvider
 from services.payments.bootstrap import running_service
 from services.payments.config import PaymentsSettings
+from services.payments.domain.provider import CardDetails
 from services.payments.entrypoints.callbacks import CallbackRejected, ProviderCallbacks
 from suite.redis_server import EmbeddedRedis
 from tests.conftest import TEST_TOKEN, TestDatabase
@@ -446,3 +448,124 @@ async def test_the_cli_records_a_desk_payment_and_reports_it(
     )
     assert refused.exit_code == 1
     assert "payment.amount" in refused.output
+
+
+async def test_the_cli_imports_an_mt940_statement_file(
+    api: Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from suite.payments_cli import payments_app
+
+    method = (
+        await api.stub.AddPaymentMethod(
+            pb.AddPaymentMethodRequest(
+                account_id="bt1",
+                customer_id="cus_bt1",
+                currency_code="EUR",
+                kind=pb.PAYMENT_METHOD_KIND_BANK_TRANSFER,
+                request_id="bt1",
+            )
+        )
+    ).payment_method
+    api.invoicing.issue("i400", "bt1", "40")
+    statement = tmp_path / "statement.sta"
+    statement.write_bytes(
+        (
+            ":20:STMT-CLI\r\n:25:DE89370400440532013000\r\n:28C:7/1\r\n"
+            ":60F:C260301EUR0,00\r\n"
+            ":61:2603020302C40,00NTRFNONREF//BANK-CLI-1\r\n"
+            f":86:166?00SEPA-GUTSCHRIFT?20SVWZ+{method.payment_reference}?32Ada\r\n"
+            ":61:2603020302D3,00NCHGNONREF//BANK-CLI-2\r\n:86:805?00FEE\r\n"
+            ":62F:C260302EUR37,00\r\n-\r\n"
+        ).encode()
+    )
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    imported = await asyncio.to_thread(
+        runner.invoke,
+        payments_app,
+        ["import-statement", str(statement), "--addr", api.address],
+    )
+    assert imported.exit_code == 0, imported.output
+    assert "statement STMT-CLI" in imported.output
+    assert "BANK-CLI-1" in imported.output
+    assert "MATCHED" in imported.output
+    assert "IGNORED" in imported.output
+    assert api.invoicing.due("i400").is_zero()
+    # The file in the camt053 field is recognised too; both fields at once are refused.
+    again = await api.stub.ImportBankStatement(
+        pb.ImportBankStatementRequest(camt053=statement.read_bytes())
+    )
+    assert [line.outcome for line in again.lines] == ["DUPLICATE", "IGNORED"]
+    assert await invalid(
+        api.stub.ImportBankStatement(
+            pb.ImportBankStatementRequest(camt053=b"<x/>", mt940=statement.read_bytes())
+        )
+    ) == {"mt940"}
+
+
+async def test_the_reconciliation_report_sets_the_day_against_the_providers_settlement(
+    api: Api,
+) -> None:
+    await add_card(api, "rec1", "4242424242424242")
+    await api.stub.CreatePayment(
+        pb.CreatePaymentRequest(
+            account_id="rec1", amount=eur(10), channel=pb.CHANNEL_ONLINE_CARD, request_id="rec-1"
+        )
+    )
+    today = api.clock.now().date()
+    reply = await api.stub.GetReconciliationReport(
+        pb.GetReconciliationReportRequest(
+            date=date_pb2.Date(year=today.year, month=today.month, day=today.day)
+        )
+    )
+    assert (reply.provider, reply.provider_error) == ("sandbox", "")
+    (cards,) = [t for t in reply.totals if t.channel == pb.CHANNEL_ONLINE_CARD]
+    assert (cards.net.units, cards.provider_gross.units) == (10, 10)
+    assert (cards.provider_fees.units, cards.provider_fees.nanos) == (0, 400_000_000)
+    assert (cards.provider_net.units, cards.provider_net.nanos) == (9, 600_000_000)
+    assert cards.HasField("difference")
+    assert (cards.difference.units, cards.difference.nanos) == (0, 0)
+    assert list(cards.differences) == []
+
+
+async def test_the_cli_report_shows_the_providers_side_differences_and_payouts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from suite.payments_cli import payments_app
+
+    await add_card(api, "rec2", "4242424242424242")
+    await api.stub.CreatePayment(
+        pb.CreatePaymentRequest(
+            account_id="rec2", amount=eur(20), channel=pb.CHANNEL_ONLINE_CARD, request_id="rec-2"
+        )
+    )
+    # A charge the PSP made that Reckon never recorded.
+    today = api.clock.now().date()
+    elsewhere = api.sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=today)
+    outside = api.sandbox.charge(
+        token=elsewhere.token, amount=Money.of("5.00", "EUR"), idempotency_key="outside"
+    )
+    monkeypatch.setenv("RECKON_SERVICE_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    address = ["--addr", api.address]
+    shown = await asyncio.to_thread(
+        runner.invoke, payments_app, ["report", today.isoformat(), *address]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "provider gross" in shown.output
+    assert "25.00 EUR" in shown.output  # 20 recorded + 5 not recorded, at the provider
+    assert "NOT_RECORDED" in shown.output
+    assert outside.provider_reference in shown.output
+    api.clock.advance(timedelta(days=1))
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    paid_out = await asyncio.to_thread(runner.invoke, payments_app, ["report", tomorrow, *address])
+    assert paid_out.exit_code == 0, paid_out.output
+    # 25 less fees (0.55 and 0.33): what the sandbox sends to the bank the next day.
+    assert "payout sbxpo_" in paid_out.output
+    assert "24.12 EUR" in paid_out.output

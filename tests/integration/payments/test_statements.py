@@ -104,6 +104,7 @@ def test_transfers_are_matched_by_reference_and_amount(
         "E4": "UNMATCHED",
         "E5": "UNMATCHED",
         "E6": "MATCHED",
+        "STMT-2026-03-02:0:6": "IGNORED",  # the bank's fee: money going out
     }
     reasons = {line.entry.entry_reference: line.reason for line in lines}
     assert "already paid" in reasons["E3"]
@@ -114,7 +115,7 @@ def test_transfers_are_matched_by_reference_and_amount(
     assert world.invoicing.credit["acc4"] == eur("15.00")
     # The same statement again records nothing new.
     _, again = statements.import_camt053(document)
-    assert {line.outcome for line in again} == {"DUPLICATE"}
+    assert {line.outcome for line in again} == {"DUPLICATE", "IGNORED"}
     assert world.invoicing.due("inv2") == eur("30.00")
 
     report = statements.reconciliation(date(2026, 3, 1))
@@ -158,7 +159,10 @@ def test_a_batch_entry_pending_and_reversed_entries_and_a_quoted_invoice_number(
     assert [(line.entry.entry_reference, line.outcome) for line in lines] == [
         ("B1/1", "MATCHED"),
         ("B1/2", "MATCHED"),
+        ("P1", "IGNORED"),  # pending: only booked entries count
+        ("R1", "IGNORED"),  # a reversal
     ]
+    assert "not booked" in lines[2].reason
     assert world.invoicing.due("inv1") == eur("0")
     assert world.invoicing.due("inv2") == eur("0")
 
@@ -213,3 +217,77 @@ def test_an_invoice_paid_before_its_event_is_consumed_is_not_charged(
     )
     assert late is None
     assert world.sandbox.charges_made == 0
+
+
+def test_camt053_004_batch_with_a_debit_a_national_reference_and_a_datetime_booking(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    ref1 = issue(world, "inv1", "acc1", "25.00", "INV-2026-000021")
+    document = f"""<?xml version="1.0"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.04"><BkToCstmrStmt>
+<GrpHdr><MsgId>M</MsgId><CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr>
+<Stmt><Id>S4</Id>
+ <Ntry><Amt Ccy="EUR">20.00</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+  <Sts>BOOK</Sts><BookgDt><DtTm>2026-03-02T10:11:12</DtTm></BookgDt>
+  <AcctSvcrRef>BATCH-7</AcctSvcrRef>
+  <NtryDtls>
+   <TxDtls><Amt Ccy="EUR">25.00</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+    <RltdPties><Dbtr><Nm>Ada</Nm></Dbtr></RltdPties>
+    <RmtInf><Ustrd>see {ref1}</Ustrd>
+     <Strd><CdtrRefInf><Tp><CdOrPrtry><Prtry>ISR</Prtry></CdOrPrtry></Tp>
+      <Ref>210000000003139471430009017</Ref></CdtrRefInf></Strd></RmtInf></TxDtls>
+   <TxDtls><Amt Ccy="EUR">5.00</Amt><CdtDbtInd>DBIT</CdtDbtInd>
+    <RmtInf><Ustrd>fee</Ustrd></RmtInf></TxDtls>
+  </NtryDtls></Ntry>
+</Stmt></BkToCstmrStmt></Document>""".encode()
+    _, lines = statements.import_document(document)
+    assert [(line.entry.entry_reference, line.outcome) for line in lines] == [
+        ("BATCH-7/1", "MATCHED"),
+        ("BATCH-7/2", "IGNORED"),
+    ]
+    assert lines[0].entry.reference == ref1
+    assert lines[0].entry.booked_on == date(2026, 3, 2)
+    assert "money going out" in lines[1].reason
+    assert world.invoicing.due("inv1") == eur("0")
+
+
+def test_a_camt054_notification_and_a_batch_booked_without_its_amounts(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    ref1 = issue(world, "inv1", "acc1", "25.00", "INV-2026-000031")
+    document = f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"><BkToCstmrDbtCdtNtfctn>
+<GrpHdr><MsgId>N1</MsgId><CreDtTm>2026-03-02T18:00:00</CreDtTm></GrpHdr>
+<Ntfctn><Id>NTF-1</Id><CreDtTm>2026-03-02T18:00:00</CreDtTm>
+ <Ntry><Amt Ccy="EUR">25.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+  <ValDt><Dt>2026-03-02</Dt></ValDt><AcctSvcrRef>N-1</AcctSvcrRef>
+  <NtryDtls><TxDtls><RmtInf><Strd><CdtrRefInf><Ref>{ref1}</Ref></CdtrRefInf></Strd>
+  </RmtInf></TxDtls></NtryDtls></Ntry>
+ <Ntry><Amt Ccy="EUR">70.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+  <BookgDt><Dt>2026-03-02</Dt></BookgDt><AcctSvcrRef>N-2</AcctSvcrRef>
+  <NtryDtls><Btch><NbOfTxs>2</NbOfTxs></Btch>
+   <TxDtls><RmtInf><Ustrd>first</Ustrd></RmtInf></TxDtls>
+   <TxDtls><RmtInf><Ustrd>second</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+</Ntfctn></BkToCstmrDbtCdtNtfctn></Document>""".encode()
+    statement_id, lines = statements.import_document(document)
+    assert statement_id == "NTF-1"
+    assert [(line.entry.entry_reference, line.outcome) for line in lines] == [
+        ("N-1", "MATCHED"),  # booked on its value date: the bank gave no booking date
+        ("N-2", "UNMATCHED"),
+    ]
+    assert lines[0].entry.booked_on == date(2026, 3, 2)
+    assert "allocate by hand" in lines[1].reason
+    assert world.invoicing.due("inv1") == eur("0")
+
+
+def test_a_camt053_in_a_business_application_header_envelope(
+    world: PaymentsWorld, statements: Statements
+) -> None:
+    ref = issue(world, "inv1", "acc1", "100.00", "INV-2026-000041")
+    inner = statement(entry("W1", "100.00", ref)).decode().split("?>", 1)[1]
+    document = f"""<?xml version="1.0" encoding="UTF-8"?>
+<BizMsgEnvlp><AppHdr xmlns="urn:iso:std:iso:20022:tech:xsd:head.001.001.02">
+<BizMsgIdr>B1</BizMsgIdr></AppHdr>{inner}</BizMsgEnvlp>""".encode()
+    _, lines = statements.import_document(document)
+    assert (lines[0].entry.entry_reference, lines[0].outcome) == ("W1", "MATCHED")
+    assert lines[1].outcome == "IGNORED"  # the statement's debit line

@@ -11,24 +11,35 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+import stripe
+from sqlalchemy import select
 
 from services.common.clock import ManualClock
 from services.common.db import make_engine
 from services.common.migrations import upgrade_to_head
 from services.common.money import Money
+from services.payments.adapters.orm import metadata
+from services.payments.adapters.sandbox import FAILING_IBAN
 from services.payments.adapters.stripe_provider import StripeProvider
 from services.payments.adapters.unit_of_work import SqlPaymentsUnitOfWork, session_factory
 from services.payments.bootstrap import MIGRATIONS
-from services.payments.domain.model import MethodKind, PaymentState
+from services.payments.domain.model import Channel, MethodKind, PaymentState
 from services.payments.domain.provider import CardDetails, ProviderStatus
 from services.payments.service_layer.collection import Collector
-from services.payments.service_layer.commands import AddPaymentMethod, CollectInvoice, Refund
+from services.payments.service_layer.commands import (
+    AddPaymentMethod,
+    CollectInvoice,
+    CreatePayment,
+    Refund,
+)
 from services.payments.service_layer.methods import MethodsService
 from services.payments.service_layer.ports import PaymentsUnitOfWork
+from services.payments.service_layer.statements import Statements
 from tests.conftest import TestDatabase
 from tests.integration.payments.fakes import FakeCharging, FakeInvoicing
 
@@ -50,8 +61,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
+@contextmanager
+def running_localstripe() -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
         [_localstripe_binary(), "--port", str(port), "--from-scratch"],
@@ -72,6 +83,12 @@ def localstripe() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[str]:
+    with running_localstripe() as address:
+        yield address
 
 
 @pytest.fixture
@@ -192,3 +209,128 @@ def test_the_service_collects_and_refunds_through_stripe(
         assert invoicing.due("inv-good") == Money.of("4.99", "EUR")
     finally:
         engine.dispose()
+
+
+def _eventually(provider: StripeProvider, key: str, token: str, wanted: ProviderStatus) -> None:
+    """localstripe settles a direct debit half a second after the charge, as Stripe does later."""
+    deadline = time.monotonic() + 10
+    while provider.lookup(key, token=token).status is not wanted:
+        assert time.monotonic() < deadline, f"{key} never became {wanted}"
+        time.sleep(0.1)
+
+
+def test_a_sepa_mandate_is_charged_and_the_failing_iban_bounces(
+    stripe_provider: StripeProvider,
+) -> None:
+    token = stripe_provider.register_mandate(
+        iban="DE89370400440532013000", mandate_reference="MANDATE-1"
+    )
+    assert token.startswith("cus_")
+    charged = stripe_provider.charge(
+        token=token, amount=Money.of("25.00", "EUR"), idempotency_key="sepa-1"
+    )
+    assert charged.status in (ProviderStatus.SUCCEEDED, ProviderStatus.PENDING)
+    _eventually(stripe_provider, "sepa-1", token, ProviderStatus.SUCCEEDED)
+    bouncing = stripe_provider.register_mandate(iban=FAILING_IBAN, mandate_reference="MANDATE-2")
+    sent = stripe_provider.charge(
+        token=bouncing, amount=Money.of("25.00", "EUR"), idempotency_key="sepa-2"
+    )
+    assert sent.status is ProviderStatus.PENDING  # accepted; the bank answers later
+    _eventually(stripe_provider, "sepa-2", bouncing, ProviderStatus.FAILED)
+
+
+def test_a_mandate_on_file_through_stripe_keeps_only_the_masked_iban(
+    localstripe: str, database: TestDatabase
+) -> None:
+    engine = make_engine(database.url, database.schema, instrument=False)
+    upgrade_to_head(engine, MIGRATIONS)
+    sessions = session_factory(engine)
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    provider = StripeProvider("sk_test_reckon", api_base=localstripe)
+
+    def uow() -> PaymentsUnitOfWork:
+        return SqlPaymentsUnitOfWork(sessions, clock=clock)
+
+    methods = MethodsService(uow, provider, FakeInvoicing(), clock)
+    try:
+        method = methods.add_method(
+            AddPaymentMethod(
+                "dd1",
+                "cus_dd1",
+                "EUR",
+                MethodKind.SEPA_DEBIT,
+                request_id="mandate-1",
+                iban="DE89 3704 0044 0532 0130 00",
+                mandate_reference="MANDATE-1",
+                mandate_signed_on=TODAY,
+            )
+        )
+        assert method.token.startswith("cus_")
+        assert method.iban_masked == "DE89**************3000"
+        with engine.connect() as connection:
+            stored = " ".join(
+                str(value)
+                for table in metadata.tables.values()
+                for row in connection.execute(select(table))
+                for value in row
+            )
+        assert "DE89370400440532013000" not in stored
+        assert "0532013000" not in stored
+    finally:
+        engine.dispose()
+
+
+def test_the_report_reads_stripes_balance_transactions_and_payouts(database: TestDatabase) -> None:
+    # A localstripe of its own: the day's balance holds only this test's movements. Its
+    # clock is the wall clock, so the service's is too.
+    with running_localstripe() as address:
+        engine = make_engine(database.url, database.schema, instrument=False)
+        upgrade_to_head(engine, MIGRATIONS)
+        sessions = session_factory(engine)
+        clock = ManualClock(datetime.now(UTC))
+        today = clock.now().date()
+        provider = StripeProvider("sk_test_reckon", api_base=address)
+        invoicing = FakeInvoicing()
+
+        def uow() -> PaymentsUnitOfWork:
+            return SqlPaymentsUnitOfWork(sessions, clock=clock)
+
+        collector = Collector(uow, provider, invoicing, FakeCharging(), clock)
+        methods = MethodsService(uow, provider, invoicing, clock)
+        statements = Statements(uow, collector, invoicing, clock, provider)
+        try:
+            card = methods.add_method(
+                AddPaymentMethod(
+                    "acc1",
+                    "cus_acc1",
+                    "EUR",
+                    MethodKind.CARD,
+                    card=CardDetails("4242424242424242", 12, 2030, "123"),
+                )
+            )
+            paid = collector.create_payment(
+                CreatePayment("acc1", Money.of("30.00", "EUR"), Channel.ONLINE_CARD, "p-1")
+            )
+            refund = methods.refund(Refund(paid.payment_id, Money.of("10.00", "EUR"), "r-1"))
+            outside = provider.charge(
+                token=card.token, amount=Money.of("9.99", "EUR"), idempotency_key="at-stripe"
+            )
+            report = statements.report(today)
+            assert (report.provider, report.provider_error) == ("stripe", "")
+            (cards,) = [t for t in report.totals if t.channel is Channel.ONLINE_CARD]
+            assert cards.net == Money.of("20.00", "EUR")
+            assert cards.provider_gross == Money.of("29.99", "EUR")
+            assert cards.provider_fees == Money.of("0", "EUR")  # localstripe charges no fees
+            assert [(d.kind, d.provider_reference) for d in cards.differences] == [
+                ("NOT_RECORDED", outside.provider_reference)
+            ]
+            assert refund.provider_reference.startswith("re_")
+            # localstripe makes payouts only when asked (no schedule); one arrives in 2 days.
+            client = stripe.StripeClient("sk_test_reckon", base_addresses={"api": address})
+            made = client.v1.payouts.create(params={"amount": 2000, "currency": "eur"})
+            arrival = datetime.fromtimestamp(made.arrival_date, UTC).date()
+            (payout,) = provider.settlement(arrival).payouts
+            assert (payout.payout_id, payout.amount) == (made.id, Money.of("20.00", "EUR"))
+            assert payout.status == "pending"
+        finally:
+            engine.dispose()

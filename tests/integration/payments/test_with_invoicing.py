@@ -169,7 +169,7 @@ async def test_an_issued_invoice_is_charged_to_the_card_on_file_and_marked_paid(
         found = await billing.get(invoice.invoice_id)
         return found if found.status == ipb.INVOICE_STATUS_PAID else None
 
-    settled = await wait_for(paid, 15, "the invoice paid")
+    settled = await wait_for(paid, 60, "the invoice paid")
     assert amount(settled.amount_due) == 0
     history = await billing.payments.ListPayments(pb.ListPaymentsRequest(account_id=account_id))
     (payment,) = history.payments
@@ -198,7 +198,7 @@ async def test_a_declined_card_leaves_the_invoice_open_for_dunning(billing: Bill
         done = [p for p in reply.payments if p.state != pb.PAYMENT_STATE_PENDING]
         return done or None
 
-    (payment,) = await wait_for(failed, 15, "the collection")
+    (payment,) = await wait_for(failed, 60, "the collection")
     assert payment.state == pb.PAYMENT_STATE_FAILED
     assert payment.decline_code == "lost_card"
     assert payment.hard_decline

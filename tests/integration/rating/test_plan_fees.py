@@ -101,3 +101,46 @@ async def test_invoicings_fee_pricer_asks_the_running_rating(
     assert [(f.code, f.amount.amount) for f in advance] == [("monthly", Decimal("29.95"))]
     assert [f.code for f in pricing.of("conference-pro", FeeTiming.ONE_TIME)] == ["setup"]
     assert pricing.tax_for("voice") == TaxRate("S", Decimal(21))
+
+
+async def test_a_tax_region_without_vat_names_its_vat_category(
+    rating: RunningRating, stub: rating_pb2_grpc.RatingServiceStub
+) -> None:
+    """Intra-community supply (K), reverse charge (AE), exempt (E), not subject (O): a
+    region's ``vat_category`` is what its untaxed services are invoiced under."""
+    document = yaml.safe_load((SAMPLES / "catalog.yaml").read_text(encoding="utf-8"))
+    document["tax_regions"] += [
+        {"code": "EU-B2B", "name": "EU business customers", "vat_category": "K"},
+        {"code": "EU-RC", "vat_category": "ae"},
+        {"code": "OUTSIDE", "vat_category": "O"},
+        {"code": "NL-MED", "vat_category": "E"},
+        {"code": "NOWHERE"},
+    ]
+    await stub.ApplyCatalog(
+        rating_pb2.ApplyCatalogRequest(document=yaml.safe_dump(document), source_name="vat.yaml")
+    )
+    answers = {}
+    for region in ("NL", "EU-B2B", "EU-RC", "OUTSIDE", "NL-MED", "NOWHERE"):
+        reply = await stub.PricePlanFees(
+            rating_pb2.PricePlanFeesRequest(
+                account_id="acc_x", customer_id="cus_x", tax_region=region,
+                plan_codes=["conference-pro"], services=["voice"],
+            )
+        )  # fmt: skip
+        answers[region] = [(r.tax_category, r.tax_rate) for r in reply.tax_rates]
+    assert answers == {
+        "NL": [("S", "21")],
+        "EU-B2B": [("K", "0")],
+        "EU-RC": [("AE", "0")],
+        "OUTSIDE": [("O", "0")],
+        "NL-MED": [("E", "0")],
+        "NOWHERE": [("Z", "0")],
+    }
+
+    document["tax_regions"].append({"code": "BAD", "vat_category": "S"})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ApplyCatalog(
+            rating_pb2.ApplyCatalogRequest(document=yaml.safe_dump(document), source_name="bad")
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "vat_category" in caught.value.details()

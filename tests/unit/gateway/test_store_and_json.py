@@ -14,10 +14,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from google.type import date_pb2, money_pb2
 
-from gateway.auth import RateLimiter
 from gateway.charts import bar_chart
 from gateway.problems import from_details
 from gateway.proto_json import model_for, to_json
+from gateway.ratelimit import MemoryRateLimiter
 from gateway.reports import aging_bucket
 from gateway.store import CredentialStore
 from reckon.charging.v1 import charging_pb2
@@ -122,13 +122,13 @@ def test_a_rich_status_becomes_problem_details() -> None:
 
 
 def test_the_rate_limiter_refills_over_time() -> None:
-    limiter = RateLimiter(per_minute=120)  # 2 per second
-    assert all(limiter.take("k") == 0 for _ in range(120))
-    wait = limiter.take("k")
+    limiter = MemoryRateLimiter(per_minute=120)  # 2 per second
+    assert all(limiter.take_now("k") == 0 for _ in range(120))
+    wait = limiter.take_now("k")
     assert 0 < wait <= 0.5
-    assert limiter.take("other") == 0
+    assert limiter.take_now("other") == 0
     time.sleep(0.6)
-    assert limiter.take("k") == 0
+    assert limiter.take_now("k") == 0
 
 
 def test_the_rate_limiter_forgets_idle_keys_when_it_has_too_many(
@@ -136,16 +136,16 @@ def test_the_rate_limiter_forgets_idle_keys_when_it_has_too_many(
 ) -> None:
 
     clock = [1000.0]
-    monkeypatch.setattr("gateway.auth.time.monotonic", lambda: clock[0])
-    monkeypatch.setattr(RateLimiter, "MAX_KEYS", 3)
-    limiter = RateLimiter(per_minute=60)  # a bucket refills completely in 60 s
+    monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr(MemoryRateLimiter, "MAX_KEYS", 3)
+    limiter = MemoryRateLimiter(per_minute=60)  # a bucket refills completely in 60 s
     for key in ("a", "b", "c", "d"):
-        limiter.take(key)
+        limiter.take_now(key)
     clock[0] += 30
-    limiter.take("e")  # too many keys, but none is full again yet: all kept
+    limiter.take_now("e")  # too many keys, but none is full again yet: all kept
     assert set(limiter._buckets) == {"a", "b", "c", "d", "e"}
     clock[0] += 31
-    limiter.take("f")  # a-d refilled (61 s), e not (31 s)
+    limiter.take_now("f")  # a-d refilled (61 s), e not (31 s)
     assert set(limiter._buckets) == {"e", "f"}
 
 
@@ -204,3 +204,15 @@ def test_service_calls_carry_the_token_the_scope_and_the_trace(
     assert span.name == "/reckon.accounts.v1.AccountsService/GetAccount"
     assert span.context is not None
     assert f"{span.context.trace_id:032x}" in sent["traceparent"]
+
+
+def test_every_language_has_every_preference_word() -> None:
+    from gateway.i18n import LANGUAGES, TEXTS
+    from gateway.i18n_preferences import PREFERENCE_TEXTS
+
+    assert set(PREFERENCE_TEXTS) == set(LANGUAGES)
+    keys = set(PREFERENCE_TEXTS["en"])
+    for lang in LANGUAGES:
+        assert set(PREFERENCE_TEXTS[lang]) == keys, lang
+        assert keys <= set(TEXTS[lang])
+        assert all(TEXTS[lang][key].strip() for key in keys)

@@ -11,6 +11,7 @@ from services.invoicing.domain.cycles import (
     cycle_containing,
     cycle_starting,
     last_ended_cycle,
+    latest_cycle_end,
     prorate,
 )
 
@@ -72,3 +73,23 @@ def test_proration_rounds_once_half_up() -> None:
 def test_cycle_starting_refuses_a_bcd_outside_1_to_31() -> None:
     with pytest.raises(ValueError, match=r"1\.\.31"):
         cycle_starting(date(2027, 1, 1), 32, "UTC")
+
+
+def test_latest_cycle_end_is_local_midnight_of_each_accounts_zone() -> None:
+    zones = [(1, "America/Los_Angeles"), (1, "Pacific/Auckland")]
+    # Auckland's 1 February began at 11:00Z on 31 January; Los Angeles' at 08:00Z.
+    assert latest_cycle_end(datetime(2027, 1, 31, 10, 59, tzinfo=UTC), zones) == datetime(
+        2027, 1, 31, tzinfo=UTC
+    )
+    assert latest_cycle_end(datetime(2027, 1, 31, 11, tzinfo=UTC), zones) == datetime(
+        2027, 1, 31, 11, tzinfo=UTC
+    )
+    assert latest_cycle_end(datetime(2027, 2, 1, 7, 59, tzinfo=UTC), zones) == datetime(
+        2027, 2, 1, tzinfo=UTC
+    )
+    assert latest_cycle_end(datetime(2027, 2, 1, 8, tzinfo=UTC), zones) == datetime(
+        2027, 2, 1, 8, tzinfo=UTC
+    )
+    assert latest_cycle_end(datetime(2027, 2, 1, 8, tzinfo=UTC), []) == datetime(
+        2027, 2, 1, tzinfo=UTC
+    )

@@ -233,3 +233,43 @@ def test_an_add_on_of_three_units_is_prorated_as_one_line_rounded_once() -> None
         ("tv", Decimal(3), eur("15.48")),
         ("box", Decimal(3), eur("9.68")),
     ]
+
+
+def test_a_top_up_receipt_not_subject_to_vat_is_never_beside_taxed_charges() -> None:
+    """EN 16931 BR-O-11: "not subject to VAT" (O) stands alone on a document. A top-up
+    (O, 50.00) pending beside a late fee (S 21 %, 5.00) stays pending; alone, it is the
+    receipt: 50.00, VAT 0.00."""
+    march = cycle_containing(datetime(2027, 3, 15, tzinfo=UTC), 1, AMS)
+
+    def priced(item_id: str, kind: LineKind, amount: str, category: str, rate: int) -> PendingItem:
+        return PendingItem(
+            pending_item_id=item_id,
+            account_id="acc_1",
+            kind=kind,
+            description=kind.value,
+            service="top-up" if kind == LineKind.TOP_UP else "other",
+            create_time=T0,
+            amount=eur(amount),
+            tax_category=category,
+            tax_rate=Decimal(rate),
+        )
+
+    top_up = priced("pit_top_up", LineKind.TOP_UP, "50.00", "O", 0)
+    late_fee = priced("pit_late_fee", LineKind.LATE_FEE, "5.00", "S", 21)
+
+    def build(*items: PendingItem) -> tuple[list[str], list[str]]:
+        built = build_lines(
+            boundary=march.next(),
+            ended=None,
+            currency="EUR",
+            sources=[Charges("acc_1", pending=items)],
+            pricing=PRICING,
+            billing_account_id="acc_1",
+        )
+        return [line.tax_category for line in built.lines], built.pending_item_ids
+
+    assert build(top_up, late_fee) == (["S"], ["pit_late_fee"])
+    categories, taken = build(top_up)
+    assert (categories, taken) == (["O"], ["pit_top_up"])
+    receipt = totals([TaxedAmount(eur("50.00"), "O", Decimal(0))], "EUR")
+    assert (receipt.net, receipt.tax, receipt.gross) == (eur("50.00"), eur("0"), eur("50.00"))

@@ -24,6 +24,7 @@ from services.payments.domain.references import (
     is_creditor_reference,
     mask_iban,
     normalise_iban,
+    redact_card_numbers,
 )
 
 NOW = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -121,3 +122,17 @@ def test_ibans_are_validated_and_masked() -> None:
         normalise_iban("DE89370400440532013001")
     with pytest.raises(BadReference):
         normalise_iban("not an iban")
+
+
+def test_card_numbers_in_free_text_are_cut_to_their_last_four() -> None:
+    assert redact_card_numbers("card 4242 4242 4242 4242, thx") == "card ****4242, thx"
+    assert redact_card_numbers("4000-0000-0000-0002") == "****0002"
+    # Not card numbers: a failing Luhn check, a bank reference, an IBAN, an RF reference.
+    for text in (
+        "4242424242424241",
+        "00000012345678",
+        "DE89370400440532013000",
+        "RF18539007547034",
+        "invoice 2026000101",
+    ):
+        assert redact_card_numbers(text) == text

@@ -225,6 +225,75 @@ def test_the_recovering_card_declines_softly_four_times_then_succeeds(
     assert not is_hard_decline("processing_error")
 
 
+def test_the_balance_books_charges_less_fees_and_refunds_and_pays_out_each_day(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 10, tzinfo=UTC))
+    journal = tmp_path / "sandbox.jsonl"
+    sandbox = SandboxProvider(clock, journal=journal, settle_after=timedelta(days=1))
+    card = sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=TODAY)
+    declined = sandbox.tokenise_card(CardDetails("4000000000000002", 12, 2030), today=TODAY)
+    mandate = sandbox.register_mandate(iban="DE89370400440532013000", mandate_reference="M")
+    charged = sandbox.charge(
+        token=card.token, amount=Money.of("100.00", "EUR"), idempotency_key="a"
+    )
+    sandbox.charge(token=card.token, amount=Money.of("100.00", "EUR"), idempotency_key="a")
+    sandbox.charge(token=declined.token, amount=EUR10, idempotency_key="b")
+    sandbox.charge(token=mandate, amount=Money.of("50.00", "EUR"), idempotency_key="c")
+    sandbox.refund(
+        provider_reference=charged.provider_reference,
+        amount=Money.of("20.00", "EUR"),
+        idempotency_key="r",
+    )
+    first = sandbox.settlement(date(2026, 3, 1))
+    # The replayed key and the decline move nothing; the direct debit has not settled.
+    assert [(line.kind, line.gross, line.fee) for line in first.lines] == [
+        ("charge", Money.of("100.00", "EUR"), Money.of("1.75", "EUR")),  # 1.5 % + 0.25
+        ("refund", Money.of("-20.00", "EUR"), Money.of("0", "EUR")),
+    ]
+    assert first.lines[0].provider_reference == charged.provider_reference
+    assert first.payouts == []  # the day has not ended
+    clock.advance(timedelta(days=1))
+    sandbox.settle_due()  # the direct debit settles; the first day is paid out
+    second = sandbox.settlement(date(2026, 3, 2))
+    assert [(line.method, line.gross, line.fee) for line in second.lines] == [
+        ("sepa_debit", Money.of("50.00", "EUR"), Money.of("0.35", "EUR"))
+    ]
+    (payout,) = second.payouts
+    assert payout.amount == Money.of("78.25", "EUR")  # 100 - 1.75 - 20
+    assert {line.payout_id for line in sandbox.settlement(date(2026, 3, 1)).lines} == {
+        payout.payout_id
+    }
+    # A restarted sandbox keeps its balance and payouts, and pays each day out once.
+    restarted = SandboxProvider(clock, journal=journal)
+    clock.advance(timedelta(days=1))
+    assert restarted.settlement(date(2026, 3, 2)).payouts == [payout]
+    (later,) = restarted.settlement(date(2026, 3, 3)).payouts
+    assert later.amount == Money.of("49.65", "EUR")
+    assert "4242424242424242" not in journal.read_text()
+
+
+def test_a_day_of_refunds_pays_nothing_and_is_carried_into_the_next_payout() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 10, tzinfo=UTC))
+    sandbox = SandboxProvider(clock)
+    card = sandbox.tokenise_card(CardDetails("4242424242424242", 12, 2030), today=TODAY)
+    first = sandbox.charge(token=card.token, amount=Money.of("10.00", "EUR"), idempotency_key="1")
+    clock.advance(timedelta(days=1))
+    sandbox.refund(
+        provider_reference=first.provider_reference,
+        amount=Money.of("10.00", "EUR"),
+        idempotency_key="r1",
+    )
+    clock.advance(timedelta(days=1))
+    sandbox.charge(token=card.token, amount=Money.of("100.00", "EUR"), idempotency_key="2")
+    assert sandbox.settlement(date(2026, 3, 3)).payouts == []  # 2 March: refunds only
+    clock.advance(timedelta(days=1))
+    (payout,) = sandbox.settlement(date(2026, 3, 4)).payouts
+    assert payout.amount == Money.of("88.25", "EUR")  # 100 - 1.75 - 10
+    (earlier,) = sandbox.settlement(date(2026, 3, 2)).payouts
+    assert earlier.amount == Money.of("9.60", "EUR")  # 10 - 0.40
+
+
 class OneAtATime:
     """A provider without a batch call (like the Stripe adapter): the sandbox's ``charge``."""
 

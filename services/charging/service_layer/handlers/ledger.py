@@ -10,7 +10,16 @@ from services.charging.service_layer.rebuild import account_not_found
 
 
 class LedgerQueries(HandlersBase):
-    """Pages of an account's ledger."""
+    """Pages of an account's ledger; whose an account is."""
+
+    async def account_owner(self, account_id: str) -> str | None:
+        """The customer owning the account, None when unknown (or never learnt)."""
+
+        def load() -> str | None:
+            with self._uow() as uow:
+                return uow.accounts.customer_of(account_id)
+
+        return await asyncio.to_thread(load)
 
     async def ledger_page(
         self, account_id: str, bucket_id: str | None, after_seq: int, limit: int

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from services.common.migrations import create_kit_tables, drop_kit_tables
 from services.common.sqltypes import ExactDecimal, UtcDateTime
 
 revision: str = "0001"
@@ -22,45 +23,10 @@ _ID = sa.String(40)
 _CODE = sa.String(64)
 # Enums are stored as text (see orm._enum): a new state is a code change, not a migration.
 _STATE = sa.String(16)
-_TS = sa.DateTime(timezone=True)  # the kit's tables use plain DateTime
 
 
 def upgrade() -> None:
-    # -- the kit's tables (services.common.db.add_kit_tables) --------------------------------
-    op.create_table(
-        "outbox",
-        sa.Column(
-            "seq",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.String(64), nullable=False),
-        sa.Column("event_type", sa.String(128), nullable=False),
-        sa.Column("stream", sa.String(128), nullable=False),
-        sa.Column("envelope", sa.Text(), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("relayed_at", _TS, nullable=True),
-        sa.PrimaryKeyConstraint("seq", name="pk_outbox"),
-        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
-    )
-    op.create_index("ix_outbox_unrelayed", "outbox", ["relayed_at", "seq"])
-    op.create_table(
-        "processed_events",
-        sa.Column("consumer", sa.String(128), nullable=False),
-        sa.Column("event_id", sa.String(64), nullable=False),
-        sa.Column("processed_at", _TS, nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_processed_events"),
-    )
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("scope", sa.String(128), nullable=False),
-        sa.Column("request_id", sa.String(128), nullable=False),
-        sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("resource_id", sa.String(64), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.PrimaryKeyConstraint("scope", "request_id", name="pk_idempotency_keys"),
-    )
+    create_kit_tables()  # the outbox, the inbox and the idempotency keys
 
     # -- customers -----------------------------------------------------------------------------
     op.create_table(
@@ -195,8 +161,6 @@ def downgrade() -> None:
         "account_state_changes",
         "accounts",
         "customers",
-        "idempotency_keys",
-        "processed_events",
-        "outbox",
     ):
         op.drop_table(table)
+    drop_kit_tables()

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from services.common.migrations import create_kit_tables, drop_kit_tables
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -20,32 +22,7 @@ _BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    # The kit's tables (services.common.db.add_kit_tables).
-    op.create_table(
-        "outbox",
-        sa.Column("seq", _BIG_ID, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-        sa.Column("event_type", sa.String(128), nullable=False),
-        sa.Column("stream", sa.String(128), nullable=False),
-        sa.Column("envelope", sa.Text(), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("relayed_at", _TS, nullable=True),
-    )
-    op.create_index("ix_outbox_unrelayed", "outbox", ["relayed_at", "seq"])
-    op.create_table(
-        "processed_events",
-        sa.Column("consumer", sa.String(128), primary_key=True),
-        sa.Column("event_id", sa.String(64), primary_key=True),
-        sa.Column("processed_at", _TS, nullable=False),
-    )
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("scope", sa.String(128), primary_key=True),
-        sa.Column("request_id", sa.String(128), primary_key=True),
-        sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("resource_id", sa.String(64), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-    )
+    create_kit_tables()  # the outbox, the inbox and the idempotency keys
 
     op.create_table(
         "catalog_revisions",
@@ -208,8 +185,6 @@ def downgrade() -> None:
         "destination_prefixes",
         "prefix_sets",
         "catalog_revisions",
-        "idempotency_keys",
-        "processed_events",
-        "outbox",
     ):
         op.drop_table(table)
+    drop_kit_tables()

@@ -1,0 +1,253 @@
+"""VAT categories without VAT, from the tax region to the e-invoice (EN 16931).
+
+The pricer answers what rating answers for a region whose ``vat_category`` is set
+(``test_plan_fees``): fees and usage of that region at 0 % in that category. Each
+account: basic (31.00/month in advance, 10.00 activation) from 10 January, 3.00 of
+usage; billed on 1 February (Amsterdam):
+
+    activation 10.00 + 10-31 January 31.00 x 22/31 = 22.00 + February 31.00 + usage 3.00
+    = 66.00 net, VAT 0.00, total 66.00; one breakdown group, its exemption reason.
+
+Every invoice, and a 6.00 credit note of the intra-community one, passes the XSDs and
+the EN 16931 Schematron as UBL, CII and Factur-X with zero errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+from google.type import money_pb2
+
+from reckon.invoicing.v1 import invoicing_pb2 as pb
+from reckon.invoicing.v1 import invoicing_pb2_grpc
+from services.accounts.domain.events import SubscriptionChangeKind
+from services.common.clock import ManualClock
+from services.common.db import make_engine
+from services.common.grpc_client import open_channel
+from services.common.ids import new_id
+from services.invoicing.adapters.documents import ModelRenderer
+from services.invoicing.bootstrap import running_service
+from services.invoicing.documents.__main__ import embedded_xml
+from services.invoicing.documents.validation import SchematronWorker, validate
+from services.invoicing.domain.builder import Pricing, TaxRate
+from services.invoicing.domain.parties import AccountFacts
+from tests.conftest import TEST_TOKEN, TestDatabase
+from tests.integration.invoicing.conftest import PriceList, World, invoicing_settings
+from tests.integration.invoicing.test_invoices import amount, run_to
+
+# Region -> what rating prices its services at (tax_rate(): 0 % in the region's category).
+REGIONS = {
+    "BE-B2B": "K",  # intra-community supply to a business in Belgium
+    "DE-RC": "AE",  # reverse charge
+    "NL-MED": "E",  # exempt
+    "NL-OUT": "O",  # not subject to VAT
+    "NL-ZERO": "Z",  # zero rated
+}
+BUYER_VAT_IDS = {"BE-B2B": "BE0477472701", "DE-RC": "DE136695976"}
+REASONS = {
+    "K": ("Intra-community supply", "VATEX-EU-IC"),
+    "AE": ("Reverse charge", "VATEX-EU-AE"),
+    "E": ("Exempt from VAT", ""),
+    "O": ("Not subject to VAT", "VATEX-EU-O"),
+    "Z": ("", ""),
+}
+
+
+class RegionalPriceList(PriceList):
+    """The fixed price list, at 0 % in the account's region's VAT category."""
+
+    def quote(
+        self,
+        account: AccountFacts,
+        plan_codes: Collection[str],
+        services: Collection[str],
+        at: datetime,
+    ) -> Pricing:
+        category = REGIONS[account.tax_region]
+        self.calls += 1
+        fees = {
+            code: [
+                replace(fee, tax_category=category, tax_rate=Decimal(0))
+                for fee in self.fees.get(code, [])
+            ]
+            for code in plan_codes
+        }
+        return Pricing(fees, {}, TaxRate(category, Decimal(0)))
+
+
+@pytest.fixture(scope="module")
+def schematron() -> Iterator[SchematronWorker]:
+    with SchematronWorker() as worker:
+        yield worker
+
+
+@pytest.fixture
+async def regional_world(
+    database: TestDatabase, service_env: dict[str, str], redis_client: aioredis.Redis
+) -> AsyncIterator[World]:
+    clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
+    settings = invoicing_settings(database)
+    async with running_service(
+        settings, clock=clock, pricer=RegionalPriceList(), renderer=ModelRenderer()
+    ) as service:
+        engine = make_engine(database.url, database.schema, instrument=False)
+        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
+        try:
+            yield World(
+                service=service,
+                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
+                channel=channel,
+                redis=redis_client,
+                database=database,
+                engine=engine,
+                clock=clock,
+            )
+        finally:
+            await channel.close()
+            engine.dispose()
+
+
+async def _documents_valid(
+    world: World, schematron: SchematronWorker, *, invoice_id: str = "", credit_note_id: str = ""
+) -> None:
+    for fmt in (pb.DOCUMENT_FORMAT_UBL, pb.DOCUMENT_FORMAT_CII, pb.DOCUMENT_FORMAT_FACTURX):
+        document = await world.stub.GetInvoiceDocument(
+            pb.GetInvoiceDocumentRequest(
+                invoice_id=invoice_id, credit_note_id=credit_note_id, format=fmt
+            )
+        )
+        xml = document.content
+        if fmt == pb.DOCUMENT_FORMAT_FACTURX:
+            xml = embedded_xml(xml)
+        report = validate(xml, schematron)
+        assert report.errors == (), (fmt, report.summary())
+
+
+@pytest.mark.slow
+async def test_zero_vat_categories_reach_the_invoice_and_valid_e_invoices(
+    regional_world: World, schematron: SchematronWorker
+) -> None:
+    world = regional_world
+    accounts = {}
+    for region in REGIONS:
+        customer_id, account_id = await world.account(
+            tax_region=region, vat_id=BUYER_VAT_IDS.get(region, "")
+        )
+        await world.subscription_change(
+            account_id,
+            customer_id,
+            SubscriptionChangeKind.CREATED,
+            world.clock.now(),
+            subscription_id=new_id("sub"),
+        )
+        await world.usage(account_id, datetime(2027, 1, 15, 12, tzinfo=UTC), ["1.00", "2.00"])
+        accounts[region] = account_id
+    await world.processed(4 * len(REGIONS))
+    world.clock.set(datetime(2027, 2, 1, 6, 0, tzinfo=UTC))
+    started = await world.stub.StartBillRun(
+        pb.StartBillRunRequest(scope=pb.BillRunScope(bill_cycle_day=1), auto_accept=True)
+    )
+    await run_to(world, started.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+
+    invoices = {}
+    for region, account_id in accounts.items():
+        category = REGIONS[region]
+        (found,) = (
+            await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_id))
+        ).invoices
+        invoice = (
+            await world.stub.GetInvoice(pb.GetInvoiceRequest(invoice_id=found.invoice_id))
+        ).invoice
+        invoices[region] = invoice
+        assert {line.tax_category for line in invoice.lines} == {category}, region
+        assert (
+            amount(invoice.total_net),
+            amount(invoice.total_tax),
+            amount(invoice.total_gross),
+        ) == (Decimal("66.00"), Decimal(0), Decimal("66.00")), region
+        (group,) = invoice.vat_breakdown
+        assert (group.tax_category, Decimal(group.tax_rate)) == (category, Decimal(0))
+        assert (amount(group.taxable_amount), amount(group.tax_amount)) == (
+            Decimal("66.00"),
+            Decimal(0),
+        )
+        assert group.exemption_reason == REASONS[category][0]
+        await _documents_valid(world, schematron, invoice_id=invoice.invoice_id)
+
+    # The UBL says what EN 16931 asks of each category.
+    ubl: dict[str, bytes] = {}
+    for region, invoice in invoices.items():
+        document = await world.stub.GetInvoiceDocument(
+            pb.GetInvoiceDocumentRequest(
+                invoice_id=invoice.invoice_id, format=pb.DOCUMENT_FORMAT_UBL
+            )
+        )
+        ubl[region] = document.content
+
+    def ubl_of(region: str) -> bytes:
+        return ubl[region]
+
+    assert b"<cbc:TaxExemptionReasonCode>VATEX-EU-IC<" in ubl_of("BE-B2B")
+    assert b"<cbc:IdentificationCode>BE</cbc:IdentificationCode>" in ubl_of("BE-B2B")  # BT-80
+    assert b"<cbc:CompanyID>BE0477472701</cbc:CompanyID>" in ubl_of("BE-B2B")  # BT-48
+    assert b"<cbc:CompanyID>DE136695976</cbc:CompanyID>" in ubl_of("DE-RC")
+    assert b"<cbc:TaxExemptionReasonCode>VATEX-EU-AE<" in ubl_of("DE-RC")
+    assert b"<cbc:TaxExemptionReason>Exempt from VAT<" in ubl_of("NL-MED")
+    assert b"NL859123456B01" not in ubl_of("NL-OUT")  # BR-O-02: no seller VAT id
+
+    # A credit note of the intra-community invoice: 6.00 net, K 0 %.
+    credited = await world.stub.CreateCreditNote(
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoices["BE-B2B"].invoice_id,
+            reason="Service interruption",
+            amount=money_pb2.Money(currency_code="EUR", units=6),
+            request_id="cn-k",
+        )
+    )
+    note = credited.credit_note
+    assert (amount(note.total_net), amount(note.total_gross)) == (Decimal(6), Decimal(6))
+    assert amount(credited.invoice.amount_due) == Decimal(60)
+    await _documents_valid(world, schematron, credit_note_id=note.credit_note_id)
+
+
+@pytest.mark.slow
+async def test_a_top_up_receipt_stands_alone_and_is_a_valid_e_invoice(
+    world: World, schematron: SchematronWorker
+) -> None:
+    """A 50.00 top-up (O) pending beside a 5.00 late fee (S 21 %): the first immediate
+    invoice is the late fee (5.00 + 1.05 VAT = 6.05), the second the receipt (50.00, no
+    VAT, no VAT identifiers), each a valid e-invoice (BR-O-11: O stands alone)."""
+    _, account_id = await world.account()
+    await world.processed(2)
+    for kind, value, request_id in (
+        (pb.LINE_KIND_TOP_UP, 50, "top-up"),
+        (pb.LINE_KIND_LATE_FEE, 5, "late-fee"),
+    ):
+        await world.stub.AddPendingItem(
+            pb.AddPendingItemRequest(
+                account_id=account_id, description=request_id, kind=kind,
+                amount=money_pb2.Money(currency_code="EUR", units=value),
+                request_id=request_id,
+            )
+        )  # fmt: skip
+    totals = []
+    for request_id in ("first", "second"):
+        reply = await world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(
+                account_id=account_id, finalize=True, request_id=request_id
+            )
+        )
+        invoice = reply.invoice
+        totals.append(
+            (
+                [group.tax_category for group in invoice.vat_breakdown],
+                amount(invoice.total_gross),
+            )
+        )
+        await _documents_valid(world, schematron, invoice_id=invoice.invoice_id)
+    assert totals == [(["S"], Decimal("6.05")), (["O"], Decimal("50.00"))]
