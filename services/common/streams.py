@@ -34,6 +34,9 @@ from services.common.telemetry import meter, tracer
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[EventEnvelope], Awaitable[None]]
+# Takes the envelopes one read returned, all at once (a mass process works set-based);
+# idempotent per event like a handler, since a failed batch is handled again one by one.
+BatchHandler = Callable[[list[EventEnvelope]], Awaitable[None]]
 DEAD_LETTER_STREAM = "reckon:events:dead-letter"
 # How often a consumer samples its groups' lag for the consumer_lag gauge.
 LAG_SAMPLE_SECONDS = 15.0
@@ -53,11 +56,13 @@ class StreamConsumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 10,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self._redis = client
         self.group = group
         self._streams = list(streams)
         self._handler = handler
+        self._batch_handler = batch_handler
         self._event_types = set(event_types) if event_types is not None else None
         self.consumer_name = consumer_name or f"{group}-{socket.gethostname()}-{os.getpid()}"
         self._batch_size = batch_size
@@ -165,10 +170,64 @@ class StreamConsumer:
                 block=self._block_ms if block_ms is None else block_ms,
             )
         for stream, messages in response or []:
+            if self._batch_handler is not None and len(messages) > 1:
+                await self._handle_batch(stream, messages)
+                count += len(messages)
+                continue
             for message_id, fields in messages:
                 await self._handle(stream, message_id, fields)
                 count += 1
         return count
+
+    async def _handle_batch(self, stream: Any, messages: list[tuple[Any, Any]]) -> None:
+        """New messages of one read to the batch handler; on failure, one by one."""
+        assert self._batch_handler is not None
+        ours: list[tuple[Any, Any, EventEnvelope]] = []
+        for message_id, fields in messages:
+            raw: Any = fields.get(b"envelope") or fields.get("envelope")
+            try:
+                envelope = EventEnvelope.from_json(raw)
+            except (TypeError, ValueError, KeyError):
+                envelope = None
+            if envelope is None or (
+                self._event_types is not None and envelope.event_type not in self._event_types
+            ):
+                await self._handle(stream, message_id, fields)  # dead-letters or acks it
+            else:
+                ours.append((message_id, fields, envelope))
+        if not ours:
+            return
+        with tracer().start_as_current_span(
+            f"reckon.event.consume batch of {len(ours)}",
+            kind=trace.SpanKind.CONSUMER,
+            # One span for the batch, linked to each producer's trace.
+            links=[
+                trace.Link(span_context)
+                for _, _, e in ours
+                if (
+                    span_context := trace.get_current_span(
+                        extract(e.trace_context)
+                    ).get_span_context()
+                ).is_valid
+            ],
+            attributes={
+                "messaging.system": "redis",
+                "messaging.operation": "process",
+                "messaging.consumer.group.name": self.group,
+                "messaging.batch.message_count": len(ours),
+            },
+        ) as span:
+            try:
+                await self._batch_handler([e for _, _, e in ours])
+            except Exception as exc:  # noqa: BLE001 - any failure: each message on its own
+                span.record_exception(exc)
+                log.warning("batch handler %s failed (%s); one by one", self.group, exc)
+                for message_id, fields, _ in ours:
+                    await self._handle(stream, message_id, fields)
+                return
+            await self._redis.xack(stream, self.group, *[m for m, _, _ in ours])
+        for _, _, envelope in ours:
+            self._handled.add(1, {"group": self.group, "type": envelope.event_type})
 
     async def _handle(self, stream: Any, message_id: Any, fields: dict[Any, Any]) -> None:
         raw: Any = fields.get(b"envelope") or fields.get("envelope")

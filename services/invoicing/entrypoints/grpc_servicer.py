@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from reckon.invoicing.v1 import invoicing_pb2 as pb
 from reckon.invoicing.v1 import invoicing_pb2_grpc
 from services.common.customer_scope import check_owner, customer_scope
-from services.common.errors import FailedPrecondition, Violations
+from services.common.errors import FailedPrecondition, ReckonError, Violations
 from services.common.proto_convert import (
     decode_page_token,
     encode_page_token,
@@ -33,6 +33,8 @@ from services.invoicing.service_layer.unit_of_work import InvoiceFilter, Invoici
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InvoicingService"].full_name
 R = TypeVar("R")
+# Allocations one RecordPayments call may carry (a collection run's batch).
+MAX_PAYMENTS_PER_BATCH = 1000
 
 
 class DocumentRenderer(Protocol):
@@ -262,6 +264,57 @@ class InvoicingServicer(BillRunRpcs, invoicing_pb2_grpc.InvoicingServiceServicer
             credited_to_account=money_to_proto(credited),
             invoice=tr.invoice_to_proto(invoice),
         )
+
+    async def RecordPayments(
+        self, request: pb.RecordPaymentsRequest, context: Any
+    ) -> pb.RecordPaymentsResponse:
+        v = Violations()
+        if not 1 <= len(request.payments) <= MAX_PAYMENTS_PER_BATCH:
+            v.add("payments", f"must hold 1 to {MAX_PAYMENTS_PER_BATCH} allocations")
+        items: list[handlers.PaymentAllocation] = []
+        for index, item in enumerate(request.payments):
+            path = f"payments[{index}]"
+            invoice_id = tr.resource_id(v, item.invoice_id, f"{path}.invoice_id", "inv")
+            payment_id = tr.text(v, item.payment_id, f"{path}.payment_id", max_length=128)
+            amount = tr.positive_money(v, item.amount, f"{path}.amount")
+            if not item.request_id:
+                # A batch may be sent again whole: each item must be safe to repeat.
+                v.add(f"{path}.request_id", "is required")
+            idem = tr.idem(v, item, item.request_id)
+            if amount is not None:
+                items.append(
+                    handlers.PaymentAllocation(
+                        invoice_id,
+                        payment_id,
+                        amount,
+                        item.excess_to_account_credit,
+                        idem,
+                        timestamp_from_proto(item.receive_time)
+                        if item.HasField("receive_time")
+                        else None,
+                    )
+                )
+        v.raise_if_any()
+        answers = await self._run(handlers.record_payments, self._uf, items)
+        results = []
+        for item, answer in zip(request.payments, answers, strict=True):
+            result = pb.RecordPaymentResult(invoice_id=item.invoice_id, request_id=item.request_id)
+            if isinstance(answer, ReckonError):
+                result.error_code = answer.kind.value
+                result.error_reason = answer.reason
+                result.error_message = answer.message
+            else:
+                invoice, credited = answer
+                result.recorded.CopyFrom(
+                    pb.RecordPaymentResponse(
+                        amount_paid=tr._money(invoice.amount_paid, invoice.currency),  # type: ignore[arg-type]
+                        amount_due=money_to_proto(invoice.amount_due),
+                        status=tr.status_to_proto(invoice.status),  # type: ignore[arg-type]
+                        credited_to_account=money_to_proto(credited),
+                    )
+                )
+            results.append(result)
+        return pb.RecordPaymentsResponse(results=results)
 
     async def ReversePayment(
         self, request: pb.ReversePaymentRequest, context: Any

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ReckonError
 from services.common.ids import new_id
 from services.common.money import Money
 from services.invoicing.domain import events
@@ -197,6 +197,42 @@ def record_payment(
 
     invoice = _mutate_invoice(uow_factory, "RecordPayment", invoice_id, idem, change)
     return invoice, credited[0] if credited else Money.zero(invoice.currency)
+
+
+@dataclass(frozen=True)
+class PaymentAllocation:
+    """One item of ``RecordPayments``: what ``RecordPayment`` takes."""
+
+    invoice_id: str
+    payment_id: str
+    amount: Money
+    excess_to_account_credit: bool
+    idem: Idem
+    received_at: datetime | None = None
+
+
+def record_payments(
+    uow_factory: UowFactory, items: list[PaymentAllocation]
+) -> list[tuple[Invoice, Money] | ReckonError]:
+    """Each item exactly as ``record_payment`` (same checks, own request id and
+    transaction); a refused item is its answer and the others go on."""
+    results: list[tuple[Invoice, Money] | ReckonError] = []
+    for item in items:
+        try:
+            results.append(
+                record_payment(
+                    uow_factory,
+                    item.invoice_id,
+                    item.payment_id,
+                    item.amount,
+                    excess_to_account_credit=item.excess_to_account_credit,
+                    idem=item.idem,
+                    received_at=item.received_at,
+                )
+            )
+        except ReckonError as exc:
+            results.append(exc)
+    return results
 
 
 def reverse_payment(

@@ -18,9 +18,10 @@ from services.common.errors import Violations
 from services.common.grpc_client import open_sync_channel
 from services.common.money import Money
 from services.common.proto_convert import money_from_proto, money_to_proto
-from services.payments.service_layer.ports import OpenInvoice
+from services.payments.service_layer.ports import OpenInvoice, PaymentToAllocate
 
 _OPEN = [pb.INVOICE_STATUS_OPEN, pb.INVOICE_STATUS_PARTIALLY_PAID]
+_BATCH = 1000  # allocations per RecordPayments call (invoicing's limit)
 
 
 def _date(message: object) -> date | None:
@@ -107,6 +108,46 @@ class GrpcInvoicing:
                 timeout=self._timeout,
             )
 
+    def record_payments(self, payments: Sequence[PaymentToAllocate]) -> list[Exception | None]:
+        """Many payments' allocations in ``RecordPayments`` calls of up to 1,000 items.
+
+        Request ids are the ones ``record_payment`` sends, so either call may repeat
+        the other. An invoicing without the batch RPC gets one call per payment.
+        """
+        items = [
+            (
+                index,
+                pb.RecordPaymentRequest(
+                    invoice_id=invoice_id,
+                    payment_id=payment.payment_id,
+                    amount=money_to_proto(amount),
+                    excess_to_account_credit=True,
+                    request_id=f"{payment.request_id}:{invoice_id}",
+                ),
+            )
+            for index, payment in enumerate(payments)
+            for invoice_id, amount in payment.allocations
+        ]
+        outcomes: list[Exception | None] = [None] * len(payments)
+        for first in range(0, len(items), _BATCH):
+            chunk = items[first : first + _BATCH]
+            try:
+                reply = self._stub.RecordPayments(
+                    pb.RecordPaymentsRequest(payments=[item for _, item in chunk]),
+                    timeout=self._timeout,
+                )
+            except grpc.RpcError as exc:
+                if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    return _one_by_one(self, payments)
+                raise
+            for (index, _), result in zip(chunk, reply.results, strict=True):
+                if result.error_code:
+                    outcomes[index] = RuntimeError(
+                        f"invoicing refused {result.invoice_id}: {result.error_code} "
+                        f"{result.error_reason}: {result.error_message}"
+                    )
+        return outcomes
+
     def add_account_credit(
         self, *, request_id: str, account_id: str, amount: Money, payment_id: str
     ) -> None:
@@ -136,6 +177,24 @@ class GrpcInvoicing:
             ),
             timeout=self._timeout,
         )
+
+
+def _one_by_one(
+    invoicing: GrpcInvoicing, payments: Sequence[PaymentToAllocate]
+) -> list[Exception | None]:
+    outcomes: list[Exception | None] = []
+    for payment in payments:
+        try:
+            invoicing.record_payment(
+                request_id=payment.request_id,
+                payment_id=payment.payment_id,
+                allocations=payment.allocations,
+            )
+        except grpc.RpcError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
 
 
 class NoInvoicing:

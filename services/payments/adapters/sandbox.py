@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 from base64 import b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +33,8 @@ from services.payments.domain.provider import (
     BalanceLine,
     CardDetails,
     CardToken,
+    ChargeOutcome,
+    ChargeRequest,
     Payout,
     ProviderError,
     ProviderResult,
@@ -178,13 +180,21 @@ class SandboxProvider:
         # What the "PSP" remembers across restarts of the process that embeds it (vaulted
         # tokens and their behaviour, charges, refunds; never a card number), as JSON lines.
         self._journal = journal
+        # Journal records of a charge_many in progress, appended in one write at its end.
+        self._buffer: list[dict[str, Any]] | None = None
         if journal is not None:
             self._replay(journal)
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._journal is not None:
+        if self._buffer is not None:  # inside charge_many: written together at its end
+            self._buffer.append(record)
+        else:
+            self._write_many([record])
+
+    def _write_many(self, records: list[dict[str, Any]]) -> None:
+        if self._journal is not None and records:
             with self._journal.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+                out.write("".join(json.dumps(record) + "\n" for record in records))
 
     def _replay(self, path: Path) -> None:
         if not path.exists():
@@ -281,54 +291,80 @@ class SandboxProvider:
     ) -> ProviderResult:
         self._answer_or_time_out()
         with self._lock:
-            self.calls += 1
-            done = self._charges.get(idempotency_key)
-            if done is not None:
-                if done.token != token or done.amount != amount:
-                    raise ProviderError(
-                        "idempotency key reused with different parameters", code="idempotency_error"
-                    )
-                return self._result(done)
-            vaulted = self._vault.get(token)
-            if vaulted is None:
-                raise ProviderError("no such payment method token", code="resource_missing")
-            if not amount.is_positive():
-                raise ProviderError("amount must be positive", code="amount_too_small")
-            reference = new_id("sbxch")
-            charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
-            if vaulted.kind == "sepa":
-                charge.status = ProviderStatus.PENDING
-                charge.decline_code = vaulted.behaviour
-                charge.settle_at = self._clock.now() + self._settle_after
-            elif vaulted.behaviour == _RECOVERS:
-                tried = sum(1 for c in self._charges.values() if c.token == token)
-                if tried < RECOVERS_AFTER:
-                    charge.status = ProviderStatus.FAILED
-                    charge.decline_code = "processing_error"
-            elif vaulted.behaviour not in ("", _NO_ANSWER):
+            outcome = self._charge_locked(token, amount, idempotency_key)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeOutcome]:
+        """A batch of charges under one lock and one journal append (a PSP's batch API).
+
+        Each request is carried out exactly as ``charge`` would; what ``charge`` raises
+        for one request is that request's outcome.
+        """
+        if not self.answering:
+            return [ProviderTimeout("the provider is not answering") for _ in requests]
+        with self._lock:
+            self._buffer = []
+            try:
+                outcomes = [
+                    self._charge_locked(r.token, r.amount, r.idempotency_key) for r in requests
+                ]
+            finally:
+                records, self._buffer = self._buffer, None
+                self._write_many(records)
+        return outcomes
+
+    def _charge_locked(self, token: str, amount: Money, idempotency_key: str) -> ChargeOutcome:
+        """Carry out one charge (the caller holds the lock); what ``charge`` raises is returned."""
+        self.calls += 1
+        done = self._charges.get(idempotency_key)
+        if done is not None:
+            if done.token != token or done.amount != amount:
+                return ProviderError(
+                    "idempotency key reused with different parameters", code="idempotency_error"
+                )
+            return self._result(done)
+        vaulted = self._vault.get(token)
+        if vaulted is None:
+            return ProviderError("no such payment method token", code="resource_missing")
+        if not amount.is_positive():
+            return ProviderError("amount must be positive", code="amount_too_small")
+        reference = new_id("sbxch")
+        charge = _Charge(idempotency_key, token, amount, reference, ProviderStatus.SUCCEEDED)
+        if vaulted.kind == "sepa":
+            charge.status = ProviderStatus.PENDING
+            charge.decline_code = vaulted.behaviour
+            charge.settle_at = self._clock.now() + self._settle_after
+        elif vaulted.behaviour == _RECOVERS:
+            tried = sum(1 for c in self._charges.values() if c.token == token)
+            if tried < RECOVERS_AFTER:
                 charge.status = ProviderStatus.FAILED
-                charge.decline_code = vaulted.behaviour
-            self._charges[idempotency_key] = charge
-            self._write(
-                {
-                    "t": "charge",
-                    "key": idempotency_key,
-                    "token": token,
-                    "amount": str(amount.amount),
-                    "currency": amount.currency,
-                    "reference": reference,
-                    "status": charge.status.value,
-                    "decline": charge.decline_code,
-                    "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
-                }
-            )
-            self._by_reference[reference] = charge
-            if charge.status is ProviderStatus.SUCCEEDED:
-                self._book_charge(charge)
-            if vaulted.behaviour == _NO_ANSWER:
-                # Carried out, but the answer is lost on the way back.
-                raise ProviderTimeout("the provider did not answer in time")
-            return self._result(charge)
+                charge.decline_code = "processing_error"
+        elif vaulted.behaviour not in ("", _NO_ANSWER):
+            charge.status = ProviderStatus.FAILED
+            charge.decline_code = vaulted.behaviour
+        self._charges[idempotency_key] = charge
+        self._write(
+            {
+                "t": "charge",
+                "key": idempotency_key,
+                "token": token,
+                "amount": str(amount.amount),
+                "currency": amount.currency,
+                "reference": reference,
+                "status": charge.status.value,
+                "decline": charge.decline_code,
+                "settle_at": charge.settle_at.isoformat() if charge.settle_at else None,
+            }
+        )
+        self._by_reference[reference] = charge
+        if charge.status is ProviderStatus.SUCCEEDED:
+            self._book_charge(charge)
+        if vaulted.behaviour == _NO_ANSWER:
+            # Carried out, but the answer is lost on the way back.
+            return ProviderTimeout("the provider did not answer in time")
+        return self._result(charge)
 
     def refund(
         self, *, provider_reference: str, amount: Money, idempotency_key: str

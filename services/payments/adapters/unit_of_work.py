@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.clock import Clock
 from services.common.sql_uow import SqlUnitOfWork
+from services.payments.adapters.collection_rows import SqlCollectionRows
 from services.payments.adapters.orm import kit, start_mappers
 from services.payments.adapters.repositories import (
     SqlMethodRepository,
@@ -42,3 +43,4 @@ class SqlPaymentsUnitOfWork(SqlUnitOfWork, PaymentsUnitOfWork):
         self.settings = SqlSettingsRepository(session)
         self.payments = SqlPaymentRepository(session)
         self.statements = SqlStatementRepository(session)
+        self.collections = SqlCollectionRows(session, kit.idempotency_keys, self._clock)

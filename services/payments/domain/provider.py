@@ -13,10 +13,11 @@ what happened (the janitor, ``service_layer.janitor``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.common.money import Money
 
@@ -168,3 +169,52 @@ class PaymentProvider(Protocol):
     def settlement(self, day: date) -> Settlement:
         """Balance movements created on ``day`` (UTC) and payouts arriving that day."""
         ...
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One charge of a batch (``charge_many``): what ``charge`` takes, as a value."""
+
+    token: str
+    amount: Money
+    idempotency_key: str
+    description: str = ""
+
+
+# What became of one charge of a batch: the answer, or the exception ``charge`` would raise.
+ChargeOutcome = ProviderResult | ProviderTimeout | ProviderError
+
+
+@runtime_checkable
+class BatchChargingProvider(Protocol):
+    """A provider that takes a batch of charges in one call (the sandbox, a PSP batch API)."""
+
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeOutcome]:
+        """One outcome per request, in order; each key charges at most once, as ``charge``."""
+        ...
+
+
+def charge_many(
+    provider: PaymentProvider, requests: Sequence[ChargeRequest]
+) -> list[ChargeOutcome]:
+    """The provider's batch call when it has one, else its ``charge`` once per request.
+
+    An exception of one charge is that charge's outcome, never the batch's: the others
+    were made and must be recorded.
+    """
+    if isinstance(provider, BatchChargingProvider):
+        return provider.charge_many(requests)
+    outcomes: list[ChargeOutcome] = []
+    for request in requests:
+        try:
+            outcomes.append(
+                provider.charge(
+                    token=request.token,
+                    amount=request.amount,
+                    idempotency_key=request.idempotency_key,
+                    description=request.description,
+                )
+            )
+        except (ProviderTimeout, ProviderError) as exc:
+            outcomes.append(exc)
+    return outcomes

@@ -33,6 +33,7 @@ from services.payments.domain.events import PaymentFailed, PaymentSucceeded
 from services.payments.domain.model import (
     CHANNEL_OF_METHOD,
     DEFAULT_RETRY_DAYS,
+    AccountPaymentSettings,
     Allocation,
     Channel,
     MethodKind,
@@ -44,6 +45,7 @@ from services.payments.domain.model import (
     allocate_oldest_first,
 )
 from services.payments.domain.provider import (
+    ChargeOutcome,
     PaymentProvider,
     ProviderError,
     ProviderResult,
@@ -130,7 +132,7 @@ class Collector:
                 self._plan_effects(payment)
                 uow.publish(_succeeded(payment))
                 uow.commit()
-            self._try_effects(payment)
+            self.try_effects(payment)
             return payment
         attempt_id = new_id("att")
         with self.uow_factory() as uow:
@@ -141,7 +143,7 @@ class Collector:
             uow.payments.add(payment)
             uow.commit()
             self._send(uow, payment, attempt_id, method.token)
-        self._try_effects(payment)
+        self.try_effects(payment)
         return payment
 
     def _method_for(
@@ -223,46 +225,57 @@ class Collector:
             if replayed:
                 return uow.payments.get(replayed)
             settings = uow.settings.get(command.account_id)
-            if settings is None or not settings.auto_collect or not settings.default_method_id:
-                return None
-            method = uow.methods.get(settings.default_method_id)
-            if method is None or method.removed or method.kind is MethodKind.BANK_TRANSFER:
-                return None
-            if command.amount.currency != settings.currency or not command.amount.is_positive():
+            method = (
+                uow.methods.get(settings.default_method_id)
+                if settings is not None and settings.default_method_id
+                else None
+            )
+            if settings is None or method is None or not collectable(command, settings, method):
                 return None
             days = uow.settings.retry_days(settings.group_id) if settings.group_id else None
-            payment = Payment(
-                payment_id=new_id("pay"),
-                kind=TransactionKind.PURCHASE,
-                purpose=Purpose.INVOICE,
-                account_id=command.account_id,
-                customer_id=settings.customer_id,
-                channel=_channel_of(method),
-                amount=command.amount,
-                created_at=self.clock.now(),
-                method_id=method.method_id,
-                provider=method.provider,
-                invoice_ids=command.invoice_id,
-                retry_days=days or ",".join(str(d) for d in self.default_retry_days),
-            )
-            payment.allocations = [
-                Allocation(payment.payment_id, command.invoice_id, command.amount)
-            ]
+            payment, attempt_id = self.new_collection(command, settings, method, days)
             uow.remember_request("CollectInvoice", request_id, fingerprint, payment.payment_id)
-            attempt_id = ""
-            if method.kind is MethodKind.SEPA_DEBIT and command.due_date is not None:
-                # A direct debit is collected on the due date: the retry runner sends it.
-                due = _start_of(command.due_date)
-                payment.next_retry_at = max(due, self.clock.now())
-            else:
-                attempt_id = new_id("att")
-                payment.start_attempt(attempt_id, self.clock.now())
             uow.payments.add(payment)
             uow.commit()
             if attempt_id:
                 self._send(uow, payment, attempt_id, method.token)
-        self._try_effects(payment)
+        self.try_effects(payment)
         return payment
+
+    def new_collection(
+        self,
+        command: CollectInvoice,
+        settings: AccountPaymentSettings,
+        method: PaymentMethod,
+        group_retry_days: str | None,
+    ) -> tuple[Payment, str]:
+        """The payment that collects an invoice, and its first attempt's id ("" if later).
+
+        One place for both ways in: ``collect_invoice`` (one invoice) and the collection
+        run (a batch, ``service_layer.collection_run``).
+        """
+        payment = Payment(
+            payment_id=new_id("pay"),
+            kind=TransactionKind.PURCHASE,
+            purpose=Purpose.INVOICE,
+            account_id=command.account_id,
+            customer_id=settings.customer_id,
+            channel=_channel_of(method),
+            amount=command.amount,
+            created_at=self.clock.now(),
+            method_id=method.method_id,
+            provider=method.provider,
+            invoice_ids=command.invoice_id,
+            retry_days=group_retry_days or ",".join(str(d) for d in self.default_retry_days),
+        )
+        payment.allocations = [Allocation(payment.payment_id, command.invoice_id, command.amount)]
+        if method.kind is MethodKind.SEPA_DEBIT and command.due_date is not None:
+            # A direct debit is collected on the due date: the retry runner sends it.
+            payment.next_retry_at = max(_start_of(command.due_date), self.clock.now())
+            return payment, ""
+        attempt_id = new_id("att")
+        payment.start_attempt(attempt_id, self.clock.now())
+        return payment, attempt_id
 
     # -- the janitor and the retry runner ----------------------------------------------------
     def run_janitor(self, limit: int = 100) -> int:
@@ -306,7 +319,7 @@ class Collector:
             else:
                 self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self._try_effects(payment)
+        self.try_effects(payment)
 
     def run_retries(self, limit: int = 100) -> int:
         """Send the collections whose retry (or direct-debit due date) has come."""
@@ -338,7 +351,7 @@ class Collector:
             payment.start_attempt(attempt_id, self.clock.now())
             uow.commit()
             self._send(uow, payment, attempt_id, method.token)
-        self._try_effects(payment)
+        self.try_effects(payment)
         return 1
 
     def _settled_meanwhile(self, payment: Payment) -> bool:
@@ -356,7 +369,7 @@ class Collector:
                 return False
             changed = self._record(uow, payment, attempt_id, result)
             uow.commit()
-        self._try_effects(payment)
+        self.try_effects(payment)
         return changed
 
     # -- internals ---------------------------------------------------------------------------
@@ -369,6 +382,7 @@ class Collector:
         change (the janitor, a callback) makes it fail rather than overwrite.
         """
         payment_id = payment.payment_id
+        result: ChargeOutcome
         try:
             # The provider call is a hop of its own in the trace (issue 12 item 7).
             with tracer().start_as_current_span(
@@ -386,18 +400,30 @@ class Collector:
                     idempotency_key=attempt_id,
                     description=payment_id,
                 )
-        except ProviderTimeout:
-            log.warning("payment %s: no answer from the provider; outcome unknown", payment_id)
-            payment.mark_unknown(attempt_id, self.clock.now())
-            uow.commit()
-            return
-        except ProviderError as exc:
-            # Refused outright (the token is gone, the request invalid): nothing to retry.
-            result = ProviderResult(ProviderStatus.FAILED, "", "do_not_try_again", str(exc))
+        except (ProviderTimeout, ProviderError) as exc:
+            result = exc
         if self.after_provider_call is not None:
             self.after_provider_call(payment_id)
-        self._record(uow, payment, attempt_id, result)
+        self.record_outcome(uow, payment, attempt_id, result)
         uow.commit()
+
+    def record_outcome(
+        self, uow: PaymentsUnitOfWork, payment: Payment, attempt_id: str, outcome: ChargeOutcome
+    ) -> bool:
+        """What a charge call came back with, on the payment and in ``uow``'s outbox.
+
+        A timeout leaves the outcome UNKNOWN for the janitor; a refusal of the request
+        itself (the token is gone, the request invalid) fails it with nothing to retry.
+        """
+        if isinstance(outcome, ProviderTimeout):
+            log.warning(
+                "payment %s: no answer from the provider; outcome unknown", payment.payment_id
+            )
+            payment.mark_unknown(attempt_id, self.clock.now())
+            return True
+        if isinstance(outcome, ProviderError):
+            outcome = ProviderResult(ProviderStatus.FAILED, "", "do_not_try_again", str(outcome))
+        return self._record(uow, payment, attempt_id, outcome)
 
     def _record(
         self, uow: PaymentsUnitOfWork, payment: Payment, attempt_id: str, result: ProviderResult
@@ -484,10 +510,10 @@ class Collector:
             with self.uow_factory() as uow:
                 payment = uow.payments.get(payment_id)
             if payment is not None:
-                self._try_effects(payment)
+                self.try_effects(payment)
         return len(pending)
 
-    def _try_effects(self, payment: Payment) -> None:
+    def try_effects(self, payment: Payment) -> None:
         # The money has moved and is recorded: a peer that is down delays the allocation
         # or top-up (the effects runner retries it), it does not fail the payment.
         try:
@@ -509,6 +535,17 @@ class Collector:
             ]
         parts, _ = allocate_oldest_first(payment.amount, open_)
         return [Allocation(payment.payment_id, i, m) for i, m in parts]
+
+
+def collectable(
+    command: CollectInvoice, settings: AccountPaymentSettings, method: PaymentMethod
+) -> bool:
+    """Whether an issued invoice is charged to the account's default method (PAY-2)."""
+    if not settings.auto_collect or method.method_id != settings.default_method_id:
+        return False
+    if method.removed or method.kind is MethodKind.BANK_TRANSFER:
+        return False
+    return command.amount.currency == settings.currency and command.amount.is_positive()
 
 
 def _channel_of(method: PaymentMethod) -> Channel:

@@ -9,10 +9,10 @@ from the payment id, so a retried effect is applied once on the other side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.common.money import Money
 from services.common.unit_of_work import UnitOfWork
@@ -52,6 +52,49 @@ class InvoicingPort(Protocol):
     ) -> None:
         """Take back an allocation; ``kind`` is REFUND or CHARGEBACK."""
         ...
+
+
+@dataclass(frozen=True)
+class PaymentToAllocate:
+    """One succeeded payment's allocations, for invoicing's batch call."""
+
+    request_id: str
+    payment_id: str
+    allocations: tuple[tuple[str, Money], ...]
+
+
+@runtime_checkable
+class BatchAllocationPort(Protocol):
+    """Invoicing that records many payments' allocations in one call (``RecordPayments``)."""
+
+    def record_payments(self, payments: Sequence[PaymentToAllocate]) -> list[Exception | None]:
+        """One entry per payment, in order: None when all of it was recorded, else why not."""
+        ...
+
+
+def record_payments(
+    invoicing: InvoicingPort, payments: Sequence[PaymentToAllocate]
+) -> list[Exception | None]:
+    """Invoicing's batch call when it has one, else ``record_payment`` once per payment.
+
+    A failure of one payment's allocation is that payment's entry, not the batch's: its
+    effects stay pending for the effects runner, the others are done.
+    """
+    if isinstance(invoicing, BatchAllocationPort):
+        return invoicing.record_payments(payments)
+    outcomes: list[Exception | None] = []
+    for payment in payments:
+        try:
+            invoicing.record_payment(
+                request_id=payment.request_id,
+                payment_id=payment.payment_id,
+                allocations=payment.allocations,
+            )
+        except Exception as exc:  # noqa: BLE001 - any peer failure: retried by the runner
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
 
 
 class ChargingPort(Protocol):
@@ -116,6 +159,36 @@ class PaymentRepository(Protocol):
     def children(self, payment_id: str) -> Sequence[Payment]: ...
 
 
+class CollectionRowsRepository(Protocol):
+    """Set-based reads and writes of a collection run: one statement per step and batch."""
+
+    def remembered(self, scope: str, request_ids: Sequence[str]) -> dict[str, str]:
+        """Request id -> resource id of those already taken in ``scope``."""
+        ...
+
+    def chargeable(
+        self, account_ids: Iterable[str]
+    ) -> dict[str, tuple[AccountPaymentSettings, PaymentMethod]]:
+        """Each account's settings with its default method (accounts without one left out)."""
+        ...
+
+    def retry_days_of(self, group_ids: Iterable[str]) -> dict[str, str]: ...
+
+    def add_started(
+        self, payments: Sequence[Payment], requests: Sequence[tuple[str, str, str, str]]
+    ) -> None:
+        """Insert new payments with their attempts and allocations, and the request ids
+        (scope, request id, fingerprint, payment id) that make them idempotent."""
+        ...
+
+    def save_answers(self, payments: Sequence[Payment]) -> None:
+        """Write what the provider's answers changed on each payment and its last attempt;
+        ABORTED if another writer changed one of them since (the version moved on)."""
+        ...
+
+    def effects_applied(self, payment_ids: Sequence[str]) -> None: ...
+
+
 class StatementRepository(Protocol):
     def seen(self, entry_reference: str) -> bool: ...
 
@@ -129,3 +202,4 @@ class PaymentsUnitOfWork(UnitOfWork):
     settings: SettingsRepository
     payments: PaymentRepository
     statements: StatementRepository
+    collections: CollectionRowsRepository

@@ -524,3 +524,47 @@ async def test_backlog_and_consumer_lag_are_observed(
     await consumer.sample_lag()
     lags = {o.attributes["stream"]: o.value for o in consumer._observe_lag(None)}  # type: ignore[arg-type,index]
     assert lags == {stream: 0}
+
+
+async def test_a_batch_handler_gets_one_read_at_once_and_a_failed_batch_goes_one_by_one(
+    engine: Engine, redis_client: aioredis.Redis
+) -> None:
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    with unit_of_work(engine, clock) as uow:
+        for name in ("a", "b", "c"):
+            uow.publish(Counted(name))
+        uow.commit()
+    await relay.relay_once()
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def one(envelope: EventEnvelope) -> None:
+        singles.append(envelope.payload["name"])
+
+    async def many(envelopes: list[EventEnvelope]) -> None:
+        batches.append([e.payload["name"] for e in envelopes])
+
+    consumer = StreamConsumer(
+        redis_client, group="g", streams=[stream_for("tally")], handler=one, batch_handler=many
+    )
+    await consumer.ensure_groups()
+    assert await consumer.consume_once(block_ms=50) == 3
+    assert batches == [["a", "b", "c"]]
+    assert singles == []
+    assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0
+
+    async def broken(envelopes: list[EventEnvelope]) -> None:
+        raise RuntimeError("the batch cannot be handled")
+
+    with unit_of_work(engine, clock) as uow:
+        for name in ("d", "e"):
+            uow.publish(Counted(name))
+        uow.commit()
+    await relay.relay_once()
+    again = StreamConsumer(
+        redis_client, group="g", streams=[stream_for("tally")], handler=one, batch_handler=broken
+    )
+    assert await again.consume_once(block_ms=50) == 2
+    assert singles == ["d", "e"]  # each handled on its own, and acknowledged
+    assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0

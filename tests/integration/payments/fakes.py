@@ -6,9 +6,11 @@ due, and a request id is applied once (a repeat is a no-op), as the real service
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from services.common.money import Money
 from services.payments.service_layer.ports import OpenInvoice
@@ -103,3 +105,72 @@ class FakeCharging:
             self.balances.get(account_id, Money.zero(amount.currency)) + amount
         )
         self.seen.add(request_id)
+
+
+@dataclass
+class FileInvoicing:
+    """Invoicing whose recorded payments outlive a killed process (a JSON-lines file).
+
+    Each ``record_payment`` request id counts once, as in invoicing; a line cut short
+    by a kill is ignored, as invoicing's rolled-back transaction would be.
+    """
+
+    path: Path
+    invoices: dict[str, OpenInvoice] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, tuple[str, str, Money]]:
+        """Request id -> (payment id, invoice id, amount) of every allocation recorded."""
+        found: dict[str, tuple[str, str, Money]] = {}
+        if not self.path.exists():
+            return found
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            found.setdefault(
+                record["request_id"],
+                (record["payment_id"], record["invoice_id"], Money.of(record["amount"], "EUR")),
+            )
+        return found
+
+    def due(self, invoice_id: str) -> Money:
+        paid = [m for _, i, m in self.recorded().values() if i == invoice_id]
+        return self.invoices[invoice_id].amount_due - sum(paid, Money.zero("EUR"))
+
+    def get_invoice(self, invoice_id: str) -> OpenInvoice | None:
+        invoice = self.invoices.get(invoice_id)
+        return replace(invoice, amount_due=self.due(invoice_id)) if invoice else None
+
+    def open_invoices(self, account_id: str) -> Sequence[OpenInvoice]:
+        return []
+
+    def record_payment(
+        self, *, request_id: str, payment_id: str, allocations: Sequence[tuple[str, Money]]
+    ) -> None:
+        seen = self.recorded()
+        lines = [
+            json.dumps(
+                {
+                    "request_id": f"{request_id}:{invoice_id}",
+                    "payment_id": payment_id,
+                    "invoice_id": invoice_id,
+                    "amount": str(amount.amount),
+                }
+            )
+            + "\n"
+            for invoice_id, amount in allocations
+            if f"{request_id}:{invoice_id}" not in seen
+        ]
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write("".join(lines))
+
+    def add_account_credit(
+        self, *, request_id: str, account_id: str, amount: Money, payment_id: str
+    ) -> None:
+        raise AssertionError("a collection never makes account credit")
+
+    def reverse_payment(
+        self, *, request_id: str, payment_id: str, invoice_id: str, amount: Money, kind: str
+    ) -> None:
+        raise AssertionError("nothing is reversed in a collection run")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.type import money_pb2
@@ -27,11 +28,16 @@ from services.common.clock import ManualClock
 from services.common.config import load_settings
 from services.common.db import make_engine
 from services.common.grpc_client import open_channel
+from services.common.grpc_errors import details_of
+from services.common.ids import new_id
+from services.common.money import Money
 from services.invoicing.bootstrap import RunningInvoicing
 from services.invoicing.bootstrap import running_service as running_invoicing
+from services.payments.adapters.invoicing_client import GrpcInvoicing
 from services.payments.adapters.sandbox import SandboxProvider
 from services.payments.bootstrap import running_service as running_payments
 from services.payments.config import PaymentsSettings
+from services.payments.service_layer.ports import PaymentToAllocate
 from tests.conftest import TEST_TOKEN, TestDatabase
 from tests.integration.invoicing.conftest import (
     PriceList,
@@ -229,3 +235,47 @@ async def test_a_manual_payment_settles_oldest_first_and_the_rest_is_credit(
         ipb.GetAccountCreditRequest(account_id=account_id)
     )
     assert amount(credit.balance) == Decimal("3.7")
+
+
+async def test_record_payments_allocates_a_batch_as_record_payment_would(
+    billing: Billing,
+) -> None:
+    _, account_id = await billing.customer()
+    first = await billing.invoice(account_id, "10.00", "batch-1")
+    second = await billing.invoice(account_id, "20.00", "batch-2")
+    client = GrpcInvoicing(f"127.0.0.1:{billing.invoicing.service.port}", TEST_TOKEN)
+    batch = [
+        PaymentToAllocate("pay_b1", "pay_b1", ((first.invoice_id, Money.of("12.1", "EUR")),)),
+        PaymentToAllocate("pay_b2", "pay_b2", ((second.invoice_id, Money.of("5", "EUR")),)),
+        PaymentToAllocate("pay_b3", "pay_b3", ((new_id("inv"), Money.of("1", "EUR")),)),
+    ]
+    try:
+        answers = await asyncio.to_thread(client.record_payments, batch)
+        assert answers[:2] == [None, None]
+        assert "NOT_FOUND" in str(answers[2])  # refused alone; the others are recorded
+        # Sent again whole (a retry after a lost answer): each request id counts once.
+        again = await asyncio.to_thread(client.record_payments, batch)
+        assert again[:2] == [None, None]
+    finally:
+        client.close()
+    assert (await billing.get(first.invoice_id)).status == ipb.INVOICE_STATUS_PAID
+    half = await billing.get(second.invoice_id)
+    assert half.status == ipb.INVOICE_STATUS_PARTIALLY_PAID
+    assert amount(half.amount_due) == Decimal("19.2")
+    # Bad input refuses the whole request, naming the item's field.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await billing.invoicing.stub.RecordPayments(
+            ipb.RecordPaymentsRequest(
+                payments=[
+                    ipb.RecordPaymentRequest(
+                        invoice_id=second.invoice_id,
+                        payment_id="pay_b4",
+                        amount=eur("-1"),
+                        request_id="pay_b4",
+                    )
+                ]
+            )
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "payments[0].amount" in details_of(refused.value).fields
+    assert amount((await billing.get(second.invoice_id)).amount_due) == Decimal("19.2")

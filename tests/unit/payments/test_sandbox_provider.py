@@ -14,9 +14,11 @@ from services.common.money import Money
 from services.payments.adapters.sandbox import NEVER_ANSWERS, TEST_CARDS, SandboxProvider
 from services.payments.domain.provider import (
     CardDetails,
+    ChargeRequest,
     ProviderError,
     ProviderStatus,
     ProviderTimeout,
+    charge_many,
     is_hard_decline,
 )
 
@@ -290,3 +292,41 @@ def test_a_day_of_refunds_pays_nothing_and_is_carried_into_the_next_payout() -> 
     assert payout.amount == Money.of("88.25", "EUR")  # 100 - 1.75 - 10
     (earlier,) = sandbox.settlement(date(2026, 3, 2)).payouts
     assert earlier.amount == Money.of("9.60", "EUR")  # 10 - 0.40
+
+
+class OneAtATime:
+    """A provider without a batch call (like the Stripe adapter): the sandbox's ``charge``."""
+
+    name = "one-at-a-time"
+
+    def __init__(self, sandbox: SandboxProvider) -> None:
+        self.charge = sandbox.charge
+
+
+def test_charge_many_answers_every_test_card_as_charge_does_batched_or_not(
+    sandbox: SandboxProvider, tmp_path: Path
+) -> None:
+    numbers = [*EXPECTED, NEVER_ANSWERS]
+    tokens = [sandbox.tokenise_card(CardDetails(n, 12, 2030), today=TODAY).token for n in numbers]
+
+    def requests(prefix: str) -> list[ChargeRequest]:
+        return [
+            ChargeRequest(token, EUR10, f"{prefix}-{i}")
+            for i, token in enumerate([*tokens, "sbxcard_gone"])
+        ]
+
+    batched = sandbox.charge_many(requests("batch"))
+    looped = charge_many(OneAtATime(sandbox), requests("loop"))  # type: ignore[arg-type]
+    for outcomes in (batched, looped):
+        answers = outcomes[: len(EXPECTED)]
+        assert [(a.status, a.decline_code) for a in answers] == list(EXPECTED.values())  # type: ignore[union-attr]
+        assert isinstance(outcomes[-2], ProviderTimeout)  # charged, the answer lost
+        assert isinstance(outcomes[-1], ProviderError)  # refused: no such token
+    assert sandbox.charges_made == 4  # 4242 and the lost answer, in each pass
+    # The same keys again: replayed, nothing charged again (the lost answer arrives).
+    again = sandbox.charge_many(requests("batch"))
+    assert [getattr(o, "provider_reference", "") for o in again[: len(EXPECTED)]] == [
+        getattr(o, "provider_reference", "") for o in batched[: len(EXPECTED)]
+    ]
+    assert getattr(again[-2], "status", None) is ProviderStatus.SUCCEEDED
+    assert sandbox.charges_made == 4
