@@ -56,6 +56,9 @@ from services.payments.service_layer.ports import InvoicingPort, PaymentsUnitOfW
 
 _RETRY_DAYS = re.compile(r"^\d{1,2}(,\d{1,2}){0,7}$")
 
+# Recording a reversal the provider already made, against concurrent changes of the payment.
+_RECORD_ATTEMPTS = 5
+
 
 @dataclass
 class MethodsService:
@@ -332,8 +335,49 @@ class MethodsService:
             if result.status is not ProviderStatus.SUCCEEDED:
                 raise FailedPrecondition("the provider refused the refund", reason="REFUND_FAILED")
             reference = result.provider_reference
+        # The provider's answer is in hand: record it. A concurrent change of the payment
+        # (its effects marked done, a callback) aborts the transaction; it is read again
+        # and recorded again, never refunded twice (the provider call is behind us).
+        for attempt in range(_RECORD_ATTEMPTS):
+            try:
+                recorded = self._record_reversal(
+                    payment_id, amount, request_id, reason, kind, scope, fingerprint, reference
+                )
+                break
+            except Aborted:
+                if attempt == _RECORD_ATTEMPTS - 1:
+                    raise
+        reversal, reopened = recorded
+        for index, (invoice_id, part) in enumerate(reopened):
+            self.invoicing.reverse_payment(
+                request_id=f"{reversal.payment_id}:{index}",
+                payment_id=original.payment_id,
+                invoice_id=invoice_id,
+                amount=part,
+                kind=kind.value,
+            )
+        return reversal
+
+    def _record_reversal(
+        self,
+        payment_id: str,
+        amount: Money,
+        request_id: str,
+        reason: str,
+        kind: TransactionKind,
+        scope: str,
+        fingerprint: str,
+        reference: str,
+    ) -> tuple[Payment, list[tuple[str, Money]]]:
+        """The reversal, the original's refunded amount and the event, in one transaction;
+        the invoices to reopen. A twin request recorded meanwhile is answered as a replay."""
         now = self.clock.now()
         with self.uow_factory() as uow:
+            replayed = uow.replayed_resource(scope, request_id, fingerprint)
+            if replayed:
+                done = uow.payments.get(replayed)
+                assert done is not None
+                return done, []
             original = uow.payments.get(payment_id)
             assert original is not None
             reversal = Payment(
@@ -387,15 +431,7 @@ class MethodsService:
             )
             uow.publish(event)
             uow.commit()
-        for index, (invoice_id, part) in enumerate(reopened):
-            self.invoicing.reverse_payment(
-                request_id=f"{reversal.payment_id}:{index}",
-                payment_id=original.payment_id,
-                invoice_id=invoice_id,
-                amount=part,
-                kind=kind.value,
-            )
-        return reversal
+        return reversal, reopened
 
     # -- history -----------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment:

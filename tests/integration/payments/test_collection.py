@@ -296,3 +296,48 @@ def test_a_provider_that_stops_answering_mid_run_charges_nothing_twice(
     assert world.state(payment.payment_id) is PaymentState.SUCCEEDED
     assert world.sandbox.charges_made == 1
     assert world.invoicing.due("inv1") == eur("0")
+
+
+def test_a_refund_recorded_while_the_payment_changes_is_recorded_once(
+    world: PaymentsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The provider has refunded; while the answer is being recorded the payment moves on
+    # in another transaction (as the effects runner marking its effects done does), so
+    # the recording aborts. It is read and recorded again: one refund, no error.
+    from services.payments.domain.events import PaymentRefunded
+    from services.payments.service_layer.commands import Refund
+
+    if world.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite serialises writers: the other transaction would wait for this one")
+    world.card("acc1")
+    world.invoicing.issue("inv1", "acc1", "100")
+    payment = world.collector.collect_invoice(CollectInvoice("inv1", "acc1", eur("100")))
+    assert payment is not None
+    real_factory = world.methods.uow_factory
+    interfered: list[str] = []
+
+    def factory():  # type: ignore[no-untyped-def]
+        uow = real_factory()
+        real_commit = uow.commit
+
+        def commit() -> None:
+            if not interfered and any(isinstance(e, PaymentRefunded) for e in uow.pending_events):
+                interfered.append(payment.payment_id)
+                with real_factory() as other:
+                    moved = other.payments.get(payment.payment_id)
+                    assert moved is not None
+                    moved.effects_pending = not moved.effects_pending
+                    other.commit()
+            real_commit()
+
+        uow.commit = commit  # type: ignore[method-assign]
+        return uow
+
+    monkeypatch.setattr(world.methods, "uow_factory", factory)
+    refund = world.methods.refund(Refund(payment.payment_id, eur("40"), "r1", "goodwill"))
+    assert interfered
+    assert refund.amount == eur("40")
+    assert world.payment(payment.payment_id).refundable == eur("60")
+    assert world.outbox_types() == ["PaymentSucceeded", "PaymentRefunded"]
+    assert world.invoicing.due("inv1") == eur("40")
+    assert len(world.sandbox._refunds) == 1  # one refund at the provider
