@@ -34,11 +34,24 @@ class DomainEvent:
         return str(getattr(self, self.aggregate_field, "")) if self.aggregate_field else ""
 
     def payload(self) -> dict[str, Any]:
-        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: to_jsonable(getattr(self, name)) for name in _field_names(type(self))}
+
+
+def _field_names(cls: type[DomainEvent]) -> tuple[str, ...]:
+    # dataclasses.fields() walks the class each call; events are made in bulk (bill runs).
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type[DomainEvent], tuple[str, ...]] = {}
 
 
 def to_jsonable(value: Any) -> Any:
     """JSON-safe form that keeps money and decimals exact (as strings)."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Money):
         return {"amount": str(value.amount), "currency": value.currency}
     if isinstance(value, Decimal):
@@ -117,6 +130,7 @@ class EventEnvelope:
 
 
 _TRACE_KEY = '"trace_context":'
+_PLAIN = (str, int, bool, float)
 
 
 def stream_for(source_service: str) -> str:
