@@ -18,7 +18,10 @@ consumers store them. Then:
   read back and written with one bulk ``COPY`` each into empty copies of the
   tables: what storing those rows costs at least.
 
-Peak memory: the largest resident set of a worker process.
+Peak memory: the largest resident set of a worker process. CPU per invoice (the
+figure to compare on a shared machine, where wall-clock rates depend on the others'
+load): the worker processes' user+system time, and the PostgreSQL backends serving
+them (found by their ``application_name``), from the start of the run to ACCEPTED.
 The PostgreSQL server is ``RECKON_TEST_POSTGRES_URL`` (default local, database ``test``);
 Redis is a fresh embedded server. Schemas are dropped afterwards.
 """
@@ -171,6 +174,30 @@ def _populate(engine: Any, accounts: int, records: int) -> None:
             )
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pids: Collection[int]) -> float:
+    """User + system CPU of these processes so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+def _backend_pids(application_name: str) -> list[int]:
+    dsn = POSTGRES.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
 def _worker(url: str, schema: str, redis_url: str, peak: Any) -> None:
     os.environ.update(
         {"RECKON_SERVICE_TOKEN": TOKEN, "REDIS_URL": redis_url, "OTEL_SDK_DISABLED": "true"}
@@ -215,6 +242,11 @@ def run_once(accounts: int, records: int, workers: int, redis_url: str) -> dict[
         upgrade_to_head(engine, MIGRATIONS)
         t0 = time.perf_counter()
         _populate(engine, accounts, records)
+        # Statistics as a live database has them (its rows arrived over a cycle and
+        # autovacuum analysed them); without them the planner guesses, e.g. scans all
+        # accounts for every message. Not timed, like the load itself.
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE customers, accounts, segments, rated_usage"))
         populate_s = time.perf_counter() - t0
         sessions = session_factory(engine)
         clock = SystemClock()
@@ -224,13 +256,18 @@ def run_once(accounts: int, records: int, workers: int, redis_url: str) -> dict[
 
         context = multiprocessing.get_context("spawn")
         peak = context.Value("l", 0)
+        # Named connections, so the PostgreSQL backends serving the workers can be found.
+        application = f"billrun-bench-{schema}"
+        url = f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}application_name={application}"
         processes = [
-            context.Process(target=_worker, args=(POSTGRES, schema, redis_url, peak))
+            context.Process(target=_worker, args=(url, schema, redis_url, peak))
             for _ in range(workers)
         ]
         for process in processes:
             process.start()
         time.sleep(3)  # workers import and connect before the clock starts
+        worker_pids = [p.pid for p in processes if p.pid is not None]
+        worker_cpu = _cpu_seconds(worker_pids)
         started = time.perf_counter()
         result = billruns.start_bill_run(
             uow_factory,
@@ -258,6 +295,9 @@ def run_once(accounts: int, records: int, workers: int, redis_url: str) -> dict[
                 break
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        worker_cpu = _cpu_seconds(worker_pids) - worker_cpu
+        # Backends are pooled connections opened during the run: their whole CPU counts.
+        backend_cpu = _cpu_seconds(_backend_pids(application))
         for process in processes:
             process.terminate()
             process.join(10)
@@ -278,6 +318,8 @@ def run_once(accounts: int, records: int, workers: int, redis_url: str) -> dict[
             "floor_invoices_per_s": round(accounts / floor["seconds"], 1),
             "ratio_to_floor": round((accounts / elapsed) / (accounts / floor["seconds"]), 3),
             "peak_worker_rss_mb": round(peak.value / 1024, 1),
+            "worker_cpu_ms_per_invoice": round(1000 * worker_cpu / accounts, 3),
+            "postgres_cpu_ms_per_invoice": round(1000 * backend_cpu / accounts, 3),
         }
     finally:
         engine.dispose()

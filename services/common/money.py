@@ -264,7 +264,11 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        amount = to_decimal(self.amount)
+        amount = self.amount
+        # Most amounts are already Decimals (arithmetic, storage): skip re-parsing them;
+        # bill runs make tens of Money values per invoice.
+        if type(amount) is not Decimal or not amount.is_finite():
+            amount = to_decimal(amount)
         exponent = amount.as_tuple().exponent
         if isinstance(exponent, int) and -exponent > MAX_SCALE:
             raise MoneyError(f"{amount} has more than {MAX_SCALE} decimal places; round it first")

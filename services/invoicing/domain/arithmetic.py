@@ -15,9 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
-from services.common.money import Money, Rounding, currency_exponent, round_decimal
+from services.common.money import (
+    CurrencyMismatch,
+    Money,
+    Rounding,
+    currency_exponent,
+    round_decimal,
+)
 
 HUNDRED = Decimal(100)
 # Categories without VAT: the rate must be 0 and the breakdown needs a reason text.
@@ -103,18 +109,46 @@ class Totals:
 
 def vat_breakdown(lines: Iterable[TaxedAmount], currency: str) -> tuple[VatBreakdown, ...]:
     """One entry per (category, rate), in category then rate order."""
-    groups: dict[tuple[str, Decimal], Money] = {}
-    for line in lines:
-        key = (line.tax_category, line.tax_rate.normalize())
-        groups[key] = groups.get(key, Money.zero(currency)) + line.net
+    # Summed as exact Decimals (line nets are already rounded; a sum of them needs no
+    # rounding), Money made once per group: a bill run builds thousands of these.
+    groups: dict[tuple[str, Decimal], Decimal] = {}
+    with localcontext() as context:
+        context.prec = 60
+        for line in lines:
+            if line.net.currency != currency:
+                raise CurrencyMismatch(currency, line.net.currency)
+            key = (line.tax_category, line.tax_rate.normalize())
+            groups[key] = groups.get(key, _ZERO) + line.net.amount
     return tuple(
         VatBreakdown(category, rate, taxable, tax_of(taxable, rate))
-        for (category, rate), taxable in sorted(groups.items())
+        for (category, rate), taxable in (
+            (key, Money(amount, currency)) for key, amount in sorted(groups.items())
+        )
     )
 
 
 def totals(lines: Sequence[TaxedAmount], currency: str) -> Totals:
     breakdown = vat_breakdown(lines, currency)
-    net = sum((line.net for line in lines), Money.zero(currency))
-    tax = sum((group.tax_amount for group in breakdown), Money.zero(currency))
-    return Totals(net.rounded(), tax.rounded(), (net + tax).rounded(), breakdown)
+    places = Decimal(1).scaleb(-currency_exponent(currency))
+    with localcontext() as context:
+        context.prec = 60
+        net = sum((line.net.amount for line in lines), _ZERO)
+        tax = sum((group.tax_amount.amount for group in breakdown), _ZERO)
+        gross = net + tax
+    # Line nets are rounded to the currency already, so this quantize (half-even, as
+    # ``Money.rounded`` was) normally only sets the exponent (0 -> 0.00).
+    return Totals(
+        Money(_exact(net, places), currency),
+        Money(_exact(tax, places), currency),
+        Money(_exact(gross, places), currency),
+        breakdown,
+    )
+
+
+_ZERO = Decimal(0)
+
+
+def _exact(value: Decimal, places: Decimal) -> Decimal:
+    with localcontext() as context:
+        context.prec = 60
+        return value.quantize(places, rounding=ROUND_HALF_EVEN)

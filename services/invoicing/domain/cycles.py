@@ -14,6 +14,7 @@ the cycle's end day excluded, rounded once half-up to the currency's minor unit.
 from __future__ import annotations
 
 import calendar
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,6 +49,7 @@ def local_date(instant: datetime, time_zone: str) -> date:
     return ensure_utc(instant).astimezone(zone(time_zone)).date()
 
 
+@functools.lru_cache(maxsize=4096)
 def local_midnight(day: date, time_zone: str) -> datetime:
     """00:00 of ``day`` in ``time_zone`` as a UTC instant (fold=0 where midnight is skipped)."""
     return datetime(day.year, day.month, day.day, tzinfo=zone(time_zone)).astimezone(UTC)

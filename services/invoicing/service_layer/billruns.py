@@ -49,7 +49,7 @@ WORK_STREAM = "reckon:billrun:work"
 # Accounts per work message: each message is one transaction of about 20 statements
 # whatever its size, so bigger messages pay those round trips over more invoices
 # (ADR 0056); a message holds the series row only for its last few statements.
-ACCOUNTS_PER_MESSAGE = 200
+ACCOUNTS_PER_MESSAGE = 500
 PREVIEW_LIMIT = 1000
 NO_IDEM = Idem()
 
