@@ -105,7 +105,7 @@ class SqlBatch:
 
     def accounts(self, account_ids: Sequence[str]) -> dict[str, AccountFacts]:
         query = (
-            select(accounts, customers.c.language_code)
+            select(accounts, customers.c.language_code, customers.c.vat_id.label("customer_vat_id"))
             .join(customers, customers.c.customer_id == accounts.c.customer_id, isouter=True)
             .where(accounts.c.account_id.in_(account_ids))
         )
@@ -113,7 +113,7 @@ class SqlBatch:
 
     def children(self, account_ids: Sequence[str]) -> dict[str, list[AccountFacts]]:
         query = (
-            select(accounts, customers.c.language_code)
+            select(accounts, customers.c.language_code, customers.c.vat_id.label("customer_vat_id"))
             .join(customers, customers.c.customer_id == accounts.c.customer_id, isouter=True)
             .where(accounts.c.parent_account_id.in_(account_ids))
             .order_by(accounts.c.account_id)
@@ -396,3 +396,31 @@ class SqlBatch:
             {"b_account_id": a, "b_status": s.value, "b_invoice_id": i} for a, s, i in done
         ]
         self._s.execute(statement, params)
+
+    def fail_items(
+        self, bill_run_id: str, failed: Sequence[tuple[str, str, str]], at: datetime
+    ) -> None:
+        """(account id, reason, message): PENDING items to FAILED, one ``executemany``
+        for the whole message (pipelined by psycopg 3); like ``set_items``, only PENDING
+        ones, so a duplicate delivery never overwrites the first one's outcome."""
+        if not failed:
+            return
+        statement = (
+            update(bill_run_items)
+            .where(
+                bill_run_items.c.bill_run_id == bill_run_id,
+                bill_run_items.c.account_id == bindparam("b_account_id"),
+                bill_run_items.c.status == ItemStatus.PENDING.value,
+            )
+            .values(
+                status=ItemStatus.FAILED.value,
+                invoice_id="",
+                error_reason=bindparam("b_reason"),
+                error_message=bindparam("b_message"),
+                update_time=at,
+            )
+        )
+        self._s.execute(
+            statement,
+            [{"b_account_id": a, "b_reason": r, "b_message": m[:500]} for a, r, m in failed],
+        )

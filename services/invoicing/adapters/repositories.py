@@ -113,7 +113,7 @@ class SqlParties:
 
     def account(self, account_id: str) -> AccountFacts | None:
         query = (
-            select(accounts, customers.c.language_code)
+            select(accounts, customers.c.language_code, customers.c.vat_id.label("customer_vat_id"))
             .join(customers, customers.c.customer_id == accounts.c.customer_id, isouter=True)
             .where(accounts.c.account_id == account_id)
         )
@@ -123,9 +123,9 @@ class SqlParties:
     def accounts_in_scope(
         self, *, bill_cycle_day: int, reseller_id: str, group_id: str, account_id: str
     ) -> list[AccountFacts]:
-        query = select(accounts, customers.c.language_code).join(
-            customers, customers.c.customer_id == accounts.c.customer_id, isouter=True
-        )
+        query = select(
+            accounts, customers.c.language_code, customers.c.vat_id.label("customer_vat_id")
+        ).join(customers, customers.c.customer_id == accounts.c.customer_id, isouter=True)
         if bill_cycle_day:
             query = query.where(accounts.c.bill_cycle_day == bill_cycle_day)
         if reseller_id:
@@ -143,7 +143,7 @@ class SqlParties:
 
     def children(self, account_id: str) -> list[AccountFacts]:
         query = (
-            select(accounts, customers.c.language_code)
+            select(accounts, customers.c.language_code, customers.c.vat_id.label("customer_vat_id"))
             .join(customers, customers.c.customer_id == accounts.c.customer_id, isouter=True)
             .where(accounts.c.parent_account_id == account_id)
             .order_by(accounts.c.account_id)
@@ -175,6 +175,7 @@ def _account(row: Row[Any]) -> AccountFacts:
         group_id=m["group_id"],
         create_time=m["create_time"],
         language_code=m["language_code"] or "en",
+        customer_vat_id=m.get("customer_vat_id") or "",
     )
 
 

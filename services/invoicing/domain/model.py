@@ -413,3 +413,32 @@ class PendingItem:
 
     def taken_by(self, invoice_id: str) -> PendingItem:
         return replace(self, invoice_id=invoice_id)
+
+
+BUYER_VAT_ID_REQUIRED = "BUYER_VAT_ID_REQUIRED"
+# EN 16931 categories whose invoice must name the buyer's VAT identifier (BT-48):
+# reverse charge (BR-AE-02..04) and intra-community supply (BR-IC-02..04).
+NEEDS_BUYER_VAT_ID = {"AE": "reverse charge", "K": "intra-community supply"}
+
+
+def require_buyer_vat_id(invoice: Invoice, buyer_vat_id: str) -> None:
+    """Refuse an invoice in AE or K for a customer without a VAT identifier: its
+    e-invoice would fail EN 16931 validation, so it is never made (nothing is written,
+    its usage stays unbilled for the next run once the customer's ``vat_id`` is set)."""
+    if buyer_vat_id.strip():
+        return
+    needed = sorted({line.tax_category for line in invoice.lines} & NEEDS_BUYER_VAT_ID.keys())
+    if not needed:
+        return
+    named = ", ".join(f"{c} ({NEEDS_BUYER_VAT_ID[c]})" for c in needed)
+    raise FailedPrecondition(
+        f"customer {invoice.customer_id} (account {invoice.account_id}) has no VAT identifier,"
+        f" which an invoice in VAT category {named} must name (EN 16931 BR-AE-02, BR-IC-02):"
+        " set the customer's vat_id in accounts",
+        reason=BUYER_VAT_ID_REQUIRED,
+        metadata={
+            "customer_id": invoice.customer_id,
+            "account_id": invoice.account_id,
+            "vat_categories": ",".join(needed),
+        },
+    )

@@ -36,6 +36,9 @@ class AccountFacts:
     group_id: str
     create_time: datetime
     language_code: str = "en"
+    # The customer's current VAT identifier (``CustomerFacts.vat_id``), loaded with the
+    # account so a bill run can refuse AE/K invoices without it at no extra statement.
+    customer_vat_id: str = ""
 
 
 class BillRunState(StrEnum):

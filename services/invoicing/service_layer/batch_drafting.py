@@ -122,20 +122,14 @@ def draft_message(
         uow.batch.add_lines([invoice for invoice, _ in drafted])
         uow.batch.take_pending(taken_pending)
         uow.batch.set_items(run_id, done, now)
-        for account_id in todo:
-            if account_id not in facts:
-                uow.runs.set_item(
-                    run_id, account_id, ItemStatus.FAILED, now, reason="ACCOUNT_NOT_FOUND"
-                )
-        for account_id, error in failed:
-            uow.runs.set_item(
-                run_id,
-                account_id,
-                ItemStatus.FAILED,
-                now,
-                reason=error.reason,
-                message=error.message,
-            )
+        # Refused accounts (e.g. BUYER_VAT_ID_REQUIRED) in one statement: their usage went
+        # back with ``release_usage`` above, nothing else of theirs was written.
+        uow.batch.fail_items(
+            run_id,
+            [(a, "ACCOUNT_NOT_FOUND", "") for a in todo if a not in facts]
+            + [(a, error.reason, error.message) for a, error in failed],
+            now,
+        )
         # Numbers last: the series row stays locked from here to the commit, so what
         # follows is kept short (the invoice rows, their history and the outbox rows).
         if drafted and run.auto_accept:

@@ -18,7 +18,12 @@ from services.common.money import Money
 from services.invoicing.domain import events
 from services.invoicing.domain.builder import BuiltLines, Charges, Pricing, build_lines
 from services.invoicing.domain.cycles import Cycle, cycle_containing, local_date, local_midnight
-from services.invoicing.domain.model import HistoryEntry, Invoice, InvoiceStatus
+from services.invoicing.domain.model import (
+    HistoryEntry,
+    Invoice,
+    InvoiceStatus,
+    require_buyer_vat_id,
+)
 from services.invoicing.domain.parties import AccountFacts
 from services.invoicing.service_layer.unit_of_work import InvoicingUnitOfWork
 
@@ -87,6 +92,9 @@ def compose(
 ) -> tuple[Invoice, BuiltLines] | None:
     """The draft of ``account`` from its charges (no storage); None when nothing is due.
 
+    Raises FailedPrecondition ``BUYER_VAT_ID_REQUIRED`` when a line is in VAT category
+    AE or K and the customer has no VAT identifier (``require_buyer_vat_id``).
+
     ``invoice_id``: the id to give the draft (a bill run names it before drafting,
     because its storage takes the usage for that id first, ADR 0056); new if empty.
     """
@@ -127,6 +135,9 @@ def compose(
         create_time=now,
         bill_run_id=bill_run_id,
     )
+    # Checked on what is in memory (lines and the account's facts): a bill run's message
+    # refuses such accounts without a statement of its own (ADR 0056).
+    require_buyer_vat_id(invoice, account.customer_vat_id)
     invoice.new_history.append(_created(invoice, now))
     return invoice, built
 

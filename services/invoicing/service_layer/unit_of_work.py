@@ -220,6 +220,9 @@ class Batch(Protocol):
     def set_items(
         self, bill_run_id: str, done: Sequence[tuple[str, ItemStatus, str]], at: datetime
     ) -> None: ...
+    def fail_items(
+        self, bill_run_id: str, failed: Sequence[tuple[str, str, str]], at: datetime
+    ) -> None: ...
 
 
 class InvoiceNotifications(Protocol):

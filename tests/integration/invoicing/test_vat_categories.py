@@ -19,18 +19,21 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.type import money_pb2
+from sqlalchemy import select
 
 from reckon.invoicing.v1 import invoicing_pb2 as pb
 from reckon.invoicing.v1 import invoicing_pb2_grpc
-from services.accounts.domain.events import SubscriptionChangeKind
+from services.accounts.domain.events import CustomerUpdated, SubscriptionChangeKind
 from services.common.clock import ManualClock
 from services.common.db import make_engine
 from services.common.grpc_client import open_channel
 from services.common.ids import new_id
 from services.invoicing.adapters.documents import ModelRenderer
+from services.invoicing.adapters.orm import pending_items, rated_usage
 from services.invoicing.bootstrap import running_service
 from services.invoicing.documents.__main__ import embedded_xml
 from services.invoicing.documents.validation import SchematronWorker, validate
@@ -38,7 +41,7 @@ from services.invoicing.domain.builder import Pricing, TaxRate
 from services.invoicing.domain.parties import AccountFacts
 from tests.conftest import TEST_TOKEN, TestDatabase
 from tests.integration.invoicing.conftest import PriceList, World, invoicing_settings
-from tests.integration.invoicing.test_invoices import amount, run_to
+from tests.integration.invoicing.test_invoices import amount, eur, refused, run_to
 
 # Region -> what rating prices its services at (tax_rate(): 0 % in the region's category).
 REGIONS = {
@@ -251,3 +254,109 @@ async def test_a_top_up_receipt_stands_alone_and_is_a_valid_e_invoice(
         )
         await _documents_valid(world, schematron, invoice_id=invoice.invoice_id)
     assert totals == [(["S"], Decimal("6.05")), (["O"], Decimal("50.00"))]
+
+
+def _unbilled(world: World, table: object, account_id: str) -> tuple[int, int]:
+    """(rows of the account, of which not taken by any invoice)."""
+    with world.engine.connect() as connection:
+        taken = [
+            invoice_id
+            for (invoice_id,) in connection.execute(
+                select(table.c.invoice_id).where(table.c.account_id == account_id)  # type: ignore[attr-defined]
+            )
+        ]
+    return len(taken), sum(invoice_id is None for invoice_id in taken)
+
+
+@pytest.mark.slow
+async def test_no_invoice_in_k_or_ae_without_the_buyers_vat_id_until_it_is_set(
+    regional_world: World, schematron: SchematronWorker
+) -> None:
+    """An intra-community supply (K) to a customer without ``vat_id`` would be an invalid
+    e-invoice (BR-IC-02): the run fails that account's work item with
+    BUYER_VAT_ID_REQUIRED, writes nothing of it (no number, usage unbilled), invoices the
+    reverse-charge account beside it that has its VAT id, and so does
+    CreateImmediateInvoice. Once accounts' ``CustomerUpdated`` brings the VAT id, the next
+    run invoices the same 66.00 (+ the 5.00 pending fee) as a valid e-invoice."""
+    world = regional_world
+    accounts: dict[str, tuple[str, str]] = {}
+    for region, vat_id in (("BE-B2B", ""), ("DE-RC", BUYER_VAT_IDS["DE-RC"])):
+        customer_id, account_id = await world.account(tax_region=region, vat_id=vat_id)
+        await world.subscription_change(
+            account_id,
+            customer_id,
+            SubscriptionChangeKind.CREATED,
+            world.clock.now(),
+            subscription_id=new_id("sub"),
+        )
+        await world.usage(account_id, datetime(2027, 1, 15, 12, tzinfo=UTC), ["1.00", "2.00"])
+        accounts[region] = (customer_id, account_id)
+    await world.processed(8)
+    customer_k, account_k = accounts["BE-B2B"]
+
+    # The immediate invoice of a K fee is refused the same way, and writes nothing.
+    await world.stub.AddPendingItem(
+        pb.AddPendingItemRequest(
+            account_id=account_k, description="Installation", amount=eur("5"),
+            kind=pb.LINE_KIND_ONE_TIME, tax_category="K", tax_rate="0",
+            request_id="fee-k",
+        )
+    )  # fmt: skip
+    reason, _ = await refused(
+        world.stub.CreateImmediateInvoice(
+            pb.CreateImmediateInvoiceRequest(account_id=account_k, finalize=True, request_id="i")
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert reason == "BUYER_VAT_ID_REQUIRED"
+    pending = _unbilled(world, pending_items, account_k)  # the fee and the subscription's
+    assert pending[0] == pending[1] >= 2
+
+    world.clock.set(datetime(2027, 2, 1, 6, 0, tzinfo=UTC))
+    started = await world.stub.StartBillRun(
+        pb.StartBillRunRequest(scope=pb.BillRunScope(bill_cycle_day=1), auto_accept=True)
+    )
+    run = await run_to(world, started.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    assert (run.accounts_total, run.invoices_finalized, run.accounts_failed) == (2, 1, 1)
+    (error,) = run.errors
+    assert (error.account_id, error.reason) == (account_k, "BUYER_VAT_ID_REQUIRED")
+    assert customer_k in error.message
+    assert "K (intra-community supply)" in error.message
+    found = await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_k))
+    assert list(found.invoices) == []
+    (reverse_charge,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=accounts["DE-RC"][1]))
+    ).invoices
+    assert reverse_charge.number == "INV-2027-000001"  # the refused account took no number
+    assert _unbilled(world, rated_usage, account_k) == (2, 2)
+    assert _unbilled(world, pending_items, account_k) == pending
+
+    await world.publish(
+        "accounts",
+        CustomerUpdated(
+            customer_id=customer_k,
+            changed_fields=("vat_id",),
+            display_name="Ada Lovelace",
+            email="ada@example.com",
+            phone_number="",
+            language_code="nl",
+            reseller_id="",
+            group_id="",
+            update_time=world.clock.now(),
+            vat_id=BUYER_VAT_IDS["BE-B2B"],
+        ),
+    )
+    await world.processed(9)
+    again = await world.stub.StartBillRun(
+        pb.StartBillRunRequest(scope=pb.BillRunScope(account_id=account_k), auto_accept=True)
+    )
+    run = await run_to(world, again.bill_run.bill_run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    assert (run.invoices_finalized, run.accounts_failed) == (1, 0)
+    (billed,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_k))
+    ).invoices
+    assert billed.number == "INV-2027-000002"
+    assert amount(billed.total_gross) == Decimal("71.00")  # 66.00 + the 5.00 fee, K 0 %
+    assert _unbilled(world, rated_usage, account_k) == (2, 0)
+    assert _unbilled(world, pending_items, account_k) == (pending[0], 0)
+    await _documents_valid(world, schematron, invoice_id=billed.invoice_id)
