@@ -421,14 +421,17 @@ BUYER_VAT_ID_REQUIRED = "BUYER_VAT_ID_REQUIRED"
 NEEDS_BUYER_VAT_ID = {"AE": "reverse charge", "K": "intra-community supply"}
 
 
+def needs_buyer_vat_id(invoice: Invoice) -> list[str]:
+    """The invoice's VAT categories that need the buyer's VAT identifier (sorted)."""
+    return sorted({line.tax_category for line in invoice.lines} & NEEDS_BUYER_VAT_ID.keys())
+
+
 def require_buyer_vat_id(invoice: Invoice, buyer_vat_id: str) -> None:
     """Refuse an invoice in AE or K for a customer without a VAT identifier: its
     e-invoice would fail EN 16931 validation, so it is never made (nothing is written,
     its usage stays unbilled for the next run once the customer's ``vat_id`` is set)."""
-    if buyer_vat_id.strip():
-        return
-    needed = sorted({line.tax_category for line in invoice.lines} & NEEDS_BUYER_VAT_ID.keys())
-    if not needed:
+    needed = needs_buyer_vat_id(invoice)
+    if not needed or buyer_vat_id.strip():
         return
     named = ", ".join(f"{c} ({NEEDS_BUYER_VAT_ID[c]})" for c in needed)
     raise FailedPrecondition(

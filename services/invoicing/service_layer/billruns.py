@@ -328,7 +328,28 @@ def _accept_one(uow_factory: UowFactory, run_id: str, account_id: str) -> None:
         invoice_id = uow.runs.item_invoice(run_id, account_id)
         invoice = uow.invoices.get(invoice_id) if invoice_id else None
         if invoice is not None and invoice.status == InvoiceStatus.DRAFT:
-            drafting.finalize(uow, invoice, now)
+            try:
+                drafting.finalize(uow, invoice, now)
+            except (Aborted, NotFound):
+                raise
+            except ReckonError as exc:
+                # e.g. BUYER_VAT_ID_REQUIRED: the draft stays a draft (FinalizeInvoice once
+                # the customer's VAT id is set); the item says why.
+                uow.rollback()
+                log.warning("bill run %s: account %s refused: %s", run_id, account_id, exc.message)
+                with uow_factory() as failing:
+                    failing.runs.set_item(
+                        run_id,
+                        account_id,
+                        ItemStatus.FAILED,
+                        now,
+                        invoice_id=invoice_id,
+                        reason=exc.reason,
+                        message=exc.message,
+                        only_from=ItemStatus.DRAFTED,
+                    )
+                    failing.commit()
+                return
         uow.runs.set_item(run_id, account_id, ItemStatus.FINALIZED, now, invoice_id=invoice_id)
         uow.commit()
 

@@ -22,6 +22,7 @@ from services.invoicing.domain.model import (
     HistoryEntry,
     Invoice,
     InvoiceStatus,
+    needs_buyer_vat_id,
     require_buyer_vat_id,
 )
 from services.invoicing.domain.parties import AccountFacts
@@ -190,7 +191,15 @@ def _instant_cycle(account: AccountFacts, now: datetime) -> Cycle:
 
 
 def finalize(uow: InvoicingUnitOfWork, invoice: Invoice, now: datetime) -> None:
-    """Number, date and issue a draft; apply account credit; announce it."""
+    """Number, date and issue a draft; apply account credit; announce it.
+
+    An AE/K draft is refused (BUYER_VAT_ID_REQUIRED) if the customer version its documents
+    would show (in force at ``now``, ADR 0075) has no VAT identifier: the VAT id may have
+    been removed since drafting (a run accepted later, ``FinalizeInvoice``).
+    """
+    if needs_buyer_vat_id(invoice):
+        customer = uow.parties.customer_as_of(invoice.customer_id, now)
+        require_buyer_vat_id(invoice, customer.vat_id if customer else "")
     issue_date = local_date(now, invoice.time_zone)
     due_date = issue_date + timedelta(days=invoice.payment_terms_days)
     uow.credit.lock(invoice.account_id)

@@ -331,21 +331,7 @@ async def test_no_invoice_in_k_or_ae_without_the_buyers_vat_id_until_it_is_set(
     assert _unbilled(world, rated_usage, account_k) == (2, 2)
     assert _unbilled(world, pending_items, account_k) == pending
 
-    await world.publish(
-        "accounts",
-        CustomerUpdated(
-            customer_id=customer_k,
-            changed_fields=("vat_id",),
-            display_name="Ada Lovelace",
-            email="ada@example.com",
-            phone_number="",
-            language_code="nl",
-            reseller_id="",
-            group_id="",
-            update_time=world.clock.now(),
-            vat_id=BUYER_VAT_IDS["BE-B2B"],
-        ),
-    )
+    await world.publish("accounts", _vat_id_set(customer_k, BUYER_VAT_IDS["BE-B2B"], world))
     await world.processed(9)
     again = await world.stub.StartBillRun(
         pb.StartBillRunRequest(scope=pb.BillRunScope(account_id=account_k), auto_accept=True)
@@ -360,3 +346,71 @@ async def test_no_invoice_in_k_or_ae_without_the_buyers_vat_id_until_it_is_set(
     assert _unbilled(world, rated_usage, account_k) == (2, 0)
     assert _unbilled(world, pending_items, account_k) == (pending[0], 0)
     await _documents_valid(world, schematron, invoice_id=billed.invoice_id)
+
+
+def _vat_id_set(customer_id: str, vat_id: str, world: World) -> CustomerUpdated:
+    return CustomerUpdated(
+        customer_id=customer_id,
+        changed_fields=("vat_id",),
+        display_name="Ada Lovelace",
+        email="ada@example.com",
+        phone_number="",
+        language_code="nl",
+        reseller_id="",
+        group_id="",
+        update_time=world.clock.now(),
+        vat_id=vat_id,
+    )
+
+
+@pytest.mark.slow
+async def test_a_k_draft_is_not_finalised_once_the_vat_id_is_gone(
+    regional_world: World, schematron: SchematronWorker
+) -> None:
+    """Drafted while the customer had a VAT id, accepted after accounts removed it: the
+    accept refuses that draft (item FAILED, BUYER_VAT_ID_REQUIRED, no number), and so does
+    FinalizeInvoice until the VAT id is back."""
+    world = regional_world
+    customer_id, account_id = await world.account(
+        tax_region="BE-B2B", vat_id=BUYER_VAT_IDS["BE-B2B"]
+    )
+    await world.subscription_change(
+        account_id,
+        customer_id,
+        SubscriptionChangeKind.CREATED,
+        world.clock.now(),
+        subscription_id=new_id("sub"),
+    )
+    await world.processed(3)
+    world.clock.set(datetime(2027, 2, 1, 6, 0, tzinfo=UTC))
+    started = await world.stub.StartBillRun(
+        pb.StartBillRunRequest(scope=pb.BillRunScope(account_id=account_id))
+    )
+    run_id = started.bill_run.bill_run_id
+    await run_to(world, run_id, pb.BILL_RUN_STATE_DRAFTED)
+    await world.publish("accounts", _vat_id_set(customer_id, "", world))
+    await world.processed(4)
+    world.clock.set(datetime(2027, 2, 1, 7, 0, tzinfo=UTC))
+    await world.stub.AcceptBillRun(pb.AcceptBillRunRequest(bill_run_id=run_id))
+    run = await run_to(world, run_id, pb.BILL_RUN_STATE_ACCEPTED)
+    assert (run.invoices_finalized, run.accounts_failed) == (0, 1)
+    (error,) = run.errors
+    assert (error.account_id, error.reason) == (account_id, "BUYER_VAT_ID_REQUIRED")
+    (draft,) = (
+        await world.stub.SearchInvoices(pb.SearchInvoicesRequest(account_id=account_id))
+    ).invoices
+    assert (draft.status, draft.number) == (pb.INVOICE_STATUS_DRAFT, "")
+    reason, _ = await refused(
+        world.stub.FinalizeInvoice(pb.FinalizeInvoiceRequest(invoice_id=draft.invoice_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert reason == "BUYER_VAT_ID_REQUIRED"
+
+    await world.publish("accounts", _vat_id_set(customer_id, BUYER_VAT_IDS["BE-B2B"], world))
+    await world.processed(5)
+    world.clock.set(datetime(2027, 2, 1, 8, 0, tzinfo=UTC))
+    final = (
+        await world.stub.FinalizeInvoice(pb.FinalizeInvoiceRequest(invoice_id=draft.invoice_id))
+    ).invoice
+    assert final.number == "INV-2027-000001"
+    await _documents_valid(world, schematron, invoice_id=final.invoice_id)
