@@ -195,15 +195,29 @@ class StreamConsumer:
                 await self._handle(stream, message_id, fields)  # dead-letters or acks it
             else:
                 ours.append((message_id, fields, envelope))
-        if not ours:
-            return
+        # One handler call per producer trace, as a child of it: a bill run's invoices
+        # (one trace) stay one batch, and work from different traces is never folded
+        # into a trace that is not its own (every hop of a story stays in its trace).
+        by_trace: dict[int, list[tuple[Any, Any, EventEnvelope]]] = {}
+        for entry in ours:
+            producer = trace.get_current_span(extract(entry[2].trace_context)).get_span_context()
+            key = producer.trace_id if producer.is_valid else 0  # untraced: together
+            by_trace.setdefault(key, []).append(entry)
+        for group in by_trace.values():
+            await self._handle_group(stream, group)
+
+    async def _handle_group(self, stream: Any, group: list[tuple[Any, Any, EventEnvelope]]) -> None:
+        """Messages of one producer trace to the batch handler; on failure, one by one."""
+        assert self._batch_handler is not None
+        first = group[0][2]
         with tracer().start_as_current_span(
-            f"reckon.event.consume batch of {len(ours)}",
+            f"reckon.event.consume batch of {len(group)}",
+            context=extract(first.trace_context),
             kind=trace.SpanKind.CONSUMER,
-            # One span for the batch, linked to each producer's trace.
+            # The first producer is the parent; the others of the trace are linked.
             links=[
                 trace.Link(span_context)
-                for _, _, e in ours
+                for _, _, e in group[1:]
                 if (
                     span_context := trace.get_current_span(
                         extract(e.trace_context)
@@ -214,19 +228,19 @@ class StreamConsumer:
                 "messaging.system": "redis",
                 "messaging.operation": "process",
                 "messaging.consumer.group.name": self.group,
-                "messaging.batch.message_count": len(ours),
+                "messaging.batch.message_count": len(group),
             },
         ) as span:
             try:
-                await self._batch_handler([e for _, _, e in ours])
+                await self._batch_handler([e for _, _, e in group])
             except Exception as exc:  # noqa: BLE001 - any failure: each message on its own
                 span.record_exception(exc)
                 log.warning("batch handler %s failed (%s); one by one", self.group, exc)
-                for message_id, fields, _ in ours:
+                for message_id, fields, _ in group:
                     await self._handle(stream, message_id, fields)
                 return
-            await self._redis.xack(stream, self.group, *[m for m, _, _ in ours])
-        for _, _, envelope in ours:
+            await self._redis.xack(stream, self.group, *[m for m, _, _ in group])
+        for _, _, envelope in group:
             self._handled.add(1, {"group": self.group, "type": envelope.event_type})
 
     async def _handle(self, stream: Any, message_id: Any, fields: dict[Any, Any]) -> None:

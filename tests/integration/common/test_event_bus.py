@@ -531,7 +531,12 @@ async def test_a_batch_handler_gets_one_read_at_once_and_a_failed_batch_goes_one
 ) -> None:
     clock = ManualClock()
     relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
-    with unit_of_work(engine, clock) as uow:
+    # Published in one request (one trace), as a bill run's work message publishes its
+    # invoices: a read of them is one batch.
+    with (
+        trace.get_tracer("test").start_as_current_span("request"),
+        unit_of_work(engine, clock) as uow,
+    ):
         for name in ("a", "b", "c"):
             uow.publish(Counted(name))
         uow.commit()
@@ -557,7 +562,10 @@ async def test_a_batch_handler_gets_one_read_at_once_and_a_failed_batch_goes_one
     async def broken(envelopes: list[EventEnvelope]) -> None:
         raise RuntimeError("the batch cannot be handled")
 
-    with unit_of_work(engine, clock) as uow:
+    with (
+        trace.get_tracer("test").start_as_current_span("request"),
+        unit_of_work(engine, clock) as uow,
+    ):
         for name in ("d", "e"):
             uow.publish(Counted(name))
         uow.commit()
@@ -567,4 +575,42 @@ async def test_a_batch_handler_gets_one_read_at_once_and_a_failed_batch_goes_one
     )
     assert await again.consume_once(block_ms=50) == 2
     assert singles == ["d", "e"]  # each handled on its own, and acknowledged
+    assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0
+
+
+async def test_a_batch_is_handled_per_producer_trace_inside_that_trace(
+    engine: Engine, redis_client: aioredis.Redis, spans: InMemorySpanExporter
+) -> None:
+    # Two stories (two traces) whose events arrive in one read: the batch handler is
+    # called once per trace, as a child of it, so no hop leaves its own story's trace.
+    spans.clear()
+    clock = ManualClock()
+    relay = OutboxRelay(engine, KIT.outbox, redis_client, clock)
+    tracer = trace.get_tracer("test")
+    stories: dict[str, int] = {}
+    for story, names in (("first", ("a", "b")), ("second", ("c",))):
+        with (
+            tracer.start_as_current_span(story) as request,
+            unit_of_work(engine, clock) as uow,
+        ):
+            for name in names:
+                uow.publish(Counted(name))
+            uow.commit()
+        stories[story] = request.get_span_context().trace_id
+    await relay.relay_once()
+    calls: list[tuple[list[str], int]] = []
+
+    async def one(envelope: EventEnvelope) -> None:
+        raise AssertionError("a batch handler took these")
+
+    async def many(envelopes: list[EventEnvelope]) -> None:
+        current = trace.get_current_span().get_span_context().trace_id
+        calls.append(([e.payload["name"] for e in envelopes], current))
+
+    consumer = StreamConsumer(
+        redis_client, group="g", streams=[stream_for("tally")], handler=one, batch_handler=many
+    )
+    await consumer.ensure_groups()
+    assert await consumer.consume_once(block_ms=50) == 3
+    assert calls == [(["a", "b"], stories["first"]), (["c"], stories["second"])]
     assert (await redis_client.xpending(stream_for("tally"), "g"))["pending"] == 0
