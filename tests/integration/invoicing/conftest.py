@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -268,6 +269,33 @@ def invoicing_settings(database: TestDatabase, **overrides: Any) -> InvoicingSet
     return load_settings(InvoicingSettings, **values)
 
 
+@asynccontextmanager
+async def serve_world(
+    settings: InvoicingSettings,
+    database: TestDatabase,
+    redis_client: aioredis.Redis,
+    clock: ManualClock,
+    **service: Any,
+) -> AsyncIterator[World]:
+    """The invoicing service running on ``settings`` and the test clock, with a stub to it."""
+    async with running_service(settings, clock=clock, **service) as running:
+        engine = make_engine(database.url, database.schema, instrument=False)
+        channel = open_channel(f"127.0.0.1:{running.port}", TEST_TOKEN, traced=False)
+        try:
+            yield World(
+                service=running,
+                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
+                channel=channel,
+                redis=redis_client,
+                database=database,
+                engine=engine,
+                clock=clock,
+            )
+        finally:
+            await channel.close()
+            engine.dispose()
+
+
 @pytest.fixture
 def start_time() -> datetime:
     return datetime(2027, 1, 10, 9, 0, tzinfo=UTC)
@@ -283,24 +311,10 @@ async def world(
     clock = ManualClock(start_time)
     settings = invoicing_settings(database)
     renderer = ModelRenderer()
-    async with running_service(
-        settings, clock=clock, pricer=PriceList(), renderer=renderer
-    ) as service:
-        engine = make_engine(database.url, database.schema, instrument=False)
-        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
-        try:
-            yield World(
-                service=service,
-                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
-                channel=channel,
-                redis=redis_client,
-                database=database,
-                engine=engine,
-                clock=clock,
-            )
-        finally:
-            await channel.close()
-            engine.dispose()
+    async with serve_world(
+        settings, database, redis_client, clock, pricer=PriceList(), renderer=renderer
+    ) as world:
+        yield world
 
 
 @pytest.fixture
@@ -310,19 +324,5 @@ async def scheduled_world(
     """Invoicing with its daily runs on, on the test clock at 10 January 09:00Z."""
     clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
     settings = invoicing_settings(database, daily_bill_runs=True)
-    async with running_service(settings, clock=clock, pricer=PriceList()) as service:
-        engine = make_engine(database.url, database.schema, instrument=False)
-        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
-        try:
-            yield World(
-                service=service,
-                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
-                channel=channel,
-                redis=redis_client,
-                database=database,
-                engine=engine,
-                clock=clock,
-            )
-        finally:
-            await channel.close()
-            engine.dispose()
+    async with serve_world(settings, database, redis_client, clock, pricer=PriceList()) as world:
+        yield world

@@ -26,21 +26,22 @@ from google.type import money_pb2
 from sqlalchemy import select
 
 from reckon.invoicing.v1 import invoicing_pb2 as pb
-from reckon.invoicing.v1 import invoicing_pb2_grpc
 from services.accounts.domain.events import CustomerUpdated, SubscriptionChangeKind
 from services.common.clock import ManualClock
-from services.common.db import make_engine
-from services.common.grpc_client import open_channel
 from services.common.ids import new_id
 from services.invoicing.adapters.documents import ModelRenderer
 from services.invoicing.adapters.orm import pending_items, rated_usage
-from services.invoicing.bootstrap import running_service
 from services.invoicing.documents.__main__ import embedded_xml
 from services.invoicing.documents.validation import SchematronWorker, validate
 from services.invoicing.domain.builder import Pricing, TaxRate
 from services.invoicing.domain.parties import AccountFacts
-from tests.conftest import TEST_TOKEN, TestDatabase
-from tests.integration.invoicing.conftest import PriceList, World, invoicing_settings
+from tests.conftest import TestDatabase
+from tests.integration.invoicing.conftest import (
+    PriceList,
+    World,
+    invoicing_settings,
+    serve_world,
+)
 from tests.integration.invoicing.test_invoices import amount, eur, refused, run_to
 
 # Region -> what rating prices its services at (tax_rate(): 0 % in the region's category).
@@ -95,24 +96,15 @@ async def regional_world(
 ) -> AsyncIterator[World]:
     clock = ManualClock(datetime(2027, 1, 10, 9, 0, tzinfo=UTC))
     settings = invoicing_settings(database)
-    async with running_service(
-        settings, clock=clock, pricer=RegionalPriceList(), renderer=ModelRenderer()
-    ) as service:
-        engine = make_engine(database.url, database.schema, instrument=False)
-        channel = open_channel(f"127.0.0.1:{service.port}", TEST_TOKEN, traced=False)
-        try:
-            yield World(
-                service=service,
-                stub=invoicing_pb2_grpc.InvoicingServiceStub(channel),
-                channel=channel,
-                redis=redis_client,
-                database=database,
-                engine=engine,
-                clock=clock,
-            )
-        finally:
-            await channel.close()
-            engine.dispose()
+    async with serve_world(
+        settings,
+        database,
+        redis_client,
+        clock,
+        pricer=RegionalPriceList(),
+        renderer=ModelRenderer(),
+    ) as world:
+        yield world
 
 
 async def _documents_valid(
