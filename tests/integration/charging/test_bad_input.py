@@ -394,6 +394,9 @@ async def stub(app: ChargingApp) -> AsyncIterator[charging_pb2_grpc.ChargingServ
         bindings=[binding(app.handlers)],
     )
     async with open_channel(f"127.0.0.1:{running.port}", TEST_TOKEN) as channel:
+        # Connected before the first call: a first connection refused (seen once under
+        # load in CI) is tried again instead of failing the call UNAVAILABLE.
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
         stub = charging_pb2_grpc.ChargingServiceStub(channel)
         await stub.SetAccountPolicy(policy())
         await stub.TopUp(topup(amount=q(money=eur(10))))
