@@ -6,7 +6,8 @@
 - ``revenue``: issued invoices per month of issue and currency (invoicing);
 - ``receivables-aging``: what open invoices still owe, by days past due
   (not due, 0-30, 31-60, 61-90, 90+) on a given day;
-- ``payment-discipline``: per customer, invoices paid by the due date, late, overdue.
+- ``payment-discipline``: per customer, invoices paid by the due date (the day a
+  payment landed read in the account's zone, as the due date is), late, overdue.
 
 Each report is JSON or CSV
 (``?format=csv``) under ``/v1/reports/``, a page with charts at ``/reports``, and
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -278,9 +280,41 @@ async def receivables_aging(clients: ServiceClients, as_of: date) -> Report:
     return Report("receivables-aging", ("currency_code", *AGING_BUCKETS, "total"), rows)
 
 
+def paid_on_time(due: date | None, paid_at: list[datetime], zone: ZoneInfo) -> bool:
+    """Whether the last payment landed on or before the due date, both read in ``zone``.
+
+    The due date is a day of the account's zone (DOMAIN: cycles and dates are the
+    account's), so the payment's instant is turned into a day of that same zone: a card
+    charged at 23:30 in Lima on the due date is on time although it is already the next
+    day in UTC.
+    """
+    if due is None or not paid_at:
+        return True
+    return max(moment.astimezone(zone).date() for moment in paid_at) <= due
+
+
+async def _account_zone(
+    clients: ServiceClients, account_id: str, known: dict[str, ZoneInfo]
+) -> ZoneInfo:
+    zone = known.get(account_id)
+    if zone is None:
+        answer = await clients.accounts.GetAccount(
+            apb.GetAccountRequest(account_id=account_id), timeout=clients.timeout
+        )
+        try:
+            zone = ZoneInfo(answer.account.time_zone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            # accounts validates the zone on write; an old row with an unknown name
+            # falls back to UTC rather than failing the whole report.
+            zone = ZoneInfo("UTC")
+        known[account_id] = zone
+    return zone
+
+
 async def payment_discipline(clients: ServiceClients, as_of: date) -> Report:
     """Per customer: issued invoices paid by their due date, paid late, overdue unpaid."""
     tally: dict[str, dict[str, int]] = {}
+    zones: dict[str, ZoneInfo] = {}
     for invoice in await _invoices(clients, ISSUED):
         due = _date(invoice.due_date)
         row = tally.setdefault(invoice.customer_id, defaultdict(int))
@@ -289,8 +323,9 @@ async def payment_discipline(clients: ServiceClients, as_of: date) -> Report:
             details = await clients.invoicing.GetInvoice(
                 ipb.GetInvoiceRequest(invoice_id=invoice.invoice_id), timeout=clients.timeout
             )
-            paid = [p.record_time.ToDatetime(tzinfo=UTC).date() for p in details.payments]
-            on_time = due is None or not paid or max(paid) <= due
+            paid = [p.record_time.ToDatetime(tzinfo=UTC) for p in details.payments]
+            zone = await _account_zone(clients, invoice.account_id, zones)
+            on_time = paid_on_time(due, paid, zone)
             row["paid_on_time" if on_time else "paid_late"] += 1
         elif due is not None and due < as_of:
             row["overdue"] += 1
