@@ -52,7 +52,9 @@ def notifications_consumer(
     async def handle_batch(envelopes: list[EventEnvelope]) -> None:
         # Any failure (after the retries on conflicts) makes StreamConsumer plan each
         # event on its own through ``handle``, with its dead-letter accounting.
-        planned = await asyncio.to_thread(plan_batch_with_retries, envelopes, uow_factory, planning)
+        planned = await asyncio.to_thread(
+            plan_batch_with_retries, envelopes, uow_factory, planning, event_spans=True
+        )
         if planned:
             on_planned()
 
@@ -80,10 +82,12 @@ def plan_batch_with_retries(
     envelopes: Sequence[EventEnvelope],
     uow_factory: Callable[[], NotificationsUnitOfWork],
     planning: handlers.Planning,
+    *,
+    event_spans: bool = False,
 ) -> int:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return handlers.plan_events(envelopes, uow_factory(), planning)
+            return handlers.plan_events(envelopes, uow_factory(), planning, event_spans=event_spans)
         except Aborted:
             if attempt == _ATTEMPTS:
                 raise  # left pending; delivered again later

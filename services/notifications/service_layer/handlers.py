@@ -15,15 +15,18 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
-from opentelemetry.propagate import inject
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.common.events import EventEnvelope
 from services.common.ids import new_id
+from services.common.telemetry import tracer
 from services.notifications.domain.addresses import (
     email_problem,
     phone_problem,
@@ -70,7 +73,11 @@ def plan_event(envelope: EventEnvelope, uow: NotificationsUnitOfWork, planning: 
 
 
 def plan_events(
-    envelopes: Sequence[EventEnvelope], uow: NotificationsUnitOfWork, planning: Planning
+    envelopes: Sequence[EventEnvelope],
+    uow: NotificationsUnitOfWork,
+    planning: Planning,
+    *,
+    event_spans: bool = False,
 ) -> int:
     """Plan a batch of events in one transaction, as ``plan_event`` would one after another.
 
@@ -79,6 +86,11 @@ def plan_events(
     one query for the whole batch. What an event teaches (a contact, a link, an invoice
     number) is seen by the events after it in the batch. An event twice in the batch, or
     handled before, plans nothing. Returns how many messages were queued.
+
+    ``event_spans`` (the consumer's batch path): each event is planned in a
+    ``reckon.event.consume <type>`` span that is a child of its producer, as when it is
+    consumed alone, and its messages carry that span: every hop of a story stays
+    visible by name in its trace however the events were grouped.
     """
     with uow:
         batch = {e.event_id: e for e in reversed(envelopes)}  # the first of each id wins
@@ -97,7 +109,13 @@ def plan_events(
         inject(carrier)  # the consumer's span: the sends continue the events' trace
         made: list[Message] = []
         for envelope in fresh:
-            made.extend(_plan(envelope, facts, endpoints, planning, now, carrier))
+            if not event_spans:
+                made.extend(_plan(envelope, facts, endpoints, planning, now, carrier))
+                continue
+            with _consume_span(envelope):
+                own: dict[str, str] = {}
+                inject(own)
+                made.extend(_plan(envelope, facts, endpoints, planning, now, own))
         uow.contacts.remember_invoices(facts.new_invoices)
         # An event's messages already queued (its inbox row was lost) are not queued
         # again; nor is a second message for one key within the batch.
@@ -113,6 +131,21 @@ def plan_events(
         uow.messages.add_many(queued)
         uow.commit()
         return len(queued)
+
+
+def _consume_span(envelope: EventEnvelope) -> AbstractContextManager[Span]:
+    return tracer().start_as_current_span(
+        f"reckon.event.consume {envelope.event_type}",
+        context=extract(envelope.trace_context),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "redis",
+            "messaging.operation": "process",
+            "messaging.consumer.group.name": CONSUMER,
+            "reckon.event.id": envelope.event_id,
+            "reckon.event.type": envelope.event_type,
+        },
+    )
 
 
 class _Facts:

@@ -259,11 +259,11 @@ async def test_the_consumer_plans_a_read_at_once_and_a_failed_batch_one_by_one(
     batches: list[int] = []
     real = handlers.plan_events
 
-    def watched(envelopes: Any, unit: Any, planning: Any) -> int:
+    def watched(envelopes: Any, unit: Any, planning: Any, **options: Any) -> int:
         batches.append(len(envelopes))
         if len(envelopes) > 1 and failing:
             raise RuntimeError("the batch cannot be planned")
-        return real(envelopes, unit, planning)
+        return real(envelopes, unit, planning, **options)
 
     monkeypatch.setattr(handlers, "plan_events", watched)
     woken: list[int] = []
