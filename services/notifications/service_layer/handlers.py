@@ -169,7 +169,9 @@ class _Facts:
         facts = cls(uow)
         account_ids = {str(e.payload.get("account_id") or "") for e in envelopes} - {""}
         found_links = uow.contacts.links(account_ids)
+        # No account is named "" (events without one): not asked for each such event.
         facts.links = {a: found_links.get(a) for a in account_ids}
+        facts.links[""] = None
         # Every customer the batch can reach: named by an event, or by an account's link
         # (a link an event of the batch sets names its customer in that event's payload).
         customer_ids = {str(e.payload.get("customer_id") or "") for e in envelopes}
