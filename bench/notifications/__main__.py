@@ -1,4 +1,10 @@
-"""Notifications benchmark: ``python -m bench.notifications [--emails N] [--webhooks N]``.
+"""Notifications benchmark: ``python -m bench.notifications [--emails N] [--webhooks N]
+[--plan N] [--plan-batch N] [--database-url URL]``.
+
+Planning first (``bench/notifications/planning.py``): N ``InvoiceIssued`` events to
+queued rows through the batched path (``plan_events``, as the consumer runs it), the
+per-event path (``plan_event``) and a floor (the same rows inserted raw), on SQLite or
+the PostgreSQL of ``--database-url``.
 
 E-mails: N invoice e-mails with a 50 kB PDF attached, sent by the service's own
 dispatcher (SQL send queue on SQLite, Jinja2 rendering, the MIME bytes built once
@@ -34,6 +40,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from bench.notifications.planning import bench_planning
 from services.common.clock import SystemClock
 from services.common.db import make_engine
 from services.common.events import EventEnvelope
@@ -50,6 +57,7 @@ from services.notifications.bootstrap import MIGRATIONS, load_rules
 from services.notifications.config import DEFAULT_RULES
 from services.notifications.domain.model import WebhookEndpoint
 from services.notifications.domain.signing import sign
+from services.notifications.entrypoints.event_consumers import BATCH_SIZE
 from services.notifications.service_layer import handlers
 from services.notifications.service_layer.dispatcher import (
     Dispatcher,
@@ -123,7 +131,8 @@ def _envelope(event_type: str, payload: dict[str, object]) -> EventEnvelope:
     return EventEnvelope(new_id("evt"), event_type, "invoicing", "", datetime.now(UTC), payload)
 
 
-async def bench(emails: int, webhooks: int, workdir: Path) -> None:
+async def bench(emails: int, webhooks: int, workdir: Path, plan: int, plan_batch: int,
+                database_url: str) -> None:  # fmt: skip
     smtp_port, http_port = free_port(), free_port()
     catcher = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
         [sys.executable, "-m", "suite.mail_catcher", "--dir", str(workdir / "mail"),
@@ -145,6 +154,9 @@ async def bench(emails: int, webhooks: int, workdir: Path) -> None:
 
         renderer = JinjaRenderer()
         planning = handlers.Planning(load_rules(DEFAULT_RULES, renderer))
+        if plan:
+            for line in bench_planning(plan, plan_batch, planning, workdir, database_url):
+                print(line)
         url = f"smtp://127.0.0.1:{smtp_port}?starttls=off"
         email_sender = SmtpEmailSender(url, "b@reckon.test")
         webhook_sender = HttpWebhookSender(limit=CONCURRENCY)
@@ -161,13 +173,14 @@ async def bench(emails: int, webhooks: int, workdir: Path) -> None:
 
         # -- e-mails --------------------------------------------------------------------
         started = time.perf_counter()
-        for number in range(emails):
-            handlers.plan_event(
-                _envelope("InvoiceIssued", {"invoice_id": f"inv_{number}", "customer_id": "cus_1",
-                    "number": f"INV-{number}", "issue_date": "2027-01-15", "due_date": "2027-01-29",
-                    "amount_due": {"amount": "121.00", "currency": "EUR"}}),
-                uow(), planning,
-            )  # fmt: skip
+        issued = [
+            _envelope("InvoiceIssued", {"invoice_id": f"inv_{number}", "customer_id": "cus_1",
+                "number": f"INV-{number}", "issue_date": "2027-01-15", "due_date": "2027-01-29",
+                "amount_due": {"amount": "121.00", "currency": "EUR"}})
+            for number in range(emails)
+        ]  # fmt: skip
+        for start in range(0, emails, BATCH_SIZE):  # as the consumer plans them (batched)
+            handlers.plan_events(issued[start : start + BATCH_SIZE], uow(), planning)
         planned = time.perf_counter() - started
         with Meter(catcher.pid) as service:
             while await dispatcher.dispatch_once():
@@ -193,7 +206,7 @@ async def bench(emails: int, webhooks: int, workdir: Path) -> None:
             for data in samples:
                 client.sendmail("b@reckon.test", ["a@example.com"], data)
         print(f"e-mails with a 50 kB PDF, {emails} each (load average {os.getloadavg()[0]:.1f}):")
-        print(f"  planning {emails / planned:,.0f} events/s (not in the rates below)")
+        print(f"  planning {emails / planned:,.0f} events/s, batched (not in the rates below)")
         print(service.line("service: dispatcher, pool of 4, 16 at once", emails))
         print(floor.line("floor: raw smtplib, a connection per message", emails))
         print(reused.line("floor: raw smtplib, one reused connection", emails))
@@ -207,11 +220,12 @@ async def bench(emails: int, webhooks: int, workdir: Path) -> None:
                 "ops@example.com", "bench", True, clock.now(),
             ))  # fmt: skip
             unit.commit()
-        for number in range(webhooks):
-            handlers.plan_event(
-                _envelope("InvoiceVoided", {"invoice_id": f"inv_{number}", "reason": "bench"}),
-                uow(), planning,
-            )  # fmt: skip
+        voided = [
+            _envelope("InvoiceVoided", {"invoice_id": f"inv_{number}", "reason": "bench"})
+            for number in range(webhooks)
+        ]
+        for start in range(0, webhooks, BATCH_SIZE):
+            handlers.plan_events(voided[start : start + BATCH_SIZE], uow(), planning)
         with Meter(receiver.pid) as service:
             while await dispatcher.dispatch_once():
                 pass
@@ -269,11 +283,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--emails", type=int, default=300)
     parser.add_argument("--webhooks", type=int, default=1000)
+    parser.add_argument("--plan", type=int, default=2000, help="planning events (0: skip)")
+    parser.add_argument("--plan-batch", type=int, default=BATCH_SIZE)
+    parser.add_argument("--database-url", default="", help="planning on PostgreSQL")
     args = parser.parse_args()
     if not 1 <= args.emails <= 5000 or not 1 <= args.webhooks <= 20000:
         parser.error("keep it bounded: 1-5000 e-mails, 1-20000 webhooks")
+    if not 0 <= args.plan <= 100_000 or not 1 <= args.plan_batch <= 5000:
+        parser.error("keep it bounded: 0-100000 planning events, batches of 1-5000")
     with tempfile.TemporaryDirectory(prefix="reckon-bench-notifications-") as workdir:
-        asyncio.run(bench(args.emails, args.webhooks, Path(workdir)))
+        asyncio.run(bench(args.emails, args.webhooks, Path(workdir), args.plan,
+                          args.plan_batch, args.database_url))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ envelope, so the relay and every consumer continue the request's trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from opentelemetry import trace
@@ -163,6 +163,28 @@ class SqlUnitOfWork(UnitOfWork):
             )
         )
         return True
+
+    def mark_processed_many(self, consumer: str, event_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(event_ids))
+        if not wanted:
+            return []
+        table = self._kit.processed_events
+        seen = set(
+            self.session.scalars(
+                select(table.c.event_id).where(
+                    table.c.consumer == consumer, table.c.event_id.in_(wanted)
+                )
+            )
+        )
+        fresh = [i for i in wanted if i not in seen]
+        if fresh:
+            now = self._clock.now()
+            rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in fresh]
+            try:  # one multi-row INSERT; a concurrent duplicate of any of them: ABORTED
+                self.session.execute(insert(table), rows)
+            except IntegrityError as exc:
+                raise Aborted("a concurrent consumer took the same events; retry") from exc
+        return fresh
 
     def _insert_or_abort(self, statement: Insert) -> None:
         # Core inserts run at once, not at commit: a key taken by a concurrent

@@ -11,6 +11,7 @@ same transaction as its effect.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -82,3 +83,11 @@ class UnitOfWork(abc.ABC):
     @abc.abstractmethod
     def mark_processed(self, consumer: str, event_id: str) -> bool:
         """Record the event as handled; False if this consumer already handled it."""
+
+    def mark_processed_many(self, consumer: str, event_ids: Sequence[str]) -> list[str]:
+        """``mark_processed`` for a batch: the ids not handled before, each once, in order.
+
+        A consumer planning many events in one transaction asks once; a store that can
+        answer set-based (SQL: one SELECT ... IN, one multi-row INSERT) overrides this.
+        """
+        return [i for i in dict.fromkeys(event_ids) if self.mark_processed(consumer, i)]

@@ -6,7 +6,7 @@ the previous page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -92,6 +92,14 @@ class MessageRepository(Protocol):
         self, endpoint_id: str, *, after: str, limit: int
     ) -> Sequence[DeliveryAttempt]: ...
 
+    def keys_of_events(self, event_ids: Sequence[str]) -> set[tuple[str, Channel, str]]:
+        """The unique keys ``(event_id, channel, recipient)`` of these events' messages."""
+        ...
+
+    def add_many(self, new: Sequence[Message]) -> None:
+        """Messages just made (never loaded), written at once."""
+        ...
+
 
 class ContactRepository(Protocol):
     def get(self, customer_id: str) -> Contact | None: ...
@@ -106,6 +114,22 @@ class ContactRepository(Protocol):
 
     def remember_invoice(self, invoice_id: str, number: str) -> None: ...
 
+    def get_many(self, customer_ids: Collection[str]) -> dict[str, Contact]:
+        """The contacts found, by customer id."""
+        ...
+
+    def links(self, account_ids: Collection[str]) -> dict[str, AccountLink]:
+        """The account links found, by account id."""
+        ...
+
+    def invoice_numbers(self, invoice_ids: Collection[str]) -> dict[str, str]:
+        """The numbers known, by invoice id."""
+        ...
+
+    def remember_invoices(self, numbers: Mapping[str, str]) -> None:
+        """Numbers of invoices not known yet, in one statement."""
+        ...
+
 
 class PreferenceRepository(Protocol):
     def get(self, customer_id: str, channel: Channel) -> Preference | None: ...
@@ -113,6 +137,10 @@ class PreferenceRepository(Protocol):
     def of_customer(self, customer_id: str) -> Sequence[Preference]: ...
 
     def add(self, preference: Preference) -> None: ...
+
+    def of_customers(self, customer_ids: Collection[str]) -> dict[tuple[str, Channel], Preference]:
+        """Every preference of these customers, by (customer, channel)."""
+        ...
 
 
 class EndpointRepository(Protocol):

@@ -177,6 +177,22 @@ async def test_relay_crash_before_marking_redelivers_and_consumer_dedupes(
     assert handled == ["x"]  # the duplicate was recognised by event id
 
 
+def test_the_inbox_of_a_batch_takes_each_new_event_once_in_order(engine: Engine) -> None:
+    clock = ManualClock()
+    with unit_of_work(engine, clock) as uow:
+        assert uow.mark_processed("c", "e1")
+        assert uow.mark_processed_many("c", ["e2", "e1", "e3", "e2"]) == ["e2", "e3"]
+        uow.commit()
+    with unit_of_work(engine, clock) as uow:
+        assert uow.mark_processed_many("c", ["e3", "e4"]) == ["e4"]
+        assert uow.mark_processed_many("other", ["e1"]) == ["e1"]
+        assert uow.mark_processed_many("c", []) == []
+        uow.commit()
+    with unit_of_work(engine, clock) as uow:
+        assert not uow.mark_processed("c", "e4")
+        assert not uow.mark_processed("other", "e1")
+
+
 async def test_consumer_that_dies_mid_handling_leaves_the_event_for_another(
     engine: Engine, redis_client: aioredis.Redis
 ) -> None:
