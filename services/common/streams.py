@@ -210,8 +210,17 @@ class StreamConsumer:
         """Messages of one producer trace to the batch handler; on failure, one by one."""
         assert self._batch_handler is not None
         first = group[0][2]
+        types = {envelope.event_type for _, _, envelope in group}
+        # Named like a single event's span when the batch is of one type (a bill run's
+        # InvoiceIssued): a reader of the trace finds "consume InvoiceIssued" whether the
+        # event came alone or beside others (OTel messaging: the operation, not the count).
+        name = (
+            f"reckon.event.consume {first.event_type}"
+            if len(types) == 1
+            else f"reckon.event.consume batch of {len(group)}"
+        )
         with tracer().start_as_current_span(
-            f"reckon.event.consume batch of {len(group)}",
+            name,
             context=extract(first.trace_context),
             kind=trace.SpanKind.CONSUMER,
             # The first producer is the parent; the others of the trace are linked.
@@ -229,6 +238,7 @@ class StreamConsumer:
                 "messaging.operation": "process",
                 "messaging.consumer.group.name": self.group,
                 "messaging.batch.message_count": len(group),
+                "reckon.event.types": sorted(types),
             },
         ) as span:
             try:
