@@ -30,7 +30,7 @@ test: setup            ## set up, make sure Redis/PostgreSQL are there, lint, ru
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	bash tools/buf.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30   # the slowest tests named at the end: keep `make test` under 30 min
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
