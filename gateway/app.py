@@ -10,6 +10,7 @@ Routes: ``/v1/...`` (JSON API, ``gateway.api``), ``/v1/reports/...`` and
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,13 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import api, billing, preferences, reports, selfcare
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, document_security
 from gateway.clients import ServiceClients
 from gateway.config import GatewaySettings
 from gateway.problems import (
@@ -39,9 +39,19 @@ from gateway.problems import (
 )
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.store import CredentialStore
+from gateway.tracing import ServerSpanMiddleware
 from services.common.redis_kit import connect
 
 log = logging.getLogger("gateway")
+# FastAPI releases with their own OpenTelemetry support would add a second server span
+# (and a span per dependency and per serialisation) once an SDK is installed: the
+# gateway's ServerSpanMiddleware is the one (ADR 0076). Older releases have no such
+# argument.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -175,16 +185,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
         docs_url=None,
         redoc_url=None,
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.settings = settings
     app.add_middleware(AuditMiddleware)
     # Outermost: one server span per request (not for probes and static files), parent
-    # of the client spans of the service calls it makes (gateway.clients).
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls="healthz,static/",
-        exclude_spans=["receive", "send"],
-    )
+    # of the client spans of the service calls it makes (gateway.clients; ADR 0076).
+    app.add_middleware(ServerSpanMiddleware)
     app.mount(
         "/static/swagger",
         StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
@@ -298,6 +305,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = default_openapi()
+            document_security(schema, app.routes)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
