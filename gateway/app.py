@@ -192,12 +192,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     # Outermost: one server span per request (not for probes and static files), parent
     # of the client spans of the service calls it makes (gateway.clients; ADR 0076).
     app.add_middleware(ServerSpanMiddleware)
-    app.mount(
-        "/static/swagger",
-        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
-        name="swagger",
-    )
-    app.mount("/static/gateway", StaticFiles(directory=selfcare.STATIC_DIR), name="gateway-static")
 
     @app.exception_handler(GatewayProblem)
     async def _gateway_problem(request: Request, exc: GatewayProblem) -> Response:
@@ -235,20 +229,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
         return problem_response(exc.status_code, reason, str(exc.detail))
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Reckon gateway API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
 
     @app.post(
         "/oauth/token",
@@ -297,6 +277,30 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/selfcare/", status_code=303)
+
+    # Routes outside the document after the API: the router tries routes in order, so
+    # the API's requests no longer pass probes, docs and static mounts first (ADR 0076).
+    # (``/oauth/token`` stays first: the document lists paths in route order.)
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Reckon gateway API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    app.mount(
+        "/static/swagger",
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="swagger",
+    )
+    app.mount("/static/gateway", StaticFiles(directory=selfcare.STATIC_DIR), name="gateway-static")
 
     # Validation errors answer 400 problem details (documented on every route), not
     # FastAPI's default 422 shape: drop the 422 entries so the document says what happens.
