@@ -271,7 +271,7 @@ def document_security(schema: dict[str, Any], routes: Iterable[Any]) -> None:
     FastAPI wrote when they were dependencies (``security`` right after
     ``operationId``, the schemes under ``components.securitySchemes``)."""
     guarded = {route.name for route in _api_routes(routes) if _guarded(route.dependant)}
-    security = [{scheme.scheme_name: []} for scheme in SECURITY_SCHEMES]
+    security: list[dict[str, list[str]]] = [{s.scheme_name: []} for s in SECURITY_SCHEMES]
     used = False
     for path in schema.get("paths", {}).values():
         for method, operation in list(path.items()):
