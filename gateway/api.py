@@ -28,14 +28,14 @@ from pydantic import BaseModel, Field
 
 from gateway.auth import Principal, require
 from gateway.clients import ServiceClients, scope_metadata
-from gateway.problems import GatewayProblem, openapi_problem_responses
+from gateway.problems import GatewayProblem, openapi_problem_responses, operation_id
 from gateway.proto_json import JsonBody, model_for, money_from_decimal, page_model, to_json
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
 from reckon.rating.v1 import rating_pb2 as rpb
 
 PROBLEMS = openapi_problem_responses(400, 401, 403, 404, 409, 429, 503)
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(prefix="/v1", responses=PROBLEMS, generate_unique_id_function=operation_id)
 
 Reader = Annotated[Principal, Depends(require("read"))]
 SelfReader = Annotated[Principal, Depends(require("read", self_care=True))]

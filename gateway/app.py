@@ -35,6 +35,7 @@ from gateway.config import GatewaySettings
 from gateway.problems import (
     GatewayProblem,
     from_rpc_error,
+    operation_id,
     problem_response,
 )
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -180,9 +181,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "on POSTs to make retries safe."
         ),
         lifespan=lifespan,
-        # operationId = the route function's name (list_customers, pay...): what client
-        # generators turn into method names, instead of FastAPI's path-derived ids.
-        generate_unique_id_function=lambda route: route.name,
+        generate_unique_id_function=operation_id,
         docs_url=None,
         redoc_url=None,
         **_NO_NATIVE_TELEMETRY,
@@ -267,10 +266,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             headers={"Cache-Control": "no-store"},
         )
 
-    app.include_router(api.router)
-    app.include_router(billing.router)
-    app.include_router(preferences.router)
-    app.include_router(reports.router)
+    for router in (api.router, billing.router, preferences.router, reports.router):
+        app.router.routes.extend(router.routes)
     app.include_router(reports.pages)
     app.include_router(selfcare.router)
 

@@ -28,12 +28,12 @@ from gateway.api import (
     request_id,
 )
 from gateway.auth import Principal
-from gateway.problems import GatewayProblem, openapi_problem_responses
+from gateway.problems import GatewayProblem, openapi_problem_responses, operation_id
 from gateway.proto_json import JsonBody, model_for, page_model, to_json
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from reckon.payments.v1 import payments_pb2 as ppb
 
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(prefix="/v1", responses=PROBLEMS, generate_unique_id_function=operation_id)
 
 InvoiceStatusName = Literal[
     "INVOICE_STATUS_DRAFT",

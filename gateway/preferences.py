@@ -22,11 +22,12 @@ from gateway import api
 from gateway.auth import Principal
 from gateway.clients import scope_metadata
 from gateway.i18n import LANGUAGES
+from gateway.problems import operation_id
 from gateway.proto_json import JsonBody, model_for, to_json
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.notifications.v1 import notifications_pb2 as npb
 
-router = APIRouter(prefix="/v1", responses=api.PROBLEMS)
+router = APIRouter(prefix="/v1", responses=api.PROBLEMS, generate_unique_id_function=operation_id)
 CHANNELS = ("CHANNEL_EMAIL", "CHANNEL_SMS")
 HHMM = r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$"
 
