@@ -28,14 +28,14 @@ from pydantic import BaseModel, Field
 
 from gateway.auth import Principal, require
 from gateway.clients import ServiceClients, scope_metadata
-from gateway.problems import GatewayProblem, openapi_problem_responses
-from gateway.proto_json import model_for, money_from_decimal, page_model, to_json
+from gateway.problems import GatewayProblem, openapi_problem_responses, operation_id
+from gateway.proto_json import JsonBody, model_for, money_from_decimal, page_model, to_json
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.charging.v1 import charging_pb2 as cpb
 from reckon.rating.v1 import rating_pb2 as rpb
 
 PROBLEMS = openapi_problem_responses(400, 401, 403, 404, 409, 429, 503)
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(prefix="/v1", responses=PROBLEMS, generate_unique_id_function=operation_id)
 
 Reader = Annotated[Principal, Depends(require("read"))]
 SelfReader = Annotated[Principal, Depends(require("read", self_care=True))]
@@ -82,7 +82,7 @@ def not_found(what: str, reason: str) -> GatewayProblem:
 
 
 def json_of(message: Message) -> JSONResponse:
-    return JSONResponse(to_json(message))
+    return JsonBody(to_json(message))
 
 
 async def owned_account(request: Request, principal: Principal, account_id: str) -> apb.Account:
@@ -178,7 +178,7 @@ async def create_customer(
         ),
         principal,
     )
-    return JSONResponse(to_json(answer.customer), status_code=201)
+    return JsonBody(to_json(answer.customer), status_code=201)
 
 
 @router.get("/customers/{customer_id}", tags=["customers"], **_doc(apb.Customer.DESCRIPTOR))
@@ -251,12 +251,12 @@ async def create_account(
         apb.CreateAccountRequest(account=account, request_id=request_id(idempotency_key)),
         principal,
     )
-    return JSONResponse(to_json(answer.account), status_code=201)
+    return JsonBody(to_json(answer.account), status_code=201)
 
 
 @router.get("/accounts/{account_id}", tags=["accounts"], **_doc(apb.Account.DESCRIPTOR))
 async def get_account(request: Request, principal: SelfReader, account_id: Id) -> JSONResponse:
-    return JSONResponse(to_json(await owned_account(request, principal, account_id)))
+    return JsonBody(to_json(await owned_account(request, principal, account_id)))
 
 
 @router.get(
@@ -432,14 +432,14 @@ async def create_subscription(
         ),
         principal,
     )
-    return JSONResponse(to_json(answer.subscription), status_code=201)
+    return JsonBody(to_json(answer.subscription), status_code=201)
 
 
 @router.get("/subscriptions/{subscription_id}", tags=["subscriptions"], **SUBSCRIPTION_DOC)
 async def get_subscription(
     request: Request, principal: SelfReader, subscription_id: Id
 ) -> JSONResponse:
-    return JSONResponse(to_json(await owned_subscription(request, principal, subscription_id)))
+    return JsonBody(to_json(await owned_subscription(request, principal, subscription_id)))
 
 
 @router.post(
@@ -578,4 +578,4 @@ async def audit_log(
         for r in rows[:page_size]
     ]
     token = str(rows[page_size - 1].seq) if len(rows) > page_size else ""
-    return JSONResponse({"entries": entries, "next_page_token": token})
+    return JsonBody({"entries": entries, "next_page_token": token})

@@ -10,6 +10,7 @@ Routes: ``/v1/...`` (JSON API, ``gateway.api``), ``/v1/reports/...`` and
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,25 +24,35 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import api, billing, preferences, reports, selfcare
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, document_security
 from gateway.clients import ServiceClients
 from gateway.config import GatewaySettings
 from gateway.problems import (
     GatewayProblem,
     from_rpc_error,
+    operation_id,
     problem_response,
 )
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.store import CredentialStore
+from gateway.tracing import ServerSpanMiddleware
 from services.common.redis_kit import connect
 
 log = logging.getLogger("gateway")
+# FastAPI releases with their own OpenTelemetry support would add a second server span
+# (and a span per dependency and per serialisation) once an SDK is installed: the
+# gateway's ServerSpanMiddleware is the one (ADR 0076). Older releases have no such
+# argument.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -170,27 +181,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "on POSTs to make retries safe."
         ),
         lifespan=lifespan,
-        # operationId = the route function's name (list_customers, pay...): what client
-        # generators turn into method names, instead of FastAPI's path-derived ids.
-        generate_unique_id_function=lambda route: route.name,
+        generate_unique_id_function=operation_id,
         docs_url=None,
         redoc_url=None,
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.settings = settings
     app.add_middleware(AuditMiddleware)
     # Outermost: one server span per request (not for probes and static files), parent
-    # of the client spans of the service calls it makes (gateway.clients).
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls="healthz,static/",
-        exclude_spans=["receive", "send"],
-    )
-    app.mount(
-        "/static/swagger",
-        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
-        name="swagger",
-    )
-    app.mount("/static/gateway", StaticFiles(directory=selfcare.STATIC_DIR), name="gateway-static")
+    # of the client spans of the service calls it makes (gateway.clients; ADR 0076).
+    app.add_middleware(ServerSpanMiddleware)
 
     @app.exception_handler(GatewayProblem)
     async def _gateway_problem(request: Request, exc: GatewayProblem) -> Response:
@@ -229,20 +229,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
         return problem_response(exc.status_code, reason, str(exc.detail))
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Reckon gateway API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
-
     @app.post(
         "/oauth/token",
         response_model=TokenOut,
@@ -280,16 +266,38 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             headers={"Cache-Control": "no-store"},
         )
 
-    app.include_router(api.router)
-    app.include_router(billing.router)
-    app.include_router(preferences.router)
-    app.include_router(reports.router)
+    for router in (api.router, billing.router, preferences.router, reports.router):
+        app.router.routes.extend(router.routes)
     app.include_router(reports.pages)
     app.include_router(selfcare.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/selfcare/", status_code=303)
+
+    # Routes outside the document after the API: the router tries routes in order, so
+    # the API's requests no longer pass probes, docs and static mounts first (ADR 0076).
+    # (``/oauth/token`` stays first: the document lists paths in route order.)
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Reckon gateway API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    app.mount(
+        "/static/swagger",
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="swagger",
+    )
+    app.mount("/static/gateway", StaticFiles(directory=selfcare.STATIC_DIR), name="gateway-static")
 
     # Validation errors answer 400 problem details (documented on every route), not
     # FastAPI's default 422 shape: drop the 422 entries so the document says what happens.
@@ -298,6 +306,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = default_openapi()
+            document_security(schema, app.routes)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)

@@ -28,12 +28,12 @@ from gateway.api import (
     request_id,
 )
 from gateway.auth import Principal
-from gateway.problems import GatewayProblem, openapi_problem_responses
-from gateway.proto_json import model_for, page_model, to_json
+from gateway.problems import GatewayProblem, openapi_problem_responses, operation_id
+from gateway.proto_json import JsonBody, model_for, page_model, to_json
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from reckon.payments.v1 import payments_pb2 as ppb
 
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(prefix="/v1", responses=PROBLEMS, generate_unique_id_function=operation_id)
 
 InvoiceStatusName = Literal[
     "INVOICE_STATUS_DRAFT",
@@ -98,7 +98,7 @@ async def search_invoices(
         ),
         principal,
     )
-    return JSONResponse(to_json(answer))
+    return JsonBody(to_json(answer))
 
 
 @router.get(
@@ -108,7 +108,7 @@ async def search_invoices(
 )
 async def get_invoice(request: Request, principal: SelfReader, invoice_id: Id) -> JSONResponse:
     """The invoice with its lines, history, payments, credit notes, disputes and notifications."""
-    return JSONResponse(to_json(await owned_invoice(request, principal, invoice_id)))
+    return JsonBody(to_json(await owned_invoice(request, principal, invoice_id)))
 
 
 DOCUMENT_TYPES = {
@@ -250,7 +250,7 @@ async def pay(
 ) -> JSONResponse:
     """Pay what the invoice still owes; the payment's ``state`` says how it went."""
     payment = await pay_invoice(request, principal, invoice_id, body, idempotency_key)
-    return JSONResponse(to_json(payment))
+    return JsonBody(to_json(payment))
 
 
 @router.get(
@@ -268,7 +268,7 @@ async def list_payment_methods(
         ppb.ListPaymentMethodsRequest(account_id=account_id),
         principal,
     )
-    return JSONResponse(to_json(answer))
+    return JsonBody(to_json(answer))
 
 
 @router.post(
@@ -288,7 +288,7 @@ async def add_payment_method(
     method = await add_card(
         request, principal, account_id, body.card, body.make_default, idempotency_key
     )
-    return JSONResponse(to_json(method), status_code=201)
+    return JsonBody(to_json(method), status_code=201)
 
 
 @router.get(
@@ -311,7 +311,7 @@ async def list_payments(
         ppb.ListPaymentsRequest(account_id=account_id, page_size=page_size, page_token=page_token),
         principal,
     )
-    return JSONResponse(to_json(answer))
+    return JsonBody(to_json(answer))
 
 
 # --- PSP callbacks -----------------------------------------------------------------------

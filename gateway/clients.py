@@ -42,21 +42,23 @@ class TracedStub:
         self._token = (TOKEN_METADATA_KEY, f"Bearer {token}")
 
     def __getattr__(self, name: str) -> Any:
+        # Called once per method: the wrapper is then an attribute of this instance, so
+        # later calls find it directly (no closure, span name or dicts built per call).
         method = getattr(self._stub, name)
         token, span_name = self._token, f"/{self._service}/{name}"
         attributes = {"rpc.system": "grpc", "rpc.service": self._service, "rpc.method": name}
 
         # ``timeout`` is the gRPC deadline, passed on as the stub takes it.
         async def invoke(request: Any, *, metadata: Any = (), timeout: float | None = None) -> Any:  # noqa: ASYNC109
-            with _tracer.start_as_current_span(
-                span_name, kind=SpanKind.CLIENT, attributes=attributes
-            ):
+            span = _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attributes)
+            with trace.use_span(span, end_on_exit=True):
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier)
                 return await method(
                     request, metadata=(*metadata, token, *carrier.items()), timeout=timeout
                 )
 
+        setattr(self, name, invoke)
         return invoke
 
 

@@ -22,11 +22,12 @@ from gateway import api
 from gateway.auth import Principal
 from gateway.clients import scope_metadata
 from gateway.i18n import LANGUAGES
-from gateway.proto_json import model_for, to_json
+from gateway.problems import operation_id
+from gateway.proto_json import JsonBody, model_for, to_json
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.notifications.v1 import notifications_pb2 as npb
 
-router = APIRouter(prefix="/v1", responses=api.PROBLEMS)
+router = APIRouter(prefix="/v1", responses=api.PROBLEMS, generate_unique_id_function=operation_id)
 CHANNELS = ("CHANNEL_EMAIL", "CHANNEL_SMS")
 HHMM = r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$"
 
@@ -121,7 +122,7 @@ async def get_notification_preferences(
     """The customer's choices per channel (only channels with a choice set)."""
     await check_customer(request, principal, customer_id)
     found = await preferences_of(request, principal, customer_id)
-    return JSONResponse({"preferences": [to_json(p) for p in found]})
+    return JsonBody({"preferences": [to_json(p) for p in found]})
 
 
 @router.post(
@@ -139,7 +140,7 @@ async def set_notification_preference(
     """Replace the customer's choices for one channel; answers the stored preference."""
     await check_customer(request, principal, customer_id)
     stored = await set_preference(request, principal, customer_id, body, idempotency_key)
-    return JSONResponse(to_json(stored))
+    return JsonBody(to_json(stored))
 
 
 async def page_preferences(request: Request, principal: Principal) -> dict[str, Any] | None:

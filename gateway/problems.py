@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from services.common.grpc_errors import ErrorDetails, details_of
@@ -160,3 +161,11 @@ def openapi_problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]
         }
         for status in statuses
     }
+
+
+def operation_id(route: APIRoute) -> str:
+    """operationId = the route function's name (list_customers, pay...): what client
+    generators turn into method names, instead of FastAPI's path-derived ids. Given to
+    the app and to every router, since the routers' routes join the app's table as
+    they are (``gateway.app``)."""
+    return route.name

@@ -34,12 +34,16 @@ from pydantic import BaseModel
 from gateway.auth import Principal, require
 from gateway.charts import bar_chart
 from gateway.clients import ServiceClients
-from gateway.problems import openapi_problem_responses
+from gateway.problems import openapi_problem_responses, operation_id
 from reckon.accounts.v1 import accounts_pb2 as apb
 from reckon.invoicing.v1 import invoicing_pb2 as ipb
 from reckon.rating.v1 import rating_pb2 as rpb
 
-router = APIRouter(prefix="/v1/reports", responses=openapi_problem_responses(400, 401, 403, 429))
+router = APIRouter(
+    prefix="/v1/reports",
+    responses=openapi_problem_responses(400, 401, 403, 429),
+    generate_unique_id_function=operation_id,
+)
 pages = APIRouter()
 REPORTS = (
     "consumption",

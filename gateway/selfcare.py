@@ -81,7 +81,7 @@ async def customer(request: Request) -> Principal:
     """The logged-in customer (session cookie only); 401 / 403 pages otherwise."""
     auth: Authenticator = request.app.state.authenticator
     token = request.cookies.get(SESSION_COOKIE)
-    principal = await auth.principal(request, None, None, token) if token else None
+    principal = await auth.principal(None, token) if token else None
     if principal is None:
         raise GatewayProblem(401, "UNAUTHENTICATED", "log in first")
     request.state.principal = principal
