@@ -30,6 +30,10 @@ RESOLVE_TTL = 10.0
 _CHECKED_MAX = 4096  # hosts; the table starts over past it
 
 
+def _monotonic() -> float:
+    return time.monotonic()  # a function of this module, so tests can move its clock
+
+
 class HttpWebhookSender:
     def __init__(
         self, *, timeout: float = 15.0, own_ports: frozenset[int] = frozenset(), limit: int = 64
@@ -59,7 +63,7 @@ class HttpWebhookSender:
         if port not in self._own_ports or not parts.hostname:
             return
         key = (parts.hostname, port)
-        now = time.monotonic()
+        now = _monotonic()
         cached = self._checked.get(key)
         if cached is not None and cached[0] > now:
             problem = cached[1]
