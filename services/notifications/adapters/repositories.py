@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, insert, or_, select, update
@@ -42,6 +41,35 @@ _OUTCOME_COLUMNS = (
     "next_attempt_at",
     "status_version",
 )
+
+
+# The dispatcher's per-batch statements, built once: building a statement (and its cache
+# key) for every batch cost about as much as executing it (bench/RESULTS.md, ADR 0079).
+# They run on the session's connection: Core statements, nothing for the ORM to do.
+_SAVE_OUTCOMES = (
+    update(messages)
+    .where(messages.c.message_id == bindparam("b_message_id"))
+    .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
+)
+_LOG_ATTEMPT = insert(webhook_attempts)
+_CLEAR_FAILURES = (
+    update(webhook_endpoints)
+    .where(
+        webhook_endpoints.c.endpoint_id.in_(bindparam("ids", expanding=True)),
+        webhook_endpoints.c.failing_since.is_not(None),
+    )
+    .values(failing_since=None, version=webhook_endpoints.c.version + 1)
+)
+
+
+def _outcome_row(message: Message) -> dict[str, object]:
+    # Read from the instance's __dict__ where the value is loaded: a mapped attribute's
+    # descriptor costs several times a dict lookup, ten columns per delivery.
+    state = vars(message)
+    row: dict[str, object] = {"b_message_id": message.message_id}
+    for name in _OUTCOME_COLUMNS:
+        row[f"b_{name}"] = state[name] if name in state else getattr(message, name)
+    return row
 
 
 class SqlMessageRepository:
@@ -103,24 +131,43 @@ class SqlMessageRepository:
         taken = {row[0] for row in rows}
         return [i for i in message_ids if i in taken]
 
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
+        # One statement takes and loads the batch: the conditional UPDATE of the due rows
+        # RETURNING them (was a SELECT of ids, an UPDATE of an IN list of up to 500 ids and
+        # a SELECT of another). The subquery's rows are checked again by the UPDATE, so
+        # of two dispatchers each row still goes to one (on PostgreSQL a row another one
+        # took meanwhile no longer matches and is skipped).
+        held = or_(messages.c.lease_until.is_(None), messages.c.lease_until < now)
+        due = (
+            select(messages.c.message_id)
+            .where(
+                messages.c.status == MessageStatus.QUEUED, messages.c.next_attempt_at <= now, held
+            )
+            .order_by(messages.c.next_attempt_at)
+            .limit(limit)
+        )
+        taken = list(
+            self._session.scalars(
+                update(Message)
+                .where(
+                    messages.c.message_id.in_(due.scalar_subquery()),
+                    messages.c.status == MessageStatus.QUEUED,
+                    held,
+                )
+                .values(lease_until=now + lease)
+                .returning(Message),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        taken.sort(key=lambda message: message.next_attempt_at)  # RETURNING has no order
+        return taken
+
     def save_outcomes(self, changed: Sequence[Message]) -> None:
         # One executemany UPDATE of the columns an attempt changes, for a batch of
         # messages this dispatcher holds (their other columns never change after planning).
         if not changed:
             return
-        self._session.execute(
-            update(messages)
-            .where(messages.c.message_id == bindparam("b_message_id"))
-            .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
-            .execution_options(synchronize_session=False),
-            [
-                {
-                    "b_message_id": m.message_id,
-                    **{f"b_{name}": getattr(m, name) for name in _OUTCOME_COLUMNS},
-                }
-                for m in changed
-            ],
-        )
+        self._session.connection().execute(_SAVE_OUTCOMES, [_outcome_row(m) for m in changed])
 
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:
         # One conditional UPDATE: of two dispatchers only one sees its row change.
@@ -192,8 +239,25 @@ class SqlMessageRepository:
         self.log_attempts([attempt])
 
     def log_attempts(self, attempts: Sequence[DeliveryAttempt]) -> None:
-        if attempts:  # one multi-row INSERT for a batch of deliveries
-            self._session.execute(insert(webhook_attempts), [asdict(a) for a in attempts])
+        if attempts:  # one executemany INSERT for a batch of deliveries
+            # The rows by hand: ``dataclasses.asdict`` deep-copies every field (the
+            # datetime too) and cost more than the INSERT itself (bench/RESULTS.md).
+            self._session.connection().execute(
+                _LOG_ATTEMPT,
+                [
+                    {
+                        "attempt_id": a.attempt_id,
+                        "endpoint_id": a.endpoint_id,
+                        "message_id": a.message_id,
+                        "event_type": a.event_type,
+                        "attempted_at": a.attempted_at,
+                        "response_code": a.response_code,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                    }
+                    for a in attempts
+                ],
+            )
 
     def attempts(self, endpoint_id: str, *, after: str, limit: int) -> Sequence[DeliveryAttempt]:
         query = (
@@ -329,6 +393,14 @@ class SqlEndpointRepository:
 
     def add(self, endpoint: WebhookEndpoint) -> None:
         self._session.add(endpoint)
+
+    def clear_failures(self, endpoint_ids: Sequence[str]) -> None:
+        # What ``WebhookEndpoint.delivered`` does, for endpoints whose deliveries just all
+        # succeeded, without loading them: nearly always nothing is failing, so this is one
+        # UPDATE that changes no row. The version moves on like an ORM write's, so a
+        # concurrent ORM write of the same endpoint fails and is written again.
+        if endpoint_ids:
+            self._session.connection().execute(_CLEAR_FAILURES, {"ids": list(endpoint_ids)})
 
     def enabled(self) -> Sequence[WebhookEndpoint]:
         return list(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -22,6 +23,15 @@ import aiohttp
 
 from services.notifications.domain.addresses import resolved_target_problem
 from services.notifications.service_layer.ports import TemporaryFailure, WebhookResponse
+
+# How long a target check's resolution holds: the TCP connector's own DNS cache time
+# (aiohttp's ``ttl_dns_cache`` default), so the check sees what the connector connects to.
+RESOLVE_TTL = 10.0
+_CHECKED_MAX = 4096  # hosts; the table starts over past it
+
+
+def _monotonic() -> float:
+    return time.monotonic()  # a function of this module, so tests can move its clock
 
 
 class HttpWebhookSender:
@@ -32,6 +42,8 @@ class HttpWebhookSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        # (host, port) -> (monotonic expiry, problem or ""): the target check's answers.
+        self._checked: dict[tuple[str, int], tuple[float, str]] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use, inside the loop that delivers (aiohttp binds a session to it).
@@ -50,10 +62,22 @@ class HttpWebhookSender:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         if port not in self._own_ports or not parts.hostname:
             return
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, port, type=socket.SOCK_STREAM
-        )
-        problem = resolved_target_problem([str(i[4][0]) for i in infos], port, self._own_ports)
+        key = (parts.hostname, port)
+        now = _monotonic()
+        cached = self._checked.get(key)
+        if cached is not None and cached[0] > now:
+            problem = cached[1]
+        else:
+            # Resolved once per host and port for as long as the connector keeps its own
+            # DNS answers (aiohttp's default, 10 s), not once per delivery.
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                parts.hostname, port, type=socket.SOCK_STREAM
+            )
+            found = resolved_target_problem([str(i[4][0]) for i in infos], port, self._own_ports)
+            problem = found or ""
+            if len(self._checked) >= _CHECKED_MAX:
+                self._checked.clear()
+            self._checked[key] = (now + RESOLVE_TTL, problem)
         if problem:
             raise TemporaryFailure(f"refused: {problem}")
 
@@ -61,7 +85,7 @@ class HttpWebhookSender:
         try:
             await self._check_target(url)
             async with self._client().post(
-                url, data=body, headers=dict(headers), allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 answer = await response.content.read(500)
                 return WebhookResponse(response.status, answer.decode("utf-8", "replace"))

@@ -217,16 +217,18 @@ class Dispatcher:
         claimed, endpoints = await asyncio.to_thread(self._claim_due)
         if not claimed:
             return 0
-        gate = asyncio.Semaphore(self.settings.concurrency)
         recorder = _Recorder(self._record_batch, self.settings.record_batch)
+        # ``concurrency`` workers take the messages one after the other from one iterator
+        # (each message to one worker): no task and no semaphore wait per message.
+        queue = iter(claimed)
 
-        async def one(message: Message) -> None:
-            async with gate:
-                outcome = await self._attempt_claimed(message, endpoints)
-            recorder.add(outcome)
+        async def worker() -> None:
+            for message in queue:
+                recorder.add(await self._attempt_claimed(message, endpoints))
 
+        workers = min(self.settings.concurrency, len(claimed))
         try:
-            await asyncio.gather(*(one(message) for message in claimed))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             await recorder.close()
         return len(claimed)
@@ -235,9 +237,7 @@ class Dispatcher:
         """Take the due messages for one attempt each (with a lease), and load them."""
         with self._writing, self._uow_factory() as uow:
             now = self._clock.now()
-            due = uow.messages.due(now, self.settings.batch_size)
-            taken = uow.messages.claim_many(due, now, self.settings.lease)
-            claimed = uow.messages.get_many(taken)
+            claimed = uow.messages.claim_due(now, self.settings.batch_size, self.settings.lease)
             endpoints = uow.endpoints.get_many(
                 sorted({m.recipient for m in claimed if m.channel is Channel.WEBHOOK})
             )
@@ -267,6 +267,10 @@ class Dispatcher:
     async def _attempt_claimed(
         self, message: Message, endpoints: Mapping[str, WebhookEndpoint]
     ) -> Outcome:
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            # No tracer provider is set up (telemetry off): the span would be a no-op that
+            # still cost about 10 us a send (ADR 0079). Once one is set, every send has it.
+            return await self._attempt_untraced(message, endpoints)
         with tracer().start_as_current_span(
             f"reckon.notifications.send {message.channel.value}",
             context=extract(message.trace_context or {}),
@@ -277,13 +281,18 @@ class Dispatcher:
                 "reckon.event.type": message.event_type,
             },
         ):
-            try:
-                if message.channel is Channel.WEBHOOK:
-                    return await self._attempt_webhook(message, endpoints.get(message.recipient))
-                return await self._attempt(message)
-            except Exception as exc:  # a bug or an unforeseen failure: retried, never lost
-                log.exception("message %s: attempt failed unexpectedly", message.message_id)
-                return Outcome(message, "retry", f"{type(exc).__name__}: {exc}")
+            return await self._attempt_untraced(message, endpoints)
+
+    async def _attempt_untraced(
+        self, message: Message, endpoints: Mapping[str, WebhookEndpoint]
+    ) -> Outcome:
+        try:
+            if message.channel is Channel.WEBHOOK:
+                return await self._attempt_webhook(message, endpoints.get(message.recipient))
+            return await self._attempt(message)
+        except Exception as exc:  # a bug or an unforeseen failure: retried, never lost
+            log.exception("message %s: attempt failed unexpectedly", message.message_id)
+            return Outcome(message, "retry", f"{type(exc).__name__}: {exc}")
 
     async def _attempt(self, message: Message) -> Outcome:
         refs: list[str] = []
@@ -440,8 +449,15 @@ class Dispatcher:
             for message in messages:
                 if message.status is not MessageStatus.QUEUED:
                     announce(uow, message, now)
-            endpoints = uow.endpoints.get_many(sorted({e for e, _ in deliveries}))
+            # An endpoint whose deliveries in this batch all succeeded is cleared of any
+            # failure with one UPDATE (usually of no row); those with a failure are loaded
+            # and given each outcome in order (the first failure starts the 5 days).
+            failing = {e for e, delivered in deliveries if not delivered}
+            uow.endpoints.clear_failures(sorted({e for e, _ in deliveries} - failing))
+            endpoints = uow.endpoints.get_many(sorted(failing))
             for endpoint_id, delivered in deliveries:
+                if endpoint_id not in failing:
+                    continue
                 endpoint = endpoints.get(endpoint_id)
                 if endpoint is None:
                     continue

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,48 @@ def test_the_unique_key_refuses_a_second_message_for_one_recipient(engine: Engin
         uow.messages.add(_message("msg_2"))  # as a concurrent planner would
         with pytest.raises(Aborted):
             uow.commit()
+
+
+def test_concurrent_claims_take_each_due_message_once(engine: Engine) -> None:
+    # The one-statement claim (UPDATE ... WHERE id IN (due subquery) RETURNING): of
+    # dispatchers claiming at the same time each message goes to exactly one.
+    sessions = session_factory(engine)
+    clock = ManualClock(NOW)
+    with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+        for n in range(120):
+            message = _message(f"msg_{n:03}")
+            message.event_id = f"evt_{n}"
+            message.next_attempt_at = NOW - timedelta(seconds=n % 7)
+            uow.messages.add(message)
+        message = _message("msg_later")
+        message.event_id = "evt_later"
+        message.next_attempt_at = NOW + timedelta(seconds=1)  # not due yet
+        uow.messages.add(message)
+        uow.commit()
+    start = threading.Barrier(4)
+
+    def claim() -> list[str]:
+        taken: list[str] = []
+        start.wait()
+        while True:
+            with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+                batch = uow.messages.claim_due(NOW, 10, timedelta(minutes=5))
+                uow.commit()
+            if not batch:
+                return taken
+            assert all(m.lease_until == NOW + timedelta(minutes=5) for m in batch)
+            assert [m.next_attempt_at for m in batch] == sorted(m.next_attempt_at for m in batch)
+            taken += [m.message_id for m in batch]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: claim(), range(4)))
+    every = [message_id for taken in results for message_id in taken]
+    assert sorted(every) == [f"msg_{n:03}" for n in range(120)]  # each once, none twice
+    with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+        # Held until the lease ends; then due again (a crashed dispatcher's messages).
+        assert uow.messages.claim_due(NOW, 500, timedelta(minutes=5)) == []
+        later = NOW + timedelta(minutes=5, seconds=1)
+        assert len(uow.messages.claim_due(later, 500, timedelta(minutes=5))) == 121
 
 
 class _Refusing:

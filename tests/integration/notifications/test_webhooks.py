@@ -162,6 +162,49 @@ async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(
     assert enabled.endpoint.enabled
 
 
+async def test_a_delivery_after_failures_clears_the_failure_record(
+    notifications: Notifications,
+) -> None:
+    # Successes clear an endpoint's failure record without loading it (one conditional
+    # UPDATE, the version moved on): 5 days of failure then count from the next failure.
+    n = notifications
+    hook = await endpoint(n, "InvoiceVoided")
+
+    def record() -> tuple[object, int]:
+        with n.service.app.uow_factory() as uow:
+            found = uow.endpoints.get(hook.endpoint_id)
+            assert found is not None
+            return found.failing_since, found.version
+
+    n.receiver.status = 500
+    await n.publish("invoicing", "InvoiceVoided", {"invoice_id": "inv_1", "reason": "x"})
+    await n.wait_messages(1)
+    await n.dispatch()
+    failing_since, version = record()
+    assert failing_since == n.clock.now()
+    n.clock.advance(timedelta(days=4))
+    n.receiver.status = 200
+    await n.publish("invoicing", "InvoiceVoided", {"invoice_id": "inv_2", "reason": "x"})
+    await n.wait_messages(2)
+    await n.dispatch()  # inv_1's retry is due too: both delivered
+    assert record() == (None, version + 1)
+    n.clock.advance(timedelta(days=2))
+    n.receiver.status = 500
+    await n.publish("invoicing", "InvoiceVoided", {"invoice_id": "inv_3", "reason": "x"})
+    await n.wait_messages(3)
+    await n.dispatch()
+    got = await n.stub.GetWebhookEndpoint(
+        pb.GetWebhookEndpointRequest(endpoint_id=hook.endpoint_id)
+    )
+    assert got.endpoint.enabled  # 6 days after the first failure, but it delivered since
+    assert record()[0] == n.clock.now()
+    assert [m.status for m in n.all_messages()] == [
+        MessageStatus.SENT,
+        MessageStatus.SENT,
+        MessageStatus.QUEUED,
+    ]
+
+
 async def test_secret_rotation_keeps_both_secrets_valid_for_a_while(
     notifications: Notifications,
 ) -> None:
