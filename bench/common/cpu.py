@@ -29,6 +29,39 @@ def process_cpu_ns(pid: int | None = None) -> int | None:
     return ticks * 1_000_000_000 // _TICKS
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (of every thread of it), from ``/proc``."""
+    kids: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return kids
+    for task in tasks:
+        try:
+            kids += [int(kid) for kid in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def process_tree_cpu_ns(pid: int | None = None) -> int | None:
+    """CPU of ``pid`` and of all its live descendants (a server that forks workers:
+    its own figure alone would leave the workers' CPU out). A descendant that ended
+    between two readings takes its CPU with it: fine for servers whose workers live
+    as long as the measurement."""
+    if pid is None:
+        pid = os.getpid()
+    total = process_cpu_ns(pid)
+    if total is None:
+        return None
+    pending = _children(pid)
+    while pending:
+        child = pending.pop()
+        total += process_cpu_ns(child) or 0
+        pending += _children(child)
+    return total
+
+
 def machine_busy_ns() -> int | None:
     """CPU time all processes on the machine have used (all cores), steal included."""
     try:
@@ -50,13 +83,15 @@ class MachineMeter:
     """
 
     own_pids: tuple[int, ...] = ()
+    tree: bool = False  # count each own process's descendants as own too
     _busy0: int | None = None
     _own0: list[int | None] | None = None
     _wall0: int = 0
     percent: float | None = None
 
     def _own(self) -> list[int | None]:
-        return [process_cpu_ns(None), *(process_cpu_ns(pid) for pid in self.own_pids)]
+        of = process_tree_cpu_ns if self.tree else process_cpu_ns
+        return [process_cpu_ns(None), *(of(pid) for pid in self.own_pids)]
 
     def start(self) -> None:
         self._busy0 = machine_busy_ns()
@@ -77,19 +112,26 @@ class MachineMeter:
 
 @dataclass
 class CpuMeter:
-    """CPU used by one process between ``start()`` and ``stop()``, as % of one core."""
+    """CPU used by one process (with ``tree``: and its descendants) between
+    ``start()`` and ``stop()``, as % of one core."""
 
     pid: int | None = None
+    tree: bool = False
     _cpu0: int | None = None
     _wall0: int = 0
     percent: float | None = None
 
+    def _cpu(self) -> int | None:
+        if self.tree and self.pid is not None:
+            return process_tree_cpu_ns(self.pid)
+        return process_cpu_ns(self.pid)
+
     def start(self) -> None:
-        self._cpu0 = process_cpu_ns(self.pid)
+        self._cpu0 = self._cpu()
         self._wall0 = time.perf_counter_ns()
 
     def stop(self) -> float | None:
-        cpu1 = process_cpu_ns(self.pid)
+        cpu1 = self._cpu()
         wall = time.perf_counter_ns() - self._wall0
         if self._cpu0 is None or cpu1 is None or wall <= 0:
             self.percent = None

@@ -12,8 +12,9 @@ creates one prepaid account with a balance and an API key, and measures:
 
 "Per core" divides a rate by the CPU the serving processes used (charging alone for the
 direct path; gateway + charging through the gateway): the steadiest figure on a shared
-machine. The client (httpx / grpc.aio in this process) is measured too: near 100% it
-is the limit, not the servers.
+machine. Each server is measured with its descendants, so a gateway whose server runs
+the app in worker processes is counted whole. The client (httpx / grpc.aio in this
+process) is measured too: near 100% it is the limit, not the servers.
 """
 
 from __future__ import annotations
@@ -187,8 +188,10 @@ async def _measure(
     name: str, call: Any, pids: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
     await closed_loop(call, concurrency=args.concurrency, duration_s=1.0)  # warm-up
-    servers = [CpuMeter(pid) for pid in pids]
-    client, others = CpuMeter(None), MachineMeter(tuple(pids))
+    # Each server with its descendants: a server that runs its app in worker
+    # processes (uvicorn --workers, granian's default) is measured whole.
+    servers = [CpuMeter(pid, tree=True) for pid in pids]
+    client, others = CpuMeter(None), MachineMeter(tuple(pids), tree=True)
     meters: list[CpuMeter | MachineMeter] = [*servers, client, others]
     for meter in meters:
         meter.start()
