@@ -10,6 +10,10 @@ creates one prepaid account with a balance and an API key, and measures:
 2. open loop paced at ``--paced-rate`` calls/s: p50/p95 latency of each path; the
    gateway's added p50 is the difference.
 
+Both phases of both paths are repeated ``--rounds`` times, alternating, and each ratio
+printed is the median of the rounds' ratios (each round's is printed too): on a shared
+machine a neighbour's burst then spoils one round, not the figure.
+
 "Per core" divides a rate by the CPU the serving processes used (charging alone for the
 direct path; gateway + charging through the gateway): the steadiest figure on a shared
 machine. Each server is measured with its descendants, so a gateway whose server runs
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +58,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase (default 5)")
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop (default 16)")
     parser.add_argument("--paced-rate", type=float, default=100.0, help="calls/s (default 100)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="direct and gateway phases alternated this many times; the ratios are the "
+        "medians of the rounds (default 3: a neighbour's burst lands in one round, not all)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument(
         "--profile",
@@ -254,10 +266,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         raw = RawHttp(url, path, {"Authorization": f"Bearer {key}"})
         await raw.get()  # raises unless 200
         through_gateway = raw.get
-        rows = [
-            await _measure("grpc direct", direct, [charging_pid], args),
-            await _measure("http via gateway", through_gateway, [gateway.pid, charging_pid], args),
-        ]
+        rows = []
+        for round_no in range(1, max(1, args.rounds) + 1):
+            for name, call, pids in (
+                ("grpc direct", direct, [charging_pid]),
+                ("http via gateway", through_gateway, [gateway.pid, charging_pid]),
+            ):
+                row = await _measure(name, call, pids, args)
+                rows.append({"round": round_no, **row})
         await channel.close()
         await raw.close()
     finally:
@@ -265,29 +281,34 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             gateway.terminate()
             gateway.wait(timeout=10)
         supervisor.stop()
-    direct_row, gateway_row = rows
-    ratio = (
-        gateway_row["per_server_core"] / direct_row["per_server_core"]
-        if gateway_row["per_server_core"] and direct_row["per_server_core"]
-        else None
-    )
-    added = (
-        gateway_row["paced_p50_ms"] - direct_row["paced_p50_ms"]
-        if gateway_row["paced_p50_ms"] is not None and direct_row["paced_p50_ms"] is not None
-        else None
-    )
-    gateway_only = (
-        gateway_row["per_first_server_core"] / direct_row["per_server_core"]
-        if gateway_row["per_first_server_core"] and direct_row["per_server_core"]
-        else None
-    )
+    rounds = [rows[i : i + 2] for i in range(0, len(rows), 2)]
+    ratios = [r for r in (_ratios(d, g) for d, g in rounds) if r is not None]
+    ratio = statistics.median(r[0] for r in ratios) if ratios else None
+    gateway_only = statistics.median(r[1] for r in ratios) if ratios else None
+    added = statistics.median(r[2] for r in ratios) if ratios else None
     return {
         "rows": rows,
+        "round_ratios": ratios,
         "ratio_per_core": ratio,
         "gateway_process_ratio_per_core": gateway_only,
         "added_p50_ms": added,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+
+
+def _ratios(
+    direct_row: dict[str, Any], gateway_row: dict[str, Any]
+) -> tuple[float, float, float] | None:
+    """One round's (whole path per core, gateway process alone per core, added p50 ms)."""
+    direct, through, alone = (
+        direct_row["per_server_core"],
+        gateway_row["per_server_core"],
+        gateway_row["per_first_server_core"],
+    )
+    p50_direct, p50_gateway = direct_row["paced_p50_ms"], gateway_row["paced_p50_ms"]
+    if not (direct and through and alone) or p50_direct is None or p50_gateway is None:
+        return None
+    return through / direct, alone / direct, p50_gateway - p50_direct
 
 
 def _pct(value: float | None) -> str:
@@ -296,15 +317,16 @@ def _pct(value: float | None) -> str:
 
 def _format(result: dict[str, Any]) -> str:
     lines = [
-        "| path | calls/s | server CPU | client CPU | others CPU | per server core "
+        "| round | path | calls/s | server CPU | client CPU | others CPU | per server core "
         "| p50 at peak | paced p50 | paced p95 | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         cpu = " + ".join(_pct(value) for value in row["server_cpu_percent"])
         per_core = row["per_server_core"]
         lines.append(
-            f"| {row['path']} | {row['rate']:.0f} | {cpu} | {_pct(row['client_cpu_percent'])} "
+            f"| {row['round']} | {row['path']} | {row['rate']:.0f} | {cpu} "
+            f"| {_pct(row['client_cpu_percent'])} "
             f"| {_pct(row['others_cpu_percent'])} | {per_core:.0f} "
             f"| {row['peak_p50_ms']:.2f} ms | {row['paced_p50_ms']:.2f} ms "
             f"| {row['paced_p95_ms']:.2f} ms | {row['errors']} |"
@@ -313,10 +335,11 @@ def _format(result: dict[str, Any]) -> str:
     alone = result["gateway_process_ratio_per_core"]
     lines.append("")
     if ratio is not None and added is not None and alone is not None:
+        each = ", ".join(f"{r[0]:.2f}" for r in result["round_ratios"])
         lines.append(
             f"per core, HTTP via gateway (gateway + charging CPU) / gRPC direct (charging CPU): "
-            f"{ratio:.2f}; gateway process alone / gRPC direct: {alone:.2f}; "
-            f"added p50 (paced): {added:.2f} ms"
+            f"{ratio:.2f} (median of rounds: {each}); gateway process alone / gRPC direct: "
+            f"{alone:.2f}; added p50 (paced): {added:.2f} ms"
         )
     else:
         lines.append("ratio or latency missing")
