@@ -53,7 +53,7 @@ from services.notifications.adapters.unit_of_work import (
     session_factory,
 )
 from services.notifications.adapters.webhook_http import HttpWebhookSender
-from services.notifications.bootstrap import MIGRATIONS, load_rules
+from services.notifications.bootstrap import MIGRATIONS, freeze_startup_heap, load_rules
 from services.notifications.config import DEFAULT_RULES
 from services.notifications.domain.model import WebhookEndpoint
 from services.notifications.domain.signing import sign
@@ -170,6 +170,9 @@ async def bench(emails: int, webhooks: int, workdir: Path, plan: int, plan_batch
                                           "display_name": "Ada", "language_code": "en"}),
             uow(), planning,
         )  # fmt: skip
+        # What the service's ``run`` does once it has started (ADR 0080): the dispatcher
+        # runs with the startup heap frozen, as it does in the service.
+        freeze_startup_heap()
 
         # -- e-mails --------------------------------------------------------------------
         started = time.perf_counter()
@@ -269,6 +272,11 @@ async def bench(emails: int, webhooks: int, workdir: Path, plan: int, plan_batch
         print(raw_httpx.line("(raw httpx posts, for comparison)", webhooks // 4))
         print(f"  service / floor = {raw.wall / service.wall:.2f}; receiver verified {verified}, "
               f"rejected {rejected}")  # fmt: skip
+        # Less sensitive to how the two shared cores are scheduled than the wall-clock ratio
+        # above (which stays the goal's figure): deliveries per CPU-second of this process
+        # running the service vs running the raw client.
+        print(f"  CPU-normalised: service / floor = {raw.cpu / service.cpu:.2f} "
+              "(deliveries per CPU-second, service vs raw aiohttp client)")  # fmt: skip
         await email_sender.aclose()
         await webhook_sender.aclose()
         assert verified == 2 * webhooks + webhooks // 4

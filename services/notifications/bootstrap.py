@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -296,8 +297,23 @@ async def running_service(
         await service.stop(grace=0)
 
 
+def freeze_startup_heap() -> None:
+    """Leave the objects made while starting (modules, mappers, compiled statements, the
+    rules) out of every later garbage collection.
+
+    They live as long as the process, yet each full collection walked all of them again:
+    at a few thousand deliveries a second that was about 0.03 ms of CPU per delivery
+    (ADR 0080). ``gc.freeze`` moves them to the permanent generation once; collection
+    of everything made afterwards is unchanged. Collected first, so that startup's
+    garbage is freed rather than frozen.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def run(settings: NotificationsSettings) -> None:
     service = await start(settings)
+    freeze_startup_heap()
     log.info("notifications serving on %s", service.address)
     await serve(
         service.server,

@@ -27,7 +27,7 @@ from services.notifications.domain.model import (
     Preference,
     WebhookEndpoint,
 )
-from services.notifications.service_layer.unit_of_work import DeliveryAttempt
+from services.notifications.service_layer.unit_of_work import ClaimedWebhook, DeliveryAttempt
 
 _OUTCOME_COLUMNS = (
     "status",
@@ -59,6 +59,26 @@ _CLEAR_FAILURES = (
         webhook_endpoints.c.failing_since.is_not(None),
     )
     .values(failing_since=None, version=webhook_endpoints.c.version + 1)
+)
+
+
+# The claim's columns: a webhook becomes a ClaimedWebhook from them, other messages are
+# loaded as entities by id afterwards (in the same transaction, so with their lease).
+_CLAIMED = (
+    messages.c.message_id,
+    messages.c.channel,
+    messages.c.event_id,
+    messages.c.event_type,
+    messages.c.recipient,
+    messages.c.payload,
+    messages.c.created_at,
+    messages.c.next_attempt_at,
+    messages.c.attempts,
+    messages.c.status_version,
+    messages.c.trace_context,
+    messages.c.provider_ref,
+    messages.c.sent_at,
+    messages.c.response_code,
 )
 
 
@@ -161,6 +181,47 @@ class SqlMessageRepository:
         )
         taken.sort(key=lambda message: message.next_attempt_at)  # RETURNING has no order
         return taken
+
+    def claim_due_rows(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> tuple[list[ClaimedWebhook], list[Message]]:
+        # The same one-statement claim as ``claim_due`` through Core: RETURNING plain
+        # rows, not ``Message`` entities (loading, identity map and instrumented state
+        # cost more per webhook than the signature and the post together, ADR 0080).
+        held = or_(messages.c.lease_until.is_(None), messages.c.lease_until < now)
+        due = (
+            select(messages.c.message_id)
+            .where(
+                messages.c.status == MessageStatus.QUEUED, messages.c.next_attempt_at <= now, held
+            )
+            .order_by(messages.c.next_attempt_at)
+            .limit(limit)
+        )
+        rows = self._session.connection().execute(
+            update(messages)
+            .where(
+                messages.c.message_id.in_(due.scalar_subquery()),
+                messages.c.status == MessageStatus.QUEUED,
+                held,
+            )
+            .values(lease_until=now + lease)
+            .returning(*_CLAIMED)
+        )
+        webhooks: list[ClaimedWebhook] = []
+        others: list[str] = []
+        for row in rows:
+            if row[1] is Channel.WEBHOOK:
+                webhooks.append(ClaimedWebhook(row[0], *row[2:]))
+            else:
+                others.append(row[0])
+        webhooks.sort(key=lambda claimed: claimed.next_attempt_at)  # RETURNING has no order
+        loaded = self.get_many(others)
+        loaded.sort(key=lambda message: message.next_attempt_at)
+        return webhooks, loaded
+
+    def save_outcome_rows(self, rows: Sequence[Mapping[str, object]]) -> None:
+        if rows:
+            self._session.connection().execute(_SAVE_OUTCOMES, list(rows))
 
     def save_outcomes(self, changed: Sequence[Message]) -> None:
         # One executemany UPDATE of the columns an attempt changes, for a batch of

@@ -122,13 +122,13 @@ class Message:
         self.response_code = response_code
         self.updated_at = now
         self.lease_until = None
-        delay = next_delay(self.channel, self.attempts)
-        if delay is None or now + delay - self.created_at > _GIVE_UP[self.channel]:
+        retry_at = next_attempt_at(self.channel, self.created_at, self.attempts, now)
+        if retry_at is None:
             self.status = MessageStatus.FAILED
             self.status_version += 1
             self.last_error = f"gave up after {self.attempts} attempts: {self.last_error}"
             return
-        self.next_attempt_at = now + delay
+        self.next_attempt_at = retry_at
 
     def failed(self, now: datetime, error: str, *, bounced: bool = False) -> None:
         """A failure another attempt cannot fix (bad address, template that fails)."""
@@ -164,6 +164,17 @@ _GIVE_UP: Final = {
     # The schedule's end (about 32.5 h) comes first; this is only a bound.
     Channel.WEBHOOK: timedelta(days=2),
 }
+
+
+def next_attempt_at(
+    channel: Channel, created_at: datetime, attempts: int, now: datetime
+) -> datetime | None:
+    """When a message that just failed its ``attempts``-th attempt is tried again; None:
+    given up (the schedule ended, or the next attempt would be past the channel's bound)."""
+    delay = next_delay(channel, attempts)
+    if delay is None or now + delay - created_at > _GIVE_UP[channel]:
+        return None
+    return now + delay
 
 
 def next_delay(channel: Channel, attempts: int) -> timedelta | None:

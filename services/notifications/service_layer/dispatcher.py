@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import threading
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from opentelemetry import trace
@@ -41,6 +43,7 @@ from services.notifications.domain.model import (
     Message,
     MessageStatus,
     WebhookEndpoint,
+    next_attempt_at,
 )
 from services.notifications.domain.signing import sign
 from services.notifications.service_layer.handlers import announce
@@ -57,6 +60,7 @@ from services.notifications.service_layer.ports import (
     WebhookSender,
 )
 from services.notifications.service_layer.unit_of_work import (
+    ClaimedWebhook,
     DeliveryAttempt,
     NotificationsUnitOfWork,
 )
@@ -74,7 +78,9 @@ class Outcome:
     ``webhook`` (a delivery: ``detail`` empty on success, else the error).
     """
 
-    message: Message  # as claimed (detached): the record applies the outcome to it
+    # As claimed: an entity (detached) the record applies the outcome to, or a webhook's
+    # plain row whose outcome the record writes as the entity's transition would (ADR 0080).
+    message: Message | ClaimedWebhook
     kind: str
     detail: str
     refs: tuple[str, ...] = ()
@@ -233,15 +239,23 @@ class Dispatcher:
             await recorder.close()
         return len(claimed)
 
-    def _claim_due(self) -> tuple[list[Message], dict[str, WebhookEndpoint]]:
-        """Take the due messages for one attempt each (with a lease), and load them."""
+    def _claim_due(
+        self,
+    ) -> tuple[list[Message | ClaimedWebhook], dict[str, WebhookEndpoint]]:
+        """Take the due messages for one attempt each (with a lease), and load them.
+
+        Webhooks come as plain rows (ADR 0080), e-mails and SMS as entities; together
+        oldest due first, as claimed."""
         with self._writing, self._uow_factory() as uow:
             now = self._clock.now()
-            claimed = uow.messages.claim_due(now, self.settings.batch_size, self.settings.lease)
-            endpoints = uow.endpoints.get_many(
-                sorted({m.recipient for m in claimed if m.channel is Channel.WEBHOOK})
+            webhooks, others = uow.messages.claim_due_rows(
+                now, self.settings.batch_size, self.settings.lease
             )
+            endpoints = uow.endpoints.get_many(sorted({w.recipient for w in webhooks}))
             uow.commit()
+        claimed: list[Message | ClaimedWebhook] = (
+            list(heapq.merge(webhooks, others, key=_DUE)) if others else list(webhooks)
+        )
         return claimed, endpoints
 
     async def attempt(self, message_id: str) -> bool:
@@ -265,7 +279,7 @@ class Dispatcher:
         return True
 
     async def _attempt_claimed(
-        self, message: Message, endpoints: Mapping[str, WebhookEndpoint]
+        self, message: Message | ClaimedWebhook, endpoints: Mapping[str, WebhookEndpoint]
     ) -> Outcome:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # No tracer provider is set up (telemetry off): the span would be a no-op that
@@ -284,10 +298,10 @@ class Dispatcher:
             return await self._attempt_untraced(message, endpoints)
 
     async def _attempt_untraced(
-        self, message: Message, endpoints: Mapping[str, WebhookEndpoint]
+        self, message: Message | ClaimedWebhook, endpoints: Mapping[str, WebhookEndpoint]
     ) -> Outcome:
         try:
-            if message.channel is Channel.WEBHOOK:
+            if isinstance(message, ClaimedWebhook) or message.channel is Channel.WEBHOOK:
                 return await self._attempt_webhook(message, endpoints.get(message.recipient))
             return await self._attempt(message)
         except Exception as exc:  # a bug or an unforeseen failure: retried, never lost
@@ -347,7 +361,9 @@ class Dispatcher:
         )
 
     # -- webhooks ---------------------------------------------------------------------------
-    async def _attempt_webhook(self, message: Message, endpoint: WebhookEndpoint | None) -> Outcome:
+    async def _attempt_webhook(
+        self, message: Message | ClaimedWebhook, endpoint: WebhookEndpoint | None
+    ) -> Outcome:
         if endpoint is None or not endpoint.enabled or self._webhooks is None:
             reason = "endpoint disabled" if endpoint is not None else "endpoint deleted"
             if self._webhooks is None:
@@ -386,8 +402,31 @@ class Dispatcher:
         refs: list[tuple[str, str]] = []
         attempts: list[DeliveryAttempt] = []
         deliveries: list[tuple[str, bool]] = []  # (endpoint, delivered) in order
+        rows: list[dict[str, object]] = []  # outcomes of webhooks claimed as plain rows
+        messages: list[Message] = []
         for outcome in outcomes:
             message = outcome.message
+            if isinstance(message, ClaimedWebhook):
+                if outcome.kind == "webhook":
+                    attempts.append(
+                        DeliveryAttempt(
+                            new_id("wha"),
+                            message.recipient,
+                            message.message_id,
+                            message.event_type,
+                            outcome.attempted_at or now,
+                            outcome.code,
+                            outcome.detail[:1000],
+                            outcome.elapsed_ms,
+                        )
+                    )
+                    deliveries.append((message.recipient, not outcome.detail))
+                row = _claimed_outcome_row(message, outcome, now)
+                rows.append(row)
+                if outcome.kind != "webhook":
+                    log.warning("message %s: %s", message.message_id, row["b_last_error"])
+                continue
+            messages.append(message)
             if outcome.kind == "webhook":
                 attempts.append(
                     DeliveryAttempt(
@@ -422,13 +461,12 @@ class Dispatcher:
                 log.warning(
                     "message %s %s: %s", message.message_id, message.status.value, outcome.detail
                 )
-        messages = [outcome.message for outcome in outcomes]
         # Webhook outcomes change their endpoint's failure record (a versioned row) and a
         # dispatcher in another process may change it too: the loser writes again.
         for attempt in range(1, _RECORD_ATTEMPTS + 1):
             try:
                 with self._writing:
-                    self._write_outcomes(messages, refs, attempts, deliveries, now)
+                    self._write_outcomes(messages, rows, refs, attempts, deliveries, now)
                 return
             except Aborted:
                 if attempt == _RECORD_ATTEMPTS:
@@ -437,6 +475,7 @@ class Dispatcher:
     def _write_outcomes(
         self,
         messages: Sequence[Message],
+        rows: Sequence[dict[str, object]],
         refs: Sequence[tuple[str, str]],
         attempts: Sequence[DeliveryAttempt],
         deliveries: Sequence[tuple[str, bool]],
@@ -444,6 +483,7 @@ class Dispatcher:
     ) -> None:
         with self._uow_factory() as uow:
             uow.messages.save_outcomes(messages)
+            uow.messages.save_outcome_rows(rows)
             uow.messages.add_sms_refs(refs)
             uow.messages.log_attempts(attempts)
             for message in messages:
@@ -516,6 +556,52 @@ class Dispatcher:
                 if message.receipt(now, delivered, f"SMSC: {state}"):
                     announce(uow, message, now)
             uow.commit()
+
+
+_DUE = attrgetter("next_attempt_at")
+
+
+def _claimed_outcome_row(
+    claimed: ClaimedWebhook, outcome: Outcome, now: datetime
+) -> dict[str, object]:
+    """The attempt columns of a webhook claimed as a row, after ``outcome``: what
+    ``Message.sent`` (delivered), ``Message.failed_for_now`` (not delivered, or retried
+    after an unexpected error) and ``Message.failed`` (endpoint gone or disabled) would
+    leave in the entity, without one (ADR 0080; tests compare the two)."""
+    attempts = claimed.attempts + 1
+    row: dict[str, object] = {
+        "b_message_id": claimed.message_id,
+        "b_status": MessageStatus.QUEUED,
+        "b_attempts": attempts,
+        "b_last_error": outcome.detail[:1000],
+        "b_provider_ref": claimed.provider_ref,
+        "b_response_code": outcome.code,
+        "b_sent_at": claimed.sent_at,
+        "b_updated_at": now,
+        "b_lease_until": None,
+        "b_next_attempt_at": claimed.next_attempt_at,
+        "b_status_version": claimed.status_version,
+    }
+    if outcome.kind == "webhook" and not outcome.detail:
+        row["b_status"] = MessageStatus.SENT
+        row["b_status_version"] = claimed.status_version + 1
+        row["b_provider_ref"] = f"HTTP {outcome.code}"
+        row["b_sent_at"] = now
+    elif outcome.kind in ("webhook", "retry"):
+        retry_at = next_attempt_at(Channel.WEBHOOK, claimed.created_at, attempts, now)
+        if retry_at is None:
+            row["b_status"] = MessageStatus.FAILED
+            row["b_status_version"] = claimed.status_version + 1
+            row["b_last_error"] = f"gave up after {attempts} attempts: {row['b_last_error']}"
+        else:
+            row["b_next_attempt_at"] = retry_at
+    else:  # failed or bounced: final, the response code stays the last one received
+        row["b_status"] = (
+            MessageStatus.BOUNCED if outcome.kind == "bounced" else MessageStatus.FAILED
+        )
+        row["b_status_version"] = claimed.status_version + 1
+        row["b_response_code"] = claimed.response_code
+    return row
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from services.common.clock import Clock
 from services.common.unit_of_work import UnitOfWork
@@ -35,6 +35,31 @@ class DeliveryAttempt:
     duration_ms: int
 
 
+class ClaimedWebhook(NamedTuple):
+    """A webhook message as the dispatcher's claim returns it: the columns a delivery and
+    its record need, as a plain row (no ORM entity to load, track and write back: ADR
+    0080). The outcome is written with ``save_outcome_rows``, as ``Message.sent`` /
+    ``Message.failed_for_now`` would change the entity."""
+
+    message_id: str
+    event_id: str
+    event_type: str
+    recipient: str  # the endpoint id
+    payload: dict[str, Any]
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int
+    status_version: int
+    trace_context: dict[str, str]
+    provider_ref: str
+    sent_at: datetime | None
+    response_code: int
+
+    @property
+    def channel(self) -> Channel:
+        return Channel.WEBHOOK
+
+
 class MessageRepository(Protocol):
     def exists(self, event_id: str, channel: Channel, recipient: str) -> bool: ...
 
@@ -58,8 +83,18 @@ class MessageRepository(Protocol):
         """Take up to ``limit`` due messages no dispatcher holds (oldest due first), loaded."""
         ...
 
+    def claim_due_rows(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> tuple[list[ClaimedWebhook], list[Message]]:
+        """As ``claim_due``, webhooks as plain rows and other messages loaded as entities."""
+        ...
+
     def save_outcomes(self, changed: Sequence[Message]) -> None:
         """Write the attempt columns (status, attempts, errors, times) of held messages."""
+        ...
+
+    def save_outcome_rows(self, rows: Sequence[Mapping[str, object]]) -> None:
+        """Write attempt columns given as rows (``b_<column>`` keys, all of them)."""
         ...
 
     def claim(self, message_id: str, now: datetime, lease: timedelta) -> bool:

@@ -239,3 +239,48 @@ async def test_documents_come_from_invoicing_over_grpc() -> None:
             "inv_1", "invoice_pdf"
         )
     await asyncio.sleep(0)
+
+
+def test_concurrent_row_claims_take_each_due_message_once(engine: Engine) -> None:
+    # The dispatcher's claim (ADR 0080): webhooks as plain rows, e-mails as entities; of
+    # dispatchers claiming at the same time each message still goes to exactly one.
+    sessions = session_factory(engine)
+    clock = ManualClock(NOW)
+    with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+        for n in range(90):
+            message = _message(f"msg_{n:03}")
+            message.event_id = f"evt_{n}"
+            message.next_attempt_at = NOW - timedelta(seconds=n % 7)
+            if n % 3:
+                message.channel, message.recipient = Channel.WEBHOOK, "whe_1"
+                message.payload = {"body": {"n": n}}
+                message.status_version = 2
+            uow.messages.add(message)
+        uow.commit()
+    start = threading.Barrier(3)
+
+    def claim() -> list[str]:
+        taken: list[str] = []
+        start.wait()
+        while True:
+            with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+                webhooks, others = uow.messages.claim_due_rows(NOW, 10, timedelta(minutes=5))
+                uow.commit()
+            if not webhooks and not others:
+                return taken
+            assert all(m.channel is Channel.EMAIL for m in others)
+            assert all(m.lease_until == NOW + timedelta(minutes=5) for m in others)
+            for webhook in webhooks:
+                assert webhook.payload == {"body": {"n": int(webhook.event_id[4:])}}
+                assert (webhook.attempts, webhook.status_version, webhook.sent_at) == (0, 2, None)
+                assert webhook.created_at == NOW
+            due = [w.next_attempt_at for w in webhooks]
+            assert due == sorted(due)
+            taken += [w.message_id for w in webhooks] + [m.message_id for m in others]
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: claim(), range(3)))
+    every = [message_id for taken in results for message_id in taken]
+    assert sorted(every) == [f"msg_{n:03}" for n in range(90)]  # each once, none twice
+    with SqlNotificationsUnitOfWork(sessions, clock=clock) as uow:
+        assert uow.messages.claim_due_rows(NOW, 500, timedelta(minutes=5)) == ([], [])
