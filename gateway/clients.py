@@ -30,14 +30,19 @@ from services.common.customer_scope import CUSTOMER_SCOPE_KEY
 from services.common.grpc_client import open_channel
 from services.common.grpc_server import TOKEN_METADATA_KEY
 
-_tracer = trace.get_tracer("reckon.gateway")
-
 
 class TracedStub:
     """A generated stub whose unary calls carry the token and the trace context."""
 
-    def __init__(self, stub: Any, service: str, token: str) -> None:
+    def __init__(
+        self,
+        stub: Any,
+        service: str,
+        token: str,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self._stub = stub
+        self._tracer_provider = tracer_provider  # None: the global one
         self._service = service
         self._token = (TOKEN_METADATA_KEY, f"Bearer {token}")
 
@@ -46,11 +51,15 @@ class TracedStub:
         # later calls find it directly (no closure, span name or dicts built per call).
         method = getattr(self._stub, name)
         token, span_name = self._token, f"/{self._service}/{name}"
+        # The tracer of the provider in place when the method is first used (after the
+        # process set up telemetry), not one bound at import time to whatever provider
+        # was global then.
+        tracer = trace.get_tracer("reckon.gateway", tracer_provider=self._tracer_provider)
         attributes = {"rpc.system": "grpc", "rpc.service": self._service, "rpc.method": name}
 
         # ``timeout`` is the gRPC deadline, passed on as the stub takes it.
         async def invoke(request: Any, *, metadata: Any = (), timeout: float | None = None) -> Any:  # noqa: ASYNC109
-            span = _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attributes)
+            span = tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attributes)
             with trace.use_span(span, end_on_exit=True):
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier)

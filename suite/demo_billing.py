@@ -271,21 +271,32 @@ async def declined_then_retried(story: Story) -> RenderableType:
     while True:
 
         async def answered(after: int = seen) -> Any:
-            found = [p for p in await _payments_of(story, account.account_id)]
-            done = [
-                p
-                for p in found
-                if p.state
-                in (payments_pb2.PAYMENT_STATE_FAILED, payments_pb2.PAYMENT_STATE_SUCCEEDED)
-                and len(p.attempts) > after
-            ]
-            return done[0] if done else None
+            # Decided by the newest attempt's own outcome: a payment read while its next
+            # attempt starts can show the new attempt beside the payment's state before
+            # it (two statements at READ COMMITTED), so the payment's state alone could
+            # call a try that is still in flight declined.
+            for p in await _payments_of(story, account.account_id):
+                if len(p.attempts) <= after:
+                    continue
+                last = p.attempts[-1]
+                if last.state == payments_pb2.PAYMENT_STATE_SUCCEEDED:
+                    return p
+                if (
+                    last.state == payments_pb2.PAYMENT_STATE_FAILED
+                    and p.state == payments_pb2.PAYMENT_STATE_FAILED
+                    and (
+                        not p.HasField("next_retry_time")
+                        or p.next_retry_time.ToDatetime() > last.send_time.ToDatetime()
+                    )
+                ):
+                    return p
+            return None
 
         payment = await _until(f"try {seen + 1} of the collection", answered)
         seen = len(payment.attempts)
         attempt = payment.attempts[-1]
         at = timestamp_from_proto(attempt.send_time) if attempt.HasField("send_time") else None
-        if payment.state == payments_pb2.PAYMENT_STATE_SUCCEEDED:
+        if attempt.state == payments_pb2.PAYMENT_STATE_SUCCEEDED:
             table.add_row(str(seen), f"{at:%Y-%m-%d %H:%M}" if at else "-",
                           "[bold green]SUCCEEDED[/]", "-")  # fmt: skip
             break
@@ -295,7 +306,7 @@ async def declined_then_retried(story: Story) -> RenderableType:
             else None
         )
         table.add_row(str(seen), f"{at:%Y-%m-%d %H:%M}" if at else "-",
-                      f"[yellow]declined[/] {payment.decline_code}",
+                      f"[yellow]declined[/] {attempt.decline_code or payment.decline_code}",
                       f"{retry:%Y-%m-%d %H:%M}" if retry else "none")  # fmt: skip
         if retry is None:
             from suite.demo_story import StoryError

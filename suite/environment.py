@@ -46,6 +46,18 @@ def plan_addresses(
     override also means "pick one", because peers must be told the real port.
     """
     addresses: dict[str, str] = {}
+    picked: set[int] = set()
+
+    def pick_unused() -> int:
+        # Each pick binds port 0 and lets go: the OS may hand the same port out twice in
+        # a row, and two services told one port would leave one of them unable to bind.
+        for _ in range(100):
+            port = pick_port()
+            if port not in picked:
+                picked.add(port)
+                return port
+        raise AddressError("no unused free port found after 100 picks")
+
     for spec in specs:
         override = environ.get(f"{spec.env_prefix}_LISTEN")
         if override:
@@ -55,7 +67,7 @@ def plan_addresses(
                 raise AddressError(f"{spec.env_prefix}_LISTEN: {exc}") from None
         else:
             host, port = LOOPBACK, 0 if free_ports else spec.default_port
-        addresses[spec.name] = f"{host}:{port or pick_port()}"
+        addresses[spec.name] = f"{host}:{port or pick_unused()}"
     return addresses
 
 

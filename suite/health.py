@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from enum import StrEnum
@@ -45,3 +46,8 @@ def check_service(name: str, address: str, *, timeout: float = 2.0) -> Health:
             return Health.SERVING if answer.status == 200 else Health.NOT_SERVING
     except (urllib.error.URLError, OSError):
         return Health.UNREACHABLE
+    except http.client.HTTPException:
+        # Something that is not an HTTP server answers on the port (a gRPC server's
+        # HTTP/2 preface, say): not the gateway, so not serving; the caller then sees the
+        # gateway's own exit (its port was taken) and says so.
+        return Health.NOT_SERVING

@@ -187,7 +187,6 @@ def test_service_calls_carry_the_token_the_scope_and_the_trace(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(clients, "_tracer", provider.get_tracer("test"))
     sent: dict[str, str] = {}
 
     class Stub:
@@ -195,7 +194,9 @@ def test_service_calls_carry_the_token_the_scope_and_the_trace(
             sent.update(dict(metadata))  # type: ignore[call-overload]
             return "answer"
 
-    stub = clients.TracedStub(Stub(), "reckon.accounts.v1.AccountsService", "s3cret-token")
+    stub = clients.TracedStub(
+        Stub(), "reckon.accounts.v1.AccountsService", "s3cret-token", tracer_provider=provider
+    )
     scope = (("x-reckon-customer-id", "cus_1"),)
     assert asyncio.run(stub.GetAccount("request", metadata=scope, timeout=1.0)) == "answer"
     assert sent["authorization"] == "Bearer s3cret-token"
